@@ -1,0 +1,132 @@
+"""The four tasks, their class names in the model's order, the paper's loss weights, and the
+conversions from every data set's label codes. Nothing else in the code spells a class list."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    classes: tuple[str, ...]
+    loss_weight: float  # the paper's weight in the total loss
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def index(self, label: str) -> int:
+        """Class index of `label` (a class name of this task)."""
+        try:
+            return self.classes.index(label)
+        except ValueError:
+            raise ValueError(f"{label!r} is not a {self.name} class; expected one of {list(self.classes)}") from None
+
+
+EMOTION = Task("emotion", ("surprise", "fear", "disgust", "happy", "sad", "angry", "neutral"), 2.0)
+GENDER = Task("gender", ("male", "female", "unsure"), 0.1)
+RACE = Task("race", ("caucasian", "african_american", "asian"), 1.5)
+AGE = Task("age", ("0-3", "4-19", "20-39", "40-69", "70+"), 4.0)
+
+TASKS: dict[str, Task] = {t.name: t for t in (EMOTION, GENDER, RACE, AGE)}
+TASK_NAMES: tuple[str, ...] = tuple(TASKS)
+PAPER_LOSS_WEIGHTS: dict[str, float] = {t.name: t.loss_weight for t in TASKS.values()}
+
+
+def get_task(name: str) -> Task:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}; expected one of {list(TASKS)}") from None
+
+
+# --- FER2013 -------------------------------------------------------------------------------------
+# The original CSV codes: 0 Angry, 1 Disgust, 2 Fear, 3 Happy, 4 Sad, 5 Surprise, 6 Neutral.
+FER2013_CSV_CODES: dict[int, int] = {
+    0: EMOTION.index("angry"),
+    1: EMOTION.index("disgust"),
+    2: EMOTION.index("fear"),
+    3: EMOTION.index("happy"),
+    4: EMOTION.index("sad"),
+    5: EMOTION.index("surprise"),
+    6: EMOTION.index("neutral"),
+}
+# The CSV's Usage column -> our split names.
+FER2013_USAGE_SPLITS: dict[str, str] = {"Training": "train", "PublicTest": "test", "PrivateTest": "test"}
+
+# Folder names people use for emotion classes (FER2013 image folders, AffectNet-style trees ...).
+EMOTION_SYNONYMS: dict[str, str] = {
+    "surprise": "surprise",
+    "surprised": "surprise",
+    "suprise": "surprise",
+    "fear": "fear",
+    "fearful": "fear",
+    "afraid": "fear",
+    "scared": "fear",
+    "disgust": "disgust",
+    "disgusted": "disgust",
+    "contempt": "disgust",
+    "happy": "happy",
+    "happiness": "happy",
+    "joy": "happy",
+    "smile": "happy",
+    "sad": "sad",
+    "sadness": "sad",
+    "angry": "angry",
+    "anger": "angry",
+    "mad": "angry",
+    "neutral": "neutral",
+    "calm": "neutral",
+}
+
+
+def emotion_from_name(name: str) -> int | None:
+    """Emotion index for a folder or label name (case and synonyms tolerated), None when unknown."""
+    key = name.strip().lower().replace("-", "_").replace(" ", "_")
+    canonical = EMOTION_SYNONYMS.get(key)
+    return None if canonical is None else EMOTION.index(canonical)
+
+
+# --- RAF-DB --------------------------------------------------------------------------------------
+# list_patition_label.txt: labels 1..7 in EMOTION order. manu_attri lines 6-8: gender 0 male,
+# 1 female, 2 unsure; race 0 Caucasian, 1 African-American, 2 Asian; age 0..4 in AGE order.
+def rafdb_emotion(label: int) -> int:
+    if not 1 <= label <= EMOTION.num_classes:
+        raise ValueError(f"RAF-DB emotion label must be 1..{EMOTION.num_classes}, got {label}")
+    return label - 1
+
+
+def rafdb_attribute(task: str, code: int) -> int:
+    t = get_task(task)
+    if t is EMOTION:
+        raise ValueError("RAF-DB attributes are gender, race and age")
+    if not 0 <= code < t.num_classes:
+        raise ValueError(f"RAF-DB {task} code must be 0..{t.num_classes - 1}, got {code}")
+    return code
+
+
+# --- UTKFace -------------------------------------------------------------------------------------
+UTKFACE_GENDER: dict[int, int] = {0: GENDER.index("male"), 1: GENDER.index("female")}
+# 0 White, 1 Black, 2 Asian, 3 Indian, 4 Others. Indian and Others have no class in the 3-class task:
+# they map to None (masked), never to a guess.
+UTKFACE_RACE: dict[int, int | None] = {
+    0: RACE.index("caucasian"),
+    1: RACE.index("african_american"),
+    2: RACE.index("asian"),
+    3: None,
+    4: None,
+}
+
+# Upper bounds (inclusive, in years) of the age groups in AGE order; the last is open.
+AGE_GROUP_UPPER_YEARS: tuple[int, ...] = (3, 19, 39, 69)
+
+
+def age_group(years: int) -> int:
+    """Age in years -> index of the AGE group (0-3, 4-19, 20-39, 40-69, 70+)."""
+    if years < 0:
+        raise ValueError(f"age must be >= 0 years, got {years}")
+    for i, upper in enumerate(AGE_GROUP_UPPER_YEARS):
+        if years <= upper:
+            return i
+    return len(AGE_GROUP_UPPER_YEARS)

@@ -1,0 +1,380 @@
+"""Per-task evaluation of a multi-task model's predictions: metrics, confusion matrices, per-sample
+tables and emotion-accuracy slices by gender, race and age.
+
+Pure numpy / pandas / scikit-learn: the caller runs the model and passes its softmax probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+    precision_recall_fscore_support,
+)
+
+from mtfer.tasks import EMOTION, TASK_NAMES, get_task
+
+METRICS_FILE = "metrics.json"
+SAMPLES_FILE = "samples.csv"
+SLICES_FILE = "slices.csv"
+SLICE_ATTRIBUTES: tuple[str, ...] = ("gender", "race", "age")
+SLICE_COLUMNS: tuple[str, ...] = ("attribute", "group", "n", "accuracy")
+# Softmax rows may drift from 1 in float16/bfloat16; beyond this they are not probabilities.
+_ROW_SUM_TOLERANCE = 1e-2
+
+
+class EvaluationError(ValueError):
+    """Inputs or saved files that cannot be evaluated or read back."""
+
+
+@dataclass
+class Evaluation:
+    metrics: dict  # JSON-able: {"n", "tasks": {task: {...}}, "slices": {attribute: {group: {...}}}}
+    samples: pd.DataFrame  # one row per sample, in input order
+    slices: pd.DataFrame  # attribute, group, n, accuracy (emotion accuracy per attribute class)
+
+
+# --- evaluation ------------------------------------------------------------------------------------
+def evaluate_predictions(
+    probabilities: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    sources: Sequence[str] | None = None,
+    splits: Sequence[str] | None = None,
+) -> Evaluation:
+    """Score softmax `probabilities` (task -> (N, k)) against `labels` ((N, 4) class indices in
+    TASK_NAMES order, -1 = missing); only tasks in `probabilities` are scored."""
+    label_array = _check_labels(labels)
+    n = label_array.shape[0]
+    probs = _check_probabilities(probabilities, n)
+    columns: dict[str, object] = {"source": _check_strings(sources, n, "sources")}
+    if splits is not None:
+        columns["split"] = _check_strings(splits, n, "splits")
+
+    task_metrics: dict[str, dict] = {}
+    for name, p in probs.items():
+        task = get_task(name)
+        y = label_array[:, TASK_NAMES.index(name)]
+        predicted = p.argmax(axis=1)
+        labelled = y >= 0
+        task_metrics[name] = _task_metrics(name, y[labelled], predicted[labelled], p[labelled])
+        columns[f"{name}_true"] = [task.classes[i] if i >= 0 else "" for i in y]
+        columns[f"{name}_pred"] = [task.classes[i] for i in predicted]
+        columns[f"{name}_confidence"] = p[np.arange(n), predicted]
+        columns[f"{name}_correct"] = pd.array(
+            [bool(c) if ok else None for c, ok in zip(predicted == y, labelled, strict=True)], dtype="boolean"
+        )
+
+    slices = _slices(label_array, probs[EMOTION.name].argmax(axis=1)) if EMOTION.name in probs else {}
+    metrics = {"n": n, "tasks": task_metrics, "slices": slices}
+    return Evaluation(
+        metrics=metrics, samples=_typed_samples(pd.DataFrame(columns)), slices=_slice_frame(slices)
+    )
+
+
+def _task_metrics(name: str, y: np.ndarray, predicted: np.ndarray, p: np.ndarray) -> dict:
+    classes = get_task(name).classes
+    k = len(classes)
+    everything = list(range(k))
+    if len(y) == 0:
+        return {
+            "n": 0,
+            "accuracy": None,
+            "loss": None,
+            "macro_f1": None,
+            "classes": list(classes),
+            "confusion": [[0] * k for _ in range(k)],
+            "per_class": {c: {"precision": None, "recall": None, "f1": None, "support": 0} for c in classes},
+        }
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y, predicted, labels=everything, zero_division=0
+    )
+    return {
+        "n": len(y),
+        "accuracy": float(accuracy_score(y, predicted)),
+        "loss": float(log_loss(y, p, labels=everything)),
+        "macro_f1": float(f1_score(y, predicted, labels=everything, average="macro", zero_division=0)),
+        "classes": list(classes),
+        "confusion": confusion_matrix(y, predicted, labels=everything).tolist(),
+        "per_class": {
+            c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                "support": int(support[i])}
+            for i, c in enumerate(classes)
+        },
+    }  # fmt: skip
+
+
+def _slices(labels: np.ndarray, emotion_predicted: np.ndarray) -> dict:
+    emotion_true = labels[:, TASK_NAMES.index(EMOTION.name)]
+    out: dict[str, dict] = {}
+    for attribute in SLICE_ATTRIBUTES:
+        groups = labels[:, TASK_NAMES.index(attribute)]
+        out[attribute] = {}
+        for i, group in enumerate(get_task(attribute).classes):
+            member = (groups == i) & (emotion_true >= 0)
+            count = int(member.sum())
+            accuracy = (
+                float(accuracy_score(emotion_true[member], emotion_predicted[member])) if count else None
+            )
+            out[attribute][group] = {"n": count, "accuracy": accuracy}
+    return out
+
+
+def _slice_frame(slices: Mapping[str, Mapping[str, Mapping]]) -> pd.DataFrame:
+    rows = [
+        {"attribute": attribute, "group": group, "n": v["n"], "accuracy": v["accuracy"]}
+        for attribute, groups in slices.items()
+        for group, v in groups.items()
+    ]
+    return _typed_slices(pd.DataFrame(rows, columns=list(SLICE_COLUMNS)))
+
+
+# --- input checks ----------------------------------------------------------------------------------
+def _check_labels(labels: np.ndarray) -> np.ndarray:
+    array = np.asarray(labels)
+    if array.ndim != 2 or array.shape[1] != len(TASK_NAMES):
+        raise EvaluationError(
+            f"labels must have shape (N, {len(TASK_NAMES)}) in {list(TASK_NAMES)} order, got {array.shape}"
+        )
+    if array.dtype.kind == "f" and array.size and not np.array_equal(array, np.round(array)):
+        raise EvaluationError("labels must be whole class indices (-1 = missing), got fractional values")
+    if array.dtype.kind not in "iuf" and array.size:
+        raise EvaluationError(f"labels must be integer class indices, got dtype {array.dtype}")
+    array = array.astype(np.int64)
+    for j, name in enumerate(TASK_NAMES):
+        k = get_task(name).num_classes
+        bad = array[(array[:, j] < -1) | (array[:, j] >= k), j]
+        if bad.size:
+            raise EvaluationError(f"{name} labels must be -1 (missing) or 0..{k - 1}, got {int(bad[0])}")
+    return array
+
+
+def _check_probabilities(probabilities: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    if not probabilities:
+        raise EvaluationError(f"probabilities is empty; expected at least one of {list(TASK_NAMES)}")
+    unknown = sorted(set(probabilities) - set(TASK_NAMES))
+    if unknown:
+        raise EvaluationError(f"unknown task(s) {unknown} in probabilities; expected {list(TASK_NAMES)}")
+    out: dict[str, np.ndarray] = {}
+    for name in TASK_NAMES:  # the model's task order, whatever the mapping's order
+        if name not in probabilities:
+            continue
+        k = get_task(name).num_classes
+        p = np.asarray(probabilities[name], dtype=np.float64)
+        if p.shape != (n, k):
+            raise EvaluationError(f"{name} probabilities must have shape ({n}, {k}), got {p.shape}")
+        if not np.isfinite(p).all() or (p < 0).any():
+            raise EvaluationError(f"{name} probabilities must be finite and >= 0 (softmax outputs)")
+        sums = p.sum(axis=1)
+        if n and np.abs(sums - 1).max() > _ROW_SUM_TOLERANCE:
+            raise EvaluationError(
+                f"{name} probabilities must sum to 1 per row (softmax outputs); a row sums to "
+                f"{sums[np.abs(sums - 1).argmax()]:.4f}"
+            )
+        out[name] = p / sums[:, None] if n else p
+    return out
+
+
+def _check_strings(values: Sequence[str] | None, n: int, what: str) -> list[str]:
+    if values is None:
+        return [""] * n
+    values = [str(v) for v in values]
+    if len(values) != n:
+        raise EvaluationError(f"{what} has {len(values)} entries but there are {n} samples")
+    return values
+
+
+def _typed_samples(samples: pd.DataFrame) -> pd.DataFrame:
+    """The one set of column types for a samples table, built or loaded."""
+    out = samples.copy()
+    for column in out.columns:
+        if column.endswith("_confidence"):
+            out[column] = out[column].astype(np.float64)
+        elif column.endswith("_correct"):
+            out[column] = out[column].astype("boolean")
+        else:
+            out[column] = out[column].astype(str)
+    return out.reset_index(drop=True)
+
+
+def _typed_slices(slices: pd.DataFrame) -> pd.DataFrame:
+    out = slices.copy()
+    out["attribute"] = out["attribute"].astype(str)
+    out["group"] = out["group"].astype(str)
+    out["n"] = out["n"].astype(np.int64)
+    out["accuracy"] = pd.to_numeric(out["accuracy"]).astype(np.float64)
+    return out.reset_index(drop=True)
+
+
+# --- files -----------------------------------------------------------------------------------------
+def save_evaluation(evaluation: Evaluation, out_dir: str | os.PathLike) -> None:
+    """Write metrics.json, samples.csv and slices.csv into `out_dir`, each replaced atomically."""
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        metrics_text = json.dumps(evaluation.metrics, indent=2, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise EvaluationError(f"metrics are not JSON-able (use None, not NaN): {error}") from None
+    _write_atomic(folder / METRICS_FILE, metrics_text)
+    _write_atomic(folder / SAMPLES_FILE, evaluation.samples.to_csv(index=False))
+    _write_atomic(folder / SLICES_FILE, evaluation.slices.to_csv(index=False))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def load_evaluation(out_dir: str | os.PathLike) -> Evaluation:
+    """Read back what save_evaluation wrote; FileNotFoundError / EvaluationError say which file is wrong."""
+    folder = Path(out_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"evaluation folder {folder} does not exist")
+    missing = [name for name in (METRICS_FILE, SAMPLES_FILE, SLICES_FILE) if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"evaluation folder {folder} lacks {', '.join(missing)}")
+
+    try:
+        metrics = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise EvaluationError(f"{folder / METRICS_FILE} is not valid JSON: {error}") from None
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("tasks"), dict) or "n" not in metrics:
+        raise EvaluationError(f"{folder / METRICS_FILE} lacks the 'n' and 'tasks' entries of an evaluation")
+    metrics.setdefault("slices", {})
+
+    samples = _read_csv(folder / SAMPLES_FILE)
+    expected = ["source"] + [
+        f"{task}_{part}" for task in metrics["tasks"] for part in ("true", "pred", "confidence", "correct")
+    ]
+    _require_columns(samples, expected, folder / SAMPLES_FILE)
+    try:
+        for column in samples.columns:
+            if column.endswith("_confidence"):
+                samples[column] = pd.to_numeric(samples[column])
+            elif column.endswith("_correct"):
+                samples[column] = samples[column].map(_parse_bool)
+        samples = _typed_samples(samples)
+    except (ValueError, TypeError) as error:
+        raise EvaluationError(f"{folder / SAMPLES_FILE} has a malformed value: {error}") from None
+
+    slices = _read_csv(folder / SLICES_FILE)
+    _require_columns(slices, list(SLICE_COLUMNS), folder / SLICES_FILE)
+    try:
+        slices["accuracy"] = slices["accuracy"].replace("", np.nan)
+        slices = _typed_slices(slices[list(SLICE_COLUMNS)])
+    except (ValueError, TypeError) as error:
+        raise EvaluationError(f"{folder / SLICES_FILE} has a malformed value: {error}") from None
+    return Evaluation(metrics=metrics, samples=samples, slices=slices)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:  # every cell as text, "" kept as "": class names like "NA" or "" must survive
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise EvaluationError(f"{path} is not a readable CSV table: {error}") from None
+
+
+def _require_columns(frame: pd.DataFrame, expected: list[str], path: Path) -> None:
+    missing = [c for c in expected if c not in frame.columns]
+    if missing:
+        raise EvaluationError(f"{path} lacks column(s) {missing}")
+
+
+def _parse_bool(value: str) -> bool | None:
+    try:
+        return {"True": True, "False": False, "": None, "<NA>": None}[value]
+    except KeyError:
+        raise ValueError(f"expected True, False or empty in a *_correct column, got {value!r}") from None
+
+
+# --- views for the Evaluate page -------------------------------------------------------------------
+def _task_entry(metrics: Mapping, task: str) -> Mapping:
+    tasks = metrics.get("tasks", {})
+    if task not in tasks:
+        raise EvaluationError(f"task {task!r} was not evaluated; evaluated tasks: {list(tasks)}")
+    return tasks[task]
+
+
+def confusion_frame(metrics: dict, task: str, normalize: bool = False) -> pd.DataFrame:
+    """Confusion matrix (rows = true, columns = predicted) by class name; `normalize` divides each row by
+    its support (rows without support stay 0)."""
+    entry = _task_entry(metrics, task)
+    counts = np.asarray(entry["confusion"], dtype=np.float64 if normalize else np.int64)
+    if normalize:
+        totals = counts.sum(axis=1, keepdims=True)
+        counts = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    classes = list(entry["classes"])
+    return pd.DataFrame(
+        counts, index=pd.Index(classes, name="true"), columns=pd.Index(classes, name="predicted")
+    )
+
+
+def per_class_frame(metrics: dict, task: str) -> pd.DataFrame:
+    """Precision, recall, F1 and support per class (NaN scores when the task had no labelled sample)."""
+    entry = _task_entry(metrics, task)
+    per_class = entry["per_class"]
+    classes = list(entry["classes"])
+    frame = pd.DataFrame(
+        {
+            column: [np.nan if per_class[c][column] is None else per_class[c][column] for c in classes]
+            for column in ("precision", "recall", "f1")
+        },
+        index=pd.Index(classes, name="class"),
+        dtype=np.float64,
+    )
+    frame["support"] = np.array([per_class[c]["support"] for c in classes], dtype=np.int64)
+    return frame
+
+
+def misclassified(
+    samples: pd.DataFrame, task: str, true: str | None = None, predicted: str | None = None
+) -> pd.DataFrame:
+    """Wrong predictions of `task` (labelled samples only), optionally of one true and/or predicted class,
+    most confident first; the index is each sample's position in the evaluation."""
+    spec = get_task(task)
+    columns = [f"{task}_true", f"{task}_pred", f"{task}_confidence", f"{task}_correct"]
+    missing = [c for c in columns if c not in samples.columns]
+    if missing:
+        raise EvaluationError(f"samples table has no {task} predictions (missing {missing})")
+    wrong = samples[f"{task}_correct"].astype("boolean").eq(False).fillna(False).to_numpy(dtype=bool)
+    if true is not None:
+        spec.index(true)  # ValueError naming the classes when unknown
+        wrong &= (samples[f"{task}_true"] == true).to_numpy()
+    if predicted is not None:
+        spec.index(predicted)
+        wrong &= (samples[f"{task}_pred"] == predicted).to_numpy()
+    return samples[wrong].sort_values(f"{task}_confidence", ascending=False, kind="stable")
+
+
+def compare_runs(metrics_by_name: Mapping[str, dict]) -> pd.DataFrame:
+    """One row per run, one column per task (model order) with its accuracy; NaN where not evaluated."""
+    present = {task for metrics in metrics_by_name.values() for task in metrics.get("tasks", {})}
+    columns = [task for task in TASK_NAMES if task in present]
+    rows = []
+    for metrics in metrics_by_name.values():
+        tasks = metrics.get("tasks", {})
+        rows.append([_accuracy_or_nan(tasks.get(task, {}).get("accuracy")) for task in columns])
+    return pd.DataFrame(
+        rows, index=pd.Index(list(metrics_by_name), name="run"), columns=columns, dtype=np.float64
+    )
+
+
+def _accuracy_or_nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)

@@ -10,7 +10,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -378,3 +378,41 @@ def compare_runs(metrics_by_name: Mapping[str, dict]) -> pd.DataFrame:
 
 def _accuracy_or_nan(value: float | None) -> float:
     return math.nan if value is None else float(value)
+
+
+EVAL_SPLITS = ("train", "val", "test", "all")
+
+
+def evaluate_dataset(
+    model: str | os.PathLike | None,
+    fmt: str,
+    root: str | os.PathLike,
+    split: str = "test",
+    *,
+    out_dir: str | os.PathLike | None = None,
+    runs_dir: str | os.PathLike | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Evaluation, Path]:
+    """Run a bundle (run id, folder or 'default') on a data set split ('all' = every sample, whatever its split)
+    and save the evaluation, by default under the bundle's evaluation/<format>-<split>/."""
+    from mtfer import runs
+    from mtfer.datasets.cache import prepare
+    from mtfer.faces import PreprocessConfig
+    from mtfer.inference import predict_arrays
+
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {list(EVAL_SPLITS)}")
+    bundle = runs.load_bundle(runs.resolve_model(model, runs_dir))
+    config = PreprocessConfig.from_dict(bundle.metadata["preprocessing"])
+    prepared = prepare(fmt, root, config=config, progress=progress)
+    index = np.arange(len(prepared.images)) if split == "all" else np.flatnonzero(prepared.splits == split)
+    if not len(index):
+        found = sorted(set(prepared.splits.tolist()))
+        raise ValueError(f"{fmt} at {root} has no {split!r} samples (splits present: {found}); try --split all")
+    probs = predict_arrays(bundle.model, prepared.images[index])
+    evaluation = evaluate_predictions(probs, prepared.labels[index], prepared.sources[index], prepared.splits[index])
+    evaluation.metrics["model"] = str(bundle.path)
+    evaluation.metrics["dataset"] = {"format": fmt, "root": str(root), "split": split}
+    out = Path(out_dir) if out_dir else bundle.path / runs.EVALUATION_DIR / f"{fmt}-{split}"
+    save_evaluation(evaluation, out)
+    return evaluation, out

@@ -1,0 +1,151 @@
+"""Predictor: photo -> faces -> every head's probabilities, with the model loaded once."""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtfer import faces, runs
+
+PREDICT_BATCH = 256
+
+
+_FORWARD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _forward(model: Any):
+    """The model's inference pass as one traced tf.function (any batch size): ~8x faster than eager calls."""
+    fn = _FORWARD.get(model)
+    if fn is None:
+        import tensorflow as tf
+
+        size = int(model.input.shape[1])
+        spec = tf.TensorSpec([None, size, size, 1], tf.float32)
+        fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        _FORWARD[model] = fn
+    return fn
+
+
+def predict_arrays(model: Any, images: np.ndarray, batch_size: int = PREDICT_BATCH) -> dict[str, np.ndarray]:
+    """uint8 faces (N,S,S) -> {task: (N, classes) float32 probabilities}."""
+    names = list(model.output)
+    out: dict[str, list[np.ndarray]] = {t: [] for t in names}
+    forward = _forward(model)
+    for start in range(0, len(images), batch_size):
+        result = forward(faces.to_network_input(images[start : start + batch_size]))
+        for t in names:
+            out[t].append(np.asarray(result[t], dtype=np.float32))
+    return {
+        t: np.concatenate(v) if v else np.zeros((0, int(model.output[t].shape[-1])), np.float32) for t, v in out.items()
+    }
+
+
+@dataclass
+class FacePrediction:
+    """One face of a photo: where it is, what the network saw, and each head's probabilities by class name."""
+
+    box: tuple[int, int, int, int]
+    eyes: tuple[tuple[float, float], tuple[float, float]] | None
+    rotation: float
+    aligned: np.ndarray
+    probabilities: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def top(self, task: str) -> tuple[str, float]:
+        probs = self.probabilities[task]
+        label = max(probs, key=probs.__getitem__)
+        return label, probs[label]
+
+    def to_dict(self) -> dict:
+        return {
+            "box": {"x": self.box[0], "y": self.box[1], "w": self.box[2], "h": self.box[3]},
+            "eyes": [list(map(float, e)) for e in self.eyes] if self.eyes else None,
+            "rotation": round(float(self.rotation), 2),
+            **{t: {c: round(float(p), 6) for c, p in probs.items()} for t, probs in self.probabilities.items()},
+            "top": {t: self.top(t)[0] for t in self.probabilities},
+        }
+
+
+class Predictor:
+    """Loads a bundle once; safe to call from several threads (the app serves many sessions)."""
+
+    def __init__(self, bundle: str | os.PathLike | runs.Bundle | None = None):
+        if not isinstance(bundle, runs.Bundle):
+            bundle = runs.load_bundle(runs.resolve_model(bundle))
+        self.bundle = bundle
+        self.tasks: list[str] = bundle.tasks
+        self.classes: dict[str, list[str]] = {t: list(c) for t, c in bundle.metadata["tasks"].items()}
+        self.config = faces.PreprocessConfig.from_dict(bundle.metadata["preprocessing"])
+        self._lock = threading.Lock()
+
+    @property
+    def path(self) -> Path:
+        return self.bundle.path
+
+    def predict_faces(self, aligned: np.ndarray) -> dict[str, np.ndarray]:
+        """Aligned uint8 faces (N,S,S) -> {task: probabilities (N, classes)}."""
+        if len(aligned) == 0:
+            return {t: np.zeros((0, len(c)), np.float32) for t, c in self.classes.items()}
+        with self._lock:  # one forward pass at a time keeps memory bounded under many sessions
+            return predict_arrays(self.bundle.model, np.asarray(aligned))
+
+    def predict_image(
+        self, image: bytes | str | os.PathLike | np.ndarray, largest_only: bool = False
+    ) -> list[FacePrediction]:
+        """Every face in one photo (bytes, path or decoded BGR array). Raises faces.ImageError on a bad file."""
+        return self.predict_images([image], largest_only=largest_only)[0]
+
+    def predict_images(
+        self, images: Iterable[bytes | str | os.PathLike | np.ndarray], largest_only: bool = False
+    ) -> list[list[FacePrediction]]:
+        """Many photos; the faces of all of them go through the network in shared batches."""
+        found: list[list[faces.Face]] = []
+        for image in images:
+            array = image if isinstance(image, np.ndarray) else faces.decode_image(image)
+            detected = faces.find_faces(array, self.config)
+            found.append(detected[:1] if largest_only else detected)
+        flat = [f for fs in found for f in fs]
+        probs = self.predict_faces(np.stack([f.aligned for f in flat]) if flat else np.zeros((0, 1, 1), np.uint8))
+        results: list[list[FacePrediction]] = []
+        i = 0
+        for fs in found:
+            preds = []
+            for f in fs:
+                p = {t: dict(zip(self.classes[t], map(float, probs[t][i]), strict=True)) for t in self.tasks}
+                preds.append(FacePrediction(f.box, f.eyes, f.rotation, f.aligned, p))
+                i += 1
+            results.append(preds)
+        return results
+
+
+def predictions_table(named: Sequence[tuple[str, list[FacePrediction]]]):
+    """One row per face: file, face number, box, rotation, top label and confidence per task, every probability."""
+    import pandas as pd
+
+    rows = []
+    for name, preds in named:
+        for k, p in enumerate(preds, start=1):
+            row: dict[str, Any] = {
+                "file": name,
+                "face": k,
+                "x": p.box[0],
+                "y": p.box[1],
+                "w": p.box[2],
+                "h": p.box[3],
+            }
+            row["rotation"] = round(float(p.rotation), 2)
+            for t in p.probabilities:
+                label, conf = p.top(t)
+                row[t] = label
+                row[f"{t}_confidence"] = round(conf, 4)
+            for t, probs in p.probabilities.items():
+                for c, v in probs.items():
+                    row[f"p_{t}_{c}"] = round(v, 6)
+            rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,357 @@
+"""Run folders, progress files, model bundles, the active model, and background training jobs.
+
+A run folder `runs/<id>/` holds config.json, model.keras + metadata.json (the bundle), history.csv,
+progress.json, checkpoint/ and train.log. Every file is written atomically (temp file + os.replace)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_BUNDLE = REPO_ROOT / "models" / "default"
+MODEL_FILE = "model.keras"
+METADATA_FILE = "metadata.json"
+CONFIG_FILE = "config.json"
+PROGRESS_FILE = "progress.json"
+HISTORY_FILE = "history.csv"
+LOG_FILE = "train.log"
+CHECKPOINT_DIR = "checkpoint"
+EVALUATION_DIR = "evaluation"
+ACTIVE_FILE = "ACTIVE"
+BUNDLE_FORMAT_VERSION = 1
+
+STATES = ("queued", "running", "stopping", "stopped", "finished", "failed")
+ACTIVE_STATES = ("queued", "running", "stopping")
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+HEARTBEAT_STALE_S = 120.0
+
+
+class RunError(ValueError):
+    """A run, bundle or job problem with a one-line message for the user."""
+
+
+# --- atomic files ------------------------------------------------------------------------------------
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path` (same suffix) to write to; it replaces `path` on success only."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix or ".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"{path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{path} should hold a JSON object")
+    return data
+
+
+# --- run folders -------------------------------------------------------------------------------------
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get("MTFER_RUNS", "runs")).resolve()
+
+
+def validate_run_id(run_id: str) -> str:
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id) or ".." in run_id:
+        raise RunError(f"invalid run id {run_id!r}: use letters, digits, '-', '_' and '.' only")
+    return run_id
+
+
+def new_run_id(label: str = "") -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower()[:40]
+    return f"{stamp}-{slug}" if slug else stamp
+
+
+def run_dir(run_id: str, runs_dir: str | os.PathLike | None = None) -> Path:
+    return Path(runs_dir or default_runs_dir()) / validate_run_id(run_id)
+
+
+def list_runs(runs_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Run folders (those with a config.json), newest first."""
+    root = Path(runs_dir or default_runs_dir())
+    if not root.is_dir():
+        return []
+    runs = [p for p in root.iterdir() if p.is_dir() and RUN_ID_PATTERN.match(p.name) and (p / CONFIG_FILE).exists()]
+    return sorted(runs, key=lambda p: p.name, reverse=True)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def write_progress(run: str | os.PathLike, **fields: Any) -> dict:
+    """Merge `fields` into progress.json (atomically) and stamp the heartbeat."""
+    path = Path(run) / PROGRESS_FILE
+    try:
+        progress = read_json(path)
+    except RunError:
+        progress = {}
+    progress.update(fields)
+    if progress.get("state") not in STATES:
+        raise RunError(f"unknown run state {progress.get('state')!r}")
+    progress["heartbeat"] = time.time()
+    atomic_write_json(path, progress)
+    return progress
+
+
+def pid_alive(pid: int | None) -> bool:
+    """True when `pid` is a live process (a zombie counts as dead; its exit is reaped if it is our child)."""
+    if not pid:
+        return False
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def read_progress(run: str | os.PathLike) -> dict:
+    """progress.json, with a dead job (killed, crashed) reported as failed instead of running forever."""
+    path = Path(run) / PROGRESS_FILE
+    try:
+        progress = read_json(path)
+    except RunError:
+        return {"state": "failed", "error": f"no readable {PROGRESS_FILE} in {Path(run).name}"}
+    if progress.get("state") in ACTIVE_STATES and not pid_alive(progress.get("pid")):
+        progress["state"] = "failed"
+        progress.setdefault("error", "the training process is gone (killed or crashed); see the log tail")
+        with contextlib.suppress(OSError, RunError):
+            atomic_write_json(path, progress)
+    return progress
+
+
+def log_tail(run: str | os.PathLike, lines: int = 30) -> str:
+    path = Path(run) / LOG_FILE
+    if not path.exists():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 64_000))
+        text = f.read().decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+# --- bundles -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Bundle:
+    """A trained model with the metadata that travels with it (tasks, classes, input size, preprocessing)."""
+
+    path: Path
+    model: Any  # keras.Model
+    metadata: dict
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.metadata["tasks"])
+
+    @property
+    def input_size(self) -> int:
+        return int(self.metadata["input"]["size"])
+
+
+def validate_metadata(metadata: dict, where: str = "metadata.json") -> dict:
+    from mtfer.tasks import TASKS
+
+    tasks = metadata.get("tasks")
+    if not isinstance(tasks, dict) or not tasks:
+        raise RunError(f"{where}: 'tasks' must map task names to class lists")
+    for name, classes in tasks.items():
+        if name not in TASKS:
+            raise RunError(f"{where}: unknown task {name!r}")
+        if list(classes) != list(TASKS[name].classes):
+            raise RunError(f"{where}: {name} classes {classes} differ from this version's {list(TASKS[name].classes)}")
+    size = metadata.get("input", {}).get("size") if isinstance(metadata.get("input"), dict) else None
+    if not isinstance(size, int) or size < 8:
+        raise RunError(f"{where}: 'input.size' must be an integer >= 8")
+    if not isinstance(metadata.get("preprocessing"), dict):
+        raise RunError(f"{where}: 'preprocessing' settings are missing")
+    return metadata
+
+
+def load_bundle(path: str | os.PathLike) -> Bundle:
+    """Load model.keras + metadata.json (Keras safe mode: no arbitrary code) and check they agree."""
+    import keras
+
+    path = Path(path)
+    if not path.is_dir():
+        raise RunError(f"model bundle {path} not found (expected a folder with {MODEL_FILE} and {METADATA_FILE})")
+    metadata = validate_metadata(read_json(path / METADATA_FILE), str(path / METADATA_FILE))
+    model_path = path / MODEL_FILE
+    if not model_path.exists():
+        raise RunError(f"{path} has no {MODEL_FILE} (training not finished?)")
+    try:
+        model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+    except Exception as exc:  # keras raises many types for a bad file
+        raise RunError(f"could not load {model_path}: {str(exc).splitlines()[0][:200]}") from None
+    outputs = model.output if isinstance(model.output, dict) else {}
+    if sorted(outputs) != sorted(metadata["tasks"]):
+        raise RunError(f"{model_path} heads {sorted(outputs)} do not match metadata tasks {sorted(metadata['tasks'])}")
+    for name, classes in metadata["tasks"].items():
+        if outputs[name].shape[-1] != len(classes):
+            raise RunError(f"{model_path}: head {name} has {outputs[name].shape[-1]} outputs, expected {len(classes)}")
+    if tuple(model.input.shape[1:3]) != (metadata["input"]["size"],) * 2:
+        raise RunError(f"{model_path}: input {tuple(model.input.shape[1:])} does not match metadata input size")
+    return Bundle(path, model, metadata)
+
+
+def save_bundle(model: Any, metadata: dict, path: str | os.PathLike) -> None:
+    """Write model.keras then metadata.json, each atomically: a bundle with metadata is always complete."""
+    path = Path(path)
+    validate_metadata(metadata)
+    with atomic_path(path / MODEL_FILE) as tmp:
+        model.save(tmp)
+    atomic_write_json(path / METADATA_FILE, metadata)
+
+
+def active_model_file(runs_dir: str | os.PathLike | None = None) -> Path:
+    return Path(runs_dir or default_runs_dir()) / ACTIVE_FILE
+
+
+def set_active_model(bundle_path: str | os.PathLike, runs_dir: str | os.PathLike | None = None) -> None:
+    path = Path(bundle_path).resolve()
+    validate_metadata(read_json(path / METADATA_FILE), str(path / METADATA_FILE))
+    atomic_write_text(active_model_file(runs_dir), str(path) + "\n")
+
+
+def resolve_model(spec: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None) -> Path:
+    """A bundle folder from 'default', 'active' (or None), a run id, or a path."""
+    if spec in (None, "", "active"):
+        active = active_model_file(runs_dir)
+        if active.exists():
+            path = Path(active.read_text(encoding="utf-8").strip())
+            if (path / METADATA_FILE).exists():
+                return path
+        return Path(os.environ.get("MTFER_MODEL", DEFAULT_BUNDLE))
+    if spec == "default":
+        return DEFAULT_BUNDLE
+    path = Path(spec)
+    if path.is_dir():
+        return path
+    if RUN_ID_PATTERN.match(str(spec)):
+        candidate = Path(runs_dir or default_runs_dir()) / str(spec)
+        if candidate.is_dir():
+            return candidate
+    raise RunError(
+        f"no model {str(spec)!r}: give 'default', a run id under {runs_dir or default_runs_dir()}, or a folder"
+    )
+
+
+# --- background jobs ---------------------------------------------------------------------------------
+
+
+def active_jobs(runs_dir: str | os.PathLike | None = None) -> list[Path]:
+    return [r for r in list_runs(runs_dir) if read_progress(r).get("state") in ACTIVE_STATES]
+
+
+def start_job(config: dict, runs_dir: str | os.PathLike | None = None, *, allow_concurrent: bool = False) -> Path:
+    """Start `mtfer train --config` as a separate process (own session: survives page reloads and closed
+    browsers). Returns the run folder; progress.json holds the pid."""
+    runs_dir = Path(runs_dir or default_runs_dir())
+    if not allow_concurrent and (busy := active_jobs(runs_dir)):
+        raise RunError(f"a training job is already running ({busy[0].name}); stop it or wait for it to finish")
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        probe = runs_dir / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise RunError(f"cannot write to the runs folder {runs_dir}: {exc.strerror or exc}") from None
+    run_id = config.get("run_id") or new_run_id(config.get("name", ""))
+    folder = run_dir(run_id, runs_dir)
+    if folder.exists():
+        raise RunError(f"run {run_id} already exists")
+    config = {**config, "run_id": run_id}
+    atomic_write_json(folder / CONFIG_FILE, config)
+    write_progress(folder, state="queued", epoch=0, created=now_iso())
+    log = open(folder / LOG_FILE, "ab")  # noqa: SIM115 - handed to the child
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "mtfer.cli",
+        "train",
+        "--run-dir",
+        str(folder),
+        "--config",
+        str(folder / CONFIG_FILE),
+    ]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=os.getcwd())
+    log.close()
+    write_progress(folder, pid=proc.pid)
+    return folder
+
+
+def stop_job(run: str | os.PathLike) -> bool:
+    """Ask a running job to stop gracefully (SIGTERM: it finishes the step, saves a checkpoint, marks stopped)."""
+    progress = read_progress(run)
+    pid = progress.get("pid")
+    if progress.get("state") not in ACTIVE_STATES or not pid_alive(pid):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    write_progress(run, state="stopping")
+    return True

@@ -286,6 +286,7 @@ def _callbacks_module():
 
         def on_train_batch_end(self, batch, logs=None):
             now = time.time()
+            name_single_task_logs(logs or {}, self.config)
             if self.stop.flag and not self.stopped:
                 self.stopped = True
                 self.model.stop_training = True
@@ -309,6 +310,7 @@ def _callbacks_module():
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs if logs is not None else {}
+            name_single_task_logs(logs, self.config)
             accs = [logs[f"val_{t}_accuracy"] for t in self.config.tasks if f"val_{t}_accuracy" in logs]
             logs["val_mean_accuracy"] = float(np.mean(accs)) if accs else 0.0
             # The plateau callback runs after this one; record the rate used during this epoch.
@@ -366,6 +368,19 @@ def _callbacks_module():
             self.owner.after_epoch(epoch, logs or {})
 
     return RunCallback, AfterEpoch
+
+
+def name_single_task_logs(logs: dict, config: TrainConfig) -> None:
+    """Keras names a single-output model's logs `accuracy`/`loss`; give them the task's name like multi-task runs."""
+    if len(config.tasks) != 1:
+        return
+    task = config.tasks[0]
+    weight = float(config.loss_weights.get(task, PAPER_LOSS_WEIGHTS[task])) or 1.0
+    for prefix in ("", "val_"):
+        if f"{prefix}accuracy" in logs:
+            logs[f"{prefix}{task}_accuracy"] = logs.pop(f"{prefix}accuracy")
+        if f"{prefix}loss" in logs and f"{prefix}{task}_loss" not in logs:
+            logs[f"{prefix}{task}_loss"] = float(logs[f"{prefix}loss"]) / weight
 
 
 def _callback_state(cb: Any, names: Sequence[str]) -> dict:
@@ -456,6 +471,7 @@ def _train(config: TrainConfig, run: Path, splits: dict[str, Split] | None, resu
     keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(config.strategy, config.devices)
     batch = config.batch_size * strategy.num_replicas_in_sync
+    log.info("strategy %s with %d replica(s)", type(strategy).__name__, strategy.num_replicas_in_sync)
 
     train_ds = make_dataset(train_split, config.tasks, batch, training=True, augment=config.augment, seed=config.seed)
     val_ds = None
@@ -519,6 +535,7 @@ def _train(config: TrainConfig, run: Path, splits: dict[str, Split] | None, resu
         return
 
     metadata = bundle_metadata(config, precision, splits, time.time() - started + state.get("seconds", 0))
+    metadata["replicas"] = int(strategy.num_replicas_in_sync)
     metadata["preprocessing"] = PreprocessConfig(size=config.image_size).to_dict()
     runs.write_progress(run, state="running", phase="evaluating")
     metadata["metrics"] = evaluate_splits(model, config, splits, run)

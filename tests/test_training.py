@@ -1,0 +1,356 @@
+"""The shared trainer: masked loss, the paper's callbacks, protocols, runs, SIGTERM and resume, strategies."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import random_split, tiny_run, write_fer_tree, write_utkface_tree
+
+from mtfer import runs
+from mtfer.model import build_model, count_flops
+from mtfer.tasks import PAPER_LOSS_WEIGHTS, TASK_NAMES
+from mtfer.training import (
+    Split,
+    TrainConfig,
+    compile_model,
+    make_dataset,
+    make_splits,
+    monitor_metric,
+    paper_callbacks,
+    train,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_paper_network_matches_the_published_architecture():
+    model = build_model("paper", TASK_NAMES)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [(c.filters, c.kernel_size) for c in convs] == [(64, (5, 5))] * 2 + [(128, (3, 3))] * 2 + [(256, (3, 3))] * 2
+    assert all(c.activation.__name__ == "elu" for c in convs)
+    dropouts = [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+    assert dropouts == [0.6, 0.5, 0.4, 0.4]
+    assert model.get_layer("dense").units == 128
+    assert {k: v.shape[-1] for k, v in model.output.items()} == {"emotion": 7, "gender": 3, "race": 3, "age": 5}
+    assert model.input.shape[1:] == (50, 50, 1)
+    single = build_model("paper", ["emotion"])
+    assert list(single.output) == ["emotion"]
+
+
+def test_fast_architecture_costs_far_fewer_flops():
+    paper, fast = count_flops(build_model("paper")), count_flops(build_model("fast"))
+    assert 0.9e9 < paper < 1.2e9  # ~1 GFLOP per face, as the issue says
+    assert fast < paper / 3
+
+
+def test_config_defaults_are_the_papers_and_bad_settings_are_refused():
+    c = TrainConfig()
+    assert (c.learning_rate, c.batch_size, c.epochs) == (3e-4, 32, 100)
+    assert c.loss_weights == {"emotion": 2.0, "gender": 0.1, "race": 1.5, "age": 4.0}
+    assert (c.plateau_factor, c.plateau_patience, c.min_learning_rate) == (0.2, 5, 1e-6)
+    assert TrainConfig.from_dict(c.to_dict()) == c
+    for bad in ({"tasks": ["smile"]}, {"protocol": "cheat"}, {"learning_rate": 0}, {"architecture": "vgg99"}):
+        with pytest.raises(ValueError):
+            TrainConfig(**bad)
+    with pytest.raises(ValueError, match="unknown training settings"):
+        TrainConfig.from_dict({"lr": 1})
+
+
+def test_callbacks_and_compile_are_configured_as_the_paper_says():
+    config = TrainConfig()
+    early, plateau = paper_callbacks(config, "val_emotion_accuracy")
+    assert early.monitor == plateau.monitor == "val_emotion_accuracy"
+    assert early.restore_best_weights
+    assert plateau.factor == pytest.approx(0.2) and plateau.patience == 5
+    model = build_model("paper")
+    compile_model(model, config)
+    assert float(model.optimizer.learning_rate) == pytest.approx(3e-4)
+    assert model._compile_loss._user_loss_weights == PAPER_LOSS_WEIGHTS  # noqa: SLF001
+
+
+def test_monitor_falls_back_to_mean_accuracy_without_emotion_labels():
+    split = random_split(20)
+    assert monitor_metric(["emotion", "age"], split) == "val_emotion_accuracy"
+    split.labels[:, 0] = -1
+    assert monitor_metric(["emotion", "age"], split) == "val_mean_accuracy"
+    assert monitor_metric(["gender", "age"], random_split(20)) == "val_mean_accuracy"
+
+
+def _batch(split: Split, tasks):
+    return next(iter(make_dataset(split, tasks, len(split), training=False, augment=False, seed=0)))
+
+
+def test_masked_loss_ignores_missing_labels():
+    """A task's loss and gradients do not depend on samples without that task's label."""
+    model = build_model("fast", TASK_NAMES)
+    compile_model(model, TrainConfig(architecture="fast"))
+    split = random_split(16)
+    x, y, w = _batch(split, TASK_NAMES)
+    assert np.array_equal(w["emotion"].numpy(), (split.labels[:, 0] >= 0).astype("float32"))
+    y_pred = model(x, training=False)
+    base = float(model.compute_loss(x, y, y_pred, w, training=False))
+    # Change the (ignored) targets of unlabelled samples: the loss is the same.
+    scrambled = dict(y)
+    missing = ~(split.labels[:, 0] >= 0)
+    e = y["emotion"].numpy()
+    e[missing] = np.eye(7)[np.random.default_rng(1).integers(0, 7, missing.sum())]
+    scrambled["emotion"] = e
+    assert float(model.compute_loss(x, scrambled, y_pred, w, training=False)) == pytest.approx(base, rel=1e-6)
+    # A batch where no sample has any label adds no loss and no gradient.
+    empty = random_split(8)
+    empty.labels[:] = -1
+    x2, y2, w2 = _batch(empty, TASK_NAMES)
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(x2, y2, model(x2, training=True), w2, training=True)
+    grads = tape.gradient(loss, model.trainable_variables)
+    assert float(loss) == 0.0
+    assert all(g is None or float(tf.reduce_max(tf.abs(g))) == 0.0 for g in grads)
+
+
+def test_masked_metrics_count_only_labelled_samples():
+    model = build_model("fast", ["emotion"])
+    compile_model(model, TrainConfig(architecture="fast", tasks=["emotion"]))
+    split = random_split(32)
+    ds = make_dataset(split, ["emotion"], 8, training=False, augment=False, seed=0)
+    result = model.evaluate(ds, return_dict=True, verbose=0)
+    probs = model.predict(split.images[..., None] / 255.0, verbose=0)["emotion"]
+    labelled = split.labels[:, 0] >= 0
+    expected = np.mean(probs[labelled].argmax(1) == split.labels[labelled, 0])
+    assert result["accuracy"] == pytest.approx(expected, abs=1e-6)  # single output: Keras drops the task name
+
+
+def test_holdout_carves_validation_from_train_and_paper_pools_everything():
+    class P:  # a prepared data set
+        name = "set"
+        images = np.zeros((100, 4, 4), np.uint8)
+        labels = np.zeros((100, 4), np.int16)
+        sources = np.array([f"s{i}" for i in range(100)])
+        splits = np.array(["train"] * 80 + ["test"] * 20)
+
+    holdout = make_splits([P], "holdout", 0.1, seed=3)
+    assert (len(holdout["train"]), len(holdout["val"]), len(holdout["test"])) == (72, 8, 20)
+    assert not set(holdout["val"].sources) & set(holdout["train"].sources)
+    assert set(holdout["test"].sources) == {f"s{i}" for i in range(80, 100)}
+    assert make_splits([P], "holdout", 0.1, seed=3)["val"].sources.tolist() == holdout["val"].sources.tolist()
+    paper = make_splits([P], "paper", 0.1, seed=3)
+    assert (len(paper["train"]), len(paper["val"])) == (90, 10) and "test" not in paper
+
+
+def test_tiny_run_gives_a_loadable_bundle_history_and_evaluations(tmp_path):
+    run = tiny_run(tmp_path / "run", epochs=2)
+    assert runs.read_progress(run)["state"] == "finished"
+    bundle = runs.load_bundle(run)
+    assert bundle.tasks == list(TASK_NAMES) and bundle.input_size == 50
+    meta = bundle.metadata
+    assert meta["protocol"] == "holdout" and meta["preprocessing"]["size"] == 50
+    assert meta["metrics"]["emo-test"]["emotion"]["n"] == 16
+    assert "emotion" not in meta["metrics"]["attr-test"]  # no emotion labels there: not reported
+    history = pd.read_csv(run / runs.HISTORY_FILE)
+    assert list(history["epoch"]) == [1, 2]
+    for column in ("loss", "val_loss", "emotion_loss", "val_age_accuracy", "learning_rate"):
+        assert column in history
+    assert (run / "evaluation" / "emo-test" / "metrics.json").exists()
+    assert json.loads((run / runs.CONFIG_FILE).read_text())["epochs"] == 2
+
+
+def test_single_task_run_logs_under_the_task_name(tmp_path):
+    run = tiny_run(tmp_path / "run", tasks=["emotion"], epochs=2)
+    history = pd.read_csv(run / runs.HISTORY_FILE)
+    assert {"emotion_accuracy", "val_emotion_accuracy", "emotion_loss"} <= set(history)
+    assert runs.load_bundle(run).tasks == ["emotion"]
+
+
+def test_learning_rate_floor_stops_training(tmp_path):
+    run = tiny_run(tmp_path / "run", epochs=6, min_learning_rate=1.0)
+    assert len(pd.read_csv(run / runs.HISTORY_FILE)) == 1
+
+
+def test_sequential_training_starts_from_a_previous_run(tmp_path):
+    from mtfer.training import _copy_matching_weights
+
+    first = tiny_run(tmp_path / "first", tasks=["emotion"])
+    source = runs.load_bundle(first).model
+    target = build_model("fast", TASK_NAMES)
+    _copy_matching_weights(source, target)
+    for name in ("block1a_conv", "dense", "emotion_logits"):
+        for a, b in zip(source.get_layer(name).get_weights(), target.get_layer(name).get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+    second = tiny_run(tmp_path / "second", init_from=str(first), epochs=1)
+    assert runs.load_bundle(second).tasks == list(TASK_NAMES)
+    with pytest.raises(ValueError, match="shares no layers"):
+        _copy_matching_weights(source, keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="other")]))
+
+
+def test_end_to_end_from_data_set_folders_with_partial_labels(tmp_path, monkeypatch):
+    monkeypatch.setenv("MTFER_CACHE", str(tmp_path / "cache"))
+    fer = write_fer_tree(tmp_path / "fer")
+    utk = write_utkface_tree(tmp_path / "utk")
+    config = TrainConfig(
+        datasets=[{"format": "fer2013", "root": str(fer)}, {"format": "utkface", "root": str(utk)}],
+        architecture="fast",
+        epochs=1,
+        batch_size=16,
+    )
+    run = train(config, tmp_path / "run", install_signal_handler=False)
+    meta = runs.load_bundle(run).metadata
+    assert meta["metrics"]["fer2013-test"]["emotion"]["n"] == 28
+    assert set(meta["metrics"]["utkface-val"]) <= {"gender", "race", "age"}
+    assert meta["datasets"][0]["format"] == "fer2013"
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (value := predicate()) is not None and value is not False:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _write_npz_config(tmp_path: Path, **overrides) -> dict:
+    """A config whose data is a generated utkface-style tree (the subprocess prepares it through the cache)."""
+    utk = write_utkface_tree(tmp_path / "utk", n=64)
+    return TrainConfig(
+        datasets=[{"format": "utkface", "root": str(utk)}],
+        tasks=["gender", "race", "age"],
+        architecture="fast",
+        epochs=3,
+        batch_size=2,
+        augment=False,
+        **overrides,
+    ).to_dict()
+
+
+def test_sigterm_saves_and_stops_then_resume_finishes(tmp_path, monkeypatch):
+    monkeypatch.setenv("MTFER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MTFER_RUNS", str(tmp_path / "runs"))
+    folder = runs.start_job(_write_npz_config(tmp_path), tmp_path / "runs")
+    with pytest.raises(runs.RunError, match="already running"):
+        runs.start_job(_write_npz_config(tmp_path / "again"), tmp_path / "runs")
+    _wait_for(lambda: runs.read_progress(folder).get("step", 0) >= 2 or None, 120, "training steps")
+    assert runs.stop_job(folder)
+    _wait_for(lambda: runs.read_progress(folder)["state"] in ("stopped", "failed") or None, 60, "stop")
+    progress = runs.read_progress(folder)
+    assert progress["state"] == "stopped", runs.log_tail(folder)
+    assert (folder / "checkpoint" / "model.keras").exists()
+    assert not (folder / runs.METADATA_FILE).exists()  # a stopped run never looks finished
+    proc = subprocess.run(
+        [sys.executable, "-m", "mtfer.cli", "train", "--resume", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert runs.read_progress(folder)["state"] == "finished"
+    history = pd.read_csv(folder / runs.HISTORY_FILE)
+    assert list(history["epoch"]) == list(range(1, len(history) + 1)) and len(history) == 3
+    runs.load_bundle(folder)
+
+
+def test_killed_job_is_reported_failed_with_its_checkpoint_intact(tmp_path, monkeypatch):
+    monkeypatch.setenv("MTFER_CACHE", str(tmp_path / "cache"))
+    folder = runs.start_job(_write_npz_config(tmp_path, name="kill"), tmp_path / "runs")
+    _wait_for(lambda: (folder / "checkpoint" / "state.json").exists() or None, 180, "first checkpoint")
+    pid = runs.read_progress(folder)["pid"]
+    os.kill(pid, signal.SIGKILL)
+    _wait_for(lambda: runs.read_progress(folder)["state"] == "failed" or None, 10, "failed state")
+    state = json.loads((folder / "checkpoint" / "state.json").read_text())
+    assert state["completed_epochs"] >= 1
+    keras.saving.load_model(folder / "checkpoint" / "model.keras")
+    assert runs.active_jobs(tmp_path / "runs") == []
+
+
+MIRRORED_SCRIPT = """
+import sys, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.path.insert(0, sys.argv[2])
+from helpers import tiny_splits
+from mtfer.training import TrainConfig, train
+config = TrainConfig(architecture="fast", epochs=1, batch_size=8, strategy="mirrored",
+                     devices=["/cpu:0", "/cpu:1"], steps_per_epoch=3, precision="float32")
+train(config, sys.argv[1], splits=tiny_splits(), install_signal_handler=False)
+"""
+
+
+def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path / "run"), str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert runs.load_bundle(tmp_path / "run").metadata["replicas"] == 2
+    assert runs.read_progress(tmp_path / "run")["state"] == "finished"
+
+
+def test_cli_errors_are_one_line_and_non_zero(tmp_path):
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "mtfer.cli", *args], capture_output=True, text=True, timeout=120)
+
+    missing = cli("inspect", "--format", "utkface", "--data", str(tmp_path / "nope"))
+    assert missing.returncode != 0 and "mtfer: error:" in missing.stderr and "Traceback" not in missing.stderr
+    unknown = cli("inspect", "--format", "imagenet", "--data", str(tmp_path))
+    assert unknown.returncode != 0 and "invalid choice" in unknown.stderr
+    bad_bundle = tmp_path / "bundle"
+    bad_bundle.mkdir()
+    (bad_bundle / "metadata.json").write_text(json.dumps({"tasks": {"emotion": ["happy", "sad"]}}))
+    wrong = cli("evaluate", "--model", str(bad_bundle), "--format", "utkface", "--data", str(tmp_path))
+    assert wrong.returncode != 0 and "classes" in wrong.stderr and "Traceback" not in wrong.stderr
+    bad_file = tmp_path / "notes.jpg"
+    bad_file.write_text("not an image")
+    run = tiny_run(tmp_path / "run")
+    predicted = cli("predict", str(bad_file), "--json", "--model", str(run))
+    assert predicted.returncode != 0
+    assert len(predicted.stderr.strip().splitlines()[-1]) < 300 and "Traceback" not in predicted.stderr
+
+
+def test_cli_predict_json_and_evaluate_split_all(tmp_path, shared_data):
+    import cv2
+
+    chip = sorted((shared_data / "utkface" / "UTKFace").glob("3*_1_0_*.jpg"))[0]
+    canvas = np.full((400, 400, 3), 128, np.uint8)
+    canvas[100:300, 100:300] = cv2.imread(str(chip))
+    photo = tmp_path / "photo.jpg"
+    cv2.imwrite(str(photo), canvas)
+    run = tiny_run(tmp_path / "run")
+    env = {**os.environ, "MTFER_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mtfer.cli", "predict", str(photo), "--json", "--model", str(run)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert len(result["faces"]) >= 1
+    face = result["faces"][0]
+    for task in TASK_NAMES:
+        assert sum(face[task].values()) == pytest.approx(1.0, abs=1e-3)
+    utk = write_utkface_tree(tmp_path / "utk", n=12)
+    out = tmp_path / "eval"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mtfer.cli", "evaluate", "--model", str(run), "--format", "utkface"]
+        + ["--data", str(utk), "--split", "all", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["tasks"]["gender"]["n"] == 12 and metrics["tasks"]["emotion"]["n"] == 0

@@ -1,0 +1,60 @@
+"""Median milliseconds per photo, from photo bytes to four labels, with the shipped model.
+
+    python benchmarks/predict_latency.py PHOTO [--repeat 30]
+
+Also prints the share spent in face finding/alignment vs the network, and the speed-up of the traced inference
+function over `model.predict` (the baseline, run in the same process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from mtfer import faces  # noqa: E402
+from mtfer.inference import Predictor  # noqa: E402
+
+
+def median_ms(fn, repeat: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("photo", type=Path)
+    parser.add_argument("--repeat", type=int, default=30)
+    args = parser.parse_args()
+    data = args.photo.read_bytes()
+    predictor = Predictor()
+    found = predictor.predict_image(data)
+    print(f"{args.photo.name}: {len(found)} face(s), model {predictor.path}")
+    total = median_ms(lambda: predictor.predict_image(data), args.repeat)
+    image = faces.decode_image(data)
+    detect = median_ms(lambda: faces.find_faces(image, predictor.config), args.repeat)
+    aligned = np.stack([f.aligned for f in found]) if found else np.zeros((1, 50, 50), np.uint8)
+    network = median_ms(lambda: predictor.predict_faces(aligned), args.repeat)
+    model = predictor.bundle.model
+    x = faces.to_network_input(aligned)
+    baseline = median_ms(lambda: model.predict(x, verbose=0), args.repeat)
+    print(f"photo bytes -> four labels: {total:7.1f} ms median")
+    print(f"  decode + find + align:    {detect:7.1f} ms")
+    print(
+        f"  network (traced):         {network:7.1f} ms   model.predict baseline {baseline:.1f} ms (x{baseline / network:.1f})"
+    )
+
+
+if __name__ == "__main__":
+    main()

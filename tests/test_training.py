@@ -184,7 +184,7 @@ def test_sequential_training_starts_from_a_previous_run(tmp_path):
     source = runs.load_bundle(first).model
     target = build_model("fast", TASK_NAMES)
     _copy_matching_weights(source, target)
-    for name in ("block1a_conv", "dense", "emotion_logits"):
+    for name in ("stem_conv", "block1a_conv", "dense", "emotion_logits"):
         for a, b in zip(source.get_layer(name).get_weights(), target.get_layer(name).get_weights(), strict=True):
             np.testing.assert_array_equal(a, b)
     second = tiny_run(tmp_path / "second", init_from=str(first), epochs=1)

@@ -1,0 +1,536 @@
+"""The preprocessing cache: a data set's aligned faces, labels and splits, computed once and stored.
+
+:func:`prepare` reads a data set (:func:`mtfer.datasets.read_dataset`), frames every image with
+:func:`mtfer.faces.frame_crop` in worker processes and stores the result in one folder of the cache::
+
+    <cache_dir>/<format>-<key>/images.npy    uint8 (N, S, S) aligned faces
+                              labels.npy    int16 (N, 4) class index per task (TASK_NAMES order), -1 = missing
+                              splits.npy    str (N,) "train" / "val" / "test"
+                              sources.npy   str (N,) image path or "<csv path>#<line>"
+                              meta.json     the key and what it was made of, the report, a CRC-32 per array
+
+The key is a hash of the data set (format, resolved root, a signature of the listing: every sample's source,
+split and labels, plus size and mtime of CSV files) and of the preprocessing (``PreprocessConfig.to_dict()``,
+:data:`FRAMING_VERSION`, ``limit``). Any change gives a new key, hence a rebuild; otherwise the folder is loaded
+(well under a second for 57k faces). A folder is built under a temporary name and renamed into place when
+complete, and every array is checked against its shape, dtype and CRC-32 when loaded, so a killed or damaged
+cache is rebuilt, never used.
+
+Images that cannot be decoded or framed are counted and listed in the report and left out of the arrays.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from mtfer import faces
+from mtfer.datasets import read_dataset
+from mtfer.faces import PreprocessConfig
+from mtfer.tasks import TASK_NAMES
+
+log = logging.getLogger(__name__)
+
+# Bump when the cache's layout or what prepare computes changes (old caches are then rebuilt).
+CACHE_VERSION = 1
+# The framing code's version: mtfer.faces.FRAMING_VERSION when it has one, so that a change there rebuilds.
+FRAMING_VERSION = f"{CACHE_VERSION}.{getattr(faces, 'FRAMING_VERSION', 1)}"
+ENV_CACHE_DIR = "MTFER_CACHE"
+ARRAYS: tuple[str, ...] = ("images", "labels", "splits", "sources")
+META_FILE = "meta.json"
+LIMIT_SEED = 0
+
+
+class CacheError(ValueError):
+    """A cache folder is missing, incomplete or damaged (the message says which file and how)."""
+
+
+@dataclass
+class Prepared:
+    """A prepared data set: one row per framed face, arrays aligned by row."""
+
+    name: str  # data set format name, e.g. "fer2013", "utkface"
+    root: str  # resolved data root
+    images: np.ndarray  # uint8 (N, S, S): aligned faces
+    labels: np.ndarray  # int16 (N, 4): class index per task in TASK_NAMES order, -1 = missing
+    splits: np.ndarray  # str (N,): "train" / "val" / "test"
+    sources: np.ndarray  # str (N,): image path or "<csv path>#<line>"
+    report: dict  # reader's skip report, unreadable images, framing stats
+    config: dict  # PreprocessConfig.to_dict()
+    path: str | None = None  # the cache folder it was stored in / loaded from
+    from_cache: bool = False  # loaded from an existing cache folder (not built by this call)
+
+    @property
+    def masks(self) -> np.ndarray:
+        """bool (N, 4): True where the task has a label."""
+        return self.labels >= 0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def default_cache_dir() -> Path:
+    """$MTFER_CACHE, else ./cache."""
+    return Path(os.environ.get(ENV_CACHE_DIR) or "cache")
+
+
+# --- the per-sample work ---------------------------------------------------------------------------
+
+
+def frame_sample(source: str, pixels: np.ndarray | None, config: PreprocessConfig) -> tuple[faces.Face, bool]:
+    """Decode one sample (a file, or the pixels of a CSV row), frame it as the network sees it
+    (:func:`mtfer.faces.frame_crop`), and tell whether the face detector found the face in the crop."""
+    image = faces.decode_image(source) if pixels is None else pixels
+    face = faces.frame_crop(image, config)
+    return face, _face_detected(face, image.shape[:2], config)
+
+
+def _face_detected(face: faces.Face, shape: tuple[int, ...], config: PreprocessConfig) -> bool:
+    """False when frame_crop fell back to ``config.fallback_box`` (the detector found no face)."""
+    detected = getattr(face, "detected", None)
+    if detected is not None:
+        return bool(detected)
+    h, w = shape
+    fx, fy, fs = config.fallback_box
+    side = fs * min(h, w)
+    x, y, s = round(fx * w - side / 2), round(fy * h - side / 2), round(side)
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(w, x + s), min(h, y + s)
+    return tuple(face.box) != (x0, y0, x1 - x0, y1 - y0)
+
+
+@dataclass
+class _ChunkResult:
+    start: int
+    images: np.ndarray  # uint8 (k, S, S); rows of failed samples are zero
+    ok: np.ndarray  # bool (k,)
+    detected: np.ndarray  # bool (k,)
+    eyes: np.ndarray  # bool (k,)
+    rotation: np.ndarray  # float32 (k,)
+    errors: list[tuple[int, str]]  # (index in chunk, message) for failed samples
+
+
+def _frame_chunk(
+    start: int, sources: Sequence[str], pixels: Sequence[np.ndarray | None], config: PreprocessConfig
+) -> _ChunkResult:
+    k, size = len(sources), config.size
+    result = _ChunkResult(
+        start,
+        np.zeros((k, size, size), np.uint8),
+        np.zeros(k, bool),
+        np.zeros(k, bool),
+        np.zeros(k, bool),
+        np.zeros(k, np.float32),
+        [],
+    )
+    for i, (source, pix) in enumerate(zip(sources, pixels, strict=True)):
+        try:
+            face, detected = frame_sample(source, pix, config)
+        except (ValueError, OSError, cv2.error) as err:  # faces.ImageError is a ValueError
+            message = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+            result.errors.append((i, message))
+            continue
+        aligned = np.asarray(face.aligned)
+        if aligned.shape != (size, size) or aligned.dtype != np.uint8:
+            result.errors.append((i, f"framing gave a {aligned.dtype} {aligned.shape} face, not uint8 {size}x{size}"))
+            continue
+        result.images[i] = aligned
+        result.ok[i] = True
+        result.detected[i] = detected
+        result.eyes[i] = face.eyes is not None
+        result.rotation[i] = float(face.rotation or 0.0)
+    return result
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)  # one process per core already
+
+
+def _chunks(n: int, workers: int) -> list[tuple[int, int]]:
+    # Small enough for a smooth progress bar and load balance, large enough to keep pickling cheap.
+    size = int(np.clip(n // (workers * 16) if workers > 1 else 256, 32, 512))
+    return [(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def _frame_all(
+    sources: Sequence[str],
+    pixels: Sequence[np.ndarray | None],
+    config: PreprocessConfig,
+    workers: int,
+    progress: Callable[[int, int], None] | None,
+) -> list[_ChunkResult]:
+    n = len(sources)
+    chunks = _chunks(n, workers)
+    results: list[_ChunkResult] = []
+    done = 0
+    if progress:
+        progress(0, n)
+    if workers <= 1 or len(chunks) <= 1:
+        for start, stop in chunks:
+            results.append(_frame_chunk(start, sources[start:stop], pixels[start:stop], config))
+            done += stop - start
+            if progress:
+                progress(done, n)
+        return results
+    # Not "fork": a process that has used OpenCV's thread pool deadlocks its forked children in OpenCV.
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    with cf.ProcessPoolExecutor(min(workers, len(chunks)), mp_context=context, initializer=_init_worker) as pool:
+        futures = [
+            pool.submit(_frame_chunk, start, sources[start:stop], pixels[start:stop], config) for start, stop in chunks
+        ]
+        try:
+            for future in cf.as_completed(futures):
+                result = future.result()
+                results.append(result)
+                done += len(result.ok)
+                if progress:
+                    progress(done, n)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return sorted(results, key=lambda r: r.start)
+
+
+# --- keys, subsets, storage ------------------------------------------------------------------------
+
+
+def _signature(df: pd.DataFrame) -> str:
+    """Hash of the listing: every sample's source, split and labels, and size + mtime of CSV files."""
+    digest = hashlib.sha256(f"{len(df)}\n".encode())
+    labels = df[list(TASK_NAMES)].astype("Int64").fillna(-1).to_numpy(np.int64)
+    for source, split, row in zip(df["source"], df["split"], labels, strict=True):
+        digest.update(f"{source}\t{split}\t{row.tolist()}\n".encode())
+    csv_files = sorted({s.rsplit("#", 1)[0] for s in df["source"] if "#" in s}) if "pixels" in df else []
+    for name in csv_files:
+        try:
+            st = os.stat(name)
+            digest.update(f"{name}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{name}\tmissing\n".encode())
+    return digest.hexdigest()
+
+
+def _cache_key(parts: dict) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def subset_indices(df: pd.DataFrame, limit: int, seed: int = LIMIT_SEED) -> np.ndarray:
+    """Sorted row indices of about `limit` rows, allocated to each (split, labels) group in proportion to its
+    size (every group's first pick comes before any group's second, scaled), chosen at random with `seed`."""
+    n = len(df)
+    if limit >= n:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    labels = df[list(TASK_NAMES)].astype("Int64").fillna(-1).astype(str)
+    strata = (df["split"].astype(str) + "|" + labels.agg("|".join, axis=1)).to_numpy()[order]
+    groups = pd.Series(strata)
+    rank = groups.groupby(groups).cumcount().to_numpy()
+    size = groups.map(groups.value_counts()).to_numpy()
+    position = (rank + 0.5) / size
+    picked = order[np.argsort(position, kind="stable")[:limit]]
+    return np.sort(picked)
+
+
+def _crc(array: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(array).data)
+
+
+def _write_entry(folder: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """Write the arrays and meta.json into a temporary folder beside `folder`, then rename it into place."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        meta = dict(meta)
+        meta["arrays"] = {}
+        for name, array in arrays.items():
+            np.save(tmp / f"{name}.npy", array, allow_pickle=False)
+            meta["arrays"][name] = {"shape": list(array.shape), "dtype": array.dtype.str, "crc32": _crc(array)}
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
+        if folder.exists():  # a damaged entry, or rebuild=True
+            old = folder.parent / f".old-{folder.name}-{os.getpid()}"
+            os.replace(folder, old)
+            shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            if not folder.is_dir():
+                raise
+            # Another process finished the same entry first: theirs is as good as ours.
+            log.info("cache entry %s was written concurrently; keeping the existing one", folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_stale_temps(cache_dir: Path) -> None:
+    """Remove temporary folders left by killed prepares (their pid no longer runs)."""
+    if not cache_dir.is_dir():
+        return
+    for entry in cache_dir.iterdir():
+        if not entry.name.startswith((".tmp-", ".old-")):
+            continue
+        try:
+            pid = int(entry.name.rsplit("-", 1)[1])
+            os.kill(pid, 0)
+        except (ValueError, IndexError, ProcessLookupError):
+            shutil.rmtree(entry, ignore_errors=True)
+        except PermissionError:
+            pass  # a live process of another user
+
+
+def load_prepared(path: str | os.PathLike, *, mmap: bool = False) -> Prepared:
+    """Load a cache folder written by :func:`prepare` (or its meta.json). Every array is checked against the
+    shape, dtype and CRC-32 recorded in meta.json; CacheError when anything is missing or does not match.
+    `mmap`: memory-map the arrays read-only instead of reading them (the CRC check still reads them once)."""
+    folder = Path(path)
+    if folder.name == META_FILE:
+        folder = folder.parent
+    try:
+        meta = json.loads((folder / META_FILE).read_text())
+        recorded = meta["arrays"]
+    except FileNotFoundError:
+        raise CacheError(f"no cache at {folder} ({META_FILE} is missing)") from None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CacheError(f"damaged cache at {folder}: unreadable {META_FILE} ({err})") from None
+    arrays: dict[str, np.ndarray] = {}
+    for name in ARRAYS:
+        file = folder / f"{name}.npy"
+        try:
+            array = np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+            expected = recorded[name]
+        except (OSError, ValueError, EOFError, KeyError, TypeError) as err:
+            raise CacheError(f"damaged cache at {folder}: {file.name} unreadable ({err})") from None
+        if list(array.shape) != expected["shape"] or array.dtype.str != expected["dtype"]:
+            raise CacheError(
+                f"damaged cache at {folder}: {file.name} is {array.dtype.str} {list(array.shape)}, "
+                f"expected {expected['dtype']} {expected['shape']}"
+            )
+        if _crc(array) != expected["crc32"]:
+            raise CacheError(f"damaged cache at {folder}: {file.name} fails its CRC-32 check")
+        arrays[name] = array
+    n = {len(a) for a in arrays.values()}
+    if len(n) != 1:
+        raise CacheError(f"damaged cache at {folder}: arrays of different lengths {sorted(n)}")
+    return Prepared(
+        name=meta["name"],
+        root=meta["root"],
+        report=meta["report"],
+        config=meta["config"],
+        path=str(folder),
+        from_cache=True,
+        **arrays,
+    )
+
+
+# --- prepare ---------------------------------------------------------------------------------------
+
+
+def _framing_stats(results: list[_ChunkResult]) -> dict:
+    ok = np.concatenate([r.ok for r in results]) if results else np.zeros(0, bool)
+    n = int(ok.sum())
+
+    def share(values: list[np.ndarray]) -> float | None:
+        return round(float(np.concatenate(values)[ok].mean()), 4) if n else None
+
+    rotation = np.abs(np.concatenate([r.rotation for r in results])[ok]) if n else np.zeros(0)
+    return {
+        "framed": n,
+        "face_detected": share([r.detected for r in results]),
+        "eyes_found": share([r.eyes for r in results]),
+        "mean_abs_rotation": round(float(rotation.mean()), 3) if n else None,
+        "rotated": round(float((rotation > 0).mean()), 4) if n else None,
+    }
+
+
+def prepare(
+    fmt: str,
+    root: str | os.PathLike,
+    *,
+    config: PreprocessConfig | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    limit: int | None = None,
+    rebuild: bool = False,
+) -> Prepared:
+    """Aligned faces, labels and masks for the data set at `root` in format `fmt`, from the cache when it holds
+    this data set with these settings, else computed (in `workers` processes, default all cores) and stored.
+
+    `limit`: keep about that many samples, a seeded subset that keeps the proportions of each (split, labels)
+    group (for quick runs; part of the key). `progress(done, total)` is called as chunks of samples finish
+    (not called when loading from the cache). `rebuild`: recompute even when a valid cache exists.
+    Unreadable images are left out and listed in ``report["unreadable"]``; reader errors (unknown format,
+    wrong layout) propagate as raised by :func:`mtfer.datasets.read_dataset`.
+    """
+    config = config or PreprocessConfig()
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive number of samples, got {limit}")
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    name = fmt.strip().lower()
+    resolved = str(Path(root).expanduser().resolve())
+    df, skipped = read_dataset(name, resolved)
+    listed = len(df)
+    key_parts = {
+        "format": name,
+        "root": resolved,
+        "signature": _signature(df),
+        "config": config.to_dict(),
+        "framing_version": FRAMING_VERSION,
+        "limit": limit,
+        "limit_seed": LIMIT_SEED if limit is not None else None,
+    }
+    key = _cache_key(key_parts)
+    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = cache_root / f"{name}-{key}"
+    _remove_stale_temps(cache_root)
+    if not rebuild and folder.exists():
+        try:
+            prepared = load_prepared(folder)
+        except CacheError as err:
+            log.warning("%s; rebuilding it", err)
+        else:
+            log.info("loaded %s (%d faces) from %s", name, len(prepared), folder)
+            return prepared
+
+    if limit is not None and limit < listed:
+        df = df.iloc[subset_indices(df, limit)].reset_index(drop=True)
+    sources = df["source"].astype(str).tolist()
+    pixels = df["pixels"].tolist() if "pixels" in df else [None] * len(df)
+    started = time.perf_counter()
+    results = _frame_all(sources, pixels, config, workers, progress)
+    seconds = time.perf_counter() - started
+
+    ok = np.concatenate([r.ok for r in results]) if results else np.zeros(0, bool)
+    images = (
+        np.concatenate([r.images for r in results])[ok]
+        if results
+        else np.zeros((0, config.size, config.size), np.uint8)
+    )
+    labels = df[list(TASK_NAMES)].astype("Int64").fillna(-1).to_numpy(np.int16)[ok]
+    splits = df["split"].to_numpy(dtype=str)[ok]
+    source_array = np.array(sources, dtype=str)[ok]
+    unreadable = [{"source": sources[r.start + i], "error": message} for r in results for i, message in r.errors]
+    report = {
+        "listed": listed,
+        "selected": len(df),
+        "prepared": int(ok.sum()),
+        "skipped": skipped.to_dict(),
+        "unreadable": {"count": len(unreadable), "files": unreadable},
+        "framing": _framing_stats(results),
+        "seconds": round(seconds, 1),
+        "workers": workers,
+    }
+    prepared = Prepared(
+        name=name,
+        root=resolved,
+        images=images,
+        labels=labels,
+        splits=splits,
+        sources=source_array,
+        report=report,
+        config=config.to_dict(),
+        path=str(folder),
+    )
+    meta = {
+        "key": key,
+        "key_parts": key_parts,
+        "name": name,
+        "root": resolved,
+        "config": prepared.config,
+        "report": report,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "cache_version": CACHE_VERSION,
+    }
+    arrays = {"images": images, "labels": labels, "splits": splits, "sources": source_array}
+    _write_entry(folder, arrays, meta)
+    log.info("prepared %s: %d faces in %.1f s, stored in %s", name, len(images), seconds, folder)
+    return prepared
+
+
+# --- progress bar ----------------------------------------------------------------------------------
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+class TextProgress:
+    """``progress(done, total)`` callback that draws a one-line bar with rate and ETA on stderr.
+
+    On a terminal the line is redrawn in place (at most every `min_interval` seconds); elsewhere (a log file)
+    a new line is written at most every `log_interval` seconds. The last call (done == total) always draws and
+    ends the line.
+    """
+
+    def __init__(
+        self,
+        label: str = "",
+        *,
+        stream: IO[str] | None = None,
+        width: int = 30,
+        min_interval: float = 0.1,
+        log_interval: float = 10.0,
+    ) -> None:
+        self.label = label
+        self.stream = stream
+        self.width = width
+        self.min_interval = min_interval
+        self.log_interval = log_interval
+        self._start: float | None = None
+        self._last = -float("inf")
+
+    def format(self, done: int, total: int, elapsed: float) -> str:
+        fraction = done / total if total else 1.0
+        filled = int(round(self.width * fraction))
+        bar = "#" * filled + "-" * (self.width - filled)
+        rate = done / elapsed if elapsed > 0 else 0.0
+        if done >= total:
+            tail = f"{rate:,.0f}/s in {_clock(elapsed)}"
+        elif rate > 0:
+            tail = f"{rate:,.0f}/s ETA {_clock((total - done) / rate)}"
+        else:
+            tail = "ETA ?"
+        prefix = f"{self.label} " if self.label else ""
+        return f"{prefix}[{bar}] {done:,}/{total:,} {fraction:4.0%} {tail}"
+
+    def __call__(self, done: int, total: int) -> None:
+        stream: Any = self.stream or sys.stderr
+        now = time.monotonic()
+        if self._start is None or done == 0:
+            self._start = now
+        finished = done >= total
+        tty = bool(getattr(stream, "isatty", lambda: False)())
+        interval = self.min_interval if tty else self.log_interval
+        if not finished and now - self._last < interval:
+            return
+        self._last = now
+        line = self.format(done, total, now - self._start)
+        if tty:
+            stream.write("\r\x1b[2K" + line + ("\n" if finished else ""))
+        else:
+            stream.write(line + "\n")
+        stream.flush()

@@ -226,7 +226,7 @@ def test_stale_temporary_folder_is_removed(utk_root: Path, cache_dir: Path) -> N
     assert not stale.exists()
 
 
-def test_worker_processes_give_the_same_arrays(utk_root: Path, cache_dir: Path, tmp_path: Path) -> None:
+def test_worker_threads_give_the_same_arrays(utk_root: Path, cache_dir: Path, tmp_path: Path) -> None:
     for i in range(40):  # enough samples for several chunks
         write_jpg(utk_root / f"{20 + i}_{i % 2}_{i % 5}_2017010200{i:07d}.jpg.chip.jpg", face_image(100 + i))
     calls: list[tuple[int, int]] = []

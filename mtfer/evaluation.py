@@ -78,9 +78,7 @@ def evaluate_predictions(
 
     slices = _slices(label_array, probs[EMOTION.name].argmax(axis=1)) if EMOTION.name in probs else {}
     metrics = {"n": n, "tasks": task_metrics, "slices": slices}
-    return Evaluation(
-        metrics=metrics, samples=_typed_samples(pd.DataFrame(columns)), slices=_slice_frame(slices)
-    )
+    return Evaluation(metrics=metrics, samples=_typed_samples(pd.DataFrame(columns)), slices=_slice_frame(slices))
 
 
 def _task_metrics(name: str, y: np.ndarray, predicted: np.ndarray, p: np.ndarray) -> dict:
@@ -97,9 +95,7 @@ def _task_metrics(name: str, y: np.ndarray, predicted: np.ndarray, p: np.ndarray
             "confusion": [[0] * k for _ in range(k)],
             "per_class": {c: {"precision": None, "recall": None, "f1": None, "support": 0} for c in classes},
         }
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y, predicted, labels=everything, zero_division=0
-    )
+    precision, recall, f1, support = precision_recall_fscore_support(y, predicted, labels=everything, zero_division=0)
     return {
         "n": len(y),
         "accuracy": float(accuracy_score(y, predicted)),
@@ -124,9 +120,7 @@ def _slices(labels: np.ndarray, emotion_predicted: np.ndarray) -> dict:
         for i, group in enumerate(get_task(attribute).classes):
             member = (groups == i) & (emotion_true >= 0)
             count = int(member.sum())
-            accuracy = (
-                float(accuracy_score(emotion_true[member], emotion_predicted[member])) if count else None
-            )
+            accuracy = float(accuracy_score(emotion_true[member], emotion_predicted[member])) if count else None
             out[attribute][group] = {"n": count, "accuracy": accuracy}
     return out
 
@@ -321,9 +315,7 @@ def confusion_frame(metrics: dict, task: str, normalize: bool = False) -> pd.Dat
         totals = counts.sum(axis=1, keepdims=True)
         counts = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
     classes = list(entry["classes"])
-    return pd.DataFrame(
-        counts, index=pd.Index(classes, name="true"), columns=pd.Index(classes, name="predicted")
-    )
+    return pd.DataFrame(counts, index=pd.Index(classes, name="true"), columns=pd.Index(classes, name="predicted"))
 
 
 def per_class_frame(metrics: dict, task: str) -> pd.DataFrame:
@@ -371,9 +363,7 @@ def compare_runs(metrics_by_name: Mapping[str, dict]) -> pd.DataFrame:
     for metrics in metrics_by_name.values():
         tasks = metrics.get("tasks", {})
         rows.append([_accuracy_or_nan(tasks.get(task, {}).get("accuracy")) for task in columns])
-    return pd.DataFrame(
-        rows, index=pd.Index(list(metrics_by_name), name="run"), columns=columns, dtype=np.float64
-    )
+    return pd.DataFrame(rows, index=pd.Index(list(metrics_by_name), name="run"), columns=columns, dtype=np.float64)
 
 
 def _accuracy_or_nan(value: float | None) -> float:
@@ -397,7 +387,7 @@ def evaluate_dataset(
     and save the evaluation, by default under the bundle's evaluation/<format>-<split>/."""
     from mtfer import runs
     from mtfer.datasets.cache import prepare
-    from mtfer.faces import PreprocessConfig
+    from mtfer.faces import PreprocessConfig, match_sharpness
     from mtfer.inference import predict_arrays
 
     if split not in EVAL_SPLITS:
@@ -409,7 +399,12 @@ def evaluate_dataset(
     if not len(index):
         found = sorted(set(prepared.splits.tolist()))
         raise ValueError(f"{fmt} at {root} has no {split!r} samples (splits present: {found}); try --split all")
-    probs = predict_arrays(bundle.model, prepared.images[index])
+    images = match_sharpness(
+        prepared.images[index],
+        float(bundle.metadata["input"].get("blur_sigma", 0.0)),
+        float(bundle.metadata["input"].get("blur_threshold", 0.0)),
+    )
+    probs = predict_arrays(bundle.model, images)
     evaluation = evaluate_predictions(probs, prepared.labels[index], prepared.sources[index], prepared.splits[index])
     evaluation.metrics["model"] = str(bundle.path)
     evaluation.metrics["dataset"] = {"format": fmt, "root": str(root), "split": split}

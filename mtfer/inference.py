@@ -82,6 +82,10 @@ class Predictor:
         self.tasks: list[str] = bundle.tasks
         self.classes: dict[str, list[str]] = {t: list(c) for t, c in bundle.metadata["tasks"].items()}
         self.config = faces.PreprocessConfig.from_dict(bundle.metadata["preprocessing"])
+        self.blur = (
+            float(bundle.metadata["input"].get("blur_sigma", 0.0)),
+            float(bundle.metadata["input"].get("blur_threshold", 0.0)),
+        )
         self._lock = threading.Lock()
 
     @property
@@ -111,14 +115,16 @@ class Predictor:
             detected = faces.find_faces(array, self.config)
             found.append(detected[:1] if largest_only else detected)
         flat = [f for fs in found for f in fs]
-        probs = self.predict_faces(np.stack([f.aligned for f in flat]) if flat else np.zeros((0, 1, 1), np.uint8))
+        batch = np.stack([f.aligned for f in flat]) if flat else np.zeros((0, 1, 1), np.uint8)
+        probs = self.predict_faces(faces.match_sharpness(batch, *self.blur) if flat else batch)
         results: list[list[FacePrediction]] = []
         i = 0
         for fs in found:
             preds = []
             for f in fs:
+                aligned = faces.match_sharpness(f.aligned, *self.blur)
                 p = {t: dict(zip(self.classes[t], map(float, probs[t][i]), strict=True)) for t in self.tasks}
-                preds.append(FacePrediction(f.box, f.eyes, f.rotation, f.aligned, p))
+                preds.append(FacePrediction(f.box, f.eyes, f.rotation, aligned, p))
                 i += 1
             results.append(preds)
         return results

@@ -54,6 +54,10 @@ class TrainConfig:
     limit: int | None = None  # cap on samples per data set (quick runs)
     steps_per_epoch: int | None = None  # cap on steps per epoch (quick runs, tests)
     image_size: int = 50
+    # Blur every face sharper than blur_threshold (Laplacian variance) with a Gaussian of blur_sigma pixels, in
+    # training and at inference alike: for data sets whose training images are blurred (see README, Data quirks).
+    blur_sigma: float = 0.0
+    blur_threshold: float = 50.0
     name: str = ""
     run_id: str | None = None
 
@@ -463,6 +467,11 @@ def _train(config: TrainConfig, run: Path, splits: dict[str, Split] | None, resu
         splits = make_splits(load_prepared(config), config.protocol, config.val_fraction, config.seed)
     if "train" not in splits:
         raise ValueError("the chosen data sets have no training samples")
+    if config.blur_sigma > 0:
+        from mtfer.faces import match_sharpness
+
+        for split in splits.values():
+            split.images = match_sharpness(split.images, config.blur_sigma, config.blur_threshold)
     train_split, val_split = splits["train"], splits.get("val")
     log.info("samples: %s", {k: len(v) for k, v in splits.items()})
 
@@ -567,7 +576,14 @@ def bundle_metadata(config: TrainConfig, precision: str, splits: dict[str, Split
     return {
         "format_version": runs.BUNDLE_FORMAT_VERSION,
         "tasks": {t: list(TASKS[t].classes) for t in config.tasks},
-        "input": {"size": config.image_size, "channels": 1, "scale": [0.0, 1.0], "dtype": "float32"},
+        "input": {
+            "size": config.image_size,
+            "channels": 1,
+            "scale": [0.0, 1.0],
+            "dtype": "float32",
+            "blur_sigma": config.blur_sigma,
+            "blur_threshold": config.blur_threshold,
+        },
         "architecture": config.architecture,
         "datasets": config.datasets,
         "protocol": config.protocol,

@@ -1,0 +1,617 @@
+"""Find faces and eyes, align (rotation capped at 10 degrees) and crop to the network's input.
+
+The paper's preprocessing: detect the face (OpenCV Haar cascade), find both eye centres (Haar eye cascade),
+rotate so that the eye line is horizontal but never by more than ``max_rotation`` degrees, crop, grayscale,
+resize to ``size`` x ``size`` and scale to [0, 1]. Photos go through :func:`find_faces`; data-set images that
+are already face crops go through :func:`frame_crop`, which frames the face the same way, so that training
+input matches what the app sees. The measurements behind the framing are in ``docs/preprocessing.md``.
+
+Sign convention: ``Face.rotation`` is in degrees, positive = the image content was turned counter-clockwise
+(as displayed), the convention of ``cv2.getRotationMatrix2D``. It equals the eye-line tilt ``atan2(dy, dx)``
+measured in image coordinates (y down, from the image-left eye to the image-right eye), clipped to
+``max_rotation``.
+
+All functions are thread-safe: each thread gets its own cascade classifiers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "MAX_PIXELS",
+    "Face",
+    "ImageError",
+    "PreprocessConfig",
+    "align",
+    "alignment_matrix",
+    "crop_face_box",
+    "decode_image",
+    "eye_tilt",
+    "find_eyes",
+    "find_faces",
+    "frame_crop",
+    "to_gray",
+    "to_network_input",
+]
+
+Box = tuple[int, int, int, int]
+Point = tuple[float, float]
+Eyes = tuple[Point, Point]
+
+
+class ImageError(ValueError):
+    """The data is not a usable image (empty, not an image, truncated, unsupported pixel format)."""
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Everything that decides what the network sees; saved with a model's weights (to_dict / from_dict)."""
+
+    size: int = 50  # side of the network's square input
+    max_rotation: float = 10.0  # never rotate by more than this many degrees (either way)
+    # Framing: the crop is a square of side margin * (box side), centred on the box centre moved down by
+    # shift_y * (box side). margin 1.0 / shift 0.0 = the Haar box itself (how FER2013 crops are framed).
+    margin: float = 1.0
+    shift_y: float = 0.0
+    # Face detection in photos.
+    face_cascade: str = "haarcascade_frontalface_default.xml"
+    scale_factor: float = 1.1
+    min_neighbors: int = 5
+    min_face: int = 32  # smallest face side in pixels, at detection scale
+    # A detection without an eye pair is kept only if this second cascade also sees a face there (None: keep all).
+    verify_cascade: str | None = "haarcascade_frontalface_alt.xml"
+    verify_min_neighbors: int = 2
+    max_detect_side: int = 1280  # larger photos are detected on a downscaled copy
+    min_detect_side: int = 160  # smaller photos are upscaled to this short side before detection
+    # Face detection on data-set crops (frame_crop): the face is known to fill most of the crop.
+    crop_detect_side: int = 96
+    crop_min_neighbors: int = 3
+    crop_box_range: tuple[float, float] = (0.6, 1.4)  # accepted box side / crop side
+    # centre x, centre y, side as fractions of the crop: the detector's median box on FER2013 crops
+    fallback_box: tuple[float, float, float] = (0.5, 0.5, 0.96)
+    # Eye detection inside the face box, on a copy of the face resized to eye_face_side pixels.
+    eye_cascade: str = "haarcascade_eye.xml"
+    eye_face_side: int = 120
+    eye_rows: tuple[float, float] = (0.15, 0.6)  # search band, fractions of the face box height
+    eye_scale_factor: float = 1.08
+    eye_min_neighbors: int = 2
+    eye_distance: tuple[float, float] = (0.25, 0.65)  # plausible eye distance, fractions of the face box side
+    eye_max_tilt: float = 30.0  # a pair tilted more than this is treated as not found
+
+    def __post_init__(self) -> None:
+        try:
+            self._check()
+        except (TypeError, ValueError) as e:
+            message = str(e).removeprefix("PreprocessConfig: ")
+            raise ValueError(f"PreprocessConfig: {message}") from None
+
+    def _check(self) -> None:
+        for name in ("crop_box_range", "fallback_box", "eye_rows", "eye_distance"):
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        checks = [
+            (self.size >= 8, "size must be at least 8"),
+            (0 <= self.max_rotation <= 45, "max_rotation must be between 0 and 45 degrees"),
+            (self.margin > 0, "margin must be positive"),
+            (self.scale_factor > 1 and self.eye_scale_factor > 1, "scale factors must be greater than 1"),
+            (self.min_neighbors >= 0 and self.crop_min_neighbors >= 0, "min_neighbors must be >= 0"),
+            (self.min_face >= 8, "min_face must be at least 8 pixels"),
+            (self.max_detect_side >= self.min_detect_side > 0, "need 0 < min_detect_side <= max_detect_side"),
+            (self.crop_detect_side >= 24, "crop_detect_side must be at least 24"),
+            (
+                len(self.crop_box_range) == 2 and 0 < self.crop_box_range[0] < self.crop_box_range[1],
+                "bad crop_box_range",
+            ),
+            (
+                len(self.fallback_box) == 3 and self.fallback_box[2] > 0,
+                "fallback_box must be (cx, cy, side>0)",
+            ),
+            (self.eye_face_side >= 40, "eye_face_side must be at least 40"),
+            (len(self.eye_rows) == 2 and 0 <= self.eye_rows[0] < self.eye_rows[1] <= 1, "bad eye_rows"),
+            (
+                len(self.eye_distance) == 2 and 0 < self.eye_distance[0] < self.eye_distance[1],
+                "bad eye_distance",
+            ),
+            (0 < self.eye_max_tilt <= 90, "eye_max_tilt must be in (0, 90]"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"PreprocessConfig: {message}")
+        for name in (self.face_cascade, self.eye_cascade, self.verify_cascade or self.face_cascade):
+            if Path(name).name != name or not (Path(cv2.data.haarcascades) / name).is_file():
+                raise ValueError(f"PreprocessConfig: {name!r} is not a cascade file in cv2.data.haarcascades")
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PreprocessConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ValueError (they mean a different preprocessing)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown preprocessing settings {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+
+@dataclass
+class Face:
+    box: Box  # x, y, w, h in original image coordinates (clipped to the image)
+    eyes: Eyes | None  # (image-left eye, image-right eye) centres in original coordinates, or None
+    rotation: float  # degrees actually applied, |rotation| <= max_rotation; see the module docstring for the sign
+    aligned: np.ndarray  # uint8 (size, size) grayscale: what the network sees
+    detected: bool = True  # False only from frame_crop when the detector found nothing (fallback_box framing)
+
+
+# --- decoding -----------------------------------------------------------------------------------------------
+
+_MAGIC = [
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF8", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+]
+
+
+def _sniff(data: bytes) -> str | None:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for magic, name in _MAGIC if data.startswith(magic)), None)
+
+
+def _declared_size(data: bytes, kind: str | None) -> tuple[int, int] | None:
+    """(width, height) from a JPEG or PNG header without decoding; None when unknown."""
+    if kind == "PNG" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    if kind != "JPEG":
+        return None
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+        elif marker in (0x01, *range(0xD0, 0xD9)):  # markers without a length
+            i += 2
+        elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+            return width, height
+        elif marker == 0xDA:  # start of scan before any frame header
+            return None
+        else:
+            i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
+    return None
+
+
+def _exif_orientation(blob: bytes) -> int:
+    """The Orientation tag (1..8) of an EXIF block (a TIFF header, maybe after 'Exif\\0\\0'); 1 if absent."""
+    if blob.startswith(b"Exif\x00\x00"):
+        blob = blob[6:]
+    if len(blob) < 8 or blob[:2] not in (b"II", b"MM"):
+        return 1
+    end = "<" if blob[:2] == b"II" else ">"
+    try:
+        (ifd,) = struct.unpack_from(end + "I", blob, 4)
+        (count,) = struct.unpack_from(end + "H", blob, ifd)
+        for i in range(count):
+            tag, kind, _, value = struct.unpack_from(end + "HHIH", blob, ifd + 2 + 12 * i)
+            if tag == 0x0112 and kind == 3:
+                return value if 1 <= value <= 8 else 1
+    except struct.error:
+        pass
+    return 1
+
+
+def _apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
+    """Undo an EXIF orientation the way OpenCV's own decoder does for JPEG."""
+    if orientation in (5, 6, 7, 8):
+        img = cv2.transpose(img)
+    flip = {2: 1, 3: -1, 4: 0, 6: 1, 7: -1, 8: 0}.get(orientation)
+    return img if flip is None else cv2.flip(img, flip)
+
+
+def _to_bgr8(img: np.ndarray) -> np.ndarray:
+    """Decoded array (gray, gray+alpha, BGRA; 8/16-bit or float) -> uint8 BGR, alpha composited on white."""
+    if img.dtype == np.uint16:
+        img = np.round(img / 257.0).astype(np.uint8)
+    elif img.dtype in (np.float32, np.float64):
+        img = np.round(np.clip(np.nan_to_num(img), 0.0, 1.0) * 255.0).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ImageError(f"unsupported pixel format ({img.dtype})")
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    channels = img.shape[2]
+    if channels in (2, 4):
+        color, alpha = img[..., :-1], img[..., -1:].astype(np.float32) / 255.0
+        if channels == 2:
+            color = np.repeat(color, 3, axis=2)
+        img = np.round(color * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+        return np.ascontiguousarray(img)
+    if channels == 1:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if channels == 3:
+        return img
+    raise ImageError(f"unsupported image with {channels} channels")
+
+
+MAX_PIXELS = 120_000_000  # larger images are refused (a 120-megapixel BGR image is 360 MB in memory)
+
+
+def decode_image(data: bytes | str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """uint8 BGR HxWx3 with EXIF orientation applied; grayscale, RGBA (composited on white), palette and
+    16-bit inputs converted. ``data`` is the file's bytes, a path, or a file-like object (e.g. an upload).
+    Raises ImageError for empty / non-image / truncated data, an image over ``max_pixels`` pixels, and a path
+    that cannot be read."""
+    if hasattr(data, "getvalue"):
+        data = data.getvalue()
+    elif hasattr(data, "read"):
+        data = data.read()
+    if isinstance(data, str | os.PathLike):
+        try:
+            data = Path(data).read_bytes()
+        except OSError as e:
+            raise ImageError(f"cannot read {os.fspath(data)!r}: {e.strerror or e}") from None
+    data = bytes(data)
+    if not data:
+        raise ImageError("empty file (0 bytes): not an image")
+    kind = _sniff(data)
+    declared = _declared_size(data, kind)
+    if declared and declared[0] * declared[1] > max_pixels:
+        raise ImageError(f"image too large: {declared[0]}x{declared[1]} pixels (at most {max_pixels:,})")
+    buf = np.frombuffer(data, np.uint8)
+    try:
+        if kind == "JPEG":
+            # JPEG has no alpha; IMREAD_COLOR applies the EXIF orientation itself.
+            img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+            orientation = 1
+        else:
+            img, types, meta = cv2.imdecodeWithMetadata(buf, flags=cv2.IMREAD_UNCHANGED)
+            orientation = 1
+            for t, m in zip(types, meta, strict=False):
+                if t == cv2.IMAGE_METADATA_EXIF:
+                    orientation = _exif_orientation(np.asarray(m, np.uint8).tobytes())
+    except cv2.error as e:
+        if "too large" in str(e).lower() or "pixels" in str(e).lower():
+            raise ImageError("image too large to decode") from None
+        raise ImageError(f"truncated or corrupt {kind or 'image'} file ({len(data):,} bytes)") from None
+    if img is None or img.size == 0:
+        if kind:
+            raise ImageError(f"truncated or corrupt {kind} file ({len(data):,} bytes)")
+        raise ImageError("not an image (unrecognised file format)")
+    if img.shape[0] * img.shape[1] > max_pixels:
+        raise ImageError(f"image too large: {img.shape[1]}x{img.shape[0]} pixels (at most {max_pixels:,})")
+    img = _to_bgr8(img)
+    if orientation != 1:
+        img = np.ascontiguousarray(_apply_orientation(img, orientation))
+    return img
+
+
+# --- detectors (one set per thread: cv2.CascadeClassifier is not safe to share) -----------------------------
+
+_local = threading.local()
+
+
+def _cascade(name: str) -> cv2.CascadeClassifier:
+    cache = _local.__dict__.setdefault("cascades", {})
+    if name not in cache:
+        clf = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / name))
+        if clf.empty():
+            raise RuntimeError(f"could not load OpenCV cascade {name!r} from {cv2.data.haarcascades}")
+        cache[name] = clf
+    return cache[name]
+
+
+def _clahe() -> cv2.CLAHE:
+    if not hasattr(_local, "clahe"):
+        _local.clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(4, 4))
+    return _local.clahe
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """uint8 grayscale view of a BGR, BGRA or gray array (uint8 or uint16)."""
+    a = np.asarray(image)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.size == 0 or a.ndim not in (2, 3) or a.ndim == 3 and a.shape[2] not in (2, 3, 4):
+        raise ImageError(f"expected a non-empty HxW or HxWx3 image array, got shape {a.shape}")
+    if a.dtype != np.uint8 or a.ndim == 3 and a.shape[2] != 3:
+        a = _to_bgr8(a)
+    return np.ascontiguousarray(a) if a.ndim == 2 else cv2.cvtColor(a, cv2.COLOR_BGR2GRAY)
+
+
+def _resize(gray: np.ndarray, scale: float) -> np.ndarray:
+    h, w = gray.shape
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+
+
+def _square_patch(gray: np.ndarray, cx: float, cy: float, side: float, out: int) -> np.ndarray:
+    """The axis-aligned square (centre, side) resized to out x out; pixels past the edge are replicated."""
+    half = side / 2
+    x0, y0 = math.floor(cx - half), math.floor(cy - half)
+    x1, y1 = math.ceil(cx + half), math.ceil(cy + half)
+    h, w = gray.shape
+    patch = gray[max(y0, 0) : max(min(y1, h), 0), max(x0, 0) : max(min(x1, w), 0)]
+    if patch.size == 0:  # the square lies wholly outside the image
+        return np.full((out, out), int(gray.mean()), np.uint8)
+    top, left = max(0, -y0), max(0, -x0)
+    bottom, right = max(0, y1 - h), max(0, x1 - w)
+    if top or left or bottom or right:
+        patch = cv2.copyMakeBorder(patch, top, bottom, left, right, cv2.BORDER_REPLICATE)
+    interp = cv2.INTER_AREA if patch.shape[0] > out else cv2.INTER_CUBIC
+    return cv2.resize(patch, (out, out), interpolation=interp)
+
+
+# --- eyes and alignment -------------------------------------------------------------------------------------
+
+
+def eye_tilt(eyes: Eyes) -> float:
+    """Angle of the eye line in degrees (image coordinates, y down): positive when the image-right eye is
+    lower."""
+    (lx, ly), (rx, ry) = eyes
+    return math.degrees(math.atan2(ry - ly, rx - lx))
+
+
+def find_eyes(gray: np.ndarray, box: Box, config: PreprocessConfig = PreprocessConfig()) -> Eyes | None:
+    """Both eye centres inside a face box (original coordinates), or None when no plausible pair is found.
+
+    Searches the band ``eye_rows`` of the box with the Haar eye cascade and picks the best pair with one eye
+    in each half of the box, at a plausible distance and tilted by at most ``eye_max_tilt``."""
+    gray = to_gray(gray)
+    x, y, w, h = box
+    side = float(max(w, h))
+    n = config.eye_face_side
+    face = _square_patch(gray, x + w / 2, y + h / 2, side, n)
+    r0, r1 = round(config.eye_rows[0] * n), round(config.eye_rows[1] * n)
+    band = _clahe().apply(face[r0:r1])
+    found = _cascade(config.eye_cascade).detectMultiScale(
+        band,
+        scaleFactor=config.eye_scale_factor,
+        minNeighbors=config.eye_min_neighbors,
+        minSize=(round(0.12 * n),) * 2,
+        maxSize=(round(0.4 * n),) * 2,
+    )
+    centres = [(ex + ew / 2, r0 + ey + eh / 2) for ex, ey, ew, eh in found]
+    dmin, dmax = config.eye_distance[0] * n, config.eye_distance[1] * n
+    best: tuple[float, Point, Point] | None = None
+    for left in centres:
+        if left[0] >= n / 2:
+            continue
+        for right in centres:
+            if right[0] < n / 2:
+                continue
+            dist = math.hypot(right[0] - left[0], right[1] - left[1])
+            tilt = abs(eye_tilt((left, right)))
+            if not dmin <= dist <= dmax or tilt > config.eye_max_tilt:
+                continue
+            mid = (left[0] + right[0]) / 2
+            score = tilt / config.eye_max_tilt + abs(dist / n - 0.4) / 0.2 + abs(mid / n - 0.5) / 0.2
+            if best is None or score < best[0]:
+                best = (score, left, right)
+    if best is None:
+        return None
+    scale = side / n
+    x0, y0 = x + w / 2 - side / 2, y + h / 2 - side / 2
+    left, right = ((x0 + px * scale, y0 + py * scale) for px, py in best[1:])
+    return left, right
+
+
+def _crop_square(box: Box, config: PreprocessConfig) -> tuple[float, float, float]:
+    x, y, w, h = box
+    side = config.margin * max(w, h)
+    return x + w / 2, y + h / 2 + config.shift_y * max(w, h), side
+
+
+def alignment_matrix(
+    box: Box, rotation: float, config: PreprocessConfig = PreprocessConfig(), size: int | None = None
+) -> np.ndarray:
+    """2x3 affine matrix taking original image coordinates to the aligned (size x size) crop: rotation by
+    ``rotation`` degrees (counter-clockwise positive, cv2 convention) about the crop centre, then scaling."""
+    size = size or config.size
+    cx, cy, side = _crop_square(box, config)
+    m = cv2.getRotationMatrix2D((cx, cy), rotation, size / side)
+    m[:, 2] += (size / 2 - cx, size / 2 - cy)
+    return m
+
+
+def align(
+    image: np.ndarray,
+    box: Box,
+    rotation: float,
+    config: PreprocessConfig = PreprocessConfig(),
+    size: int | None = None,
+) -> np.ndarray:
+    """The aligned uint8 (size, size) grayscale crop of the face in ``box``, rotated by ``rotation``."""
+    gray = to_gray(image)
+    size = size or config.size
+    m = alignment_matrix(box, rotation, config, size)
+    cx, cy, side = _crop_square(box, config)
+    if side > 2 * size:  # shrink the neighbourhood first (INTER_AREA) so that the warp does not alias
+        reach = side * 0.75  # > side / sqrt(2): the crop stays inside at any rotation
+        x0, y0 = max(0, math.floor(cx - reach)), max(0, math.floor(cy - reach))
+        x1, y1 = min(gray.shape[1], math.ceil(cx + reach)), min(gray.shape[0], math.ceil(cy + reach))
+        if x1 > x0 and y1 > y0:
+            gray = _resize(gray[y0:y1, x0:x1], 2 * size / side)
+            sx, sy = gray.shape[1] / (x1 - x0), gray.shape[0] / (y1 - y0)
+            # original = (small + 0.5) / s - 0.5 + origin, with OpenCV's pixel-centre convention for resize
+            back = np.array([[1 / sx, 0, x0 + 0.5 / sx - 0.5], [0, 1 / sy, y0 + 0.5 / sy - 0.5], [0, 0, 1]])
+            m = m @ back
+    return cv2.warpAffine(gray, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _face(gray: np.ndarray, box: Box, config: PreprocessConfig) -> Face:
+    eyes = find_eyes(gray, box, config)
+    rotation = 0.0
+    if eyes is not None:
+        rotation = float(np.clip(eye_tilt(eyes), -config.max_rotation, config.max_rotation))
+    aligned = align(gray, box, rotation, config)
+    h, w = gray.shape
+    x, y, bw, bh = box
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(w, x + bw), min(h, y + bh)
+    return Face(box=(x0, y0, x1 - x0, y1 - y0), eyes=eyes, rotation=rotation, aligned=aligned)
+
+
+# --- public entry points ------------------------------------------------------------------------------------
+
+
+def find_faces(image: np.ndarray, config: PreprocessConfig = PreprocessConfig()) -> list[Face]:
+    """Every face in a photo, largest first. No face -> []. Tiny images are upscaled (and padded) before
+    detection; very large images are detected on a downscaled copy and boxes mapped back. Accepts BGR, BGRA or
+    grayscale arrays."""
+    gray = to_gray(image)
+    h, w = gray.shape
+    long_side, short_side = max(h, w), min(h, w)
+    scale = 1.0
+    if long_side > config.max_detect_side:
+        scale = config.max_detect_side / long_side
+    elif short_side < config.min_detect_side:
+        scale = min(config.min_detect_side / short_side, config.max_detect_side / long_side)
+    det = _resize(gray, scale) if scale != 1.0 else gray
+    pad = 0
+    if min(det.shape) < 2 * config.min_detect_side:  # a small photo is often a tight crop: give the face a margin
+        pad = round(0.25 * min(det.shape))
+        det = cv2.copyMakeBorder(det, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    min_face = min(config.min_face, min(det.shape))
+    found = _cascade(config.face_cascade).detectMultiScale(
+        det, scaleFactor=config.scale_factor, minNeighbors=config.min_neighbors, minSize=(min_face, min_face)
+    )
+    boxes: list[Box] = []
+    for bx, by, bw, bh in found:
+        boxes.append((round((bx - pad) / scale), round((by - pad) / scale), round(bw / scale), round(bh / scale)))
+    boxes.sort(key=lambda b: b[2] * b[3], reverse=True)
+    kept: list[Box] = []
+    for box in boxes:  # a smaller box mostly inside a kept one is a part of that face (an eye, a mouth)
+        if all(_overlap(box, k) < 0.5 for k in kept):
+            kept.append(box)
+    faces = [_face(gray, box, config) for box in kept]
+    return [f for f in faces if f.eyes is not None or _confirmed(gray, f.box, config)]
+
+
+def _confirmed(gray: np.ndarray, box: Box, config: PreprocessConfig) -> bool:
+    """Whether ``verify_cascade`` also finds a face of about this size here (Haar false positives on texture
+    rarely pass two cascades)."""
+    if config.verify_cascade is None:
+        return True
+    x, y, w, h = box
+    side = 72  # the face is looked for at about this size in a patch 1.5 times the box
+    patch = _square_patch(gray, x + w / 2, y + h / 2, 1.5 * max(w, h), round(1.5 * side))
+    found = _cascade(config.verify_cascade).detectMultiScale(
+        patch,
+        scaleFactor=config.scale_factor,
+        minNeighbors=config.verify_min_neighbors,
+        minSize=(round(0.7 * side),) * 2,
+        maxSize=(round(1.4 * side),) * 2,
+    )
+    return len(found) > 0
+
+
+def _overlap(small: Box, big: Box) -> float:
+    """Share of ``small``'s area that lies inside ``big``."""
+    ix = max(0, min(small[0] + small[2], big[0] + big[2]) - max(small[0], big[0]))
+    iy = max(0, min(small[1] + small[3], big[1] + big[3]) - max(small[1], big[1]))
+    return ix * iy / max(1, small[2] * small[3])
+
+
+def frame_crop(image: np.ndarray, config: PreprocessConfig = PreprocessConfig()) -> Face:
+    """For data-set images that are already face crops (FER2013 48x48 gray, UTKFace 200x200 chips, RAF-DB
+    aligned 100x100): the face framed the SAME way find_faces frames a face in a photo (the Haar box, eyes
+    levelled within ``max_rotation``), so that training input matches what the app sees. The face detector
+    runs on the crop, restricted to boxes of ``crop_box_range`` times the crop side near its centre; when it
+    finds none, the crop is framed by ``fallback_box`` (the detector's typical box on such crops). Never fails
+    on a valid image."""
+    gray = to_gray(image)
+    box, detected = crop_face_box(gray, config)
+    face = _face(gray, box, config)
+    face.detected = detected
+    return face
+
+
+def crop_face_box(gray: np.ndarray, config: PreprocessConfig = PreprocessConfig()) -> tuple[Box, bool]:
+    """The face box that :func:`frame_crop` uses on a face crop, and whether the detector found it (False: the
+    ``fallback_box`` framing)."""
+    gray = to_gray(gray)
+    h, w = gray.shape
+    short_side = min(h, w)
+    scale = config.crop_detect_side / short_side
+    det = _resize(gray, scale)
+    pad = round(0.25 * config.crop_detect_side)
+    det = cv2.copyMakeBorder(det, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    lo, hi = (round(f * config.crop_detect_side) for f in config.crop_box_range)
+    found = _cascade(config.face_cascade).detectMultiScale(
+        det,
+        scaleFactor=config.scale_factor,
+        minNeighbors=config.crop_min_neighbors,
+        minSize=(lo, lo),
+        maxSize=(hi, hi),
+    )
+    best: tuple[float, Box] | None = None
+    for bx, by, bw, bh in found:
+        box = (round((bx - pad) / scale), round((by - pad) / scale), round(bw / scale), round(bh / scale))
+        off = math.hypot(box[0] + box[2] / 2 - w / 2, box[1] + box[3] / 2 - h / 2) / short_side
+        if off <= 0.2 and (best is None or off < best[0]):
+            best = (off, box)
+    if best is not None:
+        return best[1], True
+    fx, fy, fs = config.fallback_box
+    side = fs * short_side
+    return (round(fx * w - side / 2), round(fy * h - side / 2), round(side), round(side)), False
+
+
+def to_network_input(faces: Sequence[np.ndarray] | np.ndarray, size: int | None = None) -> np.ndarray:
+    """uint8 (N,S,S) or list of (S,S) -> float32 (N,S,S,1) scaled to [0,1]. An empty list needs ``size``."""
+    if isinstance(faces, np.ndarray):
+        batch = faces
+    elif len(faces) == 0:
+        if size is None:
+            raise ValueError("no faces to convert (pass size= to get an empty batch)")
+        return np.zeros((0, size, size, 1), np.float32)
+    else:
+        shapes = {np.shape(f) for f in faces}
+        if len(shapes) > 1:
+            raise ValueError(f"faces have different shapes {sorted(shapes)}; align them to one size first")
+        batch = np.stack([np.asarray(f) for f in faces])
+    if batch.ndim == 4 and batch.shape[-1] == 1:
+        batch = batch[..., 0]
+    if batch.ndim == 2:
+        batch = batch[None]
+    if batch.ndim != 3 or batch.shape[1] != batch.shape[2]:
+        raise ValueError(f"expected square grayscale faces (N,S,S), got shape {batch.shape}")
+    if batch.dtype != np.uint8:
+        raise ValueError(f"expected uint8 faces (as Face.aligned), got {batch.dtype}")
+    if size is not None and batch.shape[1] != size:
+        raise ValueError(f"faces are {batch.shape[1]}x{batch.shape[1]}, the model expects {size}x{size}")
+    return (batch.astype(np.float32) / 255.0)[..., None]
+
+
+def sharpness(face: np.ndarray) -> float:
+    """Variance of the Laplacian of a grayscale face: ~5 for a heavily blurred 50x50 face, hundreds and more for a
+    sharp one."""
+    return float(cv2.Laplacian(face, cv2.CV_64F).var())
+
+
+def match_sharpness(faces_: np.ndarray, sigma: float, threshold: float) -> np.ndarray:
+    """Blur (Gaussian, `sigma` pixels) every aligned face sharper than `threshold`, so that a model trained on
+    blurred faces sees inputs as blurred as its training data. sigma 0 returns the input unchanged.
+    uint8 (N,S,S) or (S,S) in, same shape out."""
+    if sigma <= 0:
+        return faces_
+    batch = np.asarray(faces_)
+    single = batch.ndim == 2
+    batch = batch[None] if single else batch.copy()
+    for i, face in enumerate(batch):
+        if sharpness(face) > threshold:
+            batch[i] = cv2.GaussianBlur(face, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    return batch[0] if single else batch

@@ -27,6 +27,8 @@ from mtfer.faces import (
     find_eyes,
     find_faces,
     frame_crop,
+    match_sharpness,
+    sharpness,
     to_network_input,
 )
 
@@ -486,3 +488,14 @@ def test_to_network_input() -> None:
         to_network_input([a.astype(np.float32)])
     with pytest.raises(ValueError, match="expects 50x50"):
         to_network_input([a], size=50)
+
+
+def test_match_sharpness_blurs_only_sharp_faces(utk_chips: list[np.ndarray]) -> None:
+    sharp = frame_crop(utk_chips[0]).aligned
+    blurred = cv2.GaussianBlur(sharp, (0, 0), 3.0)
+    assert sharpness(blurred) < 20 < 100 < sharpness(sharp)
+    out = match_sharpness(np.stack([sharp, blurred]), sigma=3.0, threshold=20.0)
+    assert out.shape == (2, 50, 50) and out.dtype == np.uint8
+    assert sharpness(out[0]) < 20 and np.array_equal(out[1], blurred)
+    assert match_sharpness(sharp, sigma=3.0, threshold=20.0).shape == (50, 50)
+    assert match_sharpness(sharp, sigma=0.0, threshold=20.0) is sharp

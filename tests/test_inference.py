@@ -1,0 +1,128 @@
+"""Predictor: photo bytes -> faces -> every head's probabilities; bundles; the shipped default model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from helpers import tiny_run
+
+from mtfer import runs
+from mtfer.faces import ImageError
+from mtfer.inference import Predictor, predictions_table
+from mtfer.tasks import TASK_NAMES, TASKS
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory) -> Path:
+    return tiny_run(tmp_path_factory.mktemp("inference") / "run", blur_sigma=3.0)
+
+
+@pytest.fixture(scope="module")
+def photo(shared_data) -> bytes:
+    """Two real faces (UTKFace chips) on a bigger canvas, as a JPEG."""
+    chips = sorted((shared_data / "utkface" / "UTKFace").glob("2*_0_0_*.jpg"))[:2]
+    canvas = np.full((420, 700, 3), 200, np.uint8)
+    canvas[60:260, 40:240] = cv2.imread(str(chips[0]))
+    canvas[120:360, 400:640] = cv2.resize(cv2.imread(str(chips[1])), (240, 240))
+    return cv2.imencode(".jpg", canvas)[1].tobytes()
+
+
+def test_predictor_returns_every_face_with_all_four_heads(run_folder, photo):
+    predictor = Predictor(run_folder)
+    found = predictor.predict_image(photo)
+    assert len(found) == 2
+    assert found[0].box[2] >= found[1].box[2] * 0.8  # largest first (the 240 px face)
+    for face in found:
+        assert face.aligned.shape == (50, 50) and face.aligned.dtype == np.uint8
+        assert abs(face.rotation) <= 10
+        for task in TASK_NAMES:
+            probs = face.probabilities[task]
+            assert list(probs) == list(TASKS[task].classes)
+            assert sum(probs.values()) == pytest.approx(1.0, abs=1e-4)
+        data = face.to_dict()
+        assert set(TASK_NAMES) <= set(data) and json.dumps(data)
+    assert len(predictor.predict_image(photo, largest_only=True)) == 1
+
+
+def test_the_face_shown_is_the_face_the_network_saw(run_folder, photo):
+    from mtfer.faces import sharpness
+
+    face = Predictor(run_folder).predict_image(photo)[0]
+    assert sharpness(face.aligned) < 50  # sharp photo faces are blurred like the training data (blur_sigma=3)
+
+
+def test_batches_and_threads_give_the_same_answers(run_folder, photo):
+    predictor = Predictor(run_folder)
+    single = predictor.predict_image(photo)
+    batched = predictor.predict_images([photo, photo, photo])
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(predictor.predict_image, [photo] * 8))
+    for result in [*batched, *threaded]:
+        assert len(result) == len(single)
+        for a, b in zip(result, single, strict=True):
+            for task in TASK_NAMES:
+                np.testing.assert_allclose(
+                    list(a.probabilities[task].values()), list(b.probabilities[task].values()), atol=1e-5
+                )
+
+
+def test_bad_files_and_blank_photos(run_folder):
+    predictor = Predictor(run_folder)
+    for data in (b"", b"not an image at all", cv2.imencode(".jpg", np.zeros((80, 80, 3), np.uint8))[1].tobytes()[:60]):
+        with pytest.raises(ImageError):
+            predictor.predict_image(data)
+    blank = cv2.imencode(".png", np.full((300, 300, 3), 255, np.uint8))[1].tobytes()
+    assert predictor.predict_image(blank) == []
+
+
+def test_predictions_table_has_one_row_per_face(run_folder, photo):
+    predictor = Predictor(run_folder)
+    table = predictions_table([("a.jpg", predictor.predict_image(photo)), ("blank.png", [])])
+    assert list(table["face"]) == [1, 2] and set(table["file"]) == {"a.jpg"}
+    for task in TASK_NAMES:
+        assert task in table and f"{task}_confidence" in table
+        assert f"p_{task}_{TASKS[task].classes[0]}" in table
+
+
+def test_bundles_with_wrong_metadata_are_refused(run_folder, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(run_folder, broken)
+    meta = json.loads((broken / "metadata.json").read_text())
+    meta["tasks"]["emotion"] = list(reversed(meta["tasks"]["emotion"]))
+    (broken / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(runs.RunError, match="classes"):
+        runs.load_bundle(broken)
+    (broken / "metadata.json").write_text("{not json")
+    with pytest.raises(runs.RunError, match="not valid JSON"):
+        runs.load_bundle(broken)
+    with pytest.raises(runs.RunError, match="not found"):
+        runs.load_bundle(tmp_path / "missing")
+
+
+def test_active_model_pointer(run_folder, tmp_path):
+    assert runs.resolve_model(None, tmp_path) in (runs.DEFAULT_BUNDLE, Path(runs.DEFAULT_BUNDLE))
+    runs.set_active_model(run_folder, tmp_path)
+    assert runs.resolve_model(None, tmp_path) == run_folder.resolve()
+    assert runs.resolve_model("default", tmp_path) == runs.DEFAULT_BUNDLE
+    with pytest.raises(runs.RunError):
+        runs.resolve_model("no-such-run", tmp_path)
+    with pytest.raises(runs.RunError, match="invalid run id"):
+        runs.run_dir("../escape", tmp_path)
+
+
+def test_shipped_default_model_loads_and_carries_its_evaluation():
+    if not (runs.DEFAULT_BUNDLE / runs.METADATA_FILE).exists():
+        pytest.skip("no shipped model in models/default yet")
+    bundle = runs.load_bundle(runs.DEFAULT_BUNDLE)
+    assert bundle.tasks == list(TASK_NAMES)
+    assert bundle.metadata["protocol"] == "holdout"
+    assert (runs.DEFAULT_BUNDLE / "history.csv").exists()
+    assert any((runs.DEFAULT_BUNDLE / "evaluation").glob("*/metrics.json"))
+    size = sum(p.stat().st_size for p in runs.DEFAULT_BUNDLE.rglob("*") if p.is_file())
+    assert size < 25 * 1024 * 1024

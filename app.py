@@ -1,0 +1,16 @@
+"""The mtfer app: `streamlit run app.py`. Pages live in pages/; they lay out widgets and call mtfer."""
+
+import streamlit as st
+
+st.set_page_config(page_title="mtfer: emotion, gender, race and age from a face", page_icon="🙂", layout="wide")
+
+PAGES = [
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/predict.py", title="Predict", icon=":material/photo_camera:"),
+    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+]
+
+# Tells the pages that they run through this navigation (see the note at the top of each page).
+st.session_state["mtfer_app"] = True
+st.navigation(PAGES).run()

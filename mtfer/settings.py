@@ -1,0 +1,163 @@
+"""Where the app finds data sets and models: the configured data roots, the data sets found under them, the models
+(bundles) to choose from and their evaluations. Pure functions, no Streamlit."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mtfer import runs
+from mtfer.datasets import FORMATS, read_dataset
+from mtfer.evaluation import METRICS_FILE
+from mtfer.tasks import TASK_NAMES
+
+ENV_DATA_ROOTS = "MTFER_DATA_ROOTS"
+# Used when $MTFER_DATA_ROOTS is not set, relative to the working folder (the repository when the app is
+# started with `streamlit run app.py`); roots that do not exist are left out.
+DEFAULT_DATA_ROOTS: tuple[str, ...] = (os.path.join("..", "shared", "data"), "data")
+
+
+def data_roots(env: Mapping[str, str] | None = None, base: str | os.PathLike | None = None) -> list[Path]:
+    """Existing data roots, resolved and without repeats: $MTFER_DATA_ROOTS (os.pathsep-separated) when set,
+    else DEFAULT_DATA_ROOTS. Relative entries are taken from `base` (default: the working folder)."""
+    env = os.environ if env is None else env
+    base_path = Path(base) if base is not None else Path.cwd()
+    text = env.get(ENV_DATA_ROOTS, "").strip()
+    entries = [p.strip() for p in text.split(os.pathsep) if p.strip()] if text else list(DEFAULT_DATA_ROOTS)
+    roots: list[Path] = []
+    for entry in entries:
+        path = Path(entry).expanduser()
+        path = (path if path.is_absolute() else base_path / path).resolve()
+        if path.is_dir() and path not in roots:
+            roots.append(path)
+    return roots
+
+
+@dataclass(frozen=True)
+class FoundDataset:
+    """A data set that one of the readers accepts, found under a data root."""
+
+    format: str  # one of mtfer.datasets.FORMATS
+    root: str  # resolved folder (or CSV file) handed to the reader and to the trainer
+    name: str  # path relative to its data root, for people
+    samples: int
+    splits: dict[str, int] = field(default_factory=dict)
+    labelled: dict[str, int] = field(default_factory=dict)  # task -> samples with that label
+
+    @property
+    def tasks(self) -> list[str]:
+        """Tasks this data set has labels for, in model order."""
+        return [t for t in TASK_NAMES if self.labelled.get(t, 0) > 0]
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.format}): {self.samples:,} images; labels: {', '.join(self.tasks) or 'none'}"
+
+    def to_config(self) -> dict:
+        """The entry for TrainConfig.datasets."""
+        return {"format": self.format, "root": self.root}
+
+
+def _candidates(root: Path) -> list[Path]:
+    """A root's visible subfolders (and CSV files, for fer2013-csv), then the root itself."""
+    try:
+        children = sorted(
+            (p for p in root.iterdir() if not p.name.startswith(".") and (p.is_dir() or p.suffix.lower() == ".csv")),
+            key=lambda p: p.name.lower(),
+        )
+    except OSError:
+        children = []
+    return [*children, root]
+
+
+def discover_datasets(roots: Iterable[str | os.PathLike], formats: Sequence[str] = FORMATS) -> list[FoundDataset]:
+    """Every data set under `roots` that a reader accepts: each root's direct subfolders and the root itself are
+    tried with each format. The same images found twice (through two formats, or a root and its subfolder) are
+    listed once, under the deepest folder and the first format in `formats` order; a part of a data set that a
+    reader also accepts (the train/ folder of a FER2013 tree read as generic folders) is left out. So are folders
+    that no reader accepts or that hold no usable sample."""
+    hits: list[tuple[FoundDataset, frozenset[str]]] = []
+    for root in roots:
+        root = Path(root).resolve()
+        for candidate in _candidates(root):
+            for fmt in formats:
+                try:
+                    df, _ = read_dataset(fmt, candidate)
+                except (ValueError, OSError):  # not this format's layout (DatasetFormatError), unreadable
+                    continue
+                if not len(df):
+                    continue
+                sources = frozenset(df["source"].astype(str))
+                if any(sources == seen for _, seen in hits):
+                    continue
+                name = candidate.name if candidate == root else str(candidate.relative_to(root))
+                dataset = FoundDataset(
+                    format=fmt,
+                    root=str(candidate),
+                    name=name,
+                    samples=len(df),
+                    splits={str(k): int(v) for k, v in df["split"].value_counts().sort_index().items()},
+                    labelled={t: int(df[t].notna().sum()) for t in TASK_NAMES if t in df},
+                )
+                hits.append((dataset, sources))
+    return [d for d, sources in hits if not any(sources < other for _, other in hits)]
+
+
+# --- models -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    label: str
+    path: Path
+    kind: str  # "active", "default" or "run"
+
+
+def is_bundle(path: str | os.PathLike) -> bool:
+    """A folder holding a complete model bundle (model.keras and metadata.json)."""
+    path = Path(path)
+    return (path / runs.MODEL_FILE).is_file() and (path / runs.METADATA_FILE).is_file()
+
+
+def default_model_path() -> Path:
+    """The model used when none was made active: $MTFER_MODEL, else the shipped models/default."""
+    return Path(os.environ.get("MTFER_MODEL") or runs.DEFAULT_BUNDLE)
+
+
+def model_choices(runs_dir: str | os.PathLike | None = None) -> list[ModelChoice]:
+    """The models to choose from, the active one first, then the default, then finished runs (newest first).
+    Each folder appears once; folders without a complete bundle are left out."""
+    choices: list[ModelChoice] = []
+    seen: set[Path] = set()
+
+    def add(path: Path, label: str, kind: str) -> None:
+        resolved = path.resolve()
+        if resolved not in seen and is_bundle(resolved):
+            seen.add(resolved)
+            choices.append(ModelChoice(label, resolved, kind))
+
+    try:
+        active = runs.resolve_model(None, runs_dir)
+    except runs.RunError:
+        active = None
+    if active is not None:
+        add(active, f"Active model ({active.name})", "active")
+    add(default_model_path(), f"Default model ({default_model_path().name})", "default")
+    for run in runs.list_runs(runs_dir):
+        add(run, f"Run {run.name}", "run")
+    return choices
+
+
+def list_evaluations(model: str | os.PathLike) -> list[str]:
+    """Names of the saved evaluations of a model folder (evaluation/<name>/metrics.json), test ones first."""
+    folder = Path(model) / runs.EVALUATION_DIR
+    if not folder.is_dir():
+        return []
+    names = [p.name for p in folder.iterdir() if (p / METRICS_FILE).is_file()]
+    return sorted(names, key=lambda n: (not n.endswith("-test"), n))
+
+
+def evaluation_dir(model: str | os.PathLike, name: str) -> Path:
+    return Path(model) / runs.EVALUATION_DIR / name

@@ -1,0 +1,75 @@
+"""Home: what the app does in plain words, the model in use, where to go next."""
+
+import streamlit as st
+
+from mtfer import charts, runs, settings
+
+if not st.session_state.get("mtfer_app"):
+    # Opened by its URL before app.py ever ran in this server, Streamlit runs a pages/ file on its own (its
+    # pages-folder mode). Hand over to app.py's navigation, which then shows this same page.
+    st.session_state["mtfer_app"] = True
+    st.navigation([st.Page(lambda: None, url_path="start", default=True), st.Page(__file__)], position="hidden")
+    st.rerun()
+
+st.title("Reading faces: emotion, gender, race and age")
+st.markdown(
+    """
+This app looks at a photo, finds every face in it, and makes four guesses about each face at once:
+
+- the **emotion** it shows: surprise, fear, disgust, happiness, sadness, anger or neutral;
+- **gender**, a **race group** and an **age group**, in the coarse categories of the public data sets it learned from.
+
+One small neural network makes all four guesses together. The idea comes from a research paper
+(Saroop et al., 2021): learning gender, race and age alongside emotion helps the network read emotions better.
+It sees each face as a small 50 x 50 grayscale picture, turned so the eyes are level.
+
+These are **guesses, not facts**. The categories are simplifications, and the model makes mistakes, most of all
+on faces unlike the ones it was trained on. The Evaluate page shows where it goes wrong, and for whom.
+"""
+)
+
+st.subheader("The model in use")
+path = runs.resolve_model(None)
+try:
+    metadata = runs.read_json(path / runs.METADATA_FILE) if settings.is_bundle(path) else None
+except runs.RunError as error:
+    st.error(f"The model's description could not be read: {error}")
+    metadata = None
+
+if metadata is None:
+    st.warning(
+        "No trained model is installed yet. Train one on the **Train** page, then make it the active model.",
+        icon=":material/warning:",
+    )
+else:
+    card = charts.model_card(metadata, path)
+    with st.container(border=True):
+        st.markdown(f"**Model:** {charts.escape_markdown(card.name)}")
+        for label, value in card.facts:
+            st.markdown(f"**{label}:** {charts.escape_markdown(value)}")
+        if card.optimistic:
+            st.warning(
+                "Optimistic figures: this model was scored on the same images that chose when training stopped "
+                "(the paper's protocol).",
+                icon=":material/info:",
+            )
+        if card.cards:
+            st.markdown("**Accuracy** (share of faces it gets right), beside the paper's own figure:")
+            columns = st.columns(min(4, len(card.cards)))
+            for i, c in enumerate(card.cards):
+                with columns[i % len(columns)]:
+                    st.metric(c.label, c.value, c.delta, help=c.help, border=True)
+                    st.caption(c.paper_text)
+        else:
+            st.info("This model has no recorded accuracy yet; evaluate it on the Evaluate page.")
+
+st.subheader("Where to go next")
+st.page_link("pages/predict.py", label="Predict: upload photos or use the camera", icon=":material/photo_camera:")
+st.page_link(
+    "pages/evaluate.py",
+    label="Evaluate: accuracy, confusions, mistakes and fairness across groups",
+    icon=":material/analytics:",
+)
+st.page_link(
+    "pages/train.py", label="Train: teach a new model on the data sets available", icon=":material/model_training:"
+)

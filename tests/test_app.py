@@ -1,0 +1,576 @@
+"""The Streamlit app, page by page through streamlit.testing.v1.AppTest, and the pure helpers behind it
+(mtfer.charts, mtfer.settings). Models are tiny runs trained here in seconds; nothing touches runs/ or models/."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from mtfer import charts, runs, settings
+from mtfer.evaluation import confusion_frame, load_evaluation
+from mtfer.inference import FacePrediction
+from mtfer.tasks import TASK_NAMES, TASKS
+from mtfer.training import Split, TrainConfig, train
+
+REPO = Path(__file__).resolve().parents[1]
+APP = str(REPO / "app.py")
+TIMEOUT = 60
+
+# --- fixtures -------------------------------------------------------------------------------------------------
+
+
+def _split(rng: np.random.Generator, n: int, folder: Path, start: int) -> Split:
+    """Half 'rafdb' faces with all four labels, half 'fer2013' faces with emotion only; images saved as PNG files
+    so that the evaluations' sources exist."""
+    images = rng.integers(0, 255, (n, 50, 50), dtype=np.uint8)
+    labels = np.full((n, 4), -1)
+    for j, name in enumerate(TASK_NAMES):
+        labels[: n // 2, j] = rng.integers(0, TASKS[name].num_classes, n // 2)
+    labels[n // 2 :, 0] = rng.integers(0, TASKS["emotion"].num_classes, n - n // 2)
+    sources = []
+    for i, image in enumerate(images):
+        path = folder / f"face{start + i}.png"
+        cv2.imwrite(str(path), image)
+        sources.append(str(path))
+    datasets = np.array(["rafdb"] * (n // 2) + ["fer2013"] * (n - n // 2))
+    return Split(images, labels, np.array(sources), datasets)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory) -> Path:
+    """A runs folder with two finished runs: 'tiny-multi' (four tasks) and 'tiny-single' (emotion only)."""
+    root = tmp_path_factory.mktemp("app-runs")
+    faces_dir = root / "faces"
+    faces_dir.mkdir()
+    rng = np.random.default_rng(0)
+    splits = {
+        "train": _split(rng, 64, faces_dir, 0),
+        "val": _split(rng, 24, faces_dir, 100),
+        "test": _split(rng, 24, faces_dir, 200),
+    }
+    runs_dir = root / "runs"
+    common = {"architecture": "fast", "epochs": 2, "batch_size": 16, "augment": False}
+    train(TrainConfig(**common), runs_dir / "tiny-multi", splits=splits, install_signal_handler=False)
+    train(
+        TrainConfig(tasks=["emotion"], **common), runs_dir / "tiny-single", splits=splits, install_signal_handler=False
+    )
+    return runs_dir
+
+
+@pytest.fixture()
+def app_env(tiny_runs, tmp_path, monkeypatch) -> Path:
+    """Environment of one app session: its own runs folder (a copy-free view of the tiny runs), model, data roots
+    and cache, all in tmp."""
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    for run in tiny_runs.iterdir():
+        if run.is_dir():
+            (runs_dir / run.name).symlink_to(run, target_is_directory=True)
+    monkeypatch.setenv("MTFER_RUNS", str(runs_dir))
+    monkeypatch.setenv("MTFER_MODEL", str(runs_dir / "tiny-multi"))
+    monkeypatch.setenv("MTFER_DATA_ROOTS", str(tmp_path / "data"))
+    monkeypatch.setenv("MTFER_CACHE", str(tmp_path / "cache"))
+    return runs_dir
+
+
+def _app(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    parts += [e.value for e in (*at.error, *at.warning, *at.info, *at.success)]
+    return "\n".join(parts)
+
+
+def _write_noise(path: Path, rng: np.random.Generator, side: int = 48) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), rng.integers(0, 255, (side, side), dtype=np.uint8))
+
+
+def _make_data(root: Path, per_class: int = 6) -> None:
+    """A small FER2013-like folder tree and a small UTKFace-named folder under a data root."""
+    rng = np.random.default_rng(1)
+    for split in ("train", "test"):
+        for emotion in ("happy", "sad"):
+            for i in range(per_class if split == "train" else 2):
+                _write_noise(root / "mini-fer" / split / emotion / f"{i}.png", rng)
+    for i in range(16):
+        age, gender, race = (5, 25, 50, 80)[i % 4], i % 2, i % 3
+        _write_noise(root / "mini-utk" / "UTKFace" / f"{age}_{gender}_{race}_2017010{i % 9}120000000.jpg.chip.jpg", rng)
+
+
+# --- Home ---------------------------------------------------------------------------------------------------
+
+
+def test_home_shows_the_active_model_card(app_env):
+    at = _app()
+    text = _texts(at)
+    assert "tiny-multi" in text
+    assert "emotion, gender, race, age (multi-task)" in text
+    labels = [m.label for m in at.metric]
+    assert "Emotion · rafdb-test" in labels and "Age · rafdb-test" in labels
+    assert "79.26%" in text  # the paper's RAF-DB multi-task emotion figure beside ours
+    assert len(at.get("page_link")) == 3
+
+
+def test_home_without_any_model_says_how_to_get_one(app_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("MTFER_MODEL", str(tmp_path / "nothing-here"))
+    at = _app()
+    assert "No trained model" in "\n".join(w.value for w in at.warning)
+    assert not at.metric
+
+
+@pytest.mark.parametrize("page", ["predict", "evaluate", "train"])
+def test_a_page_run_on_its_own_hands_over_to_the_navigation(app_env, page):
+    """A page opened by its URL before app.py ran (Streamlit's pages-folder mode) hands over to a navigation and
+    renders once, without looping. (Home links to the other pages, which exist only in app.py's navigation.)"""
+    at = AppTest.from_file(str(REPO / "pages" / f"{page}.py"), default_timeout=TIMEOUT).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [t.value for t in at.title] == [page.capitalize()]
+
+
+# --- Predict ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def face_photo(shared_data) -> bytes:
+    """A real UTKFace chip padded onto a larger canvas, as a JPEG photo."""
+    chip = next(p for p in sorted((shared_data / "utkface" / "UTKFace").iterdir()) if p.name.startswith("10_0_0_"))
+    image = cv2.imread(str(chip))
+    canvas = cv2.copyMakeBorder(image, 140, 140, 180, 180, cv2.BORDER_CONSTANT, value=(200, 200, 200))
+    ok, data = cv2.imencode(".jpg", canvas)
+    assert ok
+    return data.tobytes()
+
+
+def test_predict_shows_four_labels_and_every_probability(app_env, face_photo):
+    at = _app("pages/predict.py")
+    assert at.file_uploader[0].label.startswith("Upload photos")
+    at.file_uploader[0].set_value(("face.jpg", face_photo, "image/jpeg")).run()
+    assert not at.exception and not at.error
+    line = next(m.value for m in at.markdown if m.value.startswith("**Face 1:**"))
+    for task in TASK_NAMES:
+        assert f"{task}: " in line
+    figures = at.get("plotly_chart")
+    assert len(figures) == 4
+    bars = [json.loads(f.proto.spec)["data"][0] for f in figures]
+    assert sorted(len(b["y"]) for b in bars) == sorted(TASKS[t].num_classes for t in TASK_NAMES)
+    assert all(abs(sum(b["x"]) - 1) < 1e-3 for b in bars)
+    captions = [c for image in at.image for c in image.captions]
+    assert "1 face found" in captions and any(c.startswith("What the network saw (50x50), rotated") for c in captions)
+    downloads = at.get("download_button")
+    assert [d.proto.label for d in downloads] == ["Download CSV", "Download JSON"]
+
+
+@pytest.fixture(scope="session")
+def two_faces_photo(shared_data) -> bytes:
+    """Two UTKFace chips of different sizes side by side on one canvas."""
+    chips = [p for p in sorted((shared_data / "utkface" / "UTKFace").iterdir()) if p.name.startswith("10_0_0_")][:2]
+    big, small = (cv2.imread(str(c)) for c in chips)
+    small = cv2.copyMakeBorder(cv2.resize(small, (140, 140)), 30, 30, 30, 30, cv2.BORDER_CONSTANT, value=(200,) * 3)
+    canvas = cv2.copyMakeBorder(np.hstack([big, small]), 100, 100, 100, 100, cv2.BORDER_CONSTANT, value=(200,) * 3)
+    return cv2.imencode(".jpg", canvas)[1].tobytes()
+
+
+def test_predict_largest_face_only_and_the_camera(app_env, two_faces_photo, face_photo):
+    at = _app("pages/predict.py")
+    at.file_uploader[0].set_value(("two.jpg", two_faces_photo, "image/jpeg")).run()
+    faces_shown = [m.value for m in at.markdown if m.value.startswith("**Face ")]
+    assert len(faces_shown) == 2 and len(at.get("plotly_chart")) == 8
+    at.toggle(key="predict_largest_only").set_value(True).run()
+    assert [m.value[:11] for m in at.markdown if m.value.startswith("**Face ")] == ["**Face 1:**"]
+
+    at.file_uploader[0].set_value(None)
+    at.toggle(key="predict_use_camera").set_value(True).run()
+    at.camera_input(key="predict_camera").set_value(("camera.jpg", face_photo, "image/jpeg")).run()
+    assert not at.exception and not at.error
+    assert at.subheader[0].value == "camera.jpg"
+    assert any(m.value.startswith("**Face 1:**") for m in at.markdown)
+
+
+def test_predict_bad_file_gives_a_clear_error_and_keeps_working(app_env, face_photo):
+    at = _app("pages/predict.py")
+    at.file_uploader[0].set_value(
+        [("broken.jpg", b"this is not an image", "image/jpeg"), ("face.jpg", face_photo, "image/jpeg")]
+    ).run()
+    assert not at.exception
+    assert len(at.error) == 1 and "broken" in at.error[0].value and "not a photo" in at.error[0].value
+    assert any(m.value.startswith("**Face 1:**") for m in at.markdown)  # the good photo still went through
+
+
+def test_predict_without_a_face_gives_tips(app_env):
+    at = _app("pages/predict.py")
+    blank = np.full((240, 320, 3), 180, np.uint8)
+    at.file_uploader[0].set_value(("wall.png", cv2.imencode(".png", blank)[1].tobytes(), "image/png")).run()
+    assert not at.exception and not at.error
+    assert "No face was found" in at.warning[0].value and "well-lit" in at.warning[0].value
+
+
+def test_predict_lists_the_models_in_the_sidebar(app_env):
+    at = _app("pages/predict.py")
+    options = at.sidebar.selectbox(key="predict_model").options
+    assert options[0] == "Active model (tiny-multi)"
+    assert "Run tiny-single" in options
+    assert "Upload one or more photos" in at.info[0].value
+
+
+# --- Evaluate -----------------------------------------------------------------------------------------------
+
+
+def test_evaluate_renders_every_view(app_env):
+    at = _app("pages/evaluate.py")
+    assert at.selectbox(key="evaluate_model").value == "Active model (tiny-multi)"
+    assert at.selectbox(key="evaluate_key").value == "fer2013-test"
+    at.selectbox(key="evaluate_key").set_value("rafdb-test").run()
+    assert not at.exception and not at.error
+    assert [m.label for m in at.metric][:4] == [f"{t.capitalize()} · rafdb-test" for t in TASK_NAMES]
+    assert [t.label for t in at.tabs] == [
+        "Confusion matrices",
+        "Per-class scores",
+        "Training curves",
+        "Misclassified faces",
+        "Accuracy by group",
+        "Compare runs",
+    ]
+    keys = {f.proto.id for f in at.get("plotly_chart")}
+    specs = {json.loads(f.proto.spec)["layout"].get("title", {}).get("text", ""): f for f in at.get("plotly_chart")}
+    assert {"Emotion", "Gender", "Race", "Age", "Learning rate", "Emotion accuracy by group"} <= set(specs)
+    assert len(keys) >= 4 + 4 + 1 + 1 + 1  # confusion x4, history x4, learning rate, slices, comparison
+    assert len(at.dataframe) >= 4 + 1 + 1  # per-class x4, slices table, comparison table
+    gallery = [c for image in at.image for c in image.captions]
+    assert gallery and all("→" in c and "not available" not in c for c in gallery)  # faces framed from sources
+    assert "misclassified faces" in _texts(at)
+
+    at.toggle(key="evaluate_normalized").set_value(True).run()
+    heatmap = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]
+    assert heatmap["zmax"] == 1
+
+    at.selectbox(key="gallery_task").set_value("emotion").run()
+    at.selectbox(key="gallery_predicted").set_value(TASKS["emotion"].classes[0]).run()
+    assert not at.exception
+    compare = at.selectbox(key="compare_model")
+    assert compare.value == "Run tiny-single"
+
+
+def test_evaluate_now_on_a_found_data_set(app_env, tmp_path):
+    _make_data(tmp_path / "data")
+    at = _app("pages/evaluate.py")
+    at.selectbox(key="evaluate_model").set_value("Run tiny-single").run()
+    options = at.selectbox(key="evaluate_dataset").options
+    assert any(o.startswith("mini-fer (fer2013)") for o in options)
+    at.selectbox(key="evaluate_dataset").set_value(next(o for o in options if o.startswith("mini-fer"))).run()
+    at.button(key="evaluate_now").click().run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="evaluate_key").value == "fer2013-test"
+    evaluation = load_evaluation(app_env / "tiny-single" / "evaluation" / "fer2013-test")
+    assert evaluation.metrics["n"] == 4 and evaluation.metrics["dataset"]["format"] == "fer2013"
+
+
+# --- Train --------------------------------------------------------------------------------------------------
+
+
+def test_train_starts_a_background_job_and_sees_it_finish(app_env, tmp_path):
+    _make_data(tmp_path / "data")
+    at = _app("pages/train.py")
+    options = at.multiselect(key="train_datasets").options
+    assert len(options) == 2 and at.multiselect(key="train_datasets").value == options
+    # The paper's settings are the defaults.
+    assert at.number_input(key="train_epochs").value == 100
+    assert at.number_input(key="train_batch_size").value == 32
+    assert at.number_input(key="train_weight_age").value == 4.0
+    at.selectbox(key="train_architecture").set_value("fast")
+    at.number_input(key="train_epochs").set_value(1)
+    at.number_input(key="train_batch_size").set_value(8)
+    at.text_input(key="train_name").set_value("ui test")
+    at.button(key="train_start").click().run()
+    assert not at.exception and not at.error
+
+    started = [r for r in runs.list_runs(app_env) if r.name.endswith("ui-test")]
+    assert len(started) == 1
+    run = started[0]
+    assert at.button(key="train_start").disabled  # one job at a time
+    config = runs.read_json(run / runs.CONFIG_FILE)
+    assert config["epochs"] == 1 and config["tasks"] == list(TASK_NAMES) and len(config["datasets"]) == 2
+
+    try:
+        deadline = time.monotonic() + 240
+        while runs.read_progress(run)["state"] in runs.ACTIVE_STATES and time.monotonic() < deadline:
+            time.sleep(1.0)
+            at.run()
+            assert not at.exception
+    finally:
+        runs.stop_job(run)  # a no-op once finished; never leave a job behind a failed test
+    at.run()
+    assert runs.read_progress(run)["state"] == "finished", runs.log_tail(run)
+    progress = at.get("progress")[0].proto
+    assert progress.value == 100 and progress.text.startswith("Finished")
+    assert "Emotion · fer2013-test" in [m.label for m in at.metric]  # the held-out scores of the finished run
+    assert not at.button(key="train_start").disabled
+
+    at.button(key="train_activate").click().run()
+    assert runs.resolve_model(None, app_env).resolve() == run.resolve()
+    assert "the model that Predict uses" in "\n".join(s.value for s in at.success)
+
+    at.button(key="train_evaluate").click().run()
+    assert not at.exception
+    assert at.selectbox(key="evaluate_model").value == f"Active model ({run.name})"
+
+
+def _wait(run: Path, done, seconds: float = 240) -> dict:
+    """Poll progress.json until done(progress) or the deadline."""
+    deadline = time.monotonic() + seconds
+    progress = runs.read_progress(run)
+    while not done(progress) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        progress = runs.read_progress(run)
+    return progress
+
+
+def test_train_stop_ends_a_job_gracefully(app_env, tmp_path):
+    # Epochs long enough (30 steps) that early stopping cannot end the job between epoch 1 and the click.
+    _make_data(tmp_path / "data", per_class=30)
+    at = _app("pages/train.py")
+    at.radio(key="train_mode").set_value("Single task").run()
+    at.selectbox(key="train_task").set_value("age").run()
+    at.multiselect(key="train_datasets").set_value(
+        [o for o in at.multiselect(key="train_datasets").options if "fer" in o]
+    )
+    at.run()
+    assert "has age labels" in at.error[0].value and at.button(key="train_start").disabled
+    at.selectbox(key="train_task").set_value("emotion")
+    at.selectbox(key="train_architecture").set_value("fast")
+    at.number_input(key="train_epochs").set_value(500)
+    at.number_input(key="train_batch_size").set_value(4).run()
+    at.button(key="train_start").click().run()
+    (run,) = runs.active_jobs(app_env)
+    try:
+        # Stop once the first epoch is done (a stop inside the first epoch makes the trainer fail; see the report).
+        progress = _wait(run, lambda p: p.get("metrics") or p["state"] not in runs.ACTIVE_STATES)
+        assert progress["state"] == "running", runs.log_tail(run)
+        at.run()
+        at.button(key="train_stop").click().run()
+        assert runs.read_progress(run)["state"] in ("stopping", "stopped")
+        progress = _wait(run, lambda p: p["state"] not in runs.ACTIVE_STATES)
+    finally:
+        runs.stop_job(run)
+    assert progress["state"] == "stopped", runs.log_tail(run)
+    at.run()
+    assert at.get("progress")[0].proto.text.startswith("Stopped after epoch")
+    assert runs.read_json(run / runs.CONFIG_FILE)["tasks"] == ["emotion"]
+
+
+def test_train_without_data_explains_where_to_put_it(app_env):
+    at = _app("pages/train.py")
+    assert "No data set was found" in at.warning[0].value
+    assert at.button(key="train_start").disabled
+
+
+# --- mtfer.settings -----------------------------------------------------------------------------------------
+
+
+def test_data_roots_from_the_environment_and_defaults(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "data").mkdir()
+    env = {settings.ENV_DATA_ROOTS: os.pathsep.join([str(tmp_path / "a"), "missing", str(tmp_path / "a"), "data"])}
+    assert settings.data_roots(env, base=tmp_path) == [tmp_path / "a", tmp_path / "data"]
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    assert settings.data_roots({}, base=repo) == [(repo / "data").resolve()]
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    assert settings.data_roots({}, base=repo) == [tmp_path / "shared" / "data", repo / "data"]
+
+
+def test_discover_datasets_finds_each_layout_once(tmp_path):
+    _make_data(tmp_path)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("not a data set")
+    found = settings.discover_datasets([tmp_path])
+    by_name = {d.name: d for d in found}
+    assert sorted(by_name) == ["mini-fer", "mini-utk"]  # the fer tree is not listed again as 'folders'
+    fer, utk = by_name["mini-fer"], by_name["mini-utk"]
+    assert (fer.format, fer.samples, fer.splits, fer.tasks) == ("fer2013", 16, {"test": 4, "train": 12}, ["emotion"])
+    assert utk.format == "utkface" and utk.tasks == ["gender", "race", "age"]
+    assert utk.to_config() == {"format": "utkface", "root": str(tmp_path / "mini-utk")}
+    assert "16 images" in fer.label
+    # A root that is itself a data set is found too.
+    assert [d.format for d in settings.discover_datasets([tmp_path / "mini-fer"])] == ["fer2013"]
+
+
+def test_model_choices_and_evaluations(app_env, tmp_path):
+    choices = settings.model_choices(app_env)
+    assert [(c.kind, c.path.name) for c in choices] == [("active", "tiny-multi"), ("run", "tiny-single")]
+    runs.set_active_model(app_env / "tiny-single", app_env)
+    assert [c.path.name for c in settings.model_choices(app_env)] == ["tiny-single", "tiny-multi"]
+    (app_env / "broken").mkdir()
+    (app_env / "broken" / runs.CONFIG_FILE).write_text("{}")
+    assert "broken" not in [c.path.name for c in settings.model_choices(app_env)]
+    names = settings.list_evaluations(app_env / "tiny-multi")
+    assert names == ["fer2013-test", "rafdb-test", "fer2013-val", "rafdb-val"]
+    assert settings.list_evaluations(tmp_path) == []
+
+
+# --- mtfer.charts -------------------------------------------------------------------------------------------
+
+
+def test_paper_references_match_the_data_set_and_setting():
+    paper, same = charts.paper_reference("fer2013", "emotion", multi_task=True)
+    assert (paper.accuracy, same) == (0.6791, True)
+    assert charts.paper_reference("fer2013-csv", "emotion", False)[0].accuracy == 0.6791
+    assert charts.paper_reference("rafdb", "emotion", True)[0].accuracy == 0.7926
+    assert charts.paper_reference("rafdb", "emotion", False)[0].accuracy == 0.4538
+    paper, same = charts.paper_reference("utkface", "age", True)
+    assert (paper.accuracy, same) == (0.7476, False)
+    assert charts.paper_reference("folders", "emotion", False) == (None, False)
+    assert charts.evaluation_dataset("fer2013-csv-test") == "fer2013-csv"
+    assert charts.evaluation_dataset("custom") == "custom"
+
+
+def test_accuracy_cards_compare_only_on_the_same_data():
+    summary = {
+        "fer2013-test": {"emotion": {"accuracy": 0.7, "n": 100}},
+        "utkface-test": {"gender": {"accuracy": 0.9, "n": 50}, "emotion": {"accuracy": None, "n": 0}},
+        "fer2013-val": {"emotion": {"accuracy": 0.9, "n": 10}},
+    }
+    cards = charts.summary_cards(summary, multi_task=True)
+    assert [(c.label, c.value) for c in cards] == [
+        ("Emotion · fer2013-test", "70.0%"),
+        ("Gender · utkface-test", "90.0%"),
+    ]
+    assert cards[0].delta == "+2.1 pts vs paper"
+    assert cards[1].delta is None and "different data set" in cards[1].paper_text
+    assert "100 labelled faces" in cards[0].help
+    only_val = charts.summary_cards({"fer2013-val": summary["fer2013-val"]}, multi_task=False)
+    assert [c.evaluation for c in only_val] == ["fer2013-val"]
+
+
+def test_model_card_in_plain_words():
+    metadata = {
+        "tasks": {t: list(TASKS[t].classes) for t in ("emotion", "age")},
+        "datasets": [{"format": "fer2013", "root": "/x/fer2013"}],
+        "samples": {"train": 1000, "test": 200},
+        "protocol": "paper",
+        "optimistic": True,
+        "architecture": "paper",
+        "train_seconds": 3725,
+        "metrics": {"fer2013-val": {"emotion": {"accuracy": 0.5, "n": 200}}},
+    }
+    card = charts.model_card(metadata, "/runs/my-run")
+    facts = dict(card.facts)
+    assert card.name == "my-run" and card.optimistic and card.multi_task
+    assert facts["Trained on"] == "fer2013 (fer2013)" and facts["Faces used"] == "1,000 train, 200 test"
+    assert "optimistic" in facts["Protocol"] and "1 h 02 min" in facts["Created"]
+    assert [c.label for c in card.cards] == ["Emotion · fer2013-val"]
+    assert not charts.model_card({"tasks": {"emotion": []}}, "m").optimistic
+
+
+def _prediction(box=(40, 30, 100, 100)) -> FacePrediction:
+    probabilities = {t: {c: 1 / TASKS[t].num_classes for c in TASKS[t].classes} for t in TASK_NAMES}
+    probabilities["emotion"] = dict.fromkeys(TASKS["emotion"].classes, 0.0) | {"happy": 1.0}
+    return FacePrediction(box, None, 2.5, np.zeros((50, 50), np.uint8), probabilities)
+
+
+def test_draw_faces_boxes_labels_and_downscales_big_photos():
+    photo = np.full((300, 400, 3), 255, np.uint8)
+    drawn = charts.draw_faces(photo, [_prediction()])
+    assert drawn.shape == (300, 400, 3)
+    assert (drawn[30, 40:140] != 255).all() and (drawn[132:150, 40:100] != 255).any(
+        axis=2
+    ).mean() > 0.5  # box, label below
+    assert (charts.draw_faces(photo, []) == 255).all()
+    big = charts.draw_faces(np.zeros((3000, 2000), np.uint8), [_prediction((1000, 1000, 600, 600))])
+    assert big.shape == (1280, 853, 3)
+    assert (charts.draw_faces(np.zeros((50, 60, 4), np.uint8), []) == 0).all()
+
+
+def test_prediction_texts_and_downloads():
+    p = _prediction()
+    text = charts.top_labels_text(p)
+    assert text.startswith("emotion: happy (100%) · gender: male (33%)") and "age: 0-3 (20%)" in text
+    data = json.loads(charts.predictions_json([("a.jpg", [p]), ("b.png", [])]))
+    assert data[0]["file"] == "a.jpg" and data[0]["faces"][0]["top"]["emotion"] == "happy" and data[1]["faces"] == []
+    assert charts.escape_markdown("my_[photo]*<b>.jpg") == r"my\_\[photo\]\*\<b\>.jpg"
+    assert charts.enlarge(np.eye(50, dtype=np.uint8) * 255, 200).shape == (200, 200)
+
+
+def test_probability_figure_shows_every_class_and_highlights_the_top():
+    fig = charts.probability_figure("emotion", _prediction().probabilities["emotion"])
+    bar = fig.data[0]
+    assert list(bar.y) == list(TASKS["emotion"].classes)
+    assert list(bar.marker.color).count(charts.ACCENT) == 1
+    assert bar.marker.color[TASKS["emotion"].index("happy")] == charts.ACCENT
+
+
+def test_confusion_history_slices_and_comparison_figures():
+    metrics = {
+        "tasks": {"gender": {"classes": list(TASKS["gender"].classes), "confusion": [[3, 1, 0], [2, 2, 0], [0, 0, 0]]}}
+    }
+    counts = charts.confusion_figure(confusion_frame(metrics, "gender"), normalized=False, title="Gender")
+    assert counts.data[0].text[0] == ["3", "1", "0"] and counts.data[0].zmax == 3
+    shares = charts.confusion_figure(confusion_frame(metrics, "gender", normalize=True), normalized=True)
+    assert shares.data[0].text[0] == ["75%", "25%", "0%"] and shares.data[0].zmax == 1
+
+    history = pd.DataFrame(
+        {"epoch": [1, 2], "emotion_loss": [2.0, 1.5], "val_emotion_loss": [2.1, 1.9], "emotion_accuracy": [0.2, 0.3],
+         "val_emotion_accuracy": [0.2, 0.25], "age_loss": [1.0, 0.9], "learning_rate": [3e-4, 6e-5]}
+    )  # fmt: skip
+    assert charts.history_tasks(history) == ["emotion", "age"]
+    assert [t.name for t in charts.history_figure(history, "emotion").data] == ["training", "validation"] * 2
+    assert charts.learning_rate_figure(history).layout.yaxis.type == "log"
+    assert charts.learning_rate_figure(history.drop(columns="learning_rate")) is None
+
+    slices = pd.DataFrame(
+        {"attribute": ["gender", "gender", "age"], "group": ["male", "female", "0-3"], "n": [10, 0, 4],
+         "accuracy": [0.5, np.nan, 0.25]}
+    )  # fmt: skip
+    fig = charts.slices_figure(slices)
+    assert [list(t.x) for t in fig.data] == [["male"], ["0-3"]]
+    assert charts.slices_figure(slices[slices["n"] == 0]) is None
+
+    table = pd.DataFrame({"emotion": [0.6, 0.5], "age": [0.7, np.nan]}, index=pd.Index(["a", "b"], name="run"))
+    fig = charts.comparison_figure(table)
+    assert [t.name for t in fig.data] == ["a", "b"] and list(fig.data[1].text) == ["50.0%", "n/a"]
+
+
+def test_sample_face_frames_files_and_skips_what_it_cannot_read(tmp_path):
+    path = tmp_path / "face.png"
+    cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 255, (48, 48), dtype=np.uint8))
+    face = charts.sample_face(str(path))
+    assert face.shape == (50, 50) and face.dtype == np.uint8
+    (tmp_path / "bad.jpg").write_bytes(b"nope")
+    assert charts.sample_face(str(tmp_path / "bad.jpg")) is None
+    assert charts.sample_face(str(tmp_path / "fer2013.csv") + "#12") is None
+    assert charts.sample_face("") is None
+    row = {"emotion_true": "sad", "emotion_pred": "happy", "emotion_confidence": "0.87"}
+    assert charts.gallery_caption(row, "emotion") == "sad → happy (87%)"
+
+
+def test_job_status_lines():
+    running = {"state": "running", "epoch": 2, "epochs": 4, "step": 5, "steps": 10, "eta_s": 130}
+    status = charts.job_status(running)
+    assert status.active and status.fraction == pytest.approx(0.375)
+    assert status.headline == "Epoch 2 of 4 · step 5 of 10 · about 2 min 10 s left"
+    assert charts.job_status({"state": "finished", "epoch": 3, "epochs": 4}).fraction == 1.0
+    failed = charts.job_status({"state": "failed", "error": "boom"})
+    assert not failed.active and failed.headline == "Failed: boom"
+    assert charts.job_status({"state": "running", "epoch": 0, "epochs": 4}).headline.startswith("Preparing")
+    assert charts.job_status({"state": "queued"}).active
+    row = {"val_emotion_accuracy": 0.5, "age_accuracy": 0.25, "val_loss": 1.23456}
+    assert charts.epoch_metrics(row, ["emotion", "age"]) == [
+        ("emotion val accuracy", "50.0%"),
+        ("age accuracy", "25.0%"),
+        ("val loss", "1.235"),
+    ]
+    assert charts.format_duration(None) == "unknown" and charts.format_duration(59.6) == "1 min 00 s"

@@ -390,7 +390,11 @@ def name_single_task_logs(logs: dict, config: TrainConfig) -> None:
 def _callback_state(cb: Any, names: Sequence[str]) -> dict:
     if cb is None:
         return {}
-    return {n: (float(getattr(cb, n)) if n == "best" else int(getattr(cb, n))) for n in names}
+    state = {}
+    for n in names:
+        value = getattr(cb, n, None)
+        state[n] = None if value is None else float(value) if n == "best" else int(value)
+    return state
 
 
 def write_history(run: Path, rows: list[dict]) -> None:
@@ -515,7 +519,8 @@ def _train(config: TrainConfig, run: Path, splits: dict[str, Split] | None, resu
     if state:
         for cb, key in ((early, "early"), (plateau, "plateau")):
             for name, value in state.get(key, {}).items():
-                setattr(cb, name, value)
+                if value is not None:
+                    setattr(cb, name, value)
         if (ckpt / "best.npz").exists():
             with np.load(ckpt / "best.npz") as best:
                 early.best_weights = [best[f"arr_{i}"] for i in range(len(best.files))]

@@ -354,3 +354,36 @@ def test_cli_predict_json_and_evaluate_split_all(tmp_path, shared_data):
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["tasks"]["gender"]["n"] == 12 and metrics["tasks"]["emotion"]["n"] == 0
+
+
+def _learnable_split(n: int, seed: int) -> Split:
+    """Emotion = which of 7 horizontal bands is bright: easy to learn, so precision differences would show."""
+    rng = np.random.default_rng(seed)
+    labels = np.full((n, 4), -1, dtype=np.int64)
+    labels[:, 0] = rng.integers(0, 7, n)
+    images = rng.integers(0, 60, (n, 50, 50), dtype=np.uint8)
+    for i, k in enumerate(labels[:, 0]):
+        images[i, 7 * k : 7 * k + 7] += 150
+    return Split(images, labels, np.array([f"s{i}" for i in range(n)]), np.array(["bands"] * n))
+
+
+def test_bfloat16_training_reaches_the_accuracy_of_float32(tmp_path):
+    splits = {"train": _learnable_split(384, 0), "val": _learnable_split(128, 1), "test": _learnable_split(128, 2)}
+    accuracy = {}
+    for precision in ("float32", "bfloat16"):
+        config = TrainConfig(
+            architecture="fast",
+            tasks=["emotion"],
+            epochs=4,
+            batch_size=32,
+            augment=False,
+            precision=precision,
+            learning_rate=1e-3,
+        )
+        run = train(config, tmp_path / precision, splits=splits, install_signal_handler=False)
+        meta = runs.load_bundle(run).metadata
+        assert meta["precision"] == precision
+        accuracy[precision] = meta["metrics"]["bands-test"]["emotion"]["accuracy"]
+    keras.mixed_precision.set_global_policy("float32")
+    assert accuracy["float32"] > 0.9, accuracy
+    assert accuracy["bfloat16"] > accuracy["float32"] - 0.05, accuracy

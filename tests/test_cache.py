@@ -230,7 +230,9 @@ def test_worker_threads_give_the_same_arrays(utk_root: Path, cache_dir: Path, tm
     for i in range(40):  # enough samples for several chunks
         write_jpg(utk_root / f"{20 + i}_{i % 2}_{i % 5}_2017010200{i:07d}.jpg.chip.jpg", face_image(100 + i))
     calls: list[tuple[int, int]] = []
+    opencv_threads = cv2.getNumThreads()
     pooled = run(utk_root, cache_dir, workers=2, progress=lambda d, t: calls.append((d, t)))
+    assert cv2.getNumThreads() == opencv_threads  # restored after framing on one OpenCV thread per worker
     serial = run(utk_root, tmp_path / "other-cache", workers=1)
     for name in ("images", "labels", "splits", "sources"):
         np.testing.assert_array_equal(getattr(pooled, name), getattr(serial, name))

@@ -173,6 +173,24 @@ def _frame_all(
     spent inside OpenCV's cascade detector, which releases the GIL, so threads use every core without the
     pitfalls of processes (a script without ``if __name__ == "__main__"``, OpenCV's thread pool in a forked
     child, pickling)."""
+    # One OpenCV thread per worker: no oversubscription, and the cascade detectors return their boxes in a
+    # fixed order (with OpenCV's own thread pool the order varies, and with it which of two equally good eye
+    # pairs is picked), so the same data always gives the same faces.
+    opencv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        return _frame_chunks(sources, pixels, config, workers, progress)
+    finally:
+        cv2.setNumThreads(opencv_threads)
+
+
+def _frame_chunks(
+    sources: Sequence[str],
+    pixels: Sequence[np.ndarray | None],
+    config: PreprocessConfig,
+    workers: int,
+    progress: Callable[[int, int], None] | None,
+) -> list[_ChunkResult]:
     n = len(sources)
     chunks = _chunks(n, workers)
     results: list[_ChunkResult] = []

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 __all__ = [
+    "FORMATS",
     "MAX_PIXELS",
     "Face",
     "ImageError",
@@ -165,22 +166,23 @@ _MAGIC = [
 ]
 
 
+FORMATS = ("JPEG", "PNG", "WebP", "BMP", "TIFF", "GIF")  # what decode_image reads, each size-checked from its header
+
+
 def _sniff(data: bytes) -> str | None:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WebP"
     return next((name for magic, name in _MAGIC if data.startswith(magic)), None)
 
 
-def _declared_size(data: bytes, kind: str | None) -> tuple[int, int] | None:
-    """(width, height) from a JPEG or PNG header without decoding; None when unknown."""
-    if kind == "PNG" and len(data) >= 24:
-        return struct.unpack(">II", data[16:24])
-    if kind != "JPEG":
-        return None
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     i = 2
     while i + 9 < len(data):
-        if data[i] != 0xFF:
-            return None
+        if data[i] != 0xFF:  # stray bytes before a marker: skipped, as libjpeg does
+            i = data.find(b"\xff", i)
+            if i < 0:
+                return None
+            continue
         marker = data[i + 1]
         if marker == 0xFF:  # fill byte
             i += 1
@@ -194,6 +196,62 @@ def _declared_size(data: bytes, kind: str | None) -> tuple[int, int] | None:
         else:
             i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
     return None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":  # lossy: key frame start code, then 14-bit sizes
+        width, height = struct.unpack_from("<HH", data, 26)
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L" and len(data) >= 25:  # lossless: 14 bits width - 1, 14 bits height - 1
+        (bits,) = struct.unpack_from("<I", data, 21)
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X" and len(data) >= 30:  # extended (alpha, animation): 24-bit canvas width - 1, height - 1
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    return None
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """ImageWidth and ImageLength of the first page (the one decoded)."""
+    end = "<" if data[:2] == b"II" else ">"
+    (ifd,) = struct.unpack_from(end + "I", data, 4)
+    (count,) = struct.unpack_from(end + "H", data, ifd)
+    size: dict[int, int] = {}
+    for i in range(count):
+        tag, kind = struct.unpack_from(end + "HH", data, ifd + 2 + 12 * i)
+        if tag in (256, 257):  # SHORT or LONG
+            size[tag] = struct.unpack_from(end + ("H" if kind == 3 else "I"), data, ifd + 10 + 12 * i)[0]
+    return (size[256], size[257]) if len(size) == 2 else None
+
+
+def _bmp_size(data: bytes) -> tuple[int, int] | None:
+    (header,) = struct.unpack_from("<I", data, 14)
+    if header not in (12, 16, 40, 52, 56, 64, 108, 124):  # not a known info header: not a bitmap after all
+        return None
+    if header == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sizes
+        return struct.unpack_from("<HH", data, 18)
+    width, height = struct.unpack_from("<ii", data, 18)  # negative height: rows stored top-down
+    return abs(width), abs(height)
+
+
+_SIZE_READERS = {
+    "JPEG": _jpeg_size,
+    "PNG": lambda data: struct.unpack_from(">II", data, 16),  # IHDR
+    "GIF": lambda data: struct.unpack_from("<HH", data, 6),  # logical screen
+    "BMP": _bmp_size,
+    "TIFF": _tiff_size,
+    "WebP": _webp_size,
+}
+
+
+def _declared_size(data: bytes, kind: str | None) -> tuple[int, int] | None:
+    """(width, height) as the file's header declares it, read without decoding; None when unknown."""
+    if kind not in _SIZE_READERS:
+        return None
+    try:
+        return _SIZE_READERS[kind](data)
+    except struct.error:  # the header is cut short
+        return None
 
 
 def _exif_orientation(blob: bytes) -> int:
@@ -251,10 +309,11 @@ MAX_PIXELS = 120_000_000  # larger images are refused (a 120-megapixel BGR image
 
 
 def decode_image(data: bytes | str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """uint8 BGR HxWx3 with EXIF orientation applied; grayscale, RGBA (composited on white), palette and
-    16-bit inputs converted. ``data`` is the file's bytes, a path, or a file-like object (e.g. an upload).
-    Raises ImageError for empty / non-image / truncated data, an image over ``max_pixels`` pixels, and a path
-    that cannot be read."""
+    """uint8 BGR HxWx3 with EXIF orientation applied; grayscale, RGBA (composited on white), palette, CMYK and
+    16-bit inputs converted; the first frame of an animated or multi-page file. ``data`` is the file's bytes, a
+    path, or a file-like object (e.g. an upload) in one of FORMATS. Raises ImageError for empty / non-image /
+    truncated data, an image whose header declares more than ``max_pixels`` pixels (checked before decoding:
+    no decompression bombs), and a path that cannot be read."""
     if hasattr(data, "getvalue"):
         data = data.getvalue()
     elif hasattr(data, "read"):
@@ -268,8 +327,12 @@ def decode_image(data: bytes | str | os.PathLike, max_pixels: int = MAX_PIXELS) 
     if not data:
         raise ImageError("empty file (0 bytes): not an image")
     kind = _sniff(data)
+    if kind is None:  # other formats OpenCV reads (PPM, HDR, JPEG 2000, ...) are refused: no size check for them
+        raise ImageError(f"not an image (unrecognised file format; {', '.join(FORMATS)} files are read)")
     declared = _declared_size(data, kind)
-    if declared and declared[0] * declared[1] > max_pixels:
+    if declared is None:
+        raise ImageError(f"truncated or corrupt {kind} file ({len(data):,} bytes): no image size in its header")
+    if declared[0] * declared[1] > max_pixels:
         raise ImageError(f"image too large: {declared[0]}x{declared[1]} pixels (at most {max_pixels:,})")
     buf = np.frombuffer(data, np.uint8)
     try:
@@ -286,11 +349,9 @@ def decode_image(data: bytes | str | os.PathLike, max_pixels: int = MAX_PIXELS) 
     except cv2.error as e:
         if "too large" in str(e).lower() or "pixels" in str(e).lower():
             raise ImageError("image too large to decode") from None
-        raise ImageError(f"truncated or corrupt {kind or 'image'} file ({len(data):,} bytes)") from None
+        raise ImageError(f"truncated or corrupt {kind} file ({len(data):,} bytes)") from None
     if img is None or img.size == 0:
-        if kind:
-            raise ImageError(f"truncated or corrupt {kind} file ({len(data):,} bytes)")
-        raise ImageError("not an image (unrecognised file format)")
+        raise ImageError(f"truncated or corrupt {kind} file ({len(data):,} bytes)")
     if img.shape[0] * img.shape[1] > max_pixels:
         raise ImageError(f"image too large: {img.shape[1]}x{img.shape[0]} pixels (at most {max_pixels:,})")
     img = _to_bgr8(img)
@@ -384,7 +445,8 @@ def find_eyes(gray: np.ndarray, box: Box, config: PreprocessConfig = PreprocessC
         minSize=(round(0.12 * n),) * 2,
         maxSize=(round(0.4 * n),) * 2,
     )
-    centres = [(ex + ew / 2, r0 + ey + eh / 2) for ex, ey, ew, eh in found]
+    # Sorted so that equal-scoring pairs resolve the same way whatever order the detector's threads list them in.
+    centres = sorted((ex + ew / 2, r0 + ey + eh / 2) for ex, ey, ew, eh in found)
     dmin, dmax = config.eye_distance[0] * n, config.eye_distance[1] * n
     best: tuple[float, Point, Point] | None = None
     for left in centres:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import pandas as pd  # noqa: E402
+
 from mtfer import runs  # noqa: E402
 from mtfer.training import TrainConfig, setup_logging, train  # noqa: E402
 
@@ -63,6 +65,8 @@ def run_row(row: str, data: Path, args: argparse.Namespace) -> Path:
     if not resume and folder.exists():
         shutil.rmtree(folder)
     train(config, folder, resume=resume)
+    if runs.read_progress(folder).get("state") != "finished":
+        raise SystemExit(f"{row}: {runs.read_progress(folder).get('state')}; rerun to resume it")
     return folder
 
 
@@ -89,10 +93,11 @@ def table(runs_dir: Path | None) -> tuple[str, list[dict]]:
             if acc is not None and paper is not None:
                 cell += f" (paper {paper:.2%})"
             cells.append(cell)
-        epochs = len(Path(folder / runs.HISTORY_FILE).read_text().splitlines()) - 1
-        record.update(epochs=epochs, seconds=meta.get("train_seconds"), architecture=meta["architecture"])
+        history = pd.read_csv(folder / runs.HISTORY_FILE)
+        epochs, seconds = len(history), float(history["seconds"].sum())  # epoch times survive stop and resume
+        record.update(epochs=epochs, seconds=round(seconds), architecture=meta["architecture"])
         protocol = "holdout (test split)" if split == "test" else "paper 90/10 (**optimistic**)"
-        minutes = f"{(meta.get('train_seconds') or 0) / 60:.0f} min"
+        minutes = f"{seconds / 60:.0f} min"
         lines.append(
             f"| {kind}-task {meta['architecture']} | {protocol} | " + " | ".join(cells) + f" | {epochs} | {minutes} |"
         )

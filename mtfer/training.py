@@ -283,6 +283,7 @@ def _callbacks_module():
             self.last_write = 0.0
             self.stopped = False
             self.history_rows: list[dict] = state.get("history", [])
+            self.started = time.time()
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
@@ -360,6 +361,7 @@ def _callbacks_module():
                 "early": _callback_state(self.early, ("best", "wait", "best_epoch")),
                 "plateau": _callback_state(self.plateau, ("best", "wait", "cooldown_counter")),
                 "history": self.history_rows,
+                "seconds": time.time() - self.started,
             }
             runs.atomic_write_json(ckpt / "state.json", state)
 
@@ -516,6 +518,7 @@ def _train(config: TrainConfig, run: Path, splits: dict[str, Split] | None, resu
     RunCallback, AfterEpoch = _callbacks_module()
     run_cb = RunCallback(run, config, steps, stop, state)
     run_cb.early, run_cb.plateau = early, plateau
+    run_cb.started = started - float(state.get("seconds", 0.0))  # include data loading; survive stop and resume
     if state:
         for cb, key in ((early, "early"), (plateau, "plateau")):
             for name, value in state.get(key, {}).items():
@@ -548,7 +551,7 @@ def _train(config: TrainConfig, run: Path, splits: dict[str, Split] | None, resu
         log.info("stopped; resume with: mtfer train --resume %s", run)
         return
 
-    metadata = bundle_metadata(config, precision, splits, time.time() - started + state.get("seconds", 0))
+    metadata = bundle_metadata(config, precision, splits, time.time() - run_cb.started)
     metadata["replicas"] = int(strategy.num_replicas_in_sync)
     metadata["preprocessing"] = PreprocessConfig(size=config.image_size).to_dict()
     runs.write_progress(run, state="running", phase="evaluating")

@@ -175,7 +175,7 @@ def read_progress(run: str | os.PathLike) -> dict:
         progress = read_json(path)
     except RunError:
         return {"state": "failed", "error": f"no readable {PROGRESS_FILE} in {Path(run).name}"}
-    if progress.get("state") in ACTIVE_STATES and not pid_alive(progress.get("pid")):
+    if progress.get("state") in ACTIVE_STATES and not pid_alive(progress.get("pid") or progress.get("starter")):
         progress["state"] = "failed"
         progress.setdefault("error", "the training process is gone (killed or crashed); see the log tail")
         with contextlib.suppress(OSError, RunError):
@@ -308,12 +308,20 @@ def active_jobs(runs_dir: str | os.PathLike | None = None) -> list[Path]:
     return [r for r in list_runs(runs_dir) if read_progress(r).get("state") in ACTIVE_STATES]
 
 
+@contextlib.contextmanager
+def _start_lock(runs_dir: Path) -> Iterator[None]:
+    """An exclusive lock on the runs folder, released when the block ends (or its process dies)."""
+    import fcntl
+
+    with open(runs_dir / ".start.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def start_job(config: dict, runs_dir: str | os.PathLike | None = None, *, allow_concurrent: bool = False) -> Path:
     """Start `mtfer train --config` as a separate process (own session: survives page reloads and closed
     browsers). Returns the run folder; progress.json holds the pid."""
     runs_dir = Path(runs_dir or default_runs_dir())
-    if not allow_concurrent and (busy := active_jobs(runs_dir)):
-        raise RunError(f"a training job is already running ({busy[0].name}); stop it or wait for it to finish")
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
         probe = runs_dir / f".write-test-{os.getpid()}"
@@ -321,29 +329,45 @@ def start_job(config: dict, runs_dir: str | os.PathLike | None = None, *, allow_
         probe.unlink()
     except OSError as exc:
         raise RunError(f"cannot write to the runs folder {runs_dir}: {exc.strerror or exc}") from None
-    run_id = config.get("run_id") or new_run_id(config.get("name", ""))
-    folder = run_dir(run_id, runs_dir)
-    if folder.exists():
-        raise RunError(f"run {run_id} already exists")
-    config = {**config, "run_id": run_id}
-    atomic_write_json(folder / CONFIG_FILE, config)
-    write_progress(folder, state="queued", epoch=0, created=now_iso())
-    log = open(folder / LOG_FILE, "ab")  # noqa: SIM115 - handed to the child
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "mtfer.cli",
-        "train",
-        "--run-dir",
-        str(folder),
-        "--config",
-        str(folder / CONFIG_FILE),
-    ]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=os.getcwd())
-    log.close()
-    write_progress(folder, pid=proc.pid)
-    return folder
+    with _start_lock(runs_dir):  # two sessions pressing Start at the same moment start one job, not two
+        if not allow_concurrent and (busy := active_jobs(runs_dir)):
+            raise RunError(f"a training job is already running ({busy[0].name}); stop it or wait for it to finish")
+        run_id = config.get("run_id") or new_run_id(config.get("name", ""))
+        folder = run_dir(run_id, runs_dir)
+        if folder.exists():
+            raise RunError(f"run {run_id} already exists")
+        config = {**config, "run_id": run_id}
+        try:
+            atomic_write_json(folder / CONFIG_FILE, config)
+            # Until the child's pid is known, the starting process stands for it (another session reading this
+            # progress.json meanwhile must not take the job for dead).
+            write_progress(folder, state="queued", epoch=0, created=now_iso(), starter=os.getpid())
+            log = open(folder / LOG_FILE, "ab")  # noqa: SIM115 - handed to the child
+        except OSError as exc:  # the disk filled up, or the folder became read-only, since the probe
+            raise RunError(f"cannot write run {run_id} in {runs_dir}: {exc.strerror or exc}") from None
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        cmd = [
+            sys.executable,
+            "-m",
+            "mtfer.cli",
+            "train",
+            "--run-dir",
+            str(folder),
+            "--config",
+            str(folder / CONFIG_FILE),
+        ]
+        try:
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=os.getcwd()
+            )
+        except OSError as exc:
+            with contextlib.suppress(OSError, RunError):
+                write_progress(folder, state="failed", error=f"could not start the trainer: {exc.strerror or exc}")
+            raise RunError(f"could not start the training process: {exc.strerror or exc}") from None
+        finally:
+            log.close()
+        write_progress(folder, pid=proc.pid)
+        return folder
 
 
 def stop_job(run: str | os.PathLike) -> bool:

@@ -35,6 +35,24 @@ def data_roots(env: Mapping[str, str] | None = None, base: str | os.PathLike | N
     return roots
 
 
+class ConfinementError(ValueError):
+    """A data path outside the configured data roots (or spelled with '..')."""
+
+
+def confine(path: str | os.PathLike, roots: Iterable[str | os.PathLike]) -> Path:
+    """`path` with its symlinks resolved, when it lies inside one of `roots` (resolved too); else
+    ConfinementError. A path spelled with '..' is refused outright."""
+    raw = Path(path)
+    if ".." in raw.parts:
+        raise ConfinementError(f"{path}: '..' is not allowed in a data path")
+    resolved = raw.resolve()
+    roots = [Path(r).resolve() for r in roots]
+    if not any(resolved.is_relative_to(root) for root in roots):
+        where = ", ".join(str(r) for r in roots) or "none configured"
+        raise ConfinementError(f"{path} is outside the data roots ({where}); set {ENV_DATA_ROOTS} to allow it")
+    return resolved
+
+
 @dataclass(frozen=True)
 class FoundDataset:
     """A data set that one of the readers accepts, found under a data root."""
@@ -77,11 +95,15 @@ def discover_datasets(roots: Iterable[str | os.PathLike], formats: Sequence[str]
     tried with each format. The same images found twice (through two formats, or a root and its subfolder) are
     listed once, under the deepest folder and the first format in `formats` order; a part of a data set that a
     reader also accepts (the train/ folder of a FER2013 tree read as generic folders) is left out. So are folders
-    that no reader accepts or that hold no usable sample."""
+    that no reader accepts or that hold no usable sample, and symlinks that lead out of the roots."""
     hits: list[tuple[FoundDataset, frozenset[str]]] = []
+    roots = [Path(r).resolve() for r in roots]
     for root in roots:
-        root = Path(root).resolve()
         for candidate in _candidates(root):
+            try:
+                confine(candidate, roots)  # a symlink out of the data roots is not followed
+            except ConfinementError:
+                continue
             for fmt in formats:
                 try:
                     df, _ = read_dataset(fmt, candidate)

@@ -108,10 +108,10 @@ with st.expander("Evaluate this model on a data set now", expanded=not settings.
 
             try:
                 with st.spinner("Evaluating ..."):
-                    _, out = evaluate_dataset(
-                        str(model.path), dataset.format, dataset.root, split, progress=on_progress
-                    )
-            except (ValueError, OSError) as error:
+                    # Found under the data roots a while ago (cached): still inside them, symlinks resolved?
+                    root = str(settings.confine(dataset.root, roots))
+                    _, out = evaluate_dataset(str(model.path), dataset.format, root, split, progress=on_progress)
+            except (ValueError, OSError) as error:  # settings.ConfinementError is a ValueError
                 st.error(f"The evaluation failed: {error}")
             else:
                 st.session_state["evaluate_key_request"] = out.name

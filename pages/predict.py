@@ -4,6 +4,7 @@ import streamlit as st
 
 from mtfer import charts, faces, runs, settings
 from mtfer.inference import FacePrediction, Predictor, predictions_table
+from mtfer.uploads import UploadResult, analyse_upload
 
 if not st.session_state.get("mtfer_app"):
     # Opened by its URL before app.py ever ran in this server, Streamlit runs a pages/ file on its own (its
@@ -12,7 +13,7 @@ if not st.session_state.get("mtfer_app"):
     st.navigation([st.Page(lambda: None, url_path="start", default=True), st.Page(__file__)], position="hidden")
     st.rerun()
 
-IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"]
+IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
 NO_FACE_TIPS = """No face was found in this photo. Some tips:
 
 - use a well-lit photo, without strong shadows or back light;
@@ -28,8 +29,9 @@ def load_predictor(path: str, modified: int) -> Predictor:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def predict(path: str, modified: int, data: bytes, largest_only: bool) -> list[FacePrediction]:
-    return load_predictor(path, modified).predict_image(data, largest_only=largest_only)
+def analyse(path: str, modified: int, name: str, data: bytes, largest_only: bool) -> UploadResult:
+    """Faces or a one-line error for one upload (mtfer.uploads.analyse_upload), cached by content."""
+    return analyse_upload(load_predictor(path, modified), name, data, largest_only)
 
 
 def modified_ns(path) -> int:
@@ -52,7 +54,7 @@ with st.sidebar:
 model = choices[labels.index(chosen)]
 
 uploads = st.file_uploader(
-    "Upload photos (jpg, png, webp, bmp, tiff)",
+    "Upload photos (jpg, png, webp, bmp, tiff, gif)",
     type=IMAGE_TYPES,
     accept_multiple_files=True,
     key="predict_uploads",
@@ -81,14 +83,11 @@ results: list[tuple[str, list[FacePrediction]]] = []
 for i, (name, data) in enumerate(items):
     with st.container(border=True):
         st.subheader(charts.escape_markdown(name))
-        try:
-            image = faces.decode_image(data)
-            predictions = predict(str(model.path), modified, data, largest_only)
-        except faces.ImageError as error:
-            st.error(
-                f"{charts.escape_markdown(name)} is not a photo this app can read: {error}", icon=":material/error:"
-            )
+        predictions, error = analyse(str(model.path), modified, name, data, largest_only)
+        if predictions is None:
+            st.error(charts.escape_markdown(error or ""), icon=":material/error:")
             continue
+        image = faces.decode_image(data)  # read fine just now; decoded again, as whole photos are not cached
         results.append((name, predictions))
         if not predictions:
             st.warning(NO_FACE_TIPS, icon=":material/sentiment_neutral:")

@@ -128,7 +128,8 @@ with st.expander("New training run", expanded=not busy):
     if start:
         try:
             config = TrainConfig(
-                datasets=[d.to_config() for d in chosen],
+                # Found under the data roots a while ago (cached): still inside them, symlinks resolved?
+                datasets=[{**d.to_config(), "root": str(settings.confine(d.root, roots))} for d in chosen],
                 tasks=tasks,
                 architecture=architecture,
                 loss_weights={t: float(w) for t, w in weights.items()},
@@ -142,7 +143,7 @@ with st.expander("New training run", expanded=not busy):
                 name=name.strip(),
             )
             folder = runs.start_job(config.to_dict(), runs_dir)
-        except ValueError as error:  # invalid settings, runs.RunError (a job is running, runs folder not writable)
+        except ValueError as error:  # bad settings, data outside the roots, RunError (busy, unwritable or full)
             st.error(f"Training was not started: {error}")
         else:
             st.session_state["train_run"] = str(folder)

@@ -132,25 +132,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from mtfer.faces import ImageError
-    from mtfer.inference import Predictor
+    from mtfer.faces import ImageError, decode_image
 
-    predictor = Predictor(args.model)
-    outputs, failed = [], 0
-    for image in args.images:
+    decoded, failed = [], 0
+    for image in args.images:  # decode first: a bad file is reported before TensorFlow is even imported
         try:
-            preds = predictor.predict_image(Path(image).read_bytes(), largest_only=args.largest)
+            decoded.append((image, decode_image(Path(image).read_bytes())))
         except (ImageError, OSError) as exc:
             failed += 1
             print(f"mtfer: error: {image}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
-            continue
+    if not decoded:
+        return 1
+
+    from mtfer.inference import Predictor
+
+    predictor = Predictor(args.model)
+    outputs = []
+    for (image, _array), preds in zip(
+        decoded, predictor.predict_images([a for _, a in decoded], largest_only=args.largest), strict=True
+    ):
         outputs.append({"image": image, "faces": [p.to_dict() for p in preds]})
         if not args.json:
             print(f"{image}: {len(preds)} face(s)")
             for k, p in enumerate(preds, start=1):
                 tops = ", ".join(f"{t} {p.top(t)[0]} ({p.top(t)[1]:.0%})" for t in p.probabilities)
                 print(f"  face {k} at {p.box}: {tops}")
-    if args.json and outputs:
+    if args.json:
         print(json.dumps(outputs[0] if len(args.images) == 1 else outputs, indent=2))
     return 1 if failed else 0
 

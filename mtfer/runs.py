@@ -260,11 +260,16 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
 
 
 def save_bundle(model: Any, metadata: dict, path: str | os.PathLike) -> None:
-    """Write model.keras then metadata.json, each atomically: a bundle with metadata is always complete."""
+    """Write model.keras (weights and architecture, no optimizer state: a bundle is for inference; the run's
+    checkpoint keeps the optimizer) then metadata.json, each atomically: a bundle with metadata is always complete."""
+    import keras
+
     path = Path(path)
     validate_metadata(metadata)
+    inference_model = keras.Model.from_config(model.get_config())
+    inference_model.set_weights(model.get_weights())
     with atomic_path(path / MODEL_FILE) as tmp:
-        model.save(tmp)
+        inference_model.save(tmp)
     atomic_write_json(path / METADATA_FILE, metadata)
 
 

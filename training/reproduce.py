@@ -137,7 +137,9 @@ def ship(runs_dir: Path | None) -> Path | None:
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    for name in (runs.MODEL_FILE, runs.METADATA_FILE, runs.HISTORY_FILE, runs.CONFIG_FILE):
+    bundle = runs.load_bundle(best)
+    runs.save_bundle(bundle.model, bundle.metadata, target)  # without optimizer state: a third of the size
+    for name in (runs.HISTORY_FILE, runs.CONFIG_FILE):
         shutil.copy2(best / name, target / name)
     shutil.copytree(best / runs.EVALUATION_DIR, target / runs.EVALUATION_DIR)
     print(f"shipped {best.name} (validation emotion accuracy {val:.2%}) to {target}")

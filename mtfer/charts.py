@@ -455,10 +455,15 @@ def comparison_figure(table: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def sample_face(source: str, config: faces.PreprocessConfig | None = None) -> np.ndarray | None:
+def sample_face(
+    source: str, config: faces.PreprocessConfig | None = None, roots: Sequence[Path] = ()
+) -> np.ndarray | None:
     """The face of one evaluated sample as the network saw it (framed like training data), from its `source`
-    image path; None when the file is gone or the source is a CSV row."""
+    image path (a relative one, as in the shipped model's evaluations, is looked up under the data `roots`);
+    None when the file is gone or the source is a CSV row."""
     path = Path(source)
+    if source and not path.is_absolute():
+        path = next((root / path for root in roots if (root / path).is_file()), path)
     if not source or not path.is_file():
         return None
     try:

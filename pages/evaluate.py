@@ -45,7 +45,9 @@ def read_evaluation(folder: str, modified: int):
 
 @st.cache_data(show_spinner=False, max_entries=2000)
 def gallery_face(source: str, preprocessing: str) -> np.ndarray | None:
-    return charts.sample_face(source, faces.PreprocessConfig.from_dict(json.loads(preprocessing)))
+    return charts.sample_face(
+        source, faces.PreprocessConfig.from_dict(json.loads(preprocessing)), settings.data_roots()
+    )
 
 
 def read_metadata(path: Path) -> dict:

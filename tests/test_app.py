@@ -553,6 +553,9 @@ def test_sample_face_frames_files_and_skips_what_it_cannot_read(tmp_path):
     assert charts.sample_face(str(tmp_path / "bad.jpg")) is None
     assert charts.sample_face(str(tmp_path / "fer2013.csv") + "#12") is None
     assert charts.sample_face("") is None
+    # Relative sources (the shipped model's evaluations) are found under the data roots.
+    assert charts.sample_face("face.png") is None
+    assert charts.sample_face("face.png", None, [tmp_path / "elsewhere", tmp_path]).shape == (50, 50)
     row = {"emotion_true": "sad", "emotion_pred": "happy", "emotion_confidence": "0.87"}
     assert charts.gallery_caption(row, "emotion") == "sad → happy (87%)"
 

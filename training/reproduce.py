@@ -117,7 +117,7 @@ def table(runs_dir: Path | None) -> tuple[str, list[dict]]:
     return "\n".join(lines) + "\n", rows
 
 
-def ship(runs_dir: Path | None) -> Path | None:
+def ship(runs_dir: Path | None, data_root: Path) -> Path | None:
     """Copy the multi-task holdout run with the best validation emotion accuracy to models/default."""
     candidates = []
     for folder in runs.list_runs(runs_dir):
@@ -142,6 +142,14 @@ def ship(runs_dir: Path | None) -> Path | None:
     for name in (runs.HISTORY_FILE, runs.CONFIG_FILE):
         shutil.copy2(best / name, target / name)
     shutil.copytree(best / runs.EVALUATION_DIR, target / runs.EVALUATION_DIR)
+    # Sources relative to the data root, not this machine's absolute paths: the Evaluate page finds the images
+    # under whichever data roots the user has.
+    for samples in (target / runs.EVALUATION_DIR).glob("*/samples.csv"):
+        table = pd.read_csv(samples, dtype=str, keep_default_na=False)
+        table["source"] = [
+            str(Path(s).relative_to(data_root)) if Path(s).is_relative_to(data_root) else s for s in table["source"]
+        ]
+        table.to_csv(samples, index=False)
     print(f"shipped {best.name} (validation emotion accuracy {val:.2%}) to {target}")
     return best
 
@@ -177,7 +185,7 @@ def main() -> int:
     (HERE / "results.json").write_text(json.dumps(records, indent=2) + "\n")
     print(text)
     if args.ship:
-        ship(args.runs)
+        ship(args.runs, args.data.resolve())
     return 0
 
 

@@ -387,3 +387,24 @@ def test_bfloat16_training_reaches_the_accuracy_of_float32(tmp_path):
     keras.mixed_precision.set_global_policy("float32")
     assert accuracy["float32"] > 0.9, accuracy
     assert accuracy["bfloat16"] > accuracy["float32"] - 0.05, accuracy
+
+
+def test_cli_inspect_prints_counts_and_the_skip_report(tmp_path):
+    utk = write_utkface_tree(tmp_path / "utk", n=10)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mtfer.cli", "inspect", "--format", "utkface", "--data", str(utk), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout)
+    assert summary["total"] == 10 and summary["skipped"]["total"] == 1
+    assert summary["tasks"]["gender"]["labelled"] == 10
+    wrong = subprocess.run(
+        [sys.executable, "-m", "mtfer.cli", "inspect", "--format", "fer2013", "--data", str(utk)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1 and "fer2013" in wrong.stderr

@@ -116,6 +116,20 @@ def table(runs_dir: Path | None) -> tuple[str, list[dict]]:
     return "\n".join(lines) + "\n", rows
 
 
+def write_table(runs_dir: Path | None) -> str:
+    """training/results.md and .json, and the table between the results markers in README.md."""
+    text, records = table(runs_dir)
+    (HERE / "results.md").write_text(text)
+    (HERE / "results.json").write_text(json.dumps(records, indent=2) + "\n")
+    readme = HERE.parent / "README.md"
+    start, end = "<!-- results:start -->\n", "<!-- results:end -->"
+    content = readme.read_text()
+    if start in content and end in content:
+        head, rest = content.split(start, 1)
+        readme.write_text(head + start + text + end + rest.split(end, 1)[1])
+    return text
+
+
 def ship(runs_dir: Path | None, data_root: Path) -> Path | None:
     """Copy the multi-task holdout run with the best validation emotion accuracy to models/default."""
     candidates = []
@@ -176,13 +190,8 @@ def main() -> int:
     if not args.table_only:
         for row in args.only or DEFAULT_ROWS:
             run_row(row, args.data, args)
-            text, records = table(args.runs)
-            (HERE / "results.md").write_text(text)
-            (HERE / "results.json").write_text(json.dumps(records, indent=2) + "\n")
-    text, records = table(args.runs)
-    (HERE / "results.md").write_text(text)
-    (HERE / "results.json").write_text(json.dumps(records, indent=2) + "\n")
-    print(text)
+            write_table(args.runs)
+    print(write_table(args.runs))
     if args.ship:
         ship(args.runs, args.data.resolve())
     return 0

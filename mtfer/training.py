@@ -462,7 +462,6 @@ def train(
 
 def _train(config: TrainConfig, run: Path, splits: dict[str, Split] | None, resume: bool, stop: StopRequested) -> None:
     import keras
-    import tensorflow as tf
 
     from mtfer.faces import PreprocessConfig
     from mtfer.model import build_model
@@ -559,7 +558,6 @@ def _train(config: TrainConfig, run: Path, splits: dict[str, Split] | None, resu
     runs.save_bundle(model, metadata, run)
     runs.write_progress(run, state="finished", finished=runs.now_iso(), metrics=metadata["metrics"])
     log.info("finished: %s", json.dumps(metadata["metrics"]))
-    del tf
 
 
 def _copy_matching_weights(source, target) -> None:

@@ -266,8 +266,11 @@ def save_bundle(model: Any, metadata: dict, path: str | os.PathLike) -> None:
 
     path = Path(path)
     validate_metadata(metadata)
-    inference_model = keras.Model.from_config(model.get_config())
-    inference_model.set_weights(model.get_weights())
+    try:
+        inference_model = keras.Model.from_config(model.get_config())
+        inference_model.set_weights(model.get_weights())
+    except (ValueError, TypeError):  # a layer that will not rebuild from its config: save the model as it is
+        inference_model = model
     with atomic_path(path / MODEL_FILE) as tmp:
         inference_model.save(tmp)
     atomic_write_json(path / METADATA_FILE, metadata)

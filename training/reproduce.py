@@ -108,9 +108,8 @@ def table(runs_dir: Path | None) -> tuple[str, list[dict]]:
         record.update(epochs=epochs, seconds=round(seconds), architecture=meta["architecture"])
         protocol = "holdout (test split)" if split == "test" else "paper 90/10 (**optimistic**)"
         minutes = f"{seconds / 60:.0f} min"
-        lines.append(
-            f"| {kind}-task {meta['architecture']} | {protocol} | " + " | ".join(cells) + f" | {epochs} | {minutes} |"
-        )
+        label = f"{kind}-task {meta['architecture']}" + (" (continued, shipped)" if config.get("init_from") else "")
+        lines.append(f"| {label} | {protocol} | " + " | ".join(cells) + f" | {epochs} | {minutes} |")
         rows.append(record)
     lines.append(PAPER_ROW)
     return "\n".join(lines) + "\n", rows

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -332,7 +333,7 @@ def start_job(config: dict, runs_dir: str | os.PathLike | None = None, *, allow_
     runs_dir = Path(runs_dir or default_runs_dir())
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
-        probe = runs_dir / f".write-test-{os.getpid()}"
+        probe = runs_dir / f".write-test-{os.getpid()}-{threading.get_ident()}"  # one per caller: no races
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:

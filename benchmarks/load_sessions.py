@@ -28,14 +28,16 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the tests' helpers: tiny models, waiting for the server
+
+from helpers import wait_healthy  # noqa: E402
+
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = [
     "--no-sandbox",
@@ -103,7 +105,6 @@ def default_model() -> Path:
     if (bundle / runs.MODEL_FILE).is_file() and (bundle / runs.METADATA_FILE).is_file():
         return bundle
     print("models/default has no bundle yet: training a tiny model on random faces (tests/helpers.py) ...")
-    sys.path.insert(0, str(REPO / "tests"))
     from helpers import tiny_run
 
     return tiny_run(Path(tempfile.mkdtemp(prefix="mtfer-load-")) / "tiny")
@@ -122,21 +123,6 @@ def start_server(model: Path, tmp: Path, port: int) -> subprocess.Popen:
     command += ["--server.headless", "true", "--browser.gatherUsageStats", "false"]
     log = open(tmp / "streamlit.log", "wb")  # noqa: SIM115 (kept open for the server's lifetime)
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"streamlit exited with code {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=5) as response:
-                if response.read().decode().strip() == "ok":
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"streamlit did not answer {url}/_stcore/health within {timeout:.0f} s")
 
 
 def _descendants(pid: int) -> list[int]:
@@ -308,7 +294,7 @@ def main() -> int:
     monitor = None
     failed = 0
     try:
-        wait_healthy(url, server)
+        wait_healthy(url, server, 180)
         monitor = RssMonitor(server.pid)
         print(f"server pid {server.pid} at {url}, model {model}, log {tmp / 'streamlit.log'}")
         print(f"server RSS after start: {rss_mib(server.pid):.0f} MiB")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import cv2
@@ -60,3 +64,19 @@ def write_fer_tree(root: Path, per_class: int = 4, seed: int = 0) -> Path:
             for i in range(per_class):
                 cv2.imwrite(str(folder / f"{split}_{i}.jpg"), rng.integers(0, 256, (48, 48), dtype=np.uint8))
     return root
+
+
+def wait_healthy(url: str, process: subprocess.Popen, timeout: float) -> None:
+    """Wait until a `streamlit run` server answers its health check; fail early if it exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"streamlit exited with code {process.returncode} before answering")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=5) as response:
+                if response.read().decode().strip() == "ok":
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"streamlit did not answer {url}/_stcore/health within {timeout:.0f} s")

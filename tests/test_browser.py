@@ -13,15 +13,13 @@ import re
 import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import pytest
+from helpers import wait_healthy
 
 from mtfer import faces, runs
 
@@ -133,21 +131,6 @@ class Server:
             raise
 
 
-def _wait_healthy(url: str, process: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {process.returncode} before answering")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=5) as response:
-                if response.read().decode().strip() == "ok":
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"streamlit did not answer {url}/_stcore/health within {timeout:.0f} s")
-
-
 @pytest.fixture(scope="module")
 def server(model_path: Path, tmp_path_factory) -> Iterator[Server]:
     """`streamlit run app.py` on a free port, with runs, data roots and cache in tmp; terminated at the end."""
@@ -172,7 +155,7 @@ def server(model_path: Path, tmp_path_factory) -> Iterator[Server]:
     server = Server(f"http://localhost:{port}", process, log_path)
     try:
         with server.log_on_failure():
-            _wait_healthy(server.url, process, SERVER_START_S)
+            wait_healthy(server.url, process, SERVER_START_S)
         yield server
     finally:
         process.terminate()

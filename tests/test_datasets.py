@@ -320,9 +320,7 @@ def test_rafdb_reads_a_tree_in_the_original_layout(tmp_path, rafdb_real):
         write_image(basic / "Image" / "aligned" / f"{stem}_aligned.jpg", i)
         a = attributes.loc[stem]
         (basic / "Annotation" / "manual").mkdir(parents=True, exist_ok=True)
-        (basic / "Annotation" / "manual" / f"{stem}_manu_attri.txt").write_text(
-            manu_attri(a.gender, a.race, a.age)
-        )
+        (basic / "Annotation" / "manual" / f"{stem}_manu_attri.txt").write_text(manu_attri(a.gender, a.race, a.age))
         split = "train" if stem.startswith("train_") else "test"
         expected[f"{stem}_aligned.jpg"] = (split, int(label) - 1, int(a.gender), int(a.race), int(a.age))
     stems = [line.split()[0].removesuffix(".jpg") for line in chosen]
@@ -378,9 +376,7 @@ def test_rafdb_reads_a_tree_in_the_original_layout(tmp_path, rafdb_real):
 
 
 def test_rafdb_without_images_says_so(shared_data):
-    with pytest.raises(
-        DatasetFormatError, match=r"Image/aligned/<name>_aligned\.jpg; that folder does not exist"
-    ):
+    with pytest.raises(DatasetFormatError, match=r"Image/aligned/<name>_aligned\.jpg; that folder does not exist"):
         read_dataset("rafdb", shared_data / "rafdb")
 
 
@@ -449,9 +445,7 @@ def test_hash_split_is_stable_and_about_ten_percent():
     ]
     splits = [hash_split(f"{i}_0_0_2017{i:09d}.jpg.chip.jpg") for i in range(5000)]
     assert 0.08 < splits.count("test") / len(splits) < 0.12
-    assert (
-        hash_split("a.jpg", test_fraction=0.0) == "train" and hash_split("a.jpg", test_fraction=1.0) == "test"
-    )
+    assert hash_split("a.jpg", test_fraction=0.0) == "train" and hash_split("a.jpg", test_fraction=1.0) == "test"
 
 
 def test_utkface_split_does_not_depend_on_the_other_files(tmp_path):

@@ -27,6 +27,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mtfer import detectors
+
 __all__ = [
     "FORMATS",
     "MAX_PIXELS",
@@ -60,10 +62,21 @@ class PreprocessConfig:
 
     size: int = 50  # side of the network's square input
     max_rotation: float = 10.0  # never rotate by more than this many degrees (either way)
+    # "blazeface" (MediaPipe's BlazeFace, boxes and eye keypoints; mtfer.detectors) or "haar" (OpenCV's Haar face
+    # and eye cascades, the paper's preprocessing: PreprocessConfig.paper()).
+    detector: str = "blazeface"
     # Framing: the crop is a square of side margin * (box side), centred on the box centre moved down by
-    # shift_y * (box side). margin 1.0 / shift 0.0 = the Haar box itself (how FER2013 crops are framed).
-    margin: float = 1.0
-    shift_y: float = 0.0
+    # shift_y * (box side). BlazeFace's box runs from the brows to the chin; 1.16 / -0.09 frames the face the way
+    # FER2013's 48x48 crops are cut (the median BlazeFace box on them). Haar: 1.0 / 0.0, the Haar box itself.
+    margin: float = 1.16
+    shift_y: float = -0.09
+    # BlazeFace: the photo is searched with blazeface_model ("full": faces up to ~5 m away, i.e. small faces in
+    # group photos too); each face is then refined by the short-range model on a patch around it, the same way
+    # data-set crops are framed (frame_crop), so training and photos are framed alike.
+    blazeface_model: str = "full"
+    min_score: float = 0.3  # first-stage confidence (low: busy backgrounds lower it; the refinement confirms)
+    refine_score: float = 0.6  # the short-range model must confirm the face with at least this confidence ...
+    keep_score: float = 0.85  # ... unless the first stage alone was this sure
     # Face detection in photos.
     face_cascade: str = "haarcascade_frontalface_default.xml"
     scale_factor: float = 1.1
@@ -79,7 +92,7 @@ class PreprocessConfig:
     crop_min_neighbors: int = 3
     crop_box_range: tuple[float, float] = (0.6, 1.4)  # accepted box side / crop side
     # centre x, centre y, side as fractions of the crop: the detector's median box on FER2013 crops
-    fallback_box: tuple[float, float, float] = (0.5, 0.5, 0.96)
+    fallback_box: tuple[float, float, float] = (0.5, 0.58, 0.86)
     # Eye detection inside the face box, on a copy of the face resized to eye_face_side pixels.
     eye_cascade: str = "haarcascade_eye.xml"
     eye_face_side: int = 120
@@ -123,6 +136,12 @@ class PreprocessConfig:
                 "bad eye_distance",
             ),
             (0 < self.eye_max_tilt <= 90, "eye_max_tilt must be in (0, 90]"),
+            (self.detector in DETECTORS, f"detector must be one of {list(DETECTORS)}, got {self.detector!r}"),
+            (self.blazeface_model in ("short", "full"), "blazeface_model must be 'short' or 'full'"),
+            (
+                all(0 < v < 1 for v in (self.min_score, self.refine_score, self.keep_score)),
+                "min_score, refine_score and keep_score must be between 0 and 1",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -137,12 +156,39 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> PreprocessConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ValueError (they mean a different preprocessing)."""
+        """Inverse of :meth:`to_dict`; unknown keys raise ValueError (they mean a different preprocessing).
+        Settings saved before the detector was a setting (no ``detector`` key) were the Haar pipeline."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown preprocessing settings {unknown}; known: {sorted(known)}")
+        if "detector" not in d:
+            return cls.paper(**d)
         return cls(**d)
+
+    @classmethod
+    def paper(cls, **overrides: object) -> PreprocessConfig:
+        """The paper's preprocessing: Haar face and eye cascades, the crop is the Haar box."""
+        return cls(**{**PAPER_PREPROCESSING, **overrides})  # type: ignore[arg-type]
+
+    @classmethod
+    def named(cls, name: str, **overrides: object) -> PreprocessConfig:
+        """``"blazeface"`` (the default) or ``"haar"`` / ``"paper"`` (the paper's Haar pipeline)."""
+        if name == "blazeface":
+            return cls(**overrides)  # type: ignore[arg-type]
+        if name in ("haar", "paper"):
+            return cls.paper(**overrides)
+        raise ValueError(f"unknown preprocessing {name!r}; expected 'blazeface' or 'haar' (the paper's)")
+
+
+DETECTORS = ("blazeface", "haar")
+# What differs in the paper's (Haar) pipeline from the default one.
+PAPER_PREPROCESSING: dict[str, object] = {
+    "detector": "haar",
+    "margin": 1.0,
+    "shift_y": 0.0,
+    "fallback_box": (0.5, 0.5, 0.96),
+}
 
 
 @dataclass
@@ -514,8 +560,12 @@ def align(
     return cv2.warpAffine(gray, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def _face(gray: np.ndarray, box: Box, config: PreprocessConfig) -> Face:
-    eyes = find_eyes(gray, box, config)
+_NO_EYES = object()  # sentinel: look the eyes up with the Haar eye cascade
+
+
+def _face(gray: np.ndarray, box: Box, config: PreprocessConfig, eyes: Eyes | None | object = _NO_EYES) -> Face:
+    if eyes is _NO_EYES:
+        eyes = find_eyes(gray, box, config)
     rotation = 0.0
     if eyes is not None:
         rotation = float(np.clip(eye_tilt(eyes), -config.max_rotation, config.max_rotation))
@@ -534,6 +584,8 @@ def find_faces(image: np.ndarray, config: PreprocessConfig = PreprocessConfig())
     detection; very large images are detected on a downscaled copy and boxes mapped back. Accepts BGR, BGRA or
     grayscale arrays."""
     gray = to_gray(image)
+    if config.detector == "blazeface":
+        return _blaze_faces(image, gray, config)
     h, w = gray.shape
     long_side, short_side = max(h, w), min(h, w)
     scale = 1.0
@@ -560,6 +612,98 @@ def find_faces(image: np.ndarray, config: PreprocessConfig = PreprocessConfig())
             kept.append(box)
     faces = [_face(gray, box, config) for box in kept]
     return [f for f in faces if f.eyes is not None or _confirmed(gray, f.box, config)]
+
+
+def _color(image: np.ndarray) -> np.ndarray:
+    """uint8 BGR (or gray) view for the BlazeFace detector."""
+    a = np.asarray(image)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.dtype == np.uint8 and (a.ndim == 2 or a.shape[2] == 3):
+        return a
+    return _to_bgr8(a)
+
+
+def _blaze_faces(image: np.ndarray, gray: np.ndarray, config: PreprocessConfig) -> list[Face]:
+    """Two stages: BlazeFace (``blazeface_model``) finds faces in the whole photo, then the short-range model
+    refines each on a patch around it, exactly as :func:`frame_crop` frames a data-set crop (so a face is framed
+    alike in training and in photos, with eye keypoints seen at a useful resolution). A face the refinement does
+    not confirm is kept only when the first stage was at least ``keep_score`` sure."""
+    color = _color(image)
+    h, w = gray.shape
+    pad = 0
+    if min(h, w) < 2 * config.min_detect_side:  # a small photo is often a tight crop: give the face a margin
+        pad = round(0.25 * min(h, w))
+        color = cv2.copyMakeBorder(color, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    found = detectors.blazeface(color, config.blazeface_model, config.min_score)
+    if not found and not pad:  # a close-up whose face touches the edges: look again with a margin
+        pad = round(0.25 * min(h, w))
+        color = cv2.copyMakeBorder(color, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        found = detectors.blazeface(color, config.blazeface_model, config.min_score)
+    results: list[tuple[Box, Eyes | None, float]] = []
+    for det in found:
+        x, y, bw, bh = det.box
+        side = max(bw, bh)
+        if side < config.min_face / 4:
+            continue
+        refined = _refine(color, (x + bw / 2, y + bh / 2), side, config)
+        if refined is None:
+            if det.score < config.keep_score:
+                continue
+            refined = det
+        (rx, ry, rw, rh), eyes = refined.box, refined.eyes
+        box = (round(rx) - pad, round(ry) - pad, round(rw), round(rh))
+        eyes = None if eyes is None else tuple((ex - pad, ey - pad) for ex, ey in eyes)  # type: ignore[assignment]
+        results.append((box, eyes, refined.score))
+    results.sort(key=lambda r: r[0][2] * r[0][3], reverse=True)
+    kept: list[tuple[Box, Eyes | None, float]] = []
+    for r in results:  # two first-stage boxes refined onto the same face
+        if all(_overlap(r[0], k[0]) < 0.5 and _overlap(k[0], r[0]) < 0.5 for k in kept):
+            kept.append(r)
+    return [_face(gray, box, config, eyes) for box, eyes, _ in kept]
+
+
+def _refine(color: np.ndarray, centre: Point, side: float, config: PreprocessConfig) -> detectors.Detection | None:
+    """The short-range model on a square patch of 1.75 face sides around ``centre`` (edge pixels repeated): the
+    most central face of a plausible size, in photo coordinates, or None."""
+    patch_side = 1.75 * side
+    x0, y0 = centre[0] - patch_side / 2, centre[1] - patch_side / 2
+    ix0, iy0 = math.floor(x0), math.floor(y0)
+    n = math.ceil(patch_side)
+    h, w = color.shape[:2]
+    sub = color[max(iy0, 0) : max(min(iy0 + n, h), 0), max(ix0, 0) : max(min(ix0 + n, w), 0)]
+    if sub.size == 0:
+        return None
+    top, left = max(0, -iy0), max(0, -ix0)
+    bottom, right = max(0, iy0 + n - h), max(0, ix0 + n - w)
+    if top or left or bottom or right:
+        sub = cv2.copyMakeBorder(sub, top, bottom, left, right, cv2.BORDER_REPLICATE)
+    scale = 1.0
+    if n > 4 * 128:  # the model sees 128 px anyway: shrink big patches first (cheaper, same result)
+        scale = 4 * 128 / n
+        sub = cv2.resize(sub, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    best = _central(detectors.blazeface(sub, "short", config.refine_score), sub.shape[1], sub.shape[0], config)
+    if best is None:
+        return None
+    bx, by, bw, bh = (v / scale for v in best.box)
+    eyes = None if best.eyes is None else tuple((ex / scale + ix0, ey / scale + iy0) for ex, ey in best.eyes)
+    return detectors.Detection((bx + ix0, by + iy0, bw, bh), best.score, eyes)  # type: ignore[arg-type]
+
+
+def _central(
+    found: list[detectors.Detection], w: int, h: int, config: PreprocessConfig, crop_side: float | None = None
+) -> detectors.Detection | None:
+    """The detection nearest the centre of a (padded) crop whose side is ``crop_box_range`` times the face's
+    expected side (``crop_side``, default: the patch side / 1.75) and whose centre is within 0.2 sides."""
+    expected = crop_side if crop_side is not None else min(w, h) / 1.75
+    lo, hi = (f * expected for f in config.crop_box_range)
+    best: tuple[float, detectors.Detection] | None = None
+    for d in found:
+        x, y, bw, bh = d.box
+        off = math.hypot(x + bw / 2 - w / 2, y + bh / 2 - h / 2) / expected
+        if lo * 0.6 <= max(bw, bh) <= hi and off <= 0.3 and (best is None or off < best[0]):
+            best = (off, d)
+    return None if best is None else best[1]
 
 
 def _confirmed(gray: np.ndarray, box: Box, config: PreprocessConfig) -> bool:
@@ -595,15 +739,44 @@ def frame_crop(image: np.ndarray, config: PreprocessConfig = PreprocessConfig())
     finds none, the crop is framed by ``fallback_box`` (the detector's typical box on such crops). Never fails
     on a valid image."""
     gray = to_gray(image)
-    box, detected = crop_face_box(gray, config)
-    face = _face(gray, box, config)
+    if config.detector == "blazeface":
+        box, detected, eyes = _blaze_crop_box(_color(image), config)
+        face = _face(gray, box, config, eyes)
+    else:
+        box, detected = crop_face_box(gray, config)
+        face = _face(gray, box, config)
     face.detected = detected
     return face
+
+
+def _fallback(w: int, h: int, config: PreprocessConfig) -> Box:
+    fx, fy, fs = config.fallback_box
+    side = fs * min(h, w)
+    return round(fx * w - side / 2), round(fy * h - side / 2), round(side), round(side)
+
+
+def _blaze_crop_box(color: np.ndarray, config: PreprocessConfig) -> tuple[Box, bool, Eyes | None]:
+    """BlazeFace (short range) on the crop padded by 25%: the most central face of a plausible size, its eyes,
+    and whether it was found (else the ``fallback_box`` framing and no eyes)."""
+    h, w = color.shape[:2]
+    short_side = min(h, w)
+    pad = round(0.375 * short_side)  # the padded crop is 1.75 crop sides, like a photo face's refinement patch
+    padded = cv2.copyMakeBorder(color, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    found = detectors.blazeface(padded, "short", config.refine_score)
+    best = _central(found, padded.shape[1], padded.shape[0], config, crop_side=short_side)
+    if best is None:
+        return _fallback(w, h, config), False, None
+    x, y, bw, bh = best.box
+    eyes = None if best.eyes is None else tuple((ex - pad, ey - pad) for ex, ey in best.eyes)
+    return (round(x) - pad, round(y) - pad, round(bw), round(bh)), True, eyes  # type: ignore[return-value]
 
 
 def crop_face_box(gray: np.ndarray, config: PreprocessConfig = PreprocessConfig()) -> tuple[Box, bool]:
     """The face box that :func:`frame_crop` uses on a face crop, and whether the detector found it (False: the
     ``fallback_box`` framing)."""
+    if config.detector == "blazeface":
+        box, found, _ = _blaze_crop_box(_color(gray), config)
+        return box, found
     gray = to_gray(gray)
     h, w = gray.shape
     short_side = min(h, w)
@@ -627,9 +800,7 @@ def crop_face_box(gray: np.ndarray, config: PreprocessConfig = PreprocessConfig(
             best = (off, box)
     if best is not None:
         return best[1], True
-    fx, fy, fs = config.fallback_box
-    side = fs * short_side
-    return (round(fx * w - side / 2), round(fy * h - side / 2), round(side), round(side)), False
+    return _fallback(w, h, config), False
 
 
 def to_network_input(faces: Sequence[np.ndarray] | np.ndarray, size: int | None = None) -> np.ndarray:
@@ -656,24 +827,3 @@ def to_network_input(faces: Sequence[np.ndarray] | np.ndarray, size: int | None 
     if size is not None and batch.shape[1] != size:
         raise ValueError(f"faces are {batch.shape[1]}x{batch.shape[1]}, the model expects {size}x{size}")
     return (batch.astype(np.float32) / 255.0)[..., None]
-
-
-def sharpness(face: np.ndarray) -> float:
-    """Variance of the Laplacian of a grayscale face: ~5 for a heavily blurred 50x50 face, hundreds and more for a
-    sharp one."""
-    return float(cv2.Laplacian(face, cv2.CV_64F).var())
-
-
-def match_sharpness(faces_: np.ndarray, sigma: float, threshold: float) -> np.ndarray:
-    """Blur (Gaussian, `sigma` pixels) every aligned face sharper than `threshold`, so that a model trained on
-    blurred faces sees inputs as blurred as its training data. sigma 0 returns the input unchanged.
-    uint8 (N,S,S) or (S,S) in, same shape out."""
-    if sigma <= 0:
-        return faces_
-    batch = np.asarray(faces_)
-    single = batch.ndim == 2
-    batch = batch[None] if single else batch.copy()
-    for i, face in enumerate(batch):
-        if sharpness(face) > threshold:
-            batch[i] = cv2.GaussianBlur(face, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-    return batch[0] if single else batch

@@ -27,12 +27,13 @@ from mtfer.faces import (
     find_eyes,
     find_faces,
     frame_crop,
-    match_sharpness,
-    sharpness,
     to_network_input,
 )
 
 CFG = PreprocessConfig()
+PAPER = PreprocessConfig.paper()
+# Eye-line precision differs by detector: Haar's eye cascade on a 120 px face, BlazeFace's keypoints on 128 px.
+EYE_TOLERANCE = {"blazeface": (6.0, 3.5, 8.0), "haar": (4.0, 2.0, 5.0)}  # vs upright, residual median, max
 
 
 # --- real faces from the shared data sets ------------------------------------------------------------------------
@@ -77,14 +78,17 @@ def _map(m: np.ndarray, point: tuple[float, float]) -> tuple[float, float]:
 # --- rotation: sign convention, 10-degree cap, level eye line ------------------------------------------------------
 
 
+@pytest.mark.parametrize("detector", ["blazeface", "haar"])
 @pytest.mark.parametrize("angle", [3, -3, 8, -8, 15, -15, 25, -25])
-def test_alignment_levels_eyes_within_the_cap(utk_chips: list[np.ndarray], angle: float) -> None:
+def test_alignment_levels_eyes_within_the_cap(utk_chips: list[np.ndarray], angle: float, detector: str) -> None:
+    cfg = PreprocessConfig.named(detector)
+    vs_upright, residual_median, residual_max = EYE_TOLERANCE[detector]
     found = with_eyes = 0
     residuals: list[float] = []
     for chip in utk_chips:
-        upright = find_faces(_on_canvas(chip, 0.0))
+        upright = find_faces(_on_canvas(chip, 0.0), cfg)
         image = _on_canvas(chip, angle)
-        faces = find_faces(image)
+        faces = find_faces(image, cfg)
         if not faces:
             continue
         found += 1
@@ -98,11 +102,11 @@ def test_alignment_levels_eyes_within_the_cap(utk_chips: list[np.ndarray], angle
         tilt = eye_tilt(face.eyes)
         assert face.rotation == pytest.approx(float(np.clip(tilt, -10, 10)))
         # Turning the picture counter-clockwise by `angle` lifts the image-right eye: the tilt drops by `angle`.
-        if upright and upright[0].eyes is not None:
-            assert tilt == pytest.approx(eye_tilt(upright[0].eyes) - angle, abs=4.0)
+        if upright and upright[0].eyes is not None and abs(eye_tilt(upright[0].eyes) - angle) <= 20:
+            assert tilt == pytest.approx(eye_tilt(upright[0].eyes) - angle, abs=vs_upright)
         # The detected eyes, carried into the aligned crop by the applied transform, end level, or tilted by
         # exactly the excess over the cap; in the upper half, the image-left eye on the left.
-        m = alignment_matrix(face.box, face.rotation, CFG)
+        m = alignment_matrix(face.box, face.rotation, cfg)
         left, right = _map(m, face.eyes[0]), _map(m, face.eyes[1])
         excess = tilt - face.rotation
         assert eye_tilt((left, right)) == pytest.approx(excess, abs=1e-6)
@@ -111,13 +115,13 @@ def test_alignment_levels_eyes_within_the_cap(utk_chips: list[np.ndarray], angle
         if abs(tilt) > 10:
             assert face.rotation == pytest.approx(10.0 * math.copysign(1, tilt))
         # Eyes found afresh on the aligned face (rendered large enough for the eye detector) agree.
-        again = find_eyes(align(image, face.box, face.rotation, CFG, size=200), (0, 0, 200, 200))
+        again = find_eyes(align(image, face.box, face.rotation, PAPER, size=200), (0, 0, 200, 200))
         if again is not None and abs(angle) <= 10:
             residuals.append(eye_tilt(again) - excess)
     if residuals:
         print(f"re-detected eye line after alignment: {np.round(residuals, 1).tolist()}")
-        assert np.median(np.abs(residuals)) <= 2.0
-        assert max(np.abs(residuals)) <= 5.0
+        assert np.median(np.abs(residuals)) <= residual_median
+        assert max(np.abs(residuals)) <= residual_max
     print(f"rotated {angle:+d} deg: face found {found}/{len(utk_chips)}, eyes found {with_eyes}/{found}")
     if abs(angle) <= 8:
         assert found >= 0.8 * len(utk_chips)
@@ -211,26 +215,33 @@ def test_blank_image_has_no_face(shape: tuple[int, ...]) -> None:
 
 
 def test_textured_backgrounds_give_few_false_faces() -> None:
-    """Haar fires on blotchy texture; detections without an eye pair must also pass a second cascade."""
+    """Haar fires on blotchy texture; detections without an eye pair must also pass a second cascade. BlazeFace
+    (the default) finds no face there at all."""
     rng = np.random.default_rng(7)
-    strict = lenient = 0
+    strict = lenient = blaze = 0
     for i in range(12):
         (w, h), (gh, gw) = [((640, 480), (30, 40)), ((1280, 960), (60, 80)), ((1024, 768), (15, 20))][i % 3]
         texture = cv2.resize(rng.integers(0, 255, (gh, gw, 3), dtype=np.uint8), (w, h), interpolation=cv2.INTER_CUBIC)
-        strict += len(find_faces(texture))
-        lenient += len(find_faces(texture, dataclasses.replace(CFG, verify_cascade=None)))
+        strict += len(find_faces(texture, PAPER))
+        lenient += len(find_faces(texture, dataclasses.replace(PAPER, verify_cascade=None)))
+        blaze += len(find_faces(texture))
     assert strict <= 1 < lenient
+    assert blaze == 0
 
 
 def test_gray_bgr_and_bgra_arrays_give_the_same_faces(utk_chips: list[np.ndarray]) -> None:
     bgr = _on_canvas(utk_chips[2], 0.0, pad=60)
     gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
     bgra = cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA)
-    results = [find_faces(a) for a in (bgr, gray, gray[..., None], bgra)]
-    assert len(results[0]) == 1
-    for r in results[1:]:
-        assert [f.box for f in r] == [f.box for f in results[0]]
-        assert np.array_equal(r[0].aligned, results[0][0].aligned)
+    for cfg in (PAPER, CFG):
+        results = [find_faces(a, cfg) for a in (bgr, gray, gray[..., None], bgra)]
+        assert len(results[0]) == 1 and all(len(r) == 1 for r in results)
+        same = [results[0], results[3]] if cfg.detector == "blazeface" else results  # BlazeFace sees colour
+        for r in same[1:]:
+            assert [f.box for f in r] == [f.box for f in same[0]]
+            assert np.array_equal(r[0].aligned, same[0][0].aligned)
+        for r in results[1:]:  # gray or colour: the same face, framed within a few pixels
+            assert np.allclose(r[0].box, results[0][0].box, atol=0.06 * results[0][0].box[2])
 
 
 def test_thread_safe(utk_chips: list[np.ndarray]) -> None:
@@ -281,8 +292,11 @@ def test_frame_crop_falls_back_to_the_configured_box() -> None:
     coarse = rng.integers(0, 255, (12, 12), dtype=np.uint8)
     noise = cv2.resize(coarse, (100, 100), interpolation=cv2.INTER_CUBIC)  # smooth, no face
     box, found = crop_face_box(noise)
-    assert not found and box == (2, 2, 96, 96)  # the default: the detector's median box on FER2013 crops
-    cfg = dataclasses.replace(CFG, fallback_box=(0.5, 0.6, 0.8))
+    assert not found and box == (7, 15, 86, 86)  # the default: BlazeFace's median box on FER2013 crops
+    assert crop_face_box(noise, PAPER) == ((2, 2, 96, 96), False)  # Haar's median box on FER2013 crops
+    assert frame_crop(noise).box == (7, 15, 86, 85)  # Face.box is clipped to the image
+    assert np.array_equal(frame_crop(noise).aligned, align(noise, (7, 15, 86, 86), 0.0, CFG))
+    cfg = dataclasses.replace(PAPER, fallback_box=(0.5, 0.6, 0.8))
     assert crop_face_box(noise, cfg) == ((10, 20, 80, 80), False)
     expected = cv2.resize(noise[20:100, 10:90], (50, 50), interpolation=cv2.INTER_AREA)
     face = frame_crop(noise, cfg)
@@ -352,7 +366,9 @@ def test_exif_orientation_jpeg_and_png(orientation: int) -> None:
 def test_sideways_photo_with_exif_tag_finds_the_face(utk_chips: list[np.ndarray], tmp_path: Path) -> None:
     photo = _on_canvas(utk_chips[3], 0.0, pad=60)
     stored = np.ascontiguousarray(np.rot90(photo, 1))  # camera held sideways: tag 6 says "turn 90 clockwise"
-    assert find_faces(stored) == []
+    assert find_faces(stored, PAPER) == []  # upright-only detector: the sideways face is missed
+    sideways = find_faces(stored)  # BlazeFace finds it, but the paper's 10-degree cap leaves it on its side
+    assert all(abs(f.rotation) <= 10 for f in sideways)
     ok, jpg = cv2.imencode(".jpg", stored, [cv2.IMWRITE_JPEG_QUALITY, 95])
     path = tmp_path / "sideways.jpg"
     path.write_bytes(_jpeg_with_exif(jpg.tobytes(), 6))
@@ -490,12 +506,81 @@ def test_to_network_input() -> None:
         to_network_input([a], size=50)
 
 
-def test_match_sharpness_blurs_only_sharp_faces(utk_chips: list[np.ndarray]) -> None:
-    sharp = frame_crop(utk_chips[0]).aligned
-    blurred = cv2.GaussianBlur(sharp, (0, 0), 3.0)
-    assert sharpness(blurred) < 20 < 100 < sharpness(sharp)
-    out = match_sharpness(np.stack([sharp, blurred]), sigma=3.0, threshold=20.0)
-    assert out.shape == (2, 50, 50) and out.dtype == np.uint8
-    assert sharpness(out[0]) < 20 and np.array_equal(out[1], blurred)
-    assert match_sharpness(sharp, sigma=3.0, threshold=20.0).shape == (50, 50)
-    assert match_sharpness(sharp, sigma=0.0, threshold=20.0) is sharp
+# --- BlazeFace, the default detector: every group, group photos, the paper's Haar kept as an option --------------
+
+
+def _utk_by_race(shared_data: Path, per_race: int) -> dict[int, list[np.ndarray]]:
+    """Adult UTKFace chips of each raw race code (0 White, 1 Black, 2 Asian, 3 Indian, 4 Others), spread over
+    the listing."""
+    by_race: dict[int, list[Path]] = {r: [] for r in range(5)}
+    for path in (shared_data / "utkface" / "UTKFace").glob("*.jpg"):
+        fields = path.name.split("_", 3)
+        if len(fields) == 4 and all(f.isdigit() for f in fields[:3]) and int(fields[0]) >= 18 and int(fields[2]) < 5:
+            by_race[int(fields[2])].append(path)
+    return {r: [decode_image(p) for p in _spread(paths, per_race)] for r, paths in by_race.items()}
+
+
+def _busy_background(rng: np.random.Generator, w: int = 640, h: int = 480) -> np.ndarray:
+    coarse = rng.integers(0, 255, (h // 16, w // 16, 3), dtype=np.uint8)
+    img = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
+    for _ in range(10):
+        p0, p1 = (int(rng.integers(0, w)), int(rng.integers(0, h))), (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        cv2.line(img, p0, p1, tuple(int(c) for c in rng.integers(0, 255, 3)), int(rng.integers(1, 6)))
+    return img
+
+
+def test_faces_of_every_group_are_found_alone_and_in_group_photos(shared_data: Path) -> None:
+    """The report that started the detector switch: a UTKFace portrait of a Black woman gave "No face was found".
+    Every race group's faces are found as uploaded chips, on busy backgrounds, and in a group photo of four."""
+    rng = np.random.default_rng(3)
+    chips = _utk_by_race(shared_data, 8)
+    missed: dict[int, int] = {}
+    for race, group in chips.items():
+        miss = 0
+        for i, chip in enumerate(group):
+            miss += len(find_faces(chip)) != 1  # the photo is the chip itself
+            scene = _busy_background(rng)
+            side = 110 + 20 * i
+            x, y = int(rng.integers(0, 640 - side)), int(rng.integers(0, 480 - side))
+            scene[y : y + side, x : x + side] = cv2.resize(chip, (side, side), interpolation=cv2.INTER_AREA)
+            found = find_faces(scene)
+            miss += not any(abs(f.box[0] + f.box[2] / 2 - x - side / 2) < side / 3 for f in found)
+        group_photo = _busy_background(rng)
+        for j, chip in enumerate(group[:4]):
+            group_photo[140:290, 10 + 157 * j : 160 + 157 * j] = cv2.resize(chip, (150, 150))
+        miss += 4 - len(find_faces(group_photo))
+        missed[race] = miss
+    assert all(m <= 1 for m in missed.values()), f"missed faces per race code (of 20): {missed}"
+    assert sum(missed.values()) <= 2
+
+
+def test_the_paper_haar_detector_stays_available(utk_chips: list[np.ndarray]) -> None:
+    photo = _on_canvas(utk_chips[0], 0.0, pad=60)
+    haar, blaze = find_faces(photo, PAPER), find_faces(photo)
+    assert len(haar) == len(blaze) == 1
+    hx, hy, hw, hh = haar[0].box
+    bx, by, bw, bh = blaze[0].box
+    assert abs(hx + hw / 2 - bx - bw / 2) < 0.2 * hw and 0.6 < bw / hw < 1.3  # the same face
+    assert blaze[0].eyes is not None  # BlazeFace always brings its eye keypoints
+    # Old bundles saved no detector: they were made with the Haar pipeline and are served with it.
+    legacy = {k: v for k, v in PAPER.to_dict().items() if k not in ("detector", "blazeface_model")}
+    assert PreprocessConfig.from_dict(legacy).detector == "haar"
+    assert PreprocessConfig.from_dict(CFG.to_dict()) == CFG and CFG.detector == "blazeface"
+    assert PreprocessConfig.named("paper") == PAPER
+    with pytest.raises(ValueError, match="detector must be one of"):
+        PreprocessConfig(detector="yolo")
+    with pytest.raises(ValueError, match="unknown preprocessing"):
+        PreprocessConfig.named("mtcnn")
+
+
+def test_blazeface_frames_dataset_crops_with_its_eyes(utk_chips: list[np.ndarray], fer_images: list[np.ndarray]) -> None:
+    """On data-set crops the detector finds (nearly) every face, with both eyes: the framing and the rotation come
+    from the same detector as in photos."""
+    found = [frame_crop(image) for image in utk_chips + fer_images]
+    assert sum(f.detected for f in found) >= len(found) - 2
+    assert all(f.eyes is not None for f in found if f.detected)
+    for f in found:
+        if f.eyes is not None:
+            assert f.rotation == pytest.approx(float(np.clip(eye_tilt(f.eyes), -10, 10)))
+            (lx, _), (rx, _) = f.eyes
+            assert lx < rx

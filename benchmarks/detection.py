@@ -172,7 +172,11 @@ def main() -> None:
         print(f"done: {name}", flush=True)
 
     cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
         platform.processor(),
     )
     counts = ", ".join(f"{g} {min(args.per_group, len(pool[g]))}" for g in GROUPS)

@@ -1,14 +1,15 @@
-"""What the app shows, as pure functions: plotly figures, photos with boxes and labels, accuracy cards beside the
-paper's figures, the model card, a training job's status line. No Streamlit here; the pages lay these out."""
+"""What the app shows, as pure functions: plotly figures, accuracy cards beside the paper's figures, the model card,
+a training job's status line (the Predict page's photo labels and answers: mtfer.predict_view). No Streamlit here;
+the pages lay these out."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from mtfer import faces
-from mtfer.tasks import TASK_NAMES
+from mtfer.datasets import FORMATS
+from mtfer.lineage import Lineage, read_lineage
+from mtfer.tasks import TASK_NAMES, display_name
 
 # --- the paper's figures (SPEC section 2) ---------------------------------------------------------------
 
@@ -72,13 +75,63 @@ EVAL_SPLIT_NAMES = ("train", "val", "test", "all")
 
 def evaluation_dataset(key: str) -> str:
     """The data set part of an evaluation folder name: 'fer2013-test' -> 'fer2013', 'fer2013-csv-val' ->
-    'fer2013-csv'."""
+    'fer2013-csv', and for one saved under the runs folder 'default-20250101-120000-fer2013-test' -> 'fer2013'."""
     name, sep, split = key.rpartition("-")
-    return name if sep and split in EVAL_SPLIT_NAMES else key
+    if not (sep and split in EVAL_SPLIT_NAMES):
+        return key
+    return next((fmt for fmt in sorted(FORMATS, key=len, reverse=True) if name.endswith(f"-{fmt}")), name)
 
 
 def percent(value: float | None, digits: int = 1) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}%}"
+
+
+# Data set formats (mtfer.datasets.FORMATS) and splits as people write them.
+DATASET_TITLES = {
+    "fer2013": "FER2013",
+    "fer2013-csv": "FER2013",
+    "rafdb": "RAF-DB",
+    "utkface": "UTKFace",
+    "folders": "image folders",
+}
+SPLIT_TITLES = {"train": "training images", "val": "validation images", "test": "test images", "all": "all images"}
+# One line for the pages, above the accuracy cards.
+PAPER_NOTE = (
+    "The paper's figures come from its own 90/10 split, where the same images chose when training stopped and gave "
+    "the score (optimistic), and mostly from RAF-DB. They are shown in grey as a rough guide; a difference is "
+    "coloured only where the data set and the protocol are the same."
+)
+
+
+def dataset_title(fmt: str) -> str:
+    """'fer2013' -> 'FER2013', 'utkface' -> 'UTKFace', 'rafdb' -> 'RAF-DB'; unknown names unchanged."""
+    return DATASET_TITLES.get(fmt, fmt)
+
+
+def evaluation_split(key: str) -> str | None:
+    """The split part of an evaluation folder name ('fer2013-test' -> 'test'), None when it has none."""
+    _, sep, split = key.rpartition("-")
+    return split if sep and split in EVAL_SPLIT_NAMES else None
+
+
+def evaluation_title(key: str) -> str:
+    """An evaluation folder name for people: 'fer2013-test' -> 'FER2013, test images', and one saved under the
+    runs folder, 'default-20261130-101500-utkface-val' -> 'UTKFace, validation images (evaluated 30 Nov 2026,
+    10:15)'."""
+    split = evaluation_split(key)
+    if split is None:
+        return key
+    dataset = evaluation_dataset(key)
+    text = f"{dataset_title(dataset)}, {SPLIT_TITLES[split]}"
+    name = key[: -len(split) - 1]
+    stamp = re.search(rf"(\d{{8}}-\d{{6}})(?:\.\d+)?-{re.escape(dataset)}$", name)
+    if stamp:
+        try:
+            when = datetime.strptime(stamp.group(1), "%Y%m%d-%H%M%S")
+        except ValueError:
+            return text
+        text += f" (evaluated {when.day} {when:%b %Y, %H:%M})"
+    return text
 
 
 @dataclass(frozen=True)
@@ -91,37 +144,89 @@ class AccuracyCard:
     n: int
     paper: PaperResult | None = None
     same_data: bool = False
+    multi_task: bool = False
+    protocol: str | None = None  # the model's ("holdout" or "paper"); None when not known
 
     @property
     def label(self) -> str:
+        """Short and stable: 'Emotion · fer2013-test'."""
         return f"{self.task.capitalize()} · {self.evaluation}"
+
+    @property
+    def title(self) -> str:
+        """For people: 'Emotion · FER2013 test images'."""
+        split = evaluation_split(self.evaluation)
+        where = dataset_title(evaluation_dataset(self.evaluation))
+        return f"{display_name(self.task)} · {where} {SPLIT_TITLES[split]}" if split else display_name(self.task)
 
     @property
     def value(self) -> str:
         return percent(self.accuracy)
 
     @property
+    def comparable(self) -> bool:
+        """Like for like with the paper's figure: the same data set, the paper's protocol (the 10% that chose when
+        to stop is the one scored) and the same setting (multi- or single-task)."""
+        return bool(
+            self.paper is not None
+            and self.same_data
+            and self.accuracy is not None
+            and self.protocol == "paper"
+            and evaluation_split(self.evaluation) == "val"
+            and self.paper.setting == ("multi-task" if self.multi_task else "single-task")
+        )
+
+    @property
     def delta(self) -> str | None:
-        """Difference to the paper in percentage points (only against a figure on the same data set)."""
-        if self.paper is None or not self.same_data or self.accuracy is None:
+        """Difference to the paper in percentage points, only where the comparison is like for like."""
+        if not self.comparable or self.paper is None or self.accuracy is None:
             return None
         return f"{(self.accuracy - self.paper.accuracy) * 100:+.1f} pts vs paper"
 
     @property
+    def badge(self) -> str | None:
+        """What st.metric shows as its delta: the coloured difference where like for like, else the paper's figure
+        (to be shown in grey, `badge_color`, without an arrow)."""
+        return self.delta if self.comparable else self.paper_value
+
+    @property
+    def badge_color(self) -> str:
+        """st.metric's delta_color: "normal" (green/red) for a like-for-like difference, else "off" (grey)."""
+        return "normal" if self.comparable else "off"
+
+    @property
+    def paper_value(self) -> str | None:
+        """'Paper: 67.9%', shown in grey beside a score it is not like for like with."""
+        return None if self.paper is None else f"Paper: {self.paper.accuracy:.1%}"
+
+    @property
     def paper_text(self) -> str:
+        """One line on how this score relates to the paper's."""
         if self.paper is None:
-            return "The paper reports no comparable figure."
+            return "The paper reports no figure for this."
         where = PAPER_DATASET_NAMES.get(self.paper.dataset, self.paper.dataset)
-        text = f"Paper: {self.paper.accuracy:.2%} on {where} ({self.paper.setting}, optimistic split)"
-        return text if self.same_data else text + ": a different data set, a rough guide only"
+        if self.comparable:
+            return (
+                f"Same data set and protocol as the paper's {self.paper.accuracy:.1%} ({where}, {self.paper.setting})."
+            )
+        if not self.same_data:
+            return f"Paper: {self.paper.accuracy:.1%} on {where}, a different data set; not like for like."
+        return (
+            f"Paper: {self.paper.accuracy:.1%} on {where} ({self.paper.setting}) with its own optimistic split; "
+            "not like for like."
+        )
 
     @property
     def help(self) -> str:
-        return f"{self.n:,} labelled faces. {self.paper_text}."
+        return f"{self.n:,} labelled faces. {self.paper_text}"
 
 
-def accuracy_cards(evaluation: str, task_metrics: Mapping[str, Mapping], multi_task: bool) -> list[AccuracyCard]:
-    """Cards for one evaluation's {task: {"accuracy", "n", ...}} in model order; tasks without labels left out."""
+def accuracy_cards(
+    evaluation: str, task_metrics: Mapping[str, Mapping], multi_task: bool, protocol: str | None = None
+) -> list[AccuracyCard]:
+    """Cards for one evaluation's {task: {"accuracy", "n", ...}} in model order; tasks without labels left out.
+    `protocol` is the model's (metadata["protocol"]): only a "paper" model's validation scores are like for like
+    with the paper's figures."""
     dataset = evaluation_dataset(evaluation)
     cards = []
     for task in TASK_NAMES:
@@ -129,15 +234,17 @@ def accuracy_cards(evaluation: str, task_metrics: Mapping[str, Mapping], multi_t
         if not m or not m.get("n"):
             continue
         paper, same = paper_reference(dataset, task, multi_task)
-        cards.append(AccuracyCard(task, evaluation, m.get("accuracy"), int(m["n"]), paper, same))
+        cards.append(AccuracyCard(task, evaluation, m.get("accuracy"), int(m["n"]), paper, same, multi_task, protocol))
     return cards
 
 
-def summary_cards(summary: Mapping[str, Mapping[str, Mapping]], multi_task: bool) -> list[AccuracyCard]:
+def summary_cards(
+    summary: Mapping[str, Mapping[str, Mapping]], multi_task: bool, protocol: str | None = None
+) -> list[AccuracyCard]:
     """Cards from a bundle's metadata["metrics"] ({evaluation: {task: {...}}}): test evaluations when there are
     any (else validation ones), one card per task and evaluation."""
     keys = [k for k in summary if k.endswith("-test")] or list(summary)
-    return [card for key in sorted(keys) for card in accuracy_cards(key, summary[key], multi_task)]
+    return [card for key in sorted(keys) for card in accuracy_cards(key, summary[key], multi_task, protocol)]
 
 
 # --- the model card ---------------------------------------------------------------------------------------
@@ -170,134 +277,173 @@ def format_duration(seconds: float | None) -> str:
 
 @dataclass
 class ModelCard:
-    name: str
+    name: str  # the model's title: metadata["title"], else one made from what it is and when it was trained
     facts: list[tuple[str, str]]
     optimistic: bool
     multi_task: bool
     cards: list[AccuracyCard] = field(default_factory=list)
+    description: str = ""  # metadata["description"], else one sentence made from the metadata
+    folder: str = ""  # the bundle's folder name, for people who look for it on disk
 
 
 def is_optimistic(metadata: Mapping) -> bool:
     return bool(metadata.get("optimistic")) or metadata.get("protocol") == "paper"
 
 
-def model_card(metadata: Mapping, path: str | os.PathLike) -> ModelCard:
-    """What a non-technical reader needs to know about a model bundle, from its metadata.json."""
+ARCHITECTURE_NAMES = {"paper": "the paper's design", "fast": "fast"}
+# Which labels each data set gave the model, by format.
+DATASET_LABELS = {
+    "fer2013": "emotions",
+    "fer2013-csv": "emotions",
+    "utkface": "gender, race, age",
+    "rafdb": "emotion, gender, race, age",
+}
+SAMPLE_TITLES = {"train": "to learn from", "val": "to check progress", "test": "held back for the final test"}
+
+
+def format_date(iso: str | None, short: bool = False) -> str | None:
+    """'2026-11-30T08:58:06+00:00' -> '30 November 2026' ('30 Nov 2026' when short); None when not a date."""
+    try:
+        when = datetime.fromisoformat(str(iso))
+    except ValueError:
+        return None
+    return f"{when.day} {when:%b %Y}" if short else f"{when.day} {when:%B %Y}"
+
+
+def _joined(items: Sequence[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    items = [i for i in items if i]
+    return " and ".join(items) if len(items) < 3 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def model_title(metadata: Mapping) -> str:
+    """metadata["title"] when the model has one, else e.g. 'Multi-task network (fast), trained 30 Nov 2026'."""
+    if isinstance(metadata.get("title"), str) and metadata["title"].strip():
+        return metadata["title"].strip()
+    tasks = list(metadata.get("tasks", {}))
+    kind = "Multi-task" if len(tasks) > 1 else f"{display_name(tasks[0])}-only" if tasks else "Single-task"
+    architecture = str(metadata.get("architecture", ""))
+    name = f"{kind} network"
+    if architecture:
+        name += f" ({ARCHITECTURE_NAMES.get(architecture, architecture)})"
+    when = format_date(metadata.get("created"), short=True)
+    return f"{name}, trained {when}" if when else name
+
+
+def _datasets_text(metadata: Mapping) -> str:
+    parts = []
+    for d in metadata.get("datasets") or []:
+        fmt = str(d.get("format", "")) if isinstance(d, Mapping) else ""
+        title = dataset_title(fmt) if fmt != "folders" else f"image folders ({Path(str(d.get('root', ''))).name})"
+        parts.append(f"{title} ({DATASET_LABELS[fmt]})" if fmt in DATASET_LABELS else title)
+    return _joined(parts)
+
+
+def model_description(metadata: Mapping) -> str:
+    """metadata["description"] when the model has one, else one sentence on what it reads and from which data."""
+    if isinstance(metadata.get("description"), str) and metadata["description"].strip():
+        return metadata["description"].strip()
+    tasks = [display_name(t).lower() for t in metadata.get("tasks", {})]
+    text = f"One network that reads {_joined(tasks) or 'faces'} from a face"
+    data = _joined([dataset_title(str(d.get("format", ""))) for d in metadata.get("datasets") or []])
+    return text + (f", taught with {data}." if data else ".")
+
+
+def _machine_text(machine: object) -> str:
+    """'x86_64 2 cpu' -> ' on a 2-core computer'; '' when not recorded."""
+    found = re.search(r"(\d+)\s*cpu", str(machine or ""))
+    return f" on a {found.group(1)}-core computer" if found else ""
+
+
+def about_duration(seconds: float | None) -> str:
+    """A duration rounded as people say it: '45 s', '31 min', '1 h 05 min' (results tables round to minutes)."""
+    if seconds is None or not math.isfinite(seconds):
+        return "unknown"
+    if seconds < 60:
+        return f"{max(0, round(seconds))} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def choice_title(kind: str, folder: str, metadata: Mapping) -> str:
+    """A model to choose from, for people: 'Active model · Multi-task network (fast), trained 28 Nov 2026', and
+    for a run its folder name too."""
+    title = model_title(metadata) if metadata else folder
+    if kind == "active":
+        return f"Active model · {title}"
+    if kind == "default":
+        return f"Default model · {title}"
+    return f"Run {folder} · {title}" if metadata else f"Run {folder}"
+
+
+def training_time_text(metadata: Mapping, lineage: Lineage) -> str:
+    """How long training took, over every run of the lineage when they are all known (the README's wall time)."""
+    machine = _machine_text(metadata.get("machine"))
+    own = lineage.stages[-1] if lineage.stages else None
+    own_seconds = metadata.get("train_seconds")
+    own_epochs = own.epochs if own else None
+    epochs = f"{own_epochs} epochs" if own_epochs else ""
+    if not lineage.continued:
+        return f"{about_duration(own_seconds)}{machine}" + (f" ({epochs})" if epochs else "")
+    runs_before = len(lineage.stages) - 1
+    before = "an earlier run" if runs_before == 1 else f"{runs_before} earlier runs"
+    total, total_epochs = lineage.total_seconds, lineage.total_epochs
+    if total is not None:
+        text = f"{about_duration(total)} in all{machine}"
+        if total_epochs and runs_before == 1:
+            first = lineage.stages[0].epochs
+            return f"{text}: {total_epochs} epochs, {first} in an earlier run and {own_epochs} more in this one"
+        if total_epochs:
+            return f"{text}: {total_epochs} epochs over {runs_before + 1} runs, each continuing the one before"
+        return f"{text}; this model continued {before}"
+    return (
+        f"{about_duration(own_seconds)} for its last {epochs or 'stage'}{machine}; it continued {before} whose "
+        "time is not recorded with it"
+    )
+
+
+def model_card(metadata: Mapping, path: str | os.PathLike, lineage: Lineage | None = None) -> ModelCard:
+    """What a non-technical reader needs to know about a model bundle, from its metadata.json (and, for the
+    training time of a model that continued another, its lineage: :func:`mtfer.lineage.read_lineage`)."""
+    lineage = read_lineage(path, metadata) if lineage is None else lineage
     tasks = list(metadata.get("tasks", {}))
     multi_task = len(tasks) > 1
-    datasets = metadata.get("datasets") or []
-    data = ", ".join(f"{d.get('format')} ({Path(str(d.get('root', ''))).name})" for d in datasets) or "not recorded"
+    predicts = _joined([display_name(t).lower() for t in tasks]).capitalize()
+    predicts += ", all at once (multi-task)" if multi_task else " only (single-task)"
     samples = metadata.get("samples") or {}
-    counts = ", ".join(f"{n:,} {split}" for split, n in samples.items()) or "not recorded"
+    counts = _joined([f"{n:,} {SAMPLE_TITLES.get(split, split)}" for split, n in samples.items()])
     protocol = str(metadata.get("protocol", "unknown"))
     architecture = str(metadata.get("architecture", "unknown"))
     facts = [
-        ("Predicts", ", ".join(tasks) + (" (multi-task)" if multi_task else " (single-task)")),
-        ("Trained on", data),
-        ("Faces used", counts),
-        ("Protocol", PROTOCOL_TEXT.get(protocol, protocol)),
+        ("Predicts", predicts),
+        ("Taught with", _datasets_text(metadata) or "not recorded"),
+        ("Faces used", counts or "not recorded"),
+        ("How it was scored", PROTOCOL_TEXT.get(protocol, protocol)),
         ("Network", ARCHITECTURE_TEXT.get(architecture, architecture)),
-        (
-            "Created",
-            f"{metadata.get('created', 'unknown')}, trained in {format_duration(metadata.get('train_seconds'))}",
-        ),
+        ("Trained", format_date(metadata.get("created")) or "date not recorded"),
+        ("Training time", training_time_text(metadata, lineage)),
     ]
-    cards = summary_cards(metadata.get("metrics") or {}, multi_task)
-    return ModelCard(Path(path).name, facts, is_optimistic(metadata), multi_task, cards)
+    cards = summary_cards(metadata.get("metrics") or {}, multi_task, protocol)
+    return ModelCard(
+        model_title(metadata),
+        facts,
+        is_optimistic(metadata),
+        multi_task,
+        cards,
+        model_description(metadata),
+        Path(path).name,
+    )
 
 
 # --- prediction views -------------------------------------------------------------------------------------
 
 ACCENT = "#e4572e"
 MUTED = "#9fb3c8"
-# BGR colours for the boxes of successive faces.
-BOX_COLORS = ((46, 87, 228), (160, 110, 20), (60, 160, 60), (160, 60, 160), (0, 160, 200))
-
-
-def top_labels(prediction: Any) -> dict[str, tuple[str, float]]:
-    """{task: (top class, probability)} of a FacePrediction, in model order."""
-    return {task: prediction.top(task) for task in prediction.probabilities}
-
-
-def top_labels_text(prediction: Any) -> str:
-    """'emotion: happy (87%) · gender: female (90%) · race: asian (61%) · age: 20-39 (70%)'."""
-    return " · ".join(f"{task}: {label} ({p:.0%})" for task, (label, p) in top_labels(prediction).items())
-
-
-def draw_faces(image_bgr: np.ndarray, predictions: Sequence[Any], max_side: int = 1280) -> np.ndarray:
-    """The photo (RGB, at most `max_side` pixels on its long side) with a numbered box on every face and its top
-    labels beside it."""
-    image = np.asarray(image_bgr)
-    if image.ndim == 2:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    elif image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    h, w = image.shape[:2]
-    scale = min(1.0, max_side / max(h, w))
-    canvas = (
-        cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-        if scale < 1
-        else image.copy()
-    )
-    ch, cw = canvas.shape[:2]
-    thickness = max(1, round(max(ch, cw) / 500))
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    for k, p in enumerate(predictions, start=1):
-        x, y, bw, bh = (round(v * scale) for v in p.box)
-        color = BOX_COLORS[(k - 1) % len(BOX_COLORS)]
-        cv2.rectangle(canvas, (x, y), (x + bw, y + bh), color, thickness + 1)
-        lines = [f"{k}. {label} {conf:.0%}" if i == 0 else f"{label} {conf:.0%}"
-                 for i, (label, conf) in enumerate(top_labels(p).values())]  # fmt: skip
-        font_scale = float(np.clip(bw / 300, 0.35, 1.0))
-        sizes = [cv2.getTextSize(line, font, font_scale, thickness)[0] for line in lines]
-        line_h = max(s[1] for s in sizes) + round(8 * font_scale) + 2
-        block_w = max(s[0] for s in sizes) + 8
-        block_h = line_h * len(lines) + 4
-        bx = int(np.clip(x, 0, max(0, cw - block_w)))
-        by = y + bh + 2 if y + bh + 2 + block_h <= ch else max(0, y - block_h - 2)
-        cv2.rectangle(canvas, (bx, by), (bx + block_w, by + block_h), color, -1)
-        for i, line in enumerate(lines):
-            baseline = by + (i + 1) * line_h - round(4 * font_scale)
-            cv2.putText(canvas, line, (bx + 4, baseline), font, font_scale, (255, 255, 255), thickness, cv2.LINE_AA)
-    return cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB)
 
 
 def enlarge(face: np.ndarray, side: int = 200) -> np.ndarray:
     """A small grayscale face scaled up with visible pixels (nearest neighbour), for display."""
     return cv2.resize(np.asarray(face, dtype=np.uint8), (side, side), interpolation=cv2.INTER_NEAREST)
-
-
-def probability_figure(task: str, probabilities: Mapping[str, float]) -> go.Figure:
-    """Horizontal bars of every class's probability (model order top to bottom), the top class highlighted."""
-    classes = list(probabilities)
-    values = [float(probabilities[c]) for c in classes]
-    top = int(np.argmax(values)) if values else -1
-    fig = go.Figure(
-        go.Bar(
-            x=values,
-            y=classes,
-            orientation="h",
-            marker_color=[ACCENT if i == top else MUTED for i in range(len(classes))],
-            text=[f"{v:.0%}" for v in values],
-            textposition="outside",
-            cliponaxis=False,
-            hovertemplate="%{y}: %{x:.1%}<extra></extra>",
-        )
-    )
-    fig.update_layout(
-        title={"text": task.capitalize(), "x": 0},
-        xaxis={"range": [0, 1.18], "tickformat": ".0%", "fixedrange": True},
-        yaxis={"autorange": "reversed", "fixedrange": True},
-        height=70 + 26 * len(classes),
-        margin={"l": 10, "r": 10, "t": 36, "b": 10},
-        showlegend=False,
-    )
-    return fig
-
-
-def predictions_json(named: Sequence[tuple[str, Sequence[Any]]]) -> str:
-    """[{"file", "faces": [FacePrediction.to_dict(), ...]}, ...] as indented JSON."""
-    return json.dumps([{"file": name, "faces": [p.to_dict() for p in preds]} for name, preds in named], indent=2)
 
 
 # Characters that make markdown (or HTML, or LaTeX) anywhere in a line; file names cannot hold a newline.
@@ -310,6 +456,15 @@ def escape_markdown(text: str) -> str:
 
 
 # --- evaluation views -------------------------------------------------------------------------------------
+
+
+def display_frame(frame: pd.DataFrame, task: str) -> pd.DataFrame:
+    """A frame indexed (and, for a confusion matrix, with columns) by class names, with the names as people write
+    them ('african_american' -> 'African American')."""
+    out = frame.rename(index=lambda c: display_name(task, str(c)))
+    if frame.columns.name == "predicted":
+        out = out.rename(columns=lambda c: display_name(task, str(c)))
+    return out
 
 
 def confusion_figure(frame: pd.DataFrame, normalized: bool = False, title: str = "") -> go.Figure:
@@ -332,8 +487,8 @@ def confusion_figure(frame: pd.DataFrame, normalized: bool = False, title: str =
     )
     fig.update_layout(
         title={"text": title, "x": 0},
-        xaxis={"title": "predicted", "side": "bottom"},
-        yaxis={"title": "true", "autorange": "reversed"},
+        xaxis={"title": "predicted class", "side": "bottom"},
+        yaxis={"title": "true class", "autorange": "reversed"},
         height=140 + 42 * len(frame.index),
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
     )
@@ -354,8 +509,21 @@ def _epochs(history: pd.DataFrame) -> pd.Series:
     return history["epoch"] if "epoch" in history else pd.Series(range(1, len(history) + 1))
 
 
-def history_figure(history: pd.DataFrame, task: str) -> go.Figure:
-    """Loss and accuracy per epoch of one task, training (solid) vs validation (dashed)."""
+def _mark_starts(fig: go.Figure, starts: Sequence[tuple[int, str]]) -> None:
+    """A dotted line before the first epoch of each continuation of a training lineage."""
+    for epoch, _ in starts:
+        fig.add_vline(
+            x=epoch - 0.5,
+            line={"dash": "dot", "color": "#7f7f7f", "width": 1},
+            annotation_text="training continued",
+            annotation_position="top left",
+            annotation_font={"size": 11, "color": "#7f7f7f"},
+        )
+
+
+def history_figure(history: pd.DataFrame, task: str, starts: Sequence[tuple[int, str]] = ()) -> go.Figure:
+    """Loss and accuracy per epoch of one task, training (solid) vs validation (dashed); `starts` marks where a
+    continued run's epochs begin (:class:`mtfer.lineage.Lineage`)."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"))
     epochs = _epochs(history)
     for col, metric in enumerate(("loss", "accuracy"), start=1):
@@ -377,56 +545,129 @@ def history_figure(history: pd.DataFrame, task: str) -> go.Figure:
                 )
     fig.update_yaxes(tickformat=".0%", row=1, col=2)
     fig.update_xaxes(title_text="epoch", dtick=_epoch_tick(history))
+    _mark_starts(fig, starts)
     fig.update_layout(
-        title={"text": task.capitalize(), "x": 0}, height=300, margin={"l": 10, "r": 10, "t": 60, "b": 10}
+        title={"text": display_name(task), "x": 0}, height=300, margin={"l": 10, "r": 10, "t": 60, "b": 10}
     )
     return fig
 
 
-def learning_rate_figure(history: pd.DataFrame) -> go.Figure | None:
-    """The learning rate per epoch (log scale), None when history.csv has no learning_rate column."""
+_SUPERSCRIPTS = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def format_rate(value: float) -> str:
+    """A learning rate as people read it: 3e-4 -> '3×10⁻⁴', 1e-3 -> '10⁻³', 0.05 -> '0.05', 0 -> '0'."""
+    if not math.isfinite(value) or value <= 0:
+        return "0" if value == 0 else str(value)
+    exponent = math.floor(math.log10(value))
+    mantissa = float(f"{value / 10**exponent:.2g}")
+    if mantissa >= 10:
+        mantissa, exponent = mantissa / 10, exponent + 1
+    if exponent >= -2:
+        return f"{value:.3g}"
+    power = f"10{str(exponent).translate(_SUPERSCRIPTS)}"
+    return power if mantissa == 1 else f"{mantissa:g}×{power}"
+
+
+def rate_axis(values: Sequence[float]) -> dict:
+    """A readable y axis for learning rates: a log axis with ticks at 1, 2 and 5 (or whole powers of ten) when the
+    rates span more than a factor of 20 and are all positive, else a linear axis from 0; every tick labelled with
+    :func:`format_rate` (plotly's own log ticks read '1, 1e-3, 5, 2, 1e-4, 5')."""
+    rates = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not rates:
+        return {}
+    low, high = min(rates), max(rates)
+    if low > 0 and high / low > 20:
+        lo, hi = math.log10(low) - 0.15, math.log10(high) + 0.15
+        decades = range(math.floor(lo), math.ceil(hi) + 1)
+        steps = (1,) if len(decades) > 4 else (1, 2, 5)
+        ticks = [m * 10.0**k for k in decades for m in steps if lo <= math.log10(m * 10.0**k) <= hi]
+        if len(ticks) > 8:
+            ticks = ticks[:: math.ceil(len(ticks) / 8)]
+        return {"type": "log", "range": [lo, hi], "tickvals": ticks, "ticktext": [format_rate(t) for t in ticks]}
+    top = high * 1.15 if high > 0 else 1.0
+    raw = top / 4
+    base = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * base for m in (1, 2, 5, 10) if m * base >= raw)
+    ticks = [i * step for i in range(int(top // step) + 1)]
+    return {"type": "linear", "range": [0, top], "tickvals": ticks, "ticktext": [format_rate(t) for t in ticks]}
+
+
+def learning_rate_figure(history: pd.DataFrame, starts: Sequence[tuple[int, str]] = ()) -> go.Figure | None:
+    """The learning rate per epoch on a readable axis (:func:`rate_axis`), None when history.csv has no
+    learning_rate column; `starts` marks where a continued run's epochs begin."""
     if "learning_rate" not in history or history["learning_rate"].dropna().empty:
         return None
-    fig = go.Figure(go.Scatter(x=_epochs(history), y=history["learning_rate"], mode="lines+markers"))
+    rates = pd.to_numeric(history["learning_rate"], errors="coerce")
+    fig = go.Figure(
+        go.Scatter(
+            x=_epochs(history),
+            y=rates,
+            mode="lines+markers",
+            text=[format_rate(r) if pd.notna(r) else "" for r in rates],
+            hovertemplate="epoch %{x}: %{text}<extra></extra>",
+        )
+    )
+    _mark_starts(fig, starts)
     fig.update_layout(
         title={"text": "Learning rate", "x": 0},
         xaxis={"title": "epoch", "dtick": _epoch_tick(history)},
-        yaxis={"type": "log", "exponentformat": "e"},
+        yaxis=rate_axis(rates.dropna().tolist()),
         height=260,
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
     )
     return fig
 
 
-def slices_figure(slices: pd.DataFrame) -> go.Figure | None:
-    """Emotion accuracy per gender, race and age group (one panel each); None when no group has a sample."""
+def slices_figure(slices: pd.DataFrame, task: str = "emotion", overall: float | None = None) -> go.Figure | None:
+    """A task's accuracy per gender, race and age group (one panel each) from a table with the columns attribute,
+    group, n, accuracy (an evaluation's slices, or :func:`mtfer.evaluation.group_accuracy` with its `task` column);
+    a dotted line at `overall`, the task's accuracy on all faces. None when no group has a face."""
     usable = slices[(slices["n"] > 0) & slices["accuracy"].notna()]
+    if "task" in usable.columns:
+        usable = usable[usable["task"] == task]
     if usable.empty:
         return None
     attributes = list(dict.fromkeys(usable["attribute"]))
     fig = make_subplots(
-        rows=1, cols=len(attributes), subplot_titles=[a.capitalize() for a in attributes], shared_yaxes=True
+        rows=1,
+        cols=len(attributes),
+        subplot_titles=[f"By {display_name(a).lower()}" for a in attributes],
+        shared_yaxes=True,
     )
     for col, attribute in enumerate(attributes, start=1):
         part = usable[usable["attribute"] == attribute]
         fig.add_trace(
             go.Bar(
-                x=part["group"],
+                x=[
+                    f"{display_name(attribute, str(g))}<br>{n:,} faces"
+                    for g, n in zip(part["group"], part["n"], strict=True)
+                ],
                 y=part["accuracy"],
                 text=[f"{a:.0%}" for a in part["accuracy"]],
                 textposition="outside",
                 cliponaxis=False,
                 customdata=part["n"],
-                hovertemplate="%{x}: %{y:.1%} of %{customdata:,} faces<extra></extra>",
+                hovertemplate="%{x}: %{y:.1%} right<extra></extra>",
                 marker_color=MUTED,
                 showlegend=False,
             ),
             row=1,
             col=col,
         )
-    fig.update_yaxes(range=[0, 1.1], tickformat=".0%")
+    if overall is not None and math.isfinite(overall):
+        fig.add_hline(
+            y=overall,
+            line={"dash": "dot", "color": "#7f7f7f", "width": 1},
+            annotation_text=f"all faces: {overall:.0%}",
+            annotation_position="top right",
+            annotation_font={"size": 11, "color": "#7f7f7f"},
+        )
+    fig.update_yaxes(range=[0, 1.12], tickformat=".0%")
     fig.update_layout(
-        title={"text": "Emotion accuracy by group", "x": 0}, height=320, margin={"l": 10, "r": 10, "t": 60, "b": 10}
+        title={"text": f"{display_name(task)} accuracy by group", "x": 0},
+        height=340,
+        margin={"l": 10, "r": 10, "t": 60, "b": 10},
     )
     return fig
 
@@ -473,8 +714,9 @@ def sample_face(
 
 
 def gallery_caption(row: Mapping, task: str) -> str:
-    """'true happy → sad (87%)' for a row of a misclassified table."""
-    return f"{row[f'{task}_true']} → {row[f'{task}_pred']} ({float(row[f'{task}_confidence']):.0%})"
+    """'True: Happy → predicted: Sad (87% sure)' for a row of a misclassified table."""
+    true, predicted = display_name(task, str(row[f"{task}_true"])), display_name(task, str(row[f"{task}_pred"]))
+    return f"True: {true} → predicted: {predicted} ({float(row[f'{task}_confidence']):.0%} sure)"
 
 
 # --- training jobs ----------------------------------------------------------------------------------------
@@ -487,6 +729,41 @@ class JobStatus:
     headline: str
     active: bool
     finished: bool
+
+
+def _preparing_line(progress: Mapping) -> tuple[float, str]:
+    """Progress bar fraction and line while a job frames a data set's faces (mtfer.training.PreparationProgress)."""
+    name = progress.get("dataset") or "the data sets"
+    of = f" ({progress['dataset_index']} of {progress['datasets']})" if progress.get("datasets", 0) > 1 else ""
+    done, total = int(progress.get("done") or 0), int(progress.get("total") or 0)
+    if not total:
+        return 0.0, f"Loading {name}{of} ..."
+    line = f"Preparing {name}{of}, the first time only: {done:,} of {total:,} faces"
+    if progress.get("rate"):
+        line += f" · {float(progress['rate']):,.0f} faces/s"
+    if progress.get("eta_s") is not None:
+        line += f" · about {format_duration(float(progress['eta_s']))} left"
+    return float(np.clip(done / total, 0.0, 1.0)), line
+
+
+def _stopped_line(progress: Mapping) -> tuple[float | None, str]:
+    """Progress bar fraction (None: unknown) and line of a stopped job: where it stopped, the complete epochs it
+    kept (mtfer.training.stop_point) and where Resume continues."""
+    stop = progress.get("stop")
+    if not isinstance(stop, Mapping):  # stopped by an older version
+        return None, f"Stopped at epoch {int(progress.get('epoch') or 0)}. Resume continues it."
+    complete = int(stop.get("completed_epochs") or 0)
+    epochs = int(progress.get("epochs") or 0)
+    kept = {0: "no epoch complete yet", 1: "epoch 1 complete"}.get(complete, f"epochs 1-{complete} complete")
+    then = f"Resume continues from epoch {complete + 1}." if complete else "Resume starts again from epoch 1."
+    epoch, step, steps = int(stop.get("epoch") or 0), int(stop.get("step") or 0), int(stop.get("steps") or 0)
+    if stop.get("phase") == "preparing":
+        where = "Stopped while preparing the data sets"
+    elif steps and step >= steps:
+        where = f"Stopped after epoch {epoch}"
+    else:
+        where = f"Stopped during epoch {epoch} at step {step} of {steps}"
+    return (complete / epochs if epochs else None), f"{where}; {kept}; {then}"
 
 
 def job_status(progress: Mapping) -> JobStatus:
@@ -508,6 +785,8 @@ def job_status(progress: Mapping) -> JobStatus:
         headline = "Starting: loading TensorFlow and preparing the data sets ..."
     elif state == "running" and progress.get("phase") == "evaluating":
         headline = "Training done; evaluating on the held-out data ..."
+    elif state == "running" and progress.get("phase") == "preparing":
+        fraction, headline = _preparing_line(progress)
     elif state == "running":
         if not epoch:
             headline = "Preparing the data sets (the first time, faces are found and aligned) ..."
@@ -518,7 +797,8 @@ def job_status(progress: Mapping) -> JobStatus:
     elif state == "stopping":
         headline = "Stopping after the current step ..."
     elif state == "stopped":
-        headline = f"Stopped after epoch {epoch}; it can be resumed with `mtfer train --resume`."
+        stopped_fraction, headline = _stopped_line(progress)
+        fraction = fraction if stopped_fraction is None else float(np.clip(stopped_fraction, 0.0, 1.0))
     elif state == "failed":
         headline = f"Failed: {progress.get('error') or 'see the log'}"
     else:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from mtfer import quiet
+
+# TensorFlow's C++ INFO and WARNING lines off unless the user asked for them; the first lines of its start-up,
+# which this does not reach, are filtered by mtfer.quiet.import_tensorflow (called before a command needs it).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -39,6 +45,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         progress=TextProgress(),
         limit=args.limit,
         rebuild=args.rebuild,
+        splits=args.split,
     )
     print(f"{prepared.name}: {len(prepared.images)} faces prepared")
     print(json.dumps(prepared.report, indent=2, default=str))
@@ -67,6 +74,53 @@ def _parse_weights(text: str | None) -> dict[str, float] | None:
     return weights
 
 
+TRAIN_SETTINGS = (
+    "architecture",
+    "learning_rate",
+    "batch_size",
+    "epochs",
+    "protocol",
+    "seed",
+    "precision",
+    "strategy",
+    "limit",
+    "steps_per_epoch",
+    "init_from",
+    "name",
+    "early_stopping_patience",
+    "label_smoothing",
+    "lr_schedule",
+    "warmup_epochs",
+    "weight_decay",
+    "class_weighting",
+    "augment",
+    "mixup",
+    "ema",
+    "tta_flip",
+)
+
+
+def train_config_from_args(args: argparse.Namespace):
+    """The `train` command's settings: the preset's (the paper's by default), then every flag given on top."""
+    from mtfer import training
+
+    fields: dict = {"datasets": _parse_datasets(args.dataset or [])}
+    for name in TRAIN_SETTINGS:
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
+    if args.single_task:
+        fields["tasks"] = ["emotion"]
+    elif args.tasks:
+        fields["tasks"] = [t.strip() for t in args.tasks.split(",")]
+    if args.no_augment:
+        fields["augment"] = False
+    if (weights := _parse_weights(args.loss_weights)) is not None:
+        fields["loss_weights"] = {**training.TrainConfig().loss_weights, **weights}
+    if args.preset:
+        return training.TrainConfig.from_preset(args.preset, **fields)
+    return training.TrainConfig(**fields)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from mtfer import runs, training
 
@@ -79,30 +133,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.config:
         config = training.TrainConfig.from_dict(runs.read_json(args.config))
     else:
-        fields: dict = {"datasets": _parse_datasets(args.dataset or [])}
-        for name in (
-            "architecture",
-            "learning_rate",
-            "batch_size",
-            "epochs",
-            "protocol",
-            "seed",
-            "precision",
-        ):
-            if getattr(args, name) is not None:
-                fields[name] = getattr(args, name)
-        for name in ("strategy", "limit", "steps_per_epoch", "init_from", "name"):
-            if getattr(args, name) is not None:
-                fields[name] = getattr(args, name)
-        if args.single_task:
-            fields["tasks"] = ["emotion"]
-        elif args.tasks:
-            fields["tasks"] = [t.strip() for t in args.tasks.split(",")]
-        if args.no_augment:
-            fields["augment"] = False
-        if (weights := _parse_weights(args.loss_weights)) is not None:
-            fields["loss_weights"] = {**training.TrainConfig().loss_weights, **weights}
-        config = training.TrainConfig(**fields)
+        config = train_config_from_args(args)
     if args.background:
         folder = runs.start_job(config.to_dict(), args.runs)
         print(f"started {folder.name} in the background (pid {runs.read_progress(folder).get('pid')})")
@@ -114,20 +145,43 @@ def cmd_train(args: argparse.Namespace) -> int:
     training.train(config, folder)
     metadata = runs.read_json(folder / runs.METADATA_FILE) if (folder / runs.METADATA_FILE).exists() else {}
     print(f"run {folder}")
-    print(json.dumps(metadata.get("metrics", {}), indent=2))
+    if "metrics" in metadata:  # a stopped run has none (and once printed a bare "{}")
+        print(json.dumps(metadata["metrics"], indent=2))
     return 0
 
 
+def format_metrics(metrics: dict) -> str:
+    """Per task: accuracy, macro-F1 and the number of labelled faces, then recall and support per class."""
+    lines = []
+    for task, m in metrics["tasks"].items():
+        if not m.get("n"):
+            lines.append(f"{task}: no labelled faces")
+            continue
+        lines.append(f"{task}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  ({m['n']:,} faces)")
+        width = max(len("class"), *(len(c) for c in m["classes"]))
+        lines.append(f"  {'class':<{width}}  recall  support")
+        for name in m["classes"]:
+            c = m["per_class"][name]
+            recall = "   n/a" if c["recall"] is None or not c["support"] else f"{c['recall']:6.3f}"
+            lines.append(f"  {name:<{width}}  {recall}  {c['support']:7,}")
+    return "\n".join(lines)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from mtfer.datasets.cache import TextProgress
     from mtfer.evaluation import evaluate_dataset
 
     result, out_dir = evaluate_dataset(
-        args.model, args.format, args.data, args.split, out_dir=args.out, runs_dir=args.runs
+        args.model,
+        args.format,
+        args.data,
+        args.split,
+        out_dir=args.out,
+        runs_dir=args.runs,
+        progress=TextProgress(f"framing the {args.split} faces" if args.split != "all" else "framing the faces"),
     )
-    for task, m in result.metrics["tasks"].items():
-        acc = "n/a" if m["accuracy"] is None else f"{m['accuracy']:.4f}"
-        print(f"{task:8s} accuracy {acc}  (n={m['n']})")
-    print(f"wrote {out_dir}")
+    print(format_metrics(result.metrics))
+    print(f"evaluation saved in {out_dir}")
     return 0
 
 
@@ -144,6 +198,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not decoded:
         return 1
 
+    quiet.import_tensorflow()
     from mtfer.inference import Predictor
 
     predictor = Predictor(args.model)
@@ -182,7 +237,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtfer", description=__doc__)
     parser.add_argument("--runs", default=None, help="runs folder (default: $MTFER_RUNS or ./runs)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=LazyEpilogParser)
 
     p = sub.add_parser("inspect", help="counts per split, task and class, and what was skipped")
     _data_args(p)
@@ -195,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--rebuild", action="store_true")
+    p.add_argument(
+        "--split",
+        action="append",
+        choices=("train", "val", "test"),
+        help="frame only this split's images (repeatable; default: every split)",
+    )
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("train", help="train a model (the paper's settings by default)")
@@ -217,15 +278,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="at most this many samples per data set")
     p.add_argument("--steps-per-epoch", type=int)
     p.add_argument("--init-from", help="start from this run's or bundle's weights (sequential training)")
-    p.add_argument("--no-augment", action="store_true")
+    p.add_argument(
+        "--preset",
+        choices=("paper", "recipe"),
+        help="paper: the paper's settings (the default); recipe: the shipped recipe (fast network, cosine schedule, "
+        "AdamW, label smoothing, sqrt class weights, strong augmentation, test-time flip). Flags override it",
+    )
+    augment = p.add_mutually_exclusive_group()
+    augment.add_argument("--augment", choices=("none", "light", "strong"), help="light (default) or strong")
+    augment.add_argument("--no-augment", action="store_true", help="same as --augment none")
+    p.add_argument("--label-smoothing", type=float, help="e.g. 0.1 (default 0)")
+    p.add_argument(
+        "--lr-schedule", choices=("plateau", "cosine", "onecycle"), help="plateau (paper, default), cosine, onecycle"
+    )
+    p.add_argument("--warmup-epochs", type=float, help="linear warmup of the cosine schedule (default 1)")
+    p.add_argument("--weight-decay", type=float, help="> 0: AdamW with this decoupled weight decay")
+    p.add_argument("--class-weighting", choices=("none", "balanced", "sqrt"), help="emotion class weights")
+    p.add_argument("--mixup", type=float, help="mixup alpha (default 0: off)")
+    p.add_argument("--ema", type=float, help="keep an exponential moving average of the weights, e.g. 0.999")
+    p.add_argument(
+        "--tta-flip", action=argparse.BooleanOptionalAction, default=None, help="average each face with its mirror"
+    )
+    p.add_argument(
+        "--early-stopping-patience",
+        type=int,
+        help="epochs without improvement before stopping (default 11; with a schedule, the number of epochs)",
+    )
     p.add_argument("--name", help="label for the run id")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="per-task metrics of a model on a data set")
     p.add_argument("--model", default="default", help="run id, bundle folder, or 'default'")
     _data_args(p)
-    p.add_argument("--split", default="test", help="train, val, test, or all (every sample)")
-    p.add_argument("--out", help="output folder (default: the run's evaluation/<format>-<split>/)")
+    p.add_argument(
+        "--split", default="test", help="train, val, test, or all (every sample); only its images are framed"
+    )
+    p.add_argument(
+        "--out",
+        help="output folder (default: a run's own evaluation/<format>-<split>/; for any other model, such as the "
+        "shipped default, <runs>/evaluations/<model>-<time>-<format>-<split>/)",
+    )
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="faces and four labels for photos")
@@ -239,12 +331,65 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop", metavar="RUN")
     p.add_argument("--activate", metavar="RUN")
     p.set_defaults(func=cmd_runs)
+
+    for name in ("prepare", "train", "evaluate"):
+        command = sub.choices[name]
+        command.epilog_factory = functools.partial(where_help, name)
+        command.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
+
+
+class LazyEpilogParser(argparse.ArgumentParser):
+    """An ArgumentParser whose epilog is made when the help is shown: what it says (where files go, now) needs
+    modules that every other use of the command would import for nothing."""
+
+    epilog_factory: Callable[[], str] | None = None
+
+    def format_help(self) -> str:
+        if self.epilog_factory is not None and self.epilog is None:
+            self.epilog = self.epilog_factory()
+        return super().format_help()
+
+
+def where_help(command: str) -> str:
+    """The end of `prepare`, `train` and `evaluate --help`: where files go, which variables move them, now."""
+    from mtfer import runs, settings
+    from mtfer.datasets.cache import ENV_CACHE_DIR, default_cache_dir
+
+    roots = " and ".join(r if r.startswith(".") else f"./{r}" for r in settings.DEFAULT_DATA_ROOTS)
+    lines = ["where files go:"]
+    if command != "prepare":
+        lines.append(f"  runs folder     --runs or $MTFER_RUNS, default ./runs (now {runs.default_runs_dir()})")
+    if command == "train":
+        lines.append("  the run         <runs>/<run id>/: model, history, log, checkpoints, its evaluations")
+    if command == "evaluate":
+        lines += [
+            "  evaluation      --out, else a run's own evaluation/<format>-<split>/ when --model is a run of the",
+            "                  runs folder, else <runs>/evaluations/<model>-<time>-<format>-<split>/ (never inside",
+            "                  the shipped models/default or any other bundle)",
+        ]
+    lines += [
+        f"  prepared faces  ${ENV_CACHE_DIR}, default ./cache (now {default_cache_dir().resolve()}): one folder per",
+        "                  data set, splits and settings, reused until an image, a label or a setting changes",
+    ]
+    if command == "evaluate":
+        lines.append("                  (only the scored split is framed, or taken from a cache of every split)")
+    lines += [
+        f"  data sets       ${settings.ENV_DATA_ROOTS} ({os.pathsep}-separated, default {roots}) is where the app",
+        "                  looks for data sets; the command line reads the paths it is given",
+        "Relative defaults are taken from the working folder.",
+    ]
+    if command != "prepare":
+        lines.append("TensorFlow's start-up messages are hidden; TF_CPP_MIN_LOG_LEVEL=0 shows them.")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from mtfer.runs import RunError
+
+    if args.command == "evaluate" or (args.command == "train" and not args.background):
+        quiet.import_tensorflow()
 
     try:
         return args.func(args)

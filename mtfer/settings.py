@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -136,6 +137,19 @@ class ModelChoice:
     path: Path
     kind: str  # "active", "default" or "run"
 
+    @property
+    def slug(self) -> str:
+        """Names the choice in a page's URL (query parameters): 'active', 'default' or the run's folder name."""
+        return self.kind if self.kind in ("active", "default") else self.path.name
+
+
+def find_choice(choices: Sequence[ModelChoice], slug: str | None) -> ModelChoice | None:
+    """The choice a URL names by its slug (or by its folder name: 'default' is the active model when that is the
+    shipped one, listed once); None when it names none of them."""
+    if not slug:
+        return None
+    return next((c for c in choices if c.slug == slug), None) or next((c for c in choices if c.path.name == slug), None)
+
 
 def is_bundle(path: str | os.PathLike) -> bool:
     """A folder holding a complete model bundle (model.keras and metadata.json)."""
@@ -172,14 +186,43 @@ def model_choices(runs_dir: str | os.PathLike | None = None) -> list[ModelChoice
     return choices
 
 
-def list_evaluations(model: str | os.PathLike) -> list[str]:
-    """Names of the saved evaluations of a model folder (evaluation/<name>/metrics.json), test ones first."""
-    folder = Path(model) / runs.EVALUATION_DIR
-    if not folder.is_dir():
-        return []
-    names = [p.name for p in folder.iterdir() if (p / METRICS_FILE).is_file()]
+def list_evaluations(model: str | os.PathLike, runs_dir: str | os.PathLike | None = None) -> list[str]:
+    """Names of the saved evaluations of a model folder, test ones first: its own evaluation/<name>/metrics.json,
+    and those saved for it under <runs>/evaluations/ (<model>-<time>-<format>-<split>/, written by
+    ``mtfer evaluate`` and the Evaluate page for bundles that are not runs, such as the shipped model)."""
+    names = [p.name for p in _subfolders(Path(model) / runs.EVALUATION_DIR) if (p / METRICS_FILE).is_file()]
+    names += [p.name for p in _saved_elsewhere(model, runs_dir) if p.name not in names]
     return sorted(names, key=lambda n: (not n.endswith("-test"), n))
 
 
-def evaluation_dir(model: str | os.PathLike, name: str) -> Path:
-    return Path(model) / runs.EVALUATION_DIR / name
+def evaluation_dir(model: str | os.PathLike, name: str, runs_dir: str | os.PathLike | None = None) -> Path:
+    """The folder of the evaluation `name` from :func:`list_evaluations`: the model's own when it has one of
+    that name, else the one under <runs>/evaluations/."""
+    own = Path(model) / runs.EVALUATION_DIR / name
+    if own.is_dir():
+        return own
+    return next((p for p in _saved_elsewhere(model, runs_dir) if p.name == name), own)
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    try:
+        return [p for p in folder.iterdir() if p.is_dir()]
+    except OSError:  # missing or unreadable
+        return []
+
+
+def _saved_elsewhere(model: str | os.PathLike, runs_dir: str | os.PathLike | None) -> list[Path]:
+    """Evaluations of `model` under <runs>/evaluations/: folders named after it whose metrics.json names it."""
+    bundle = Path(model).resolve()
+    root = Path(runs_dir) if runs_dir else runs.default_runs_dir()
+    found = []
+    for folder in _subfolders(root / runs.EVALUATIONS_DIR):
+        if not folder.name.startswith(f"{bundle.name}-"):
+            continue
+        try:
+            recorded = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8")).get("model")
+        except (OSError, ValueError, AttributeError):  # missing, half-written or not an evaluation
+            continue
+        if isinstance(recorded, str) and Path(recorded).resolve() == bundle:
+            found.append(folder)
+    return found

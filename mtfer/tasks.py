@@ -34,6 +34,32 @@ TASK_NAMES: tuple[str, ...] = tuple(TASKS)
 PAPER_LOSS_WEIGHTS: dict[str, float] = {t.name: t.loss_weight for t in TASKS.values()}
 
 
+# Class and task names as people write them (charts, tables, the app); the identifiers above stay the contract.
+TASK_TITLES: dict[str, str] = {"emotion": "Emotion", "gender": "Gender", "race": "Race", "age": "Age group"}
+CLASS_TITLES: dict[str, dict[str, str]] = {
+    "emotion": {c: c.capitalize() for c in EMOTION.classes},
+    "gender": {"male": "Male", "female": "Female", "unsure": "Unsure"},
+    "race": {"caucasian": "Caucasian", "african_american": "African American", "asian": "Asian"},
+    "age": {
+        "0-3": "0-3 years",
+        "4-19": "4-19 years",
+        "20-39": "20-39 years",
+        "40-69": "40-69 years",
+        "70+": "70+ years",
+    },
+}
+# Classes that no available data set can teach (UTKFace has no "unsure" gender; FER2013 no attributes): hidden
+# from charts, tables and confusion matrices unless a data set carries them.
+UNTAUGHT_CLASSES: dict[str, tuple[str, ...]] = {"gender": ("unsure",)}
+
+
+def display_name(task: str, label: str | None = None) -> str:
+    """'Race' for a task, 'African American' for one of its classes; unknown labels are returned tidied."""
+    if label is None:
+        return TASK_TITLES.get(task, task.replace("_", " ").capitalize())
+    return CLASS_TITLES.get(task, {}).get(label, label.replace("_", " "))
+
+
 def get_task(name: str) -> Task:
     try:
         return TASKS[name]

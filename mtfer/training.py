@@ -4,14 +4,16 @@ One trainer serves the CLI, `training/` scripts and the app's Train page (throug
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
 import platform
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,12 @@ log = logging.getLogger("mtfer.training")
 PROTOCOLS = ("holdout", "paper")
 PRECISIONS = ("auto", "bfloat16", "float32")
 STRATEGIES = ("default", "mirrored", "multiworker")
+LR_SCHEDULES = ("plateau", "cosine", "onecycle")
+CLASS_WEIGHTINGS = ("none", "balanced", "sqrt")
+AUGMENTATIONS = ("none", "light", "strong")
+ONECYCLE_WARMUP = 0.3  # fraction of all steps spent warming up in the "onecycle" schedule
+PAPER_EARLY_STOPPING_PATIENCE = 11  # not given in the paper; long enough for two learning-rate drops
+REMOVED_SETTINGS = ("blur_sigma", "blur_threshold")  # old runs' configs may still carry these
 
 
 @dataclass
@@ -39,14 +47,17 @@ class TrainConfig:
     learning_rate: float = 3e-4
     batch_size: int = 32
     epochs: int = 100
-    early_stopping_patience: int = 11  # not given in the paper; long enough for two learning-rate drops
+    # Epochs without improvement of the monitored validation accuracy before stopping (the best epoch is restored
+    # either way). None: 11 with "plateau" (long enough for two learning-rate drops), `epochs` with a schedule,
+    # which should run to its end: with "cosine"/"onecycle" set it >= epochs.
+    early_stopping_patience: int | None = None
     plateau_patience: int = 5
     plateau_factor: float = 0.2
     min_learning_rate: float = 1e-6  # stop once the learning rate falls below this
     protocol: str = "holdout"
     val_fraction: float = 0.1
     seed: int = 1337
-    augment: bool = True
+    augment: bool | str = True  # True/"light": flips, shifts, turns, zooms; "strong": plus photometric; False/"none"
     precision: str = "auto"
     strategy: str = "default"
     devices: list[str] | None = None  # for MirroredStrategy, e.g. ["/cpu:0", "/cpu:1"]
@@ -54,10 +65,18 @@ class TrainConfig:
     limit: int | None = None  # cap on samples per data set (quick runs)
     steps_per_epoch: int | None = None  # cap on steps per epoch (quick runs, tests)
     image_size: int = 50
-    # Blur every face sharper than blur_threshold (Laplacian variance) with a Gaussian of blur_sigma pixels, in
-    # training and at inference alike: for data sets whose training images are blurred (see README, Data quirks).
-    blur_sigma: float = 0.0
-    blur_threshold: float = 50.0
+    # Face detector that frames the training crops, saved with the model and used on photos: "blazeface" (default)
+    # or "haar" (the paper's preprocessing; mtfer.faces.PreprocessConfig.named).
+    preprocessing: str = "blazeface"
+    # Training recipe beyond the paper; every default is the paper's behaviour.
+    label_smoothing: float = 0.0  # CategoricalCrossentropy(label_smoothing=...) on every head
+    lr_schedule: str = "plateau"  # "plateau" (paper): ReduceLROnPlateau; "cosine"/"onecycle": warmup, cosine decay
+    warmup_epochs: float = 1.0  # linear warmup of the "cosine" schedule ("onecycle" warms up over 30% of the steps)
+    weight_decay: float = 0.0  # > 0: AdamW (decoupled decay, lr * weight_decay per step) instead of Adam
+    class_weighting: str = "none"  # emotion head only: "balanced" or "sqrt" (its square root), mean weight 1
+    mixup: float = 0.0  # > 0: mixup with Beta(mixup, mixup) within each training batch
+    ema: float = 0.0  # > 0: validate, keep and save the exponential moving average of the weights (this momentum)
+    tta_flip: bool = False  # evaluate and predict on the mean of each face and its mirror image
     name: str = ""
     run_id: str | None = None
 
@@ -73,6 +92,7 @@ class TrainConfig:
             ("protocol", self.protocol, PROTOCOLS),
             ("precision", self.precision, PRECISIONS),
             ("strategy", self.strategy, STRATEGIES),
+            ("preprocessing", self.preprocessing, ("blazeface", "haar")),
         ):
             if value not in choices:
                 raise ValueError(f"unknown {name} {value!r}; expected one of {list(choices)}")
@@ -86,6 +106,30 @@ class TrainConfig:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be between 0 and 1, got {self.val_fraction}")
+        for name, value, choices in (
+            ("lr_schedule", self.lr_schedule, LR_SCHEDULES),
+            ("class_weighting", self.class_weighting, CLASS_WEIGHTINGS),
+        ):
+            if value not in choices:
+                raise ValueError(f"unknown {name} {value!r}; expected one of {list(choices)}")
+        augmentation_level(self.augment)
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema (the moving average's momentum) must be in [0, 1), e.g. 0.999; got {self.ema}")
+        for label, value in (
+            ("warmup_epochs", self.warmup_epochs),
+            ("weight_decay", self.weight_decay),
+            ("mixup", self.mixup),
+        ):
+            if value < 0:
+                raise ValueError(f"{label} must be >= 0, got {value}")
+        if self.early_stopping_patience is None:
+            self.early_stopping_patience = (
+                PAPER_EARLY_STOPPING_PATIENCE if self.lr_schedule == "plateau" else self.epochs
+            )
+        if self.early_stopping_patience < 0:
+            raise ValueError(f"early_stopping_patience must be >= 0, got {self.early_stopping_patience}")
         for d in self.datasets:
             if not isinstance(d, dict) or "format" not in d or "root" not in d:
                 raise ValueError(f"each data set needs a 'format' and a 'root', got {d!r}")
@@ -95,11 +139,82 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
+        """A saved config; settings that were removed since (REMOVED_SETTINGS) are dropped with a warning."""
+        data = dict(data)
+        if float(data.get("blur_sigma") or 0.0):
+            log.warning(
+                "ignoring blur_sigma=%s: blurring faces to match a blurred training set is no longer supported",
+                data["blur_sigma"],
+            )
+        for name in REMOVED_SETTINGS:
+            data.pop(name, None)
+        data.setdefault("preprocessing", "haar")  # saved before the detector was a setting: the Haar pipeline
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown training settings {sorted(unknown)}")
         return cls(**data)
+
+    @classmethod
+    def from_preset(cls, preset: str, /, **overrides: Any) -> TrainConfig:
+        """The settings of PRESETS[preset], with `overrides` on top (any field, `name` included)."""
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[preset], **overrides})
+
+
+# "paper": the paper's settings (the defaults). "recipe": the shipped recipe, a faster network with a modern
+# training recipe; its early stopping never triggers, so the cosine schedule runs to its end (best epoch restored).
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "architecture": "paper",
+        "preprocessing": "haar",
+        "precision": "auto",
+        "batch_size": 32,
+        "learning_rate": 3e-4,
+        "lr_schedule": "plateau",
+        "warmup_epochs": 1.0,
+        "weight_decay": 0.0,
+        "label_smoothing": 0.0,
+        "class_weighting": "none",
+        "augment": True,
+        "mixup": 0.0,
+        "ema": 0.0,
+        "tta_flip": False,
+        # early_stopping_patience: left to its default, 11 with the plateau rule, `epochs` with a schedule
+    },
+    "recipe": {
+        "architecture": "fast",
+        "preprocessing": "blazeface",
+        "precision": "auto",
+        "batch_size": 64,
+        "learning_rate": 2e-3,
+        "lr_schedule": "cosine",
+        "warmup_epochs": 1.0,
+        "weight_decay": 1e-2,
+        "label_smoothing": 0.1,
+        "class_weighting": "sqrt",
+        "augment": "strong",
+        "mixup": 0.0,
+        "ema": 0.0,
+        "tta_flip": True,
+        "early_stopping_patience": 1000,
+    },
+}
+# "demo": the recipe on about 4,000 faces per data set for 3 epochs: a whole run in minutes on a CPU, to show the
+# flow (its accuracy is far below a full run's).
+PRESETS["demo"] = {**PRESETS["recipe"], "epochs": 3, "limit": 4000}
+
+
+def augmentation_level(augment: bool | str) -> str:
+    """TrainConfig.augment as one of AUGMENTATIONS: True is "light" (the original pipeline), False "none"."""
+    if augment is True:
+        return "light"
+    if augment is False:
+        return "none"
+    if isinstance(augment, str) and augment in AUGMENTATIONS:
+        return augment
+    raise ValueError(f"unknown augment {augment!r}; expected true, false or one of {list(AUGMENTATIONS)}")
 
 
 # --- data ----------------------------------------------------------------------------------------------
@@ -156,19 +271,200 @@ def make_splits(prepared: Sequence[Any], protocol: str, val_fraction: float, see
     return {k: Split.concat(v) for k, v in out.items() if v and sum(len(s) for s in v)}
 
 
-def load_prepared(config: TrainConfig) -> list[Any]:
+def load_prepared(config: TrainConfig, progress: Callable[[int, int, int], None] | None = None) -> list[Any]:
+    """The prepared (cached) data sets of `config`. `progress(index, done, total)`: the cache's progress of data
+    set number `index` (0-based), with `done` of `total` faces framed (called only while a data set is framed,
+    after a first call with 0 of 0 when its turn comes)."""
     from mtfer.datasets.cache import prepare
     from mtfer.faces import PreprocessConfig
 
     if not config.datasets:
         raise ValueError("no data sets chosen: give at least one {'format': ..., 'root': ...}")
-    pre = PreprocessConfig(size=config.image_size)
-    return [prepare(d["format"], d["root"], config=pre, limit=config.limit) for d in config.datasets]
+    pre = PreprocessConfig.named(config.preprocessing, size=config.image_size)
+    prepared = []
+    for index, d in enumerate(config.datasets):
+        callback = None
+        if progress is not None:
+            progress(index, 0, 0)
+            callback = functools.partial(progress, index)
+        prepared.append(prepare(d["format"], d["root"], config=pre, limit=config.limit, progress=callback))
+    return prepared
 
 
-def make_dataset(split: Split, tasks: Sequence[str], batch_size: int, *, training: bool, augment: bool, seed: int):
-    """tf.data pipeline: (face float32 in [0,1], one-hot labels per task, per-task masks as sample weights)."""
+class TrainingStopped(Exception):  # noqa: N818 - a signal to unwind, not an error
+    """Raised inside the trainer when a stop was asked for (SIGTERM): unwinds data preparation or model.fit at
+    once, without validating or recording an unfinished epoch."""
+
+
+class PreparationProgress:
+    """The cache's progress callback for a run (:func:`load_prepared`): data set, faces done / total, rate and time
+    left go into progress.json with ``phase="preparing"``, at most every `interval` seconds (and always at the
+    start and end of a data set). Raises TrainingStopped once `stop` is set, so that a stop during the (long) first
+    preparation of a data set takes effect within a chunk of faces."""
+
+    def __init__(
+        self,
+        run: str | os.PathLike,
+        names: Sequence[str],
+        stop: StopRequested | None = None,
+        *,
+        interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        write: Callable[..., Any] = runs.write_progress,
+    ) -> None:
+        self.run, self.names, self.stop = Path(run), list(names), stop
+        self.interval, self.clock, self.write = interval, clock, write
+        self.started: dict[int, float] = {}
+        self.last = -float("inf")
+
+    def fields(self, index: int, done: int, total: int) -> dict:
+        """What goes into progress.json: rate in faces/s and eta_s once some faces are done."""
+        now = self.clock()
+        if total and (not done or index not in self.started):  # prepare() starts each data set with (0, total)
+            self.started[index] = now
+        elapsed = now - self.started.get(index, now)
+        rate = done / elapsed if done and elapsed > 0 else None
+        eta = (total - done) / rate if rate else None
+        return {
+            "state": "running",
+            "phase": "preparing",
+            "dataset": self.names[index],
+            "dataset_index": index + 1,
+            "datasets": len(self.names),
+            "done": int(done),
+            "total": int(total),
+            "rate": None if rate is None else round(rate, 1),
+            "eta_s": None if eta is None else round(eta),
+        }
+
+    def __call__(self, index: int, done: int, total: int) -> None:
+        if self.stop is not None and self.stop.flag:
+            raise TrainingStopped("stopped while preparing the data sets")
+        now = self.clock()
+        edge = done == 0 or done >= total
+        if not edge and now - self.last < self.interval:
+            return
+        self.last = now
+        self.write(self.run, **self.fields(index, done, total))
+
+
+def class_weights_for(labels: np.ndarray, mode: str, num_classes: int) -> np.ndarray | None:
+    """Per-class loss weights from one task's training labels (-1 = missing): sklearn's "balanced" weights
+    (n / (classes * count)) or their square root ("sqrt"), scaled so that the mean weight over the labelled
+    training samples is 1. Classes without training samples (never weighed) get 1. None for "none" or without
+    labels."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    if mode not in CLASS_WEIGHTINGS:
+        raise ValueError(f"unknown class_weighting {mode!r}; expected one of {list(CLASS_WEIGHTINGS)}")
+    y = np.asarray(labels)
+    y = y[y >= 0]
+    if mode == "none" or not len(y):
+        return None
+    classes = np.unique(y)
+    present = compute_class_weight("balanced", classes=classes, y=y)
+    present = np.sqrt(present) if mode == "sqrt" else present
+    present /= np.sum(present * np.bincount(y)[classes]) / len(y)  # mean weight over the labelled samples: 1
+    weights = np.ones(num_classes, np.float32)
+    weights[classes] = present
+    return weights
+
+
+def make_augmenter(level: str, seed: int) -> Callable[[Any], Any] | None:
+    """A batch (B,S,S,1) float32 in [0,1] -> the same, augmented; None for "none".
+
+    light: horizontal flip, translation 0.08, rotation +-8 degrees, zoom 0.08 (the original pipeline).
+    strong: flip, translation 0.1, rotation +-10 degrees, zoom 0.1; then, for other cameras and lighting:
+    brightness +-0.2, contrast 0.7-1.3, gamma 0.7-1.4, Gaussian noise (sigma up to 0.03), a Gaussian blur (p=0.15)
+    or a downscale-upscale to 40-70% of the size (low resolution, p=0.15), and random erasing of a small
+    rectangle (p=0.25)."""
     import keras
+    import tensorflow as tf
+
+    if level not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {level!r}; expected one of {list(AUGMENTATIONS)}")
+    if level == "none":
+        return None
+    shift, degrees, zoom = (0.08, 8, 0.08) if level == "light" else (0.1, 10, 0.1)
+    float32 = {"dtype": "float32", "seed": seed}  # float32 even under a mixed-precision policy
+    geometric = keras.Sequential(
+        [
+            keras.layers.RandomFlip("horizontal", **float32),
+            keras.layers.RandomTranslation(shift, shift, fill_mode="nearest", **float32),
+            keras.layers.RandomRotation(degrees / 360, fill_mode="nearest", **float32),
+            keras.layers.RandomZoom(zoom, fill_mode="nearest", **float32),
+        ],
+        name="augment",
+    )
+    if level == "light":
+        return lambda x: geometric(x, training=True)
+
+    photometric = keras.Sequential(
+        [
+            keras.layers.RandomBrightness(0.2, value_range=(0.0, 1.0), **float32),
+            keras.layers.RandomContrast(0.3, value_range=(0.0, 1.0), **float32),
+        ],
+        name="photometric",
+    )
+    blur = keras.layers.RandomGaussianBlur(
+        factor=(0.15, 0.15), kernel_size=5, sigma=(0.5, 1.2), value_range=(0.0, 1.0), **float32
+    )
+    erase = keras.layers.RandomErasing(factor=(0.25, 0.25), scale=(0.02, 0.15), value_range=(0.0, 1.0), **float32)
+    gamma_range = np.log([0.7, 1.4]).astype(np.float32)
+
+    def strong(x):
+        x = photometric(geometric(x, training=True), training=True)
+        batch, size = tf.shape(x)[0], tf.shape(x)[1]
+        gamma = tf.exp(tf.random.uniform([batch, 1, 1, 1], gamma_range[0], gamma_range[1]))
+        x = tf.pow(tf.clip_by_value(x, 0.0, 1.0), gamma)
+        x = blur(x, training=True)
+        small = tf.cast(tf.cast(size, tf.float32) * tf.random.uniform([], 0.4, 0.7), tf.int32)
+        lowres = tf.image.resize(tf.image.resize(x, [small, small], "area"), [size, size], "bilinear")
+        x = tf.where(tf.random.uniform([batch, 1, 1, 1]) < 0.15, lowres, x)
+        x = x + tf.random.normal(tf.shape(x)) * tf.random.uniform([batch, 1, 1, 1], 0.0, 0.03)
+        x = erase(tf.clip_by_value(x, 0.0, 1.0), training=True)
+        return tf.clip_by_value(x, 0.0, 1.0)
+
+    return strong
+
+
+def mix_batch(x, y: Mapping[str, Any], w: Mapping[str, Any], lam, perm) -> tuple[Any, dict, dict]:
+    """Mixup of a batch with its permutation `perm`, weight `lam` on the sample itself.
+
+    Images: lam * x_i + (1 - lam) * x_j. Per task, the sample weight (mask, times any class weight) is mixed the
+    same way, lam * w_i + (1 - lam) * w_j: 0 when neither sample has the task's label. The labels are mixed only
+    where both samples have one (lam * y_i + (1 - lam) * y_j); where only one has a label, that label is the
+    target and the weight is its share (lam * w_i or (1 - lam) * w_j)."""
+    import tensorflow as tf
+
+    lam = tf.cast(lam, tf.float32)
+    x = lam * x + (1.0 - lam) * tf.gather(x, perm)
+    mixed_y, mixed_w = {}, {}
+    for t in y:
+        wi, wj = w[t], tf.gather(w[t], perm)
+        yi, yj = y[t], tf.gather(y[t], perm)
+        a = (lam * tf.cast(wi > 0, tf.float32))[:, None]
+        b = ((1.0 - lam) * tf.cast(wj > 0, tf.float32))[:, None]
+        mixed_y[t] = tf.where(a + b > 0, (a * yi + b * yj) / tf.maximum(a + b, 1e-12), yi)
+        mixed_w[t] = lam * wi + (1.0 - lam) * wj
+    return x, mixed_y, mixed_w
+
+
+def make_dataset(
+    split: Split,
+    tasks: Sequence[str],
+    batch_size: int,
+    *,
+    training: bool,
+    augment: bool | str,
+    seed: int,
+    class_weights: Mapping[str, np.ndarray] | None = None,
+    mixup: float = 0.0,
+):
+    """tf.data pipeline: (face float32 in [0,1], one-hot labels per task, per-task masks as sample weights).
+
+    Training only: augmentation (see make_augmenter), mixup with Beta(mixup, mixup) (see mix_batch).
+    class_weights {task: (classes,)} multiply that task's mask: unlabelled samples keep weight 0."""
     import tensorflow as tf
 
     from mtfer.tasks import TASKS
@@ -178,27 +474,25 @@ def make_dataset(split: Split, tasks: Sequence[str], batch_size: int, *, trainin
     if training:
         ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    augmenter = None
-    if training and augment:
-        augmenter = keras.Sequential(
-            [
-                keras.layers.RandomFlip("horizontal", seed=seed),
-                keras.layers.RandomTranslation(0.08, 0.08, fill_mode="nearest", seed=seed),
-                keras.layers.RandomRotation(8 / 360, fill_mode="nearest", seed=seed),
-                keras.layers.RandomZoom(0.08, fill_mode="nearest", seed=seed),
-            ],
-            name="augment",
-        )
+    augmenter = make_augmenter(augmentation_level(augment), seed) if training else None
+    per_class = {t: tf.constant(v, tf.float32) for t, v in (class_weights or {}).items() if t in tasks}
+    mixup = float(mixup) if training else 0.0
 
     def to_inputs(images, labels):
         x = tf.cast(images, tf.float32)[..., None] / 255.0
         if augmenter is not None:
-            x = augmenter(x, training=True)
+            x = augmenter(x)
         y, w = {}, {}
         for i, t in enumerate(tasks):
             label = labels[:, i]
             y[t] = tf.one_hot(tf.maximum(label, 0), TASKS[t].num_classes)
             w[t] = tf.cast(label >= 0, tf.float32)
+            if t in per_class:
+                w[t] = w[t] * tf.gather(per_class[t], tf.maximum(label, 0))
+        if mixup > 0:
+            g1, g2 = tf.random.gamma([], mixup), tf.random.gamma([], mixup)
+            lam = g1 / tf.maximum(g1 + g2, 1e-12)
+            x, y, w = mix_batch(x, y, w, lam, tf.random.shuffle(tf.range(tf.shape(x)[0])))
         return x, y, w
 
     return ds.map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
@@ -242,12 +536,53 @@ def monitor_metric(tasks: Sequence[str], val: Split | None) -> str:
     return "val_mean_accuracy"
 
 
-def compile_model(model, config: TrainConfig) -> None:
+def make_learning_rate(config: TrainConfig, steps_per_epoch: int | None = None):
+    """The learning rate: a float for "plateau" (ReduceLROnPlateau changes it), else a Keras schedule over
+    steps_per_epoch * epochs steps: linear warmup from 0 ("cosine", warmup_epochs) or from lr/25 ("onecycle", 30%
+    of the steps) to learning_rate, then cosine decay to 0."""
+    import keras
+
+    if config.lr_schedule == "plateau":
+        return config.learning_rate
+    if not steps_per_epoch or steps_per_epoch < 1:
+        raise ValueError(f"the {config.lr_schedule!r} schedule needs steps_per_epoch >= 1, got {steps_per_epoch}")
+    total = steps_per_epoch * config.epochs
+    if config.lr_schedule == "onecycle":
+        start, warmup = config.learning_rate / 25, int(round(total * ONECYCLE_WARMUP))
+    else:
+        start, warmup = 0.0, int(round(config.warmup_epochs * steps_per_epoch))
+    warmup = min(warmup, total - 1)
+    if warmup <= 0:
+        return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=total, alpha=0.0)
+    return keras.optimizers.schedules.CosineDecay(
+        start, decay_steps=total - warmup, alpha=0.0, warmup_target=config.learning_rate, warmup_steps=warmup
+    )
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int | None = None):
+    """Adam (paper), AdamW when weight_decay > 0; with ema > 0 the optimizer keeps a moving average of the weights."""
+    import keras
+
+    learning_rate = make_learning_rate(config, steps_per_epoch)
+    ema: dict[str, Any] = {"use_ema": True, "ema_momentum": config.ema} if config.ema > 0 else {}
+    if config.weight_decay > 0:
+        return keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay, **ema)
+    return keras.optimizers.Adam(learning_rate, **ema)
+
+
+def current_learning_rate(optimizer) -> float:
+    """The rate the optimizer applies now. Keras' `learning_rate` property evaluates a schedule at
+    optimizer.iterations (the steps taken so far)."""
+    return float(np.asarray(optimizer.learning_rate))
+
+
+def compile_model(model, config: TrainConfig, steps_per_epoch: int | None = None) -> None:
+    """steps_per_epoch: needed by the "cosine" and "onecycle" schedules."""
     import keras
 
     model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss={t: "categorical_crossentropy" for t in config.tasks},
+        optimizer=make_optimizer(config, steps_per_epoch),
+        loss={t: keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing) for t in config.tasks},
         loss_weights={t: float(config.loss_weights.get(t, PAPER_LOSS_WEIGHTS[t])) for t in config.tasks},
         weighted_metrics={t: ["accuracy"] for t in config.tasks},
     )
@@ -266,6 +601,27 @@ class StopRequested:
         self.flag = True
 
 
+def stop_point(epoch: int, step: int, steps: int, completed_epochs: int, phase: str = "training") -> dict:
+    """Where a stopped run stopped, as progress.json's ``stop``: during (1-based) `epoch` after `step` of `steps`
+    steps, with `completed_epochs` complete epochs kept in the checkpoint and history.csv (a resumed run starts
+    with epoch completed_epochs + 1). `phase`: "training", or "preparing" (the data sets; no step then)."""
+    return {
+        "phase": phase,
+        "epoch": int(epoch),
+        "step": int(step),
+        "steps": int(steps),
+        "completed_epochs": int(completed_epochs),
+    }
+
+
+def completed_epochs(run: str | os.PathLike) -> int:
+    """Complete epochs saved in a run's checkpoint (0 without one)."""
+    try:
+        return int(runs.read_json(Path(run) / runs.CHECKPOINT_DIR / "state.json").get("completed_epochs", 0))
+    except (runs.RunError, TypeError, ValueError):
+        return 0
+
+
 def _callbacks_module():
     import keras
 
@@ -278,10 +634,12 @@ def _callbacks_module():
             self.state = state  # epoch, best, ... persisted in checkpoint/state.json
             self.early: Any = None
             self.plateau: Any = None
+            self.swap: Any = None  # SwapEMAWeights with ema > 0
             self.epoch = 0
             self.epoch_start = time.time()
             self.last_write = 0.0
             self.stopped = False
+            self.stop_at: dict | None = None  # where a stop took effect (stop_point)
             self.history_rows: list[dict] = state.get("history", [])
             self.started = time.time()
 
@@ -293,11 +651,12 @@ def _callbacks_module():
             now = time.time()
             name_single_task_logs(logs or {}, self.config)
             if self.stop.flag and not self.stopped:
+                # Inside an epoch: keep the last complete epoch's checkpoint and history (a resumed run continues
+                # from there) and leave model.fit at once, without validating or recording this unfinished epoch.
                 self.stopped = True
-                self.model.stop_training = True
+                self.stop_at = stop_point(self.epoch + 1, batch + 1, self.steps, self.epoch)
                 runs.write_progress(self.run, state="stopping", step=batch + 1)
-                self.save_checkpoint(completed_epochs=self.epoch)
-                return
+                raise TrainingStopped(f"stopped during epoch {self.epoch + 1} at step {batch + 1}")
             if now - self.last_write > 2.0:
                 self.last_write = now
                 rate = (batch + 1) / max(now - self.epoch_start, 1e-6)
@@ -318,8 +677,8 @@ def _callbacks_module():
             name_single_task_logs(logs, self.config)
             accs = [logs[f"val_{t}_accuracy"] for t in self.config.tasks if f"val_{t}_accuracy" in logs]
             logs["val_mean_accuracy"] = float(np.mean(accs)) if accs else 0.0
-            # The plateau callback runs after this one; record the rate used during this epoch.
-            logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
+            # The plateau callback runs after this one; record the rate used during this epoch (a schedule's now).
+            logs["learning_rate"] = current_learning_rate(self.model.optimizer)
 
         def after_epoch(self, epoch, logs):
             """Called by a second instance placed after EarlyStopping / ReduceLROnPlateau."""
@@ -330,11 +689,10 @@ def _callbacks_module():
             }
             self.history_rows.append(row)
             write_history(self.run, self.history_rows)
-            if self.stopped:
-                return
             self.save_checkpoint(completed_epochs=epoch + 1)
-            lr = float(np.asarray(self.model.optimizer.learning_rate))
-            if lr < self.config.min_learning_rate:
+            lr = current_learning_rate(self.model.optimizer)
+            # Only the plateau rule lowers the rate step by step; a schedule ends near 0 by design.
+            if self.config.lr_schedule == "plateau" and lr < self.config.min_learning_rate:
                 log.info("learning rate %.2e fell below %.0e: stopping", lr, self.config.min_learning_rate)
                 self.model.stop_training = True
             runs.write_progress(
@@ -348,6 +706,10 @@ def _callbacks_module():
                 best=float(self.early.best) if self.early is not None else None,
                 best_epoch=int(self.early.best_epoch) + 1 if self.early is not None else None,
             )
+            if self.stop.flag and not self.stopped:  # asked during validation: this epoch is complete and saved
+                self.stopped = True
+                self.stop_at = stop_point(epoch + 1, self.steps, self.steps, epoch + 1)
+                self.model.stop_training = True
 
         def save_checkpoint(self, completed_epochs: int) -> None:
             ckpt = self.run / runs.CHECKPOINT_DIR
@@ -360,6 +722,9 @@ def _callbacks_module():
                 "completed_epochs": completed_epochs,
                 "early": _callback_state(self.early, ("best", "wait", "best_epoch")),
                 "plateau": _callback_state(self.plateau, ("best", "wait", "cooldown_counter")),
+                # After an epoch SwapEMAWeights leaves the EMA weights in the model and the training weights in
+                # the optimizer's average slots; a resumed run must swap them back first.
+                "ema_in_model": bool(self.swap is not None and self.swap._ema_weights_in_model),  # noqa: SLF001
                 "history": self.history_rows,
                 "seconds": time.time() - self.started,
             }
@@ -407,12 +772,15 @@ def write_history(run: Path, rows: list[dict]) -> None:
 
 
 def paper_callbacks(config: TrainConfig, monitor: str) -> tuple[Any, Any]:
-    """EarlyStopping restoring the best epoch and ReduceLROnPlateau x0.2 after 5 epochs, both on `monitor`."""
+    """EarlyStopping restoring the best epoch and ReduceLROnPlateau x0.2 after 5 epochs, both on `monitor`.
+    With a learning-rate schedule ("cosine", "onecycle") there is no plateau callback (None)."""
     import keras
 
     early = keras.callbacks.EarlyStopping(
         monitor=monitor, mode="max", patience=config.early_stopping_patience, restore_best_weights=True
     )
+    if config.lr_schedule != "plateau":
+        return early, None
     plateau = keras.callbacks.ReduceLROnPlateau(
         monitor=monitor,
         mode="max",
@@ -448,7 +816,16 @@ def train(
     previous = None
     if install_signal_handler:
         previous = signal.signal(signal.SIGTERM, stop)
-    runs.write_progress(run, state="running", pid=os.getpid(), started=runs.now_iso(), epoch=0, epochs=config.epochs)
+    runs.write_progress(
+        run,
+        state="running",
+        phase="starting",
+        stop=None,
+        pid=os.getpid(),
+        started=runs.now_iso(),
+        epoch=0,
+        epochs=config.epochs,
+    )
     try:
         _train(config, run, splits, resume, stop)
     except BaseException as exc:
@@ -465,18 +842,20 @@ def _train(config: TrainConfig, run: Path, splits: dict[str, Split] | None, resu
 
     from mtfer.faces import PreprocessConfig
     from mtfer.model import build_model
+    from mtfer.tasks import EMOTION
 
     started = time.time()
     if splits is None:
-        log.info("loading data sets %s", [d["format"] for d in config.datasets])
-        splits = make_splits(load_prepared(config), config.protocol, config.val_fraction, config.seed)
+        names = [d["format"] for d in config.datasets]
+        log.info("loading data sets %s", names)
+        try:
+            prepared = load_prepared(config, PreparationProgress(run, names, stop))
+        except TrainingStopped:
+            _mark_stopped(run, stop_point(0, 0, 0, completed_epochs(run) if resume else 0, phase="preparing"))
+            return
+        splits = make_splits(prepared, config.protocol, config.val_fraction, config.seed)
     if "train" not in splits:
         raise ValueError("the chosen data sets have no training samples")
-    if config.blur_sigma > 0:
-        from mtfer.faces import match_sharpness
-
-        for split in splits.values():
-            split.images = match_sharpness(split.images, config.blur_sigma, config.blur_threshold)
     train_split, val_split = splits["train"], splits.get("val")
     log.info("samples: %s", {k: len(v) for k, v in splits.items()})
 
@@ -487,7 +866,26 @@ def _train(config: TrainConfig, run: Path, splits: dict[str, Split] | None, resu
     batch = config.batch_size * strategy.num_replicas_in_sync
     log.info("strategy %s with %d replica(s)", type(strategy).__name__, strategy.num_replicas_in_sync)
 
-    train_ds = make_dataset(train_split, config.tasks, batch, training=True, augment=config.augment, seed=config.seed)
+    class_weights = {}
+    if "emotion" in config.tasks:
+        emotion = class_weights_for(
+            train_split.labels[:, TASK_NAMES.index("emotion")], config.class_weighting, len(EMOTION.classes)
+        )
+        if emotion is not None:
+            class_weights["emotion"] = emotion
+            log.info(
+                "emotion class weights: %s", dict(zip(EMOTION.classes, np.round(emotion, 3).tolist(), strict=True))
+            )
+    train_ds = make_dataset(
+        train_split,
+        config.tasks,
+        batch,
+        training=True,
+        augment=config.augment,
+        seed=config.seed,
+        class_weights=class_weights,
+        mixup=config.mixup,
+    )
     val_ds = None
     if val_split is not None:
         val_ds = make_dataset(val_split, config.tasks, batch, training=False, augment=False, seed=config.seed)
@@ -499,30 +897,37 @@ def _train(config: TrainConfig, run: Path, splits: dict[str, Split] | None, resu
     ckpt = run / runs.CHECKPOINT_DIR
     state: dict = {}
     with strategy.scope():
-        if resume:
-            if not (ckpt / "model.keras").exists():
-                raise runs.RunError(f"run {run.name} has no checkpoint to resume from")
+        if resume and (ckpt / "model.keras").exists():
             state = runs.read_json(ckpt / "state.json")
             model = keras.saving.load_model(ckpt / "model.keras", safe_mode=True)
             log.info("resuming after epoch %d", state["completed_epochs"])
+            write_history(run, state.get("history", []))  # complete epochs only, as the checkpoint has them
         else:
+            if resume:  # stopped before the first epoch was complete: nothing to continue, start again
+                log.info("run %s has no complete epoch to resume from: starting again from epoch 1", run.name)
+                write_history(run, [])
             model = build_model(config.architecture, config.tasks, config.image_size)
             if config.init_from:
                 init = runs.load_bundle(runs.resolve_model(config.init_from))
                 _copy_matching_weights(init.model, model)
-            compile_model(model, config)
+            compile_model(model, config, steps)
 
     monitor = monitor_metric(config.tasks, val_split)
     early, plateau = paper_callbacks(config, monitor)
+    # EMA: validate on the moving average, and at each epoch's end leave it in the model (swap_on_epoch) so that
+    # EarlyStopping keeps and restores the best epoch's EMA weights, which are the ones saved.
+    swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True) if config.ema > 0 else None
     RunCallback, AfterEpoch = _callbacks_module()
     run_cb = RunCallback(run, config, steps, stop, state)
-    run_cb.early, run_cb.plateau = early, plateau
+    run_cb.early, run_cb.plateau, run_cb.swap = early, plateau, swap
     run_cb.started = started - float(state.get("seconds", 0.0))  # include data loading; survive stop and resume
     if state:
         for cb, key in ((early, "early"), (plateau, "plateau")):
             for name, value in state.get(key, {}).items():
-                if value is not None:
+                if value is not None and cb is not None:
                     setattr(cb, name, value)
+        if swap is not None:
+            swap._ema_weights_in_model = bool(state.get("ema_in_model", False))  # noqa: SLF001
         if (ckpt / "best.npz").exists():
             with np.load(ckpt / "best.npz") as best:
                 early.best_weights = [best[f"arr_{i}"] for i in range(len(best.files))]
@@ -535,29 +940,57 @@ def _train(config: TrainConfig, run: Path, splits: dict[str, Split] | None, resu
         precision,
         monitor,
     )
-    if initial_epoch < config.epochs:
-        model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=config.epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps if config.steps_per_epoch else None,
-            callbacks=[run_cb, early, plateau, AfterEpoch(run_cb)],
-            verbose=2,
-        )
+    # What a time estimate needs (mtfer.planning reads it back): faces per epoch and the precision really used.
+    runs.write_progress(
+        run,
+        state="running",
+        phase="training",
+        precision=precision,
+        train_faces=len(train_split),
+        epoch_faces=min(len(train_split), steps * batch),
+        epoch=initial_epoch + 1,
+        steps=steps,
+        step=0,
+        eta_s=None,  # the preparation's, until the first steps give the training's
+    )
+    if initial_epoch < config.epochs and not stop.flag:
+        with contextlib.suppress(TrainingStopped):  # a stop inside an epoch: run_cb.stop_at says where
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=config.epochs,
+                initial_epoch=initial_epoch,
+                steps_per_epoch=steps if config.steps_per_epoch else None,
+                callbacks=[cb for cb in (swap, run_cb, early, plateau, AfterEpoch(run_cb)) if cb is not None],
+                shuffle=False,  # the tf.data pipeline shuffles; Keras' default True only warns about it
+                verbose=2,
+            )
     if stop.flag:
-        runs.write_progress(run, state="stopped", stopped=runs.now_iso())
-        log.info("stopped; resume with: mtfer train --resume %s", run)
+        _mark_stopped(run, run_cb.stop_at or stop_point(initial_epoch + 1, 0, steps, initial_epoch))
         return
 
-    metadata = bundle_metadata(config, precision, splits, time.time() - run_cb.started)
+    metadata = bundle_metadata(config, precision, splits, time.time() - run_cb.started, class_weights)
     metadata["replicas"] = int(strategy.num_replicas_in_sync)
-    metadata["preprocessing"] = PreprocessConfig(size=config.image_size).to_dict()
+    metadata["preprocessing"] = PreprocessConfig.named(config.preprocessing, size=config.image_size).to_dict()
     runs.write_progress(run, state="running", phase="evaluating")
     metadata["metrics"] = evaluate_splits(model, config, splits, run)
     runs.save_bundle(model, metadata, run)
     runs.write_progress(run, state="finished", finished=runs.now_iso(), metrics=metadata["metrics"])
     log.info("finished: %s", json.dumps(metadata["metrics"]))
+
+
+def _mark_stopped(run: Path, at: dict) -> None:
+    """progress.json says the run stopped and where (stop_point); history.csv holds the complete epochs only."""
+    runs.write_progress(run, state="stopped", stopped=runs.now_iso(), stop=at)
+    if at["phase"] == "preparing":
+        where = "while preparing the data sets"
+    elif at["step"] >= at["steps"]:
+        where = f"after epoch {at['epoch']}"
+    else:
+        where = f"during epoch {at['epoch']} at step {at['step']} of {at['steps']}"
+    log.info(
+        "stopped %s with %d complete epoch(s); resume with: mtfer train --resume %s", where, at["completed_epochs"], run
+    )
 
 
 def _copy_matching_weights(source, target) -> None:
@@ -576,7 +1009,16 @@ def _copy_matching_weights(source, target) -> None:
         raise ValueError("the starting model shares no layers with this architecture")
 
 
-def bundle_metadata(config: TrainConfig, precision: str, splits: dict[str, Split], seconds: float) -> dict:
+def bundle_metadata(
+    config: TrainConfig,
+    precision: str,
+    splits: dict[str, Split],
+    seconds: float,
+    class_weights: Mapping[str, np.ndarray] | None = None,
+) -> dict:
+    """input.tta_flip tells the Predictor and `mtfer evaluate` to average each face with its mirror image.
+    lineage: the runs this one continued (init_from), oldest first, each with its epochs, time and history."""
+    from mtfer.lineage import parent_lineage
     from mtfer.tasks import TASKS
 
     return {
@@ -587,19 +1029,22 @@ def bundle_metadata(config: TrainConfig, precision: str, splits: dict[str, Split
             "channels": 1,
             "scale": [0.0, 1.0],
             "dtype": "float32",
-            "blur_sigma": config.blur_sigma,
-            "blur_threshold": config.blur_threshold,
+            "tta_flip": bool(config.tta_flip),
         },
         "architecture": config.architecture,
         "datasets": config.datasets,
         "protocol": config.protocol,
         "optimistic": config.protocol == "paper",
         "precision": precision,
+        "class_weights": {
+            t: dict(zip(TASKS[t].classes, map(float, w), strict=True)) for t, w in (class_weights or {}).items()
+        },
         "samples": {k: len(v) for k, v in splits.items()},
         "train_seconds": round(seconds, 1),
         "machine": f"{platform.machine()} {os.cpu_count()} cpu",
         "created": runs.now_iso(),
         "config": config.to_dict(),
+        "lineage": parent_lineage(config.init_from),
     }
 
 
@@ -615,7 +1060,7 @@ def evaluate_splits(model, config: TrainConfig, splits: dict[str, Split], run: P
             continue
         for ds_name in sorted(set(split.datasets)):
             part = split.subset(np.flatnonzero(split.datasets == ds_name))
-            probs = predict_arrays(model, part.images)
+            probs = predict_arrays(model, part.images, flip=config.tta_flip)
             ev = evaluate_predictions(probs, part.labels, part.sources, [split_name] * len(part))
             key = f"{ds_name}-{split_name}"
             save_evaluation(ev, run / runs.EVALUATION_DIR / key)

@@ -1,5 +1,6 @@
 """Evaluate: a model's accuracy per task beside the paper's, confusions, per-class scores, training curves,
-misclassified faces, accuracy by group, and two runs side by side."""
+misclassified faces, accuracy by group, and two runs side by side. The choices (model, evaluation, filters) live in
+the URL's query parameters, so a reload or a shared link shows the same view."""
 
 import json
 from pathlib import Path
@@ -13,15 +14,20 @@ from mtfer.datasets import FORMATS
 from mtfer.evaluation import (
     EVAL_SPLITS,
     METRICS_FILE,
+    SLICE_ATTRIBUTES,
     EvaluationError,
     compare_runs,
     confusion_frame,
     evaluate_dataset,
+    group_accuracy,
     load_evaluation,
+    macro_f1,
     misclassified,
     per_class_frame,
+    untaught_unseen,
 )
-from mtfer.tasks import TASKS
+from mtfer.lineage import Lineage, read_lineage
+from mtfer.tasks import TASKS, display_name
 
 if not st.session_state.get("mtfer_app"):
     # Opened by its URL before app.py ever ran in this server, Streamlit runs a pages/ file on its own (its
@@ -31,6 +37,7 @@ if not st.session_state.get("mtfer_app"):
     st.rerun()
 
 MISSING_FACE = np.full((50, 50), 200, np.uint8)
+ANY = "any"
 
 
 @st.cache_data(ttl=120, show_spinner="Looking for data sets ...")
@@ -41,6 +48,11 @@ def find_datasets(roots: tuple[str, ...]) -> list[settings.FoundDataset]:
 @st.cache_data(show_spinner=False, max_entries=16)
 def read_evaluation(folder: str, modified: int):
     return load_evaluation(folder)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def read_history(folder: str, modified: int) -> Lineage:
+    return read_lineage(folder)
 
 
 @st.cache_data(show_spinner=False, max_entries=2000)
@@ -57,14 +69,44 @@ def read_metadata(path: Path) -> dict:
         return {}
 
 
+def modified(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def restore(key: str, param: str, options: list[str]) -> None:
+    """A widget's value from the URL on the first run of a session (a reload, a shared link)."""
+    if key not in st.session_state and st.query_params.get(param) in options:
+        st.session_state[key] = st.query_params[param]
+
+
+def remember(param: str, value: str | None) -> None:
+    """Keep a choice in the URL (removed when it is the default)."""
+    if value is None:
+        st.query_params.pop(param, None)
+    elif st.query_params.get(param) != value:
+        st.query_params[param] = value
+
+
 def show_cards(cards: list[charts.AccuracyCard]) -> None:
     if not cards:
         st.info("This evaluation has no labelled faces for any task.")
         return
+    st.caption(charts.PAPER_NOTE)
     columns = st.columns(min(4, len(cards)))
     for i, card in enumerate(cards):
         with columns[i % len(columns)]:
-            st.metric(card.label, card.value, card.delta, help=card.help, border=True)
+            st.metric(
+                card.title,
+                card.value,
+                card.badge,
+                delta_color=card.badge_color,
+                delta_arrow="auto" if card.comparable else "off",
+                help=card.help,
+                border=True,
+            )
             st.caption(card.paper_text)
 
 
@@ -76,22 +118,27 @@ if not choices:
     st.stop()
 labels = [c.label for c in choices]
 paths = [c.path for c in choices]
+titles = {c.label: charts.choice_title(c.kind, c.path.name, read_metadata(c.path)) for c in choices}
 
 # The Train page's "Evaluate this run" asks for a model by path before this page's widgets exist.
 if (request := st.session_state.pop("evaluate_request", None)) is not None:
     wanted = Path(request).resolve()
     if wanted in paths:
         st.session_state["evaluate_model"] = labels[paths.index(wanted)]
+if "evaluate_model" not in st.session_state and (found := settings.find_choice(choices, st.query_params.get("model"))):
+    st.session_state["evaluate_model"] = found.label
 
-chosen = st.selectbox("Model or run", labels, key="evaluate_model")
+chosen = st.selectbox("Model", labels, key="evaluate_model", format_func=titles.get)
 model = choices[labels.index(chosen)]
+remember("model", model.slug)
 metadata = read_metadata(model.path)
 multi_task = len(metadata.get("tasks", {})) > 1
+protocol = metadata.get("protocol")
 
 with st.expander("Evaluate this model on a data set now", expanded=not settings.list_evaluations(model.path)):
     roots = settings.data_roots()
-    found = find_datasets(tuple(str(r) for r in roots))
-    if not found:
+    found_sets = find_datasets(tuple(str(r) for r in roots))
+    if not found_sets:
         where = ", ".join(str(r) for r in roots) or "none found"
         st.info(
             f"No data set was found under the data roots ({where}). Put data sets there, or set "
@@ -99,10 +146,10 @@ with st.expander("Evaluate this model on a data set now", expanded=not settings.
         )
     else:
         left, right = st.columns([3, 1])
-        dataset_label = left.selectbox("Data set", [d.label for d in found], key="evaluate_dataset")
+        dataset_label = left.selectbox("Data set", [d.label for d in found_sets], key="evaluate_dataset")
         split = right.selectbox("Split", EVAL_SPLITS, index=EVAL_SPLITS.index("test"), key="evaluate_split")
         if st.button("Evaluate", key="evaluate_now", type="primary"):
-            dataset = found[[d.label for d in found].index(dataset_label)]
+            dataset = found_sets[[d.label for d in found_sets].index(dataset_label)]
             bar = st.progress(0.0, text="Finding and aligning the faces ...")
 
             def on_progress(done: int, total: int) -> None:
@@ -125,12 +172,18 @@ if not evaluations:
     st.stop()
 if (key_request := st.session_state.pop("evaluate_key_request", None)) in evaluations:
     st.session_state["evaluate_key"] = key_request
+restore("evaluate_key", "evaluation", evaluations)
 key = st.selectbox(
     "Evaluation",
     evaluations,
     key="evaluate_key",
-    help="<data set>-<split>: the images the model was scored on. 'test' images were never used in training.",
+    format_func=charts.evaluation_title,
+    help=(
+        "The images the model was scored on. Test images were never used in training; validation images chose "
+        "when training stopped. Evaluations made here of the default model are kept in the runs folder."
+    ),
 )
+remember("evaluation", key)
 folder = settings.evaluation_dir(model.path, key)
 try:
     evaluation = read_evaluation(str(folder), (folder / METRICS_FILE).stat().st_mtime_ns)
@@ -139,17 +192,18 @@ except (FileNotFoundError, EvaluationError) as error:
     st.stop()
 task_metrics = evaluation.metrics.get("tasks", {})
 tasks = [t for t in TASKS if task_metrics.get(t, {}).get("n")]
+dataset_name = charts.dataset_title(charts.evaluation_dataset(key))
 
-st.subheader(f"Accuracy on {key} ({evaluation.metrics.get('n', 0):,} faces)")
+st.subheader(f"Accuracy on {charts.evaluation_title(key)} ({evaluation.metrics.get('n', 0):,} faces)")
 if charts.is_optimistic(metadata):
     st.warning(
         "Optimistic: this run was trained with the paper's protocol, where the same 10% of the images chose when "
         "to stop training and gave these scores.",
         icon=":material/info:",
     )
-elif key.endswith("-val"):
+elif charts.evaluation_split(key) == "val":
     st.caption("Validation images chose when training stopped; the test evaluation is the fairer score.")
-show_cards(charts.accuracy_cards(key, task_metrics, multi_task))
+show_cards(charts.accuracy_cards(key, task_metrics, multi_task, protocol))
 
 tabs = st.tabs(
     [
@@ -163,35 +217,85 @@ tabs = st.tabs(
 )
 
 
+def hidden_note(task: str) -> str:
+    """Which untaught classes (gender "unsure") the matrices leave out, and why."""
+    rows = untaught_unseen(evaluation.metrics, task)
+    if not rows:
+        return ""
+    columns = untaught_unseen(evaluation.metrics, task, predicted_too=True)
+    names = " and ".join(f"“{display_name(task, c)}”" for c in rows)
+    where = "is left out" if columns == rows else "has no row, only a column for the faces the model put there"
+    return f" {display_name(task)} {names} {where}: no data set here teaches it, so no face has it as its true class."
+
+
 with tabs[0]:
+    if "evaluate_normalized" not in st.session_state and st.query_params.get("normalized") == "1":
+        st.session_state["evaluate_normalized"] = True
     normalized = st.toggle(
         "Row-normalised (share of each true class)", key="evaluate_normalized", help="Off: counts of faces."
     )
+    remember("normalized", "1" if normalized else None)
+    st.caption(
+        "Each row is the faces of one true class; the columns say what the model answered. The diagonal is right."
+        + "".join(hidden_note(t) for t in tasks)
+    )
     columns = st.columns(2)
     for i, task in enumerate(tasks):
-        frame = confusion_frame(evaluation.metrics, task, normalize=normalized)
+        frame = charts.display_frame(
+            confusion_frame(evaluation.metrics, task, normalize=normalized, hide_untaught=True), task
+        )
         columns[i % 2].plotly_chart(
-            charts.confusion_figure(frame, normalized, task.capitalize()), key=f"confusion-{task}"
+            charts.confusion_figure(frame, normalized, display_name(task)), key=f"confusion-{task}"
         )
 
 with tabs[1]:
     st.caption(
         "Precision: of the faces given this label, the share that had it. Recall: of the faces that had it, the "
-        "share found. F1 combines both. Support: faces with this true label."
+        "share found. F1 combines both. Faces: how many had this true label. Macro F1 averages F1 over the "
+        "classes this data set has, each class counting the same."
     )
     for task in tasks:
-        st.markdown(f"**{task.capitalize()}**")
-        st.dataframe(per_class_frame(evaluation.metrics, task).style.format(precision=3, na_rep="n/a"))
+        st.markdown(f"**{display_name(task)}**")
+        score, present = macro_f1(evaluation.metrics, task)
+        absent = [c for c in TASKS[task].classes if c not in present]
+        absent_text = f" (not in {dataset_name}: {', '.join(display_name(task, c) for c in absent)})" if absent else ""
+        st.caption(
+            f"Macro F1 {score:.3f}, averaged over the {len(present)} classes with faces{absent_text}."
+            if score is not None
+            else "No macro F1: no labelled face."
+        )
+        table = charts.display_frame(per_class_frame(evaluation.metrics, task, hide_untaught=True), task)
+        table = table.rename(columns={"precision": "Precision", "recall": "Recall", "f1": "F1", "support": "Faces"})
+        table.index.name = display_name(task)
+        st.dataframe(table.style.format(precision=3, na_rep="n/a", thousands=","))
 
 with tabs[2]:
     history_path = model.path / runs.HISTORY_FILE
-    history = pd.read_csv(history_path) if history_path.is_file() else None
-    if history is None or history.empty:
+    lineage = read_history(str(model.path), modified(history_path) + modified(model.path / runs.METADATA_FILE))
+    history = lineage.history
+    if history.empty:
         st.info("This model folder has no training history (history.csv).")
     else:
+        own = lineage.stages[-1]
+        if lineage.missing:
+            st.info(
+                f"This model continued the training of an earlier run whose history is not stored with it, so the "
+                f"curves show only its last {own.epochs or len(history)} epochs, numbered from 1 here.",
+                icon=":material/info:",
+            )
+        elif lineage.continued:
+            st.caption(
+                f"The whole training: {lineage.total_epochs or len(history)} epochs in {len(lineage.stages)} runs, "
+                "each starting from the weights the one before ended with; a dotted line marks where training "
+                "continued."
+            )
+        st.caption("Solid: the images it learns from. Dashed: validation images it never learns from.")
         for task in charts.history_tasks(history):
-            st.plotly_chart(charts.history_figure(history, task), key=f"history-{task}")
-        if (figure := charts.learning_rate_figure(history)) is not None:
+            st.plotly_chart(charts.history_figure(history, task, lineage.starts), key=f"history-{task}")
+        if (figure := charts.learning_rate_figure(history, lineage.starts)) is not None:
+            st.caption(
+                "The learning rate: how big a step training takes at each update (schedules lower it as training settles)."
+            )
             st.plotly_chart(figure, key="history-learning-rate")
 
 with tabs[3]:
@@ -199,12 +303,23 @@ with tabs[3]:
         st.info("No labelled faces in this evaluation.")
     else:
         left, middle, right = st.columns(3)
-        task = left.selectbox("Task", tasks, key="gallery_task")
-        classes = ["any", *TASKS[task].classes]
-        true = middle.selectbox("True class", classes, key="gallery_true")
-        predicted = right.selectbox("Predicted class", classes, key="gallery_predicted")
+        restore("gallery_task", "task", tasks)
+        task = left.selectbox("Task", tasks, key="gallery_task", format_func=display_name)
+        hidden = untaught_unseen(evaluation.metrics, task)
+        classes = [ANY, *(c for c in TASKS[task].classes if c not in hidden)]
+        restore("gallery_true", "true", classes)
+        restore("gallery_predicted", "predicted", classes)
+
+        def class_title(name: str, task: str = task) -> str:
+            return "Any" if name == ANY else display_name(task, name)
+
+        true = middle.selectbox("True class", classes, key="gallery_true", format_func=class_title)
+        predicted = right.selectbox("Predicted class", classes, key="gallery_predicted", format_func=class_title)
+        remember("task", task)
+        remember("true", None if true == ANY else true)
+        remember("predicted", None if predicted == ANY else predicted)
         wrong = misclassified(
-            evaluation.samples, task, None if true == "any" else true, None if predicted == "any" else predicted
+            evaluation.samples, task, None if true == ANY else true, None if predicted == ANY else predicted
         )
         st.caption(f"{len(wrong):,} misclassified faces, the most confident mistakes first.")
         if len(wrong):
@@ -215,23 +330,75 @@ with tabs[3]:
             images, captions = [], []
             for _, row in shown.iterrows():
                 face = gallery_face(str(row["source"]), preprocessing)
-                images.append(charts.enlarge(MISSING_FACE if face is None else face, 100))
+                images.append(charts.enlarge(MISSING_FACE if face is None else face, 120))
                 caption = charts.gallery_caption(row, task)
                 captions.append(caption if face is not None else caption + " (image not available)")
-            st.image(images, caption=captions, width=100)
+            st.image(images, caption=captions, width=120)
 
 with tabs[4]:
-    figure = charts.slices_figure(evaluation.slices) if "emotion" in tasks else None
-    if figure is None:
-        st.info(
-            "Emotion accuracy by gender, race and age needs faces labelled with emotion and with those attributes "
-            "(RAF-DB has both; FER2013 has only emotion, UTKFace no emotion)."
-        )
+    st.caption(
+        "Does the model work as well for everyone? Each bar is the accuracy on the faces of one group, counted "
+        "from their true labels; the dotted line is the accuracy on all faces. Small groups give uncertain figures."
+    )
+    st.markdown("**Emotion**")
+    emotion_figure = (
+        charts.slices_figure(evaluation.slices, "emotion", task_metrics["emotion"].get("accuracy"))
+        if "emotion" in tasks
+        else None
+    )
+    if emotion_figure is not None:
+        st.plotly_chart(emotion_figure, key="slices")
     else:
-        st.plotly_chart(figure, key="slices")
-        st.dataframe(
-            evaluation.slices.assign(accuracy=evaluation.slices["accuracy"].map(charts.percent)), hide_index=True
+        st.info(
+            "Emotion accuracy by gender, race and age group cannot be computed for this evaluation: it needs faces "
+            "labelled with their emotion and with those attributes. FER2013's faces carry only an emotion label and "
+            "UTKFace's no emotion label, so no face here has both (RAF-DB has both).",
+            icon=":material/info:",
         )
+    groups = group_accuracy(evaluation.samples, tasks=[t for t in tasks if t in SLICE_ATTRIBUTES])
+    attribute_tasks = [t for t in SLICE_ATTRIBUTES if t in set(groups["task"])]
+    if not attribute_tasks:
+        st.markdown("**Gender, race and age group**")
+        st.info(
+            f"No face in this evaluation has two of gender, race and age group labelled ({dataset_name} labels "
+            f"{'only emotion' if dataset_name == 'FER2013' else 'too few of them'}), so there is nothing to break "
+            "down here. Choose a UTKFace evaluation to see, for example, gender accuracy by race and by age group.",
+            icon=":material/info:",
+        )
+    for task in attribute_tasks:
+        st.markdown(f"**{display_name(task)}**")
+        figure = charts.slices_figure(groups, task, task_metrics[task].get("accuracy"))
+        if figure is not None:
+            st.plotly_chart(figure, key=f"groups-{task}")
+    if attribute_tasks and charts.evaluation_dataset(key) == "utkface":
+        st.caption(
+            "UTKFace's Indian and “Other” faces have no label in the three race groups the model knows: they count "
+            "in gender and age accuracy, but under no race group."
+        )
+    table = groups.assign(
+        task=[display_name(t) for t in groups["task"]],
+        attribute=[display_name(a) for a in groups["attribute"]],
+        group=[display_name(a, g) for a, g in zip(groups["attribute"], groups["group"], strict=True)],
+        accuracy=groups["accuracy"].map(charts.percent),
+    )
+    if emotion_figure is not None:
+        usable = evaluation.slices[evaluation.slices["n"] > 0]
+        emotion_rows = usable.assign(
+            task="Emotion",
+            attribute=[display_name(a) for a in usable["attribute"]],
+            group=[display_name(a, g) for a, g in zip(usable["attribute"], usable["group"], strict=True)],
+            accuracy=usable["accuracy"].map(charts.percent),
+        )
+        table = pd.concat([emotion_rows[list(table.columns)], table], ignore_index=True)
+    if not table.empty:
+        with st.expander("The figures as a table"):
+            st.dataframe(
+                table.rename(
+                    columns={"task": "Accuracy of", "attribute": "By", "group": "Group", "n": "Faces",
+                             "accuracy": "Accuracy"}
+                ),
+                hide_index=True,
+            )  # fmt: skip
 
 with tabs[5]:
     others = [c for c in choices if c.path != model.path and settings.list_evaluations(c.path)]
@@ -239,11 +406,21 @@ with tabs[5]:
         st.info("Only one model has evaluations. Train another run (for example single-task) to compare them.")
     else:
         left, right = st.columns(2)
-        other_label = left.selectbox("Compare with", [c.label for c in others], key="compare_model")
-        other = others[[c.label for c in others].index(other_label)]
+        other_labels = [c.label for c in others]
+        if "compare_model" not in st.session_state and (
+            wanted := settings.find_choice(others, st.query_params.get("compare"))
+        ):
+            st.session_state["compare_model"] = wanted.label
+        other_label = left.selectbox("Compare with", other_labels, key="compare_model", format_func=titles.get)
+        other = others[other_labels.index(other_label)]
+        remember("compare", other.slug)
         other_keys = settings.list_evaluations(other.path)
         other_key = right.selectbox(
-            "Its evaluation", other_keys, index=other_keys.index(key) if key in other_keys else 0, key="compare_key"
+            "Its evaluation",
+            other_keys,
+            index=other_keys.index(key) if key in other_keys else 0,
+            key="compare_key",
+            format_func=charts.evaluation_title,
         )
         other_folder = settings.evaluation_dir(other.path, other_key)
         try:
@@ -251,21 +428,31 @@ with tabs[5]:
         except (FileNotFoundError, EvaluationError) as error:
             st.error(f"That evaluation cannot be read: {error}")
         else:
-            name_a, name_b = f"{model.path.name} · {key}", f"{other.path.name} · {other_key}"
+            other_metadata = read_metadata(other.path)
+            name_a = f"{charts.model_title(metadata)} · {charts.evaluation_title(key)}"
+            name_b = f"{charts.model_title(other_metadata)} · {charts.evaluation_title(other_key)}"
+            if name_a == name_b:
+                name_a, name_b = f"{name_a} ({model.path.name})", f"{name_b} ({other.path.name})"
             table = compare_runs({name_a: evaluation.metrics, name_b: other_evaluation.metrics})
+            table = table.rename(columns=display_name)
             st.dataframe(table.map(charts.percent))
             st.plotly_chart(charts.comparison_figure(table), key="compare")
-            other_multi = len(read_metadata(other.path).get("tasks", {})) > 1
+            other_multi = len(other_metadata.get("tasks", {})) > 1
             left, right = st.columns(2)
             for column, name, cards in (
-                (left, name_a, charts.accuracy_cards(key, task_metrics, multi_task)),
+                (left, name_a, charts.accuracy_cards(key, task_metrics, multi_task, protocol)),
                 (
                     right,
                     name_b,
-                    charts.accuracy_cards(other_key, other_evaluation.metrics.get("tasks", {}), other_multi),
+                    charts.accuracy_cards(
+                        other_key,
+                        other_evaluation.metrics.get("tasks", {}),
+                        other_multi,
+                        other_metadata.get("protocol"),
+                    ),
                 ),
             ):
                 column.markdown(f"**{charts.escape_markdown(name)}**")
                 for card in cards:
                     delta = f" ({card.delta})" if card.delta else ""
-                    column.markdown(f"{card.task.capitalize()}: **{card.value}**{delta}", help=card.help)
+                    column.markdown(f"{display_name(card.task)}: **{card.value}**{delta}", help=card.help)

@@ -44,7 +44,8 @@ if metadata is None:
 else:
     card = charts.model_card(metadata, path)
     with st.container(border=True):
-        st.markdown(f"**Model:** {charts.escape_markdown(card.name)}")
+        st.markdown(f"#### {charts.escape_markdown(card.name)}")
+        st.markdown(charts.escape_markdown(card.description))
         for label, value in card.facts:
             st.markdown(f"**{label}:** {charts.escape_markdown(value)}")
         if card.optimistic:
@@ -54,11 +55,20 @@ else:
                 icon=":material/info:",
             )
         if card.cards:
-            st.markdown("**Accuracy** (share of faces it gets right), beside the paper's own figure:")
+            st.markdown("**Accuracy**: the share of faces it gets right, on images it never learned from.")
+            st.caption(charts.PAPER_NOTE)
             columns = st.columns(min(4, len(card.cards)))
             for i, c in enumerate(card.cards):
                 with columns[i % len(columns)]:
-                    st.metric(c.label, c.value, c.delta, help=c.help, border=True)
+                    st.metric(
+                        c.title,
+                        c.value,
+                        c.badge,
+                        delta_color=c.badge_color,
+                        delta_arrow="auto" if c.comparable else "off",
+                        help=c.help,
+                        border=True,
+                    )
                     st.caption(c.paper_text)
         else:
             st.info("This model has no recorded accuracy yet; evaluate it on the Evaluate page.")

@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from mtfer import charts, faces, runs, settings
-from mtfer.inference import FacePrediction, Predictor, predictions_table
+from mtfer import abstain, charts, faces, predict_view, runs, settings
+from mtfer.inference import FacePrediction, Predictor
 from mtfer.uploads import UploadResult, analyse_upload
 
 if not st.session_state.get("mtfer_app"):
@@ -41,6 +41,10 @@ def modified_ns(path) -> int:
 
 
 st.title("Predict")
+st.markdown(
+    "Upload a photo (or take one with the camera): for every face in it, the model guesses the emotion shown, "
+    "gender, race group and age group, and shows how sure it is of each."
+)
 
 choices = settings.model_choices()
 if not choices:
@@ -74,16 +78,20 @@ if not items:
 
 try:
     modified = modified_ns(model.path)
-    load_predictor(str(model.path), modified)
+    predictor = load_predictor(str(model.path), modified)
 except (ValueError, OSError) as error:  # runs.RunError is a ValueError
     st.error(f"The model {model.path.name} could not be loaded: {error}")
     st.stop()
+# How sure the model must be to state an answer, per task: chosen on validation data (mtfer.abstain).
+min_confidence = abstain.min_confidences(predictor.bundle.metadata, predictor.tasks)
+notes = [predict_view.NOT_SURE_NOTE] + ([predict_view.RACE_NOTE] if "race" in predictor.tasks else [])
+st.caption("  \n".join(notes))
 
 results: list[tuple[str, list[FacePrediction]]] = []
 for i, (name, data) in enumerate(items):
     with st.container(border=True):
         st.subheader(charts.escape_markdown(name))
-        predictions, error = analyse(str(model.path), modified, name, data, largest_only)
+        predictions, error, found = analyse(str(model.path), modified, name, data, largest_only)
         if predictions is None:
             st.error(charts.escape_markdown(error or ""), icon=":material/error:")
             continue
@@ -91,29 +99,32 @@ for i, (name, data) in enumerate(items):
         results.append((name, predictions))
         if not predictions:
             st.warning(NO_FACE_TIPS, icon=":material/sentiment_neutral:")
-            st.image(charts.draw_faces(image, []), caption=charts.escape_markdown(name))
+            st.image(predict_view.draw_faces(image, [], []), caption=charts.escape_markdown(name))
             continue
-        count = len(predictions)
-        st.image(charts.draw_faces(image, predictions), caption=f"{count} face{'s' if count != 1 else ''} found")
-        for k, p in enumerate(predictions, start=1):
-            st.markdown(f"**Face {k}:** {charts.top_labels_text(p)}")
+        verdicts = [predict_view.face_verdicts(p, min_confidence) for p in predictions]
+        labels = [predict_view.photo_lines(k, v) for k, v in enumerate(verdicts, start=1)]
+        st.image(
+            predict_view.draw_faces(image, [p.box for p in predictions], labels),
+            caption=predict_view.faces_found_caption(len(predictions), found),
+        )
+        for k, (p, face_verdicts) in enumerate(zip(predictions, verdicts, strict=True), start=1):
+            st.markdown(predict_view.face_line(k, face_verdicts))
             face_column, chart_column = st.columns([1, 3])
-            face_column.image(
-                charts.enlarge(p.aligned),
-                caption=f"What the network saw ({p.aligned.shape[1]}x{p.aligned.shape[0]}), rotated {p.rotation:+.1f}°",
-            )
+            face_column.image(charts.enlarge(p.aligned), caption=predict_view.aligned_caption(p))
             with chart_column:
                 chart_columns = st.columns(2)
                 for j, (task, probabilities) in enumerate(p.probabilities.items()):
                     chart_columns[j % 2].plotly_chart(
-                        charts.probability_figure(task, probabilities),
+                        predict_view.probability_figure(
+                            task, probabilities, face_verdicts[task], min_confidence.get(task)
+                        ),
                         key=f"probabilities-{i}-{k}-{task}",
                         config={"displayModeBar": False},
                     )
 
 if any(preds for _, preds in results):
     st.subheader("Download the results")
-    table = predictions_table(results)
+    table = predict_view.people_table(results, min_confidence)
     with st.expander("All faces as a table"):
         st.dataframe(table, hide_index=True)
     left, right = st.columns(2)
@@ -127,7 +138,7 @@ if any(preds for _, preds in results):
     )
     right.download_button(
         "Download JSON",
-        charts.predictions_json(results),
+        predict_view.people_json(results, min_confidence),
         file_name="mtfer-predictions.json",
         mime="application/json",
         key="predict_download_json",

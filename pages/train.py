@@ -1,16 +1,18 @@
-"""Train: choose data sets and settings (the paper's by default), start the shared trainer in the background,
-follow it live, stop it, evaluate the result and make it the model that Predict uses."""
+"""Train: choose data sets, a preset (quick demo, the shipped recipe, the paper's settings) and its settings, see how
+long it will take, start the shared trainer in the background, follow it live, stop and resume it, evaluate the
+result and make it the model that Predict uses."""
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from mtfer import charts, runs, settings
+from mtfer import charts, planning, runs, settings
 from mtfer.datasets import FORMATS
 from mtfer.model import ARCHITECTURES
 from mtfer.tasks import TASK_NAMES
-from mtfer.training import PROTOCOLS, TrainConfig
+from mtfer.training import AUGMENTATIONS, CLASS_WEIGHTINGS, LR_SCHEDULES, PROTOCOLS, TrainConfig, augmentation_level
 
 if not st.session_state.get("mtfer_app"):
     # Opened by its URL before app.py ever ran in this server, Streamlit runs a pages/ file on its own (its
@@ -26,6 +28,25 @@ PROTOCOL_LABELS = {
     "holdout": "Hold-out (fair): validation carved from the training images, scored on untouched test images",
     "paper": "The paper's (optimistic): one 90/10 split; the 10% chooses when to stop and gives the score",
 }
+SCHEDULE_LABELS = {
+    "plateau": "plateau: lower it 5x when validation stops improving (paper)",
+    "cosine": "cosine: warm up, then decay smoothly to zero",
+    "onecycle": "one-cycle: warm up over 30% of the steps, then decay",
+}
+WEIGHTING_LABELS = {
+    "none": "none (paper)",
+    "balanced": "balanced: rare emotions count more",
+    "sqrt": "square root of balanced (gentler)",
+}
+AUGMENT_LABELS = {
+    "none": "none",
+    "light": "light: flips, small shifts, turns, zooms (paper)",
+    "strong": "strong: also light, contrast, blur, noise, erasing",
+}
+DETECTOR_LABELS = {
+    "blazeface": "BlazeFace (finds more faces; the shipped model's)",
+    "haar": "Haar cascades (the paper's)",
+}
 
 
 @st.cache_data(ttl=120, show_spinner="Looking for data sets ...")
@@ -33,8 +54,35 @@ def find_datasets(roots: tuple[str, ...]) -> list[settings.FoundDataset]:
     return settings.discover_datasets(roots)
 
 
+def widget_values(config: TrainConfig) -> dict[str, Any]:
+    """The settings widgets' values (by key) for a preset's config."""
+    return {
+        "train_architecture": config.architecture,
+        "train_epochs": int(config.epochs),
+        "train_batch_size": int(config.batch_size),
+        "train_learning_rate": float(config.learning_rate),
+        "train_limit": int(config.limit or 0),
+        "train_steps": int(config.steps_per_epoch or 0),
+        "train_preprocessing": config.preprocessing,
+        "train_augment": augmentation_level(config.augment),
+        "train_lr_schedule": config.lr_schedule,
+        "train_weight_decay": float(config.weight_decay),
+        "train_label_smoothing": float(config.label_smoothing),
+        "train_class_weighting": config.class_weighting,
+        "train_mixup": float(config.mixup),
+        "train_ema": float(config.ema),
+        "train_tta_flip": bool(config.tta_flip),
+    }
+
+
+def apply_preset() -> None:
+    """Preset callback (and first visit): every settings widget takes the preset's value."""
+    preset = planning.PAGE_PRESETS[st.session_state["train_preset"]]
+    st.session_state.update(widget_values(preset.config()))
+
+
 def current_run(runs_dir: Path) -> Path | None:
-    """The job to follow: a running one, else the one started in this session, else the newest run."""
+    """The job to follow: a running one, else the one this session started or last followed, else the newest run."""
     active = runs.active_jobs(runs_dir)
     if active:
         return active[0]
@@ -47,10 +95,13 @@ def current_run(runs_dir: Path) -> Path | None:
 
 st.title("Train")
 runs_dir = runs.default_runs_dir()
-defaults = TrainConfig()
+runs.reap_children()  # training processes this server started and that have ended: no zombies
 roots = settings.data_roots()
 found = find_datasets(tuple(str(r) for r in roots))
 busy = runs.active_jobs(runs_dir)
+if "train_preset" not in st.session_state:
+    st.session_state["train_preset"] = planning.DEFAULT_PRESET
+    apply_preset()
 
 with st.expander("New training run", expanded=not busy):
     if not found:
@@ -82,78 +133,158 @@ with st.expander("New training run", expanded=not busy):
     elif chosen and unlabelled:
         st.warning(f"None of the chosen data sets has {', '.join(unlabelled)} labels; that head will learn nothing.")
 
+    preset_name = st.radio(
+        "Preset",
+        list(planning.PAGE_PRESETS),
+        format_func=lambda p: planning.PAGE_PRESETS[p].label,
+        key="train_preset",
+        on_change=apply_preset,
+        horizontal=True,
+        help="Fills in every setting below; change any of them afterwards.",
+    )
+    preset = planning.PAGE_PRESETS[preset_name]
+    st.caption(preset.description)
+
     left, middle, right = st.columns(3)
     architecture = left.selectbox(
         "Network",
         list(ARCHITECTURES),
-        index=list(ARCHITECTURES).index(defaults.architecture),
         format_func=lambda a: f"{a}: {charts.ARCHITECTURE_TEXT.get(a, a)}",
         key="train_architecture",
     )
-    epochs = middle.number_input("Epochs (at most)", 1, 1000, defaults.epochs, key="train_epochs")
-    batch_size = right.number_input("Batch size", 1, 4096, defaults.batch_size, key="train_batch_size")
-    learning_rate = left.number_input(
-        "Learning rate", 1e-7, 1.0, defaults.learning_rate, step=1e-4, format="%.1e", key="train_learning_rate"
-    )
+    epochs = middle.number_input("Epochs (at most)", 1, 1000, key="train_epochs")
+    batch_size = right.number_input("Batch size", 1, 4096, key="train_batch_size")
+    learning_rate = left.number_input("Learning rate", 1e-7, 1.0, step=1e-4, format="%.1e", key="train_learning_rate")
+    limit = middle.number_input(
+        "Faces per data set at most (0 = all)", 0, 10_000_000, step=500, key="train_limit",
+        help="A quick run uses a sample of each data set that keeps its mix of classes.",
+    )  # fmt: skip
+    name = right.text_input("Run name (optional)", key="train_name", max_chars=40)
     protocol = st.radio(
         "Protocol",
         PROTOCOLS,
-        index=PROTOCOLS.index(defaults.protocol),
+        index=PROTOCOLS.index(TrainConfig().protocol),
         format_func=PROTOCOL_LABELS.get,
         key="train_protocol",
     )
-    weights = dict(defaults.loss_weights)
+    weights = dict(TrainConfig().loss_weights)
     if len(tasks) > 1:
         with st.expander("Loss weights (how much each task counts; the paper's by default)"):
             columns = st.columns(len(tasks))
             for column, task in zip(columns, tasks, strict=True):
                 weights[task] = column.number_input(
-                    task, 0.0, 100.0, float(defaults.loss_weights[task]), step=0.1, key=f"train_weight_{task}"
+                    task, 0.0, 100.0, float(weights[task]), step=0.1, key=f"train_weight_{task}"
                 )
-    with st.expander("More settings"):
+    with st.expander("Advanced: training recipe and face detector (set by the preset)"):
         left, right = st.columns(2)
-        limit = left.number_input(
-            "Use at most this many images per data set (0 = all)", 0, 10_000_000, 0, step=100, key="train_limit"
+        preprocessing = left.selectbox(
+            "Face detector (framing the training faces; saved with the model)",
+            ["blazeface", "haar"],
+            format_func=DETECTOR_LABELS.get,
+            key="train_preprocessing",
         )
-        steps = right.number_input("Steps per epoch at most (0 = all)", 0, 1_000_000, 0, key="train_steps")
-        augment = left.checkbox("Augment (flips, small shifts, turns, zooms)", defaults.augment, key="train_augment")
-        name = right.text_input("Run name (optional)", key="train_name", max_chars=40)
+        augment = right.selectbox("Augmentation", AUGMENTATIONS, format_func=AUGMENT_LABELS.get, key="train_augment")
+        lr_schedule = left.selectbox(
+            "Learning-rate schedule", LR_SCHEDULES, format_func=SCHEDULE_LABELS.get, key="train_lr_schedule"
+        )
+        weight_decay = right.number_input(
+            "Weight decay (0 = Adam, > 0 = AdamW)", 0.0, 1.0, step=1e-3, format="%g", key="train_weight_decay"
+        )
+        label_smoothing = left.number_input(
+            "Label smoothing", 0.0, 0.5, step=0.05, format="%.2f", key="train_label_smoothing"
+        )
+        class_weighting = right.selectbox(
+            "Emotion class weighting", CLASS_WEIGHTINGS, format_func=WEIGHTING_LABELS.get, key="train_class_weighting"
+        )
+        mixup = left.number_input(
+            "Mixup (0 = off; e.g. 0.2 blends pairs of faces)", 0.0, 10.0, step=0.1, format="%.2f", key="train_mixup"
+        )
+        ema = right.number_input(
+            "Moving average of the weights (0 = off; e.g. 0.999)", 0.0, 0.9999, step=0.001, format="%.4f",
+            key="train_ema",
+        )  # fmt: skip
+        tta_flip = left.toggle("Test-time flip: average each face with its mirror image", key="train_tta_flip")
+        steps = right.number_input("Steps per epoch at most (0 = all)", 0, 1_000_000, key="train_steps")
+
+    config: TrainConfig | None = None
+    try:
+        config = TrainConfig(
+            # Found under the data roots a while ago (cached); checked again against the roots at Start.
+            datasets=[d.to_config() for d in chosen],
+            tasks=tasks,
+            architecture=architecture,
+            loss_weights={t: float(w) for t, w in weights.items()},
+            learning_rate=float(learning_rate),
+            batch_size=int(batch_size),
+            epochs=int(epochs),
+            protocol=protocol,
+            augment=augment,
+            limit=int(limit) or None,
+            steps_per_epoch=int(steps) or None,
+            preprocessing=preprocessing,
+            label_smoothing=float(label_smoothing),
+            lr_schedule=lr_schedule,
+            weight_decay=float(weight_decay),
+            class_weighting=class_weighting,
+            mixup=float(mixup),
+            ema=float(ema),
+            tta_flip=bool(tta_flip),
+            # early stopping: left to the trainer's rule (11 epochs with the plateau schedule, none with the others)
+            name=name.strip(),
+        )
+    except ValueError as error:
+        st.error(f"These settings do not work together: {error}")
+
+    long_job_confirmed = True
+    if config is not None and chosen:
+        estimate = planning.estimate(config, chosen, runs_dir)
+        show = st.warning if estimate.long else st.info
+        show(f"Estimated time: {planning.describe(estimate)}", icon=":material/schedule:")
+        if estimate.long and not busy:
+            long_job_confirmed = st.checkbox(
+                f"Yes, start a job of about {planning.rough_duration(estimate.seconds)} (the Quick demo preset "
+                "takes minutes)",
+                key="train_confirm_long",
+            )
 
     if busy:
         st.info(
             f"A training job is already running ({busy[0].name}). One job runs at a time: stop it below or wait "
             "for it to finish."
         )
-    start = st.button("Start training", key="train_start", type="primary", disabled=bool(busy) or not trainable)
-    if start:
+    start = st.button(
+        "Start training",
+        key="train_start",
+        type="primary",
+        icon=":material/play_arrow:",
+        disabled=bool(busy) or not trainable or config is None or not long_job_confirmed,
+    )
+    if start and config is not None:
         try:
-            config = TrainConfig(
-                # Found under the data roots a while ago (cached): still inside them, symlinks resolved?
-                datasets=[{**d.to_config(), "root": str(settings.confine(d.root, roots))} for d in chosen],
-                tasks=tasks,
-                architecture=architecture,
-                loss_weights={t: float(w) for t, w in weights.items()},
-                learning_rate=float(learning_rate),
-                batch_size=int(batch_size),
-                epochs=int(epochs),
-                protocol=protocol,
-                augment=bool(augment),
-                limit=int(limit) or None,
-                steps_per_epoch=int(steps) or None,
-                name=name.strip(),
-            )
+            # Found under the data roots a while ago (cached): still inside them, symlinks resolved?
+            config.datasets = [{**d.to_config(), "root": str(settings.confine(d.root, roots))} for d in chosen]
             folder = runs.start_job(config.to_dict(), runs_dir)
-        except ValueError as error:  # bad settings, data outside the roots, RunError (busy, unwritable or full)
+        except ValueError as error:  # data outside the roots, RunError (busy, unwritable or full)
             st.error(f"Training was not started: {error}")
         else:
             st.session_state["train_run"] = str(folder)
             st.session_state["train_was_active"] = True
+            st.session_state.pop("train_confirm_long", None)
             st.rerun()
+
+
+def ask_to_stop() -> None:
+    st.session_state["train_confirm_stop"] = True
 
 
 def stop(run: Path) -> None:
     """Button callback: runs before the rerun, so the page shows "Stopping ..." at once."""
+    st.session_state["train_confirm_stop"] = False
     runs.stop_job(run)
+
+
+def keep_training() -> None:
+    st.session_state["train_confirm_stop"] = False
 
 
 def activate(run: Path) -> None:
@@ -161,6 +292,60 @@ def activate(run: Path) -> None:
         runs.set_active_model(run, runs.default_runs_dir())
     except runs.RunError as error:
         st.session_state["train_activate_error"] = str(error)
+
+
+def stop_controls(run: Path, progress: dict, state: str) -> None:
+    """ "Stop training" (unlike Streamlit's own Stop in the toolbar, which only stops this page's script), then a
+    confirmation that says what is kept."""
+    if not st.session_state.get("train_confirm_stop"):
+        st.button(
+            "Stop training",
+            key="train_stop",
+            icon=":material/stop_circle:",
+            type="primary",
+            disabled=state == "stopping",
+            on_click=ask_to_stop,
+            help="Stops the background training job; asks first.",
+        )
+        return
+    epoch = int(progress.get("epoch") or 0)
+    kept = f"epochs 1-{epoch - 1}" if epoch > 2 else "epoch 1" if epoch == 2 else "no complete epoch yet"
+    with st.container(border=True):
+        st.markdown(
+            f"**Stop training now?** The complete epochs are kept ({kept}); the epoch in progress is dropped. "
+            "**Resume** continues from there later."
+        )
+        left, right, _ = st.columns([1, 1, 3])
+        left.button(
+            "Yes, stop training",
+            key="train_stop_confirm",
+            icon=":material/stop_circle:",
+            type="primary",
+            on_click=stop,
+            args=(run,),
+        )
+        right.button("Keep training", key="train_stop_cancel", on_click=keep_training)
+
+
+def resume_controls(run: Path) -> None:
+    """ "Resume training": continue a stopped (or failed) run in the background from its last complete epoch."""
+    clicked = st.button(
+        "Resume training",
+        key="train_resume",
+        icon=":material/play_circle:",
+        disabled=bool(runs.active_jobs(runs_dir)),
+        help="Continues this run in the background from its last complete epoch.",
+    )
+    if not clicked:
+        return
+    try:
+        runs.resume_job(run, runs_dir)
+    except runs.RunError as error:
+        st.error(f"Training was not resumed: {error}")
+    else:
+        st.session_state["train_run"] = str(run)
+        st.session_state["train_was_active"] = True
+        st.rerun(scope="app")  # poll again, and disable Start while it runs
 
 
 @st.fragment(run_every=POLL_SECONDS if busy or st.session_state.get("train_was_active") else None)
@@ -171,8 +356,11 @@ def monitor() -> None:
         return
     progress = runs.read_progress(run)
     status = charts.job_status(progress)
+    if status.active:  # keep following this run once it ends (stopped, failed, finished)
+        st.session_state["train_run"] = str(run)
     if st.session_state.get("train_was_active") and not status.active:
         st.session_state["train_was_active"] = False
+        st.session_state["train_confirm_stop"] = False
         st.rerun(scope="app")  # stop polling, enable Start again
     st.subheader(f"Run {run.name}")
     st.progress(status.fraction, text=status.headline)
@@ -181,6 +369,12 @@ def monitor() -> None:
     except runs.RunError:
         config = {}
     tasks = config.get("tasks", list(TASK_NAMES))
+
+    if status.active:
+        stop_controls(run, progress, status.state)
+    elif runs.can_resume(run, progress):
+        resume_controls(run)
+
     if status.finished:  # progress.json then holds the held-out evaluations' summary
         cards = charts.summary_cards(progress.get("metrics") or {}, len(tasks) > 1)
         columns = st.columns(min(4, len(cards))) if cards else []
@@ -204,17 +398,9 @@ def monitor() -> None:
                     charts.history_figure(history, task), key=f"train-history-{task}"
                 )
     with st.expander("Log (last lines)", expanded=status.state == "failed"):
-        st.code(runs.log_tail(run, 30) or "(nothing written yet)", language=None)
+        st.code(runs.log_tail(run, 30, clean=True) or "(nothing written yet)", language=None)
+        st.caption(f"TensorFlow's start-up messages are left out here; the whole log is {run / runs.LOG_FILE}.")
 
-    if status.active:
-        st.button(
-            "Stop",
-            key="train_stop",
-            disabled=status.state == "stopping",
-            on_click=stop,
-            args=(run,),
-            help="Stops after the current step and saves a checkpoint; `mtfer train --resume` continues it.",
-        )
     if status.finished:
         left, right = st.columns(2)
         if left.button("Evaluate this run", key="train_evaluate"):

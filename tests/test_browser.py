@@ -8,6 +8,7 @@ MTFER_REQUIRE_BROWSER=1 (CI)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import socket
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 from helpers import wait_healthy
 
@@ -46,7 +48,9 @@ TITLES = {
     "train": "Train",
 }
 UPLOAD_INPUT = '[data-testid="stFileUploaderDropzoneInput"]'
-FACE_LINE = re.compile(r"Face 1:\s*emotion: .+ \(\d+%\) · gender: .+ \(\d+%\) · race: .+ \(\d+%\) · age: .+ \(\d+%\)")
+# An answer is "Happy (87%)" or "not sure (Sad 28% or Angry 21%)" (race: "other / not sure (...)").
+ANSWER = r"(?:\w[\w +-]* \(\d+%\)|(?:other / )?not sure \(.+ \d+% or .+ \d+%\))"
+FACE_LINE = re.compile(rf"Face 1:\s*Emotion: {ANSWER} · Gender: {ANSWER} · Race: {ANSWER} · Age group: {ANSWER}")
 
 
 def _require_browser() -> None:
@@ -73,7 +77,7 @@ def _browser_available() -> None:
 
 
 @pytest.fixture(scope="module")
-def face_photo(shared_data: Path, tmp_path_factory) -> Path:
+def face_photo(shared_data: Path, model_path: Path, tmp_path_factory) -> Path:
     """A 'photo' made from a real UTKFace chip: the 200x200 chip padded onto a larger grey canvas, saved as JPEG in
     tmp. The first of a fixed set of chips in which the app's own detector finds a face is used."""
     chips = sorted((shared_data / "utkface" / "UTKFace").glob("*.jpg"))
@@ -85,7 +89,7 @@ def face_photo(shared_data: Path, tmp_path_factory) -> Path:
         if image is None:
             continue
         photo = cv2.copyMakeBorder(image, 120, 160, 220, 260, cv2.BORDER_CONSTANT, value=(190, 195, 200))
-        if faces.find_faces(photo):
+        if faces.find_faces(photo, _model_config(model_path)):  # the detector settings of the model the app uses
             cv2.imwrite(str(out), photo, [cv2.IMWRITE_JPEG_QUALITY, 92])
             return out
     pytest.fail("the face detector found no face in 40 padded UTKFace chips")
@@ -101,6 +105,52 @@ def model_path(tmp_path_factory) -> Path:
     from helpers import tiny_run
 
     return tiny_run(tmp_path_factory.mktemp("model") / "tiny")
+
+
+def _model_config(model_path: Path) -> faces.PreprocessConfig:
+    return faces.PreprocessConfig.from_dict(json.loads((model_path / runs.METADATA_FILE).read_text())["preprocessing"])
+
+
+@pytest.fixture(scope="module")
+def demo_photos(shared_data: Path, model_path: Path, tmp_path_factory) -> dict[str, Path]:
+    """Two demo photos made from real UTKFace chips, in which the model's own detector finds every face:
+    'big-face' (one face enlarged to fill a 900x900 photo) and 'group' (four small faces, 120 px, on a 1000x600
+    gradient)."""
+    config = _model_config(model_path)
+    chips = sorted((shared_data / "utkface" / "UTKFace").glob("*.jpg"))
+    if not chips:
+        pytest.skip(f"no UTKFace chips under {shared_data / 'utkface' / 'UTKFace'}")
+    folder = tmp_path_factory.mktemp("demo-photos")
+    out = {"big-face": folder / "big-face.jpg", "group": folder / "group.jpg"}
+    sample = chips[:: max(1, len(chips) // 300)][:300]
+    for chip in sample:
+        image = cv2.imread(str(chip))
+        big = None if image is None else cv2.resize(image, (900, 900), interpolation=cv2.INTER_CUBIC)
+        found = [] if big is None else faces.find_faces(big, config)
+        if len(found) == 1 and found[0].box[2] > 600:
+            cv2.imwrite(str(out["big-face"]), big, [cv2.IMWRITE_JPEG_QUALITY, 92])
+            break
+    else:
+        pytest.fail("no UTKFace chip gave a face filling a 900x900 photo")
+    group = np.empty((600, 1000, 3), np.uint8)
+    group[:] = np.linspace(140, 210, 1000, dtype=np.uint8)[None, :, None]
+    placed = 0
+    for chip in reversed(sample):
+        image = cv2.imread(str(chip))
+        if image is None:
+            continue
+        small = cv2.resize(image, (120, 120), interpolation=cv2.INTER_AREA)
+        alone = cv2.copyMakeBorder(small, 80, 80, 80, 80, cv2.BORDER_CONSTANT, value=(180, 180, 180))
+        if len(faces.find_faces(alone, config)) == 1:
+            x, y = 70 + placed * 230, 220 + (placed % 2) * 50
+            group[y : y + 120, x : x + 120] = small
+            placed += 1
+            if placed == 4:
+                break
+    if placed < 4 or len(faces.find_faces(group, config)) != 4:
+        pytest.fail("could not make a photo of four small faces that the detector finds")
+    cv2.imwrite(str(out["group"]), group, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    return out
 
 
 # --- the server -----------------------------------------------------------------------------------------------
@@ -264,7 +314,7 @@ def test_predict_shows_all_four_labels_for_a_real_face(server, tab, face_photo, 
         wait_idle(tab)
         assert_healthy(tab)
         text = line.first.inner_text()
-        for label in ("emotion:", "gender:", "race:", "age:"):
+        for label in ("Emotion:", "Gender:", "Race:", "Age group:"):
             assert label in text, f"{label!r} missing from {text!r}"
         assert FACE_LINE.search(text), text
         # the photo with its box, what the network saw, and one probability chart per task
@@ -273,6 +323,31 @@ def test_predict_shows_all_four_labels_for_a_real_face(server, tab, face_photo, 
         expect(tab.page.get_by_role("button", name="Download CSV")).to_be_visible()
         assert_healthy(tab)
         tab.page.screenshot(path=str(screenshots / "predict.png"))
+
+
+@pytest.mark.parametrize(("photo", "count"), [("big-face", 1), ("group", 4)])
+def test_predict_labels_sit_outside_the_faces_in_words_for_people(server, tab, demo_photos, screenshots, photo, count):
+    """A face filling the photo and a group of four small faces: every face gets its answers in people's words, the
+    page explains "not sure" and the three race groups, and no model identifier or log line reaches the page.
+    Screenshots of the labelled photo and the whole page are saved for a person to look at."""
+    from playwright.sync_api import expect
+
+    with server.log_on_failure():
+        open_page(tab, server, "predict")
+        upload(tab, demo_photos[photo])
+        last = tab.page.locator("p", has_text=f"Face {count}:")
+        expect(last.or_(tab.page.get_by_test_id("stException")).first).to_be_visible(timeout=PREDICT_S * 1000)
+        wait_idle(tab)
+        assert_healthy(tab)
+        expect(tab.page.get_by_text(f"{count} face{'s' if count > 1 else ''} found", exact=True)).to_be_visible()
+        expect(tab.page.locator("p", has_text="Face 1:")).to_have_count(1)
+        expect(tab.page.get_by_text("three groups only", exact=False)).to_be_visible()
+        expect(tab.page.get_by_test_id("stPlotlyChart")).to_have_count(4 * count, timeout=PAGE_S * 1000)
+        text = tab.page.get_by_test_id("stMain").inner_text()
+        for raw in ("african_american", "Unsure", "WARNING", "Traceback", "tensorflow", "network saw"):
+            assert raw not in text, f"{raw!r} shown on the page"
+        tab.page.get_by_test_id("stImage").first.screenshot(path=str(screenshots / f"predict_{photo}_photo.png"))
+        tab.page.screenshot(path=str(screenshots / f"predict_{photo}.png"), full_page=True)
 
 
 def test_a_file_that_is_not_a_photo_gets_a_friendly_error_and_the_page_keeps_working(

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 
 from mtfer.datasets import cache as cache_module
@@ -329,3 +331,134 @@ def test_real_utkface_sample_is_framed(shared_data: Path, tmp_path: Path) -> Non
     assert len(prepared) == 30 and prepared.report["unreadable"]["count"] == 0
     assert prepared.report["framing"]["face_detected"] >= 0.7
     assert prepared.masks[:, TASK_NAMES.index("gender")].all()
+
+
+# --- image content in the key, and preparing some splits only -----------------------------------------------
+
+
+@pytest.fixture
+def fer_root(tmp_path: Path) -> Path:
+    """A FER2013-style image-folder tree: train/ and test/, two emotions each, two faces per folder."""
+    root = tmp_path / "data" / "fer2013"
+    seed = 0
+    for split in ("train", "test"):
+        for emotion in ("happy", "sad"):
+            folder = root / split / emotion
+            folder.mkdir(parents=True)
+            for i in range(2):
+                write_jpg(folder / f"{split}_{i}.jpg", face_image(seed))
+                seed += 1
+    return root
+
+
+def prepare_fer(root: Path, cache_dir: Path, **kwargs) -> Prepared:
+    kwargs.setdefault("workers", 1)
+    return prepare("fer2013", root, cache_dir=cache_dir, **kwargs)
+
+
+def face_of(prepared: Prepared, path: Path) -> np.ndarray:
+    rows = np.flatnonzero(prepared.sources == str(path))
+    assert len(rows) == 1, f"{path} is not in the prepared data set"
+    return prepared.images[rows[0]]
+
+
+def test_image_replaced_under_the_same_name_rebuilds(fer_root: Path, cache_dir: Path) -> None:
+    first = prepare_fer(fer_root, cache_dir)
+    assert not first.from_cache and len(first) == 8
+    again = prepare_fer(fer_root, cache_dir)
+    assert again.from_cache and again.path == first.path  # nothing changed: loaded
+
+    replaced = fer_root / "train" / "happy" / "train_0.jpg"
+    before = replaced.stat()
+    write_jpg(replaced, face_image(1234, side=120))  # other content, same name (as a re-downloaded data set)
+    assert replaced.stat().st_size != before.st_size
+    second = prepare_fer(fer_root, cache_dir)
+    assert not second.from_cache and second.path != first.path
+    assert not np.array_equal(face_of(second, replaced), face_of(first, replaced))
+    untouched = fer_root / "test" / "sad" / "test_1.jpg"
+    np.testing.assert_array_equal(face_of(second, untouched), face_of(first, untouched))
+    assert prepare_fer(fer_root, cache_dir).from_cache
+
+
+def test_touched_image_rebuilds(fer_root: Path, cache_dir: Path) -> None:
+    """Same size, another mtime (a copy written later): the key changes, since size + mtime stand for content."""
+    first = prepare_fer(fer_root, cache_dir)
+    touched = fer_root / "test" / "happy" / "test_0.jpg"
+    st = touched.stat()
+    os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    second = prepare_fer(fer_root, cache_dir)
+    assert not second.from_cache and second.path != first.path
+
+
+def test_framing_version_is_part_of_the_key(fer_root: Path, cache_dir: Path, monkeypatch) -> None:
+    # Version 2 keys cover the image files' size and mtime: caches of version 1 must not be used.
+    assert cache_module.CACHE_VERSION >= 2
+    assert cache_module.FRAMING_VERSION.startswith(f"{cache_module.CACHE_VERSION}.")
+    monkeypatch.setattr(cache_module, "FRAMING_VERSION", "1.1")
+    old = prepare_fer(fer_root, cache_dir)
+    monkeypatch.undo()
+    new = prepare_fer(fer_root, cache_dir)
+    assert not new.from_cache and new.path != old.path
+
+
+def test_signature_of_57k_files_is_fast(shared_data: Path) -> None:
+    import time
+
+    from mtfer.datasets.cache import _signature
+
+    frames = [read_dataset("fer2013", shared_data / "fer2013")[0], read_dataset("utkface", shared_data / "utkface")[0]]
+    df = pd.concat(frames, ignore_index=True)
+    started = time.perf_counter()
+    _signature(df)
+    # One os.stat per file: about 0.2 s here; 5 s leaves room for a slow disk or a busy machine.
+    assert time.perf_counter() - started < 5.0, f"signature of {len(df)} files is too slow"
+
+
+def test_prepare_only_chosen_splits(fer_root: Path, cache_dir: Path) -> None:
+    calls: list[tuple[int, int]] = []
+    test_only = prepare_fer(fer_root, cache_dir, splits=("test",), progress=lambda d, t: calls.append((d, t)))
+    assert not test_only.from_cache and len(test_only) == 4
+    assert set(test_only.splits.tolist()) == {"test"}
+    assert calls and calls[-1] == (4, 4)  # only the test faces were framed
+    assert test_only.report["splits"] == ["test"] and test_only.report["listed"] == 8
+    assert prepare_fer(fer_root, cache_dir, splits="test").from_cache  # one name as a string: the same key
+    # A training image changed: the test-only cache is still valid.
+    write_jpg(fer_root / "train" / "sad" / "train_0.jpg", face_image(4321, side=120))
+    assert prepare_fer(fer_root, cache_dir, splits=("test",)).path == test_only.path
+
+    # Every split named = the whole data set, one cache.
+    everything = prepare_fer(fer_root, cache_dir, splits=("train", "test"))
+    assert not everything.from_cache and len(everything) == 8 and everything.report["splits"] is None
+    assert prepare_fer(fer_root, cache_dir).path == everything.path
+
+
+def test_prepare_some_splits_uses_a_cache_of_every_split(fer_root: Path, cache_dir: Path, monkeypatch) -> None:
+    full = prepare_fer(fer_root, cache_dir)
+
+    def must_not_run(*args, **kwargs):
+        raise RuntimeError("framed an image although a cache of every split holds it")
+
+    monkeypatch.setattr(cache_module, "frame_sample", must_not_run)
+    train = prepare_fer(fer_root, cache_dir, splits=["train"])
+    assert train.from_cache and train.path == full.path
+    keep = full.splits == "train"
+    np.testing.assert_array_equal(train.images, full.images[keep])
+    np.testing.assert_array_equal(train.labels, full.labels[keep])
+    np.testing.assert_array_equal(train.sources, full.sources[keep])
+    assert train.report["prepared"] == 4 and train.report["splits"] == ["train"]
+    # With a limit the subset of every split is not the same subset: not reused.
+    with pytest.raises(RuntimeError, match="cache of every split"):
+        prepare_fer(fer_root, cache_dir, splits=["train"], limit=2)
+
+
+@pytest.mark.parametrize(
+    ("splits", "message"),
+    [
+        (("val",), r"no samples in split\(s\) \['val'\] \(splits present: \['test', 'train'\]\)"),
+        (("tset",), r"unknown split\(s\) \['tset'\]"),
+        ((), "at least one of"),
+    ],
+)
+def test_bad_splits_get_a_clear_message(fer_root: Path, cache_dir: Path, splits, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        prepare_fer(fer_root, cache_dir, splits=splits)

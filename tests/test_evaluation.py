@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from mtfer import charts, runs, settings
 from mtfer.evaluation import (
     Evaluation,
     compare_runs,
     confusion_frame,
+    default_evaluation_dir,
     evaluate_predictions,
+    group_accuracy,
     load_evaluation,
+    macro_f1,
     misclassified,
     per_class_frame,
     save_evaluation,
+    untaught_unseen,
 )
 from mtfer.tasks import AGE, EMOTION, GENDER, RACE, TASK_NAMES
 
@@ -93,8 +100,10 @@ def test_emotion_metrics_match_hand_computation(evaluation):
     assert m["n"] == 5
     assert m["accuracy"] == pytest.approx(3 / 5)
     assert m["loss"] == pytest.approx(-np.mean(np.log([0.8, 0.4, 0.9, 0.3, 0.5])))
-    # happy: P = 2/3, R = 2/3; sad: P = 1/2, R = 1 -> F1 2/3; angry 0; four empty classes 0.
-    assert m["macro_f1"] == pytest.approx((2 / 3 + 2 / 3) / 7)
+    # happy: P = 2/3, R = 2/3; sad: P = 1/2, R = 1 -> F1 2/3; angry 0. The four classes without a true label are
+    # not in the average (they are absent from the data, not the model's failure).
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)
+    assert m["macro_f1_classes"] == ["happy", "sad", "angry"]  # model order
     assert m["classes"] == list(EMOTION.classes)
     expected = np.zeros((7, 7), dtype=int)
     expected[E("happy"), E("happy")] = 2
@@ -128,6 +137,7 @@ def test_task_without_labels_reports_nulls(evaluation):
     age = evaluation.metrics["tasks"]["age"]
     assert age["n"] == 0
     assert age["accuracy"] is None and age["loss"] is None and age["macro_f1"] is None
+    assert age["macro_f1_classes"] == [] and macro_f1(evaluation.metrics, "age") == (None, [])
     assert age["confusion"] == [[0] * 5 for _ in range(5)]
     assert age["per_class"]["70+"] == {"precision": None, "recall": None, "f1": None, "support": 0}
     assert evaluation.samples["age_correct"].isna().all()
@@ -308,3 +318,171 @@ def test_float32_softmax_and_empty_input():
     empty = evaluate_predictions({"emotion": np.zeros((0, 7))}, np.zeros((0, 4), dtype=int))
     assert empty.metrics["n"] == 0 and empty.metrics["tasks"]["emotion"]["accuracy"] is None
     assert empty.samples.empty
+
+
+# --- where evaluations are saved, and how the Evaluate page finds them -----------------------------------------
+
+
+def _bundle(folder: Path, run: bool = True) -> Path:
+    """A folder that list_runs takes for a run (config.json); default_evaluation_dir needs nothing more."""
+    folder.mkdir(parents=True)
+    if run:
+        (folder / runs.CONFIG_FILE).write_text("{}")
+    return folder
+
+
+def test_a_run_of_the_runs_folder_keeps_its_evaluations(tmp_path):
+    runs_dir = tmp_path / "runs"
+    run = _bundle(runs_dir / "20250101-000000-multi")
+    assert default_evaluation_dir(run, "fer2013", "test", runs_dir) == run / "evaluation" / "fer2013-test"
+    # Through a symlink in the runs folder (as the app's tests and some setups have it) it is still its run.
+    elsewhere = _bundle(tmp_path / "store" / "shared-run")
+    (runs_dir / "linked").symlink_to(elsewhere, target_is_directory=True)
+    assert default_evaluation_dir(elsewhere, "utkface", "val", runs_dir) == elsewhere / "evaluation" / "utkface-val"
+
+
+@pytest.mark.parametrize("where", ["shipped", "elsewhere"])
+def test_other_bundles_are_never_written_to(tmp_path, where):
+    runs_dir = tmp_path / "runs"
+    bundle = runs.DEFAULT_BUNDLE if where == "shipped" else _bundle(tmp_path / "models" / "mine")
+    out = default_evaluation_dir(bundle, "fer2013", "test", runs_dir)
+    assert out.parent == runs_dir / "evaluations"
+    assert re.fullmatch(rf"{bundle.name}-\d{{8}}-\d{{6}}-fer2013-test", out.name), out.name
+    assert charts.evaluation_dataset(out.name) == "fer2013" and out.name.endswith("-test")
+    # A second evaluation in the same second gets its own folder.
+    out.mkdir(parents=True)
+    second = default_evaluation_dir(bundle, "fer2013", "test", runs_dir)
+    assert second != out and second.parent == out.parent and second.name.endswith("-fer2013-test")
+
+
+def test_list_evaluations_finds_those_saved_under_the_runs_folder(tmp_path):
+    runs_dir = tmp_path / "runs"
+    model = _bundle(tmp_path / "models" / "default", run=False)
+    (model / "evaluation" / "utkface-test").mkdir(parents=True)
+    (model / "evaluation" / "utkface-test" / "metrics.json").write_text('{"n": 0, "tasks": {}}')
+    saved = runs_dir / "evaluations"
+    for name, owner in (
+        ("default-20250101-120000-fer2013-test", model),
+        ("default-20250101-120500-fer2013-val", model),
+        ("default-20250101-130000-fer2013-test", tmp_path / "other" / "default"),  # another model called default
+    ):
+        (saved / name).mkdir(parents=True)
+        (saved / name / "metrics.json").write_text(json.dumps({"n": 0, "tasks": {}, "model": str(owner)}))
+    (saved / "default-half-written-fer2013-test").mkdir()  # no metrics.json
+    (saved / "mine-20250101-120000-fer2013-test").mkdir()
+
+    names = settings.list_evaluations(model, runs_dir)
+    assert names == [
+        "default-20250101-120000-fer2013-test",
+        "utkface-test",
+        "default-20250101-120500-fer2013-val",
+    ]
+    assert settings.evaluation_dir(model, "utkface-test", runs_dir) == model / "evaluation" / "utkface-test"
+    assert settings.evaluation_dir(model, names[0], runs_dir) == saved / names[0]
+    assert settings.list_evaluations(tmp_path / "nothing", runs_dir) == []
+
+
+def test_evaluation_dataset_of_saved_names():
+    assert charts.evaluation_dataset("fer2013-test") == "fer2013"
+    assert charts.evaluation_dataset("fer2013-csv-val") == "fer2013-csv"
+    assert charts.evaluation_dataset("default-20250101-120000-fer2013-csv-test") == "fer2013-csv"
+    assert charts.evaluation_dataset("default-20250101-120000.2-utkface-all") == "utkface"
+    assert charts.evaluation_dataset("bands-test") == "bands"
+
+
+# --- macro F1 over the classes present, untaught classes, accuracy by group ---------------------------------------
+
+
+def test_macro_f1_averages_over_the_classes_the_data_has(evaluation):
+    """Gender: no face is "unsure" (no data set teaches it); the average is over male and female only."""
+    gender = evaluation.metrics["tasks"]["gender"]
+    # male: s1 right, s3 missed, s6 wrongly male -> P 1/2, R 1/2, F1 1/2; female: s2, s5 right, s6 missed, s3
+    # wrongly female -> P 2/3, R 2/3, F1 2/3. "unsure" (F1 0, no face) is not averaged in.
+    assert gender["macro_f1_classes"] == ["male", "female"]
+    assert gender["macro_f1"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert macro_f1(evaluation.metrics, "gender") == (gender["macro_f1"], ["male", "female"])
+    # scikit-learn's own macro average over the present labels, as the issue asks
+    from sklearn.metrics import f1_score
+
+    y = [0, 1, 0, 1, 1]
+    p = [0, 1, 1, 1, 0]
+    assert gender["macro_f1"] == pytest.approx(f1_score(y, p, labels=[0, 1], average="macro"))
+
+
+def test_macro_f1_of_evaluations_saved_before_it_counted_present_classes(evaluation):
+    """An older metrics.json (macro F1 over every class, no macro_f1_classes) is recomputed from its per-class F1."""
+    old = json.loads(json.dumps(evaluation.metrics))
+    for entry in old["tasks"].values():
+        entry.pop("macro_f1_classes")
+    old["tasks"]["emotion"]["macro_f1"] = (2 / 3 + 2 / 3) / 7  # what the old code saved
+    score, classes = macro_f1(old, "emotion")
+    assert classes == ["happy", "sad", "angry"] and score == pytest.approx(4 / 9)
+    assert macro_f1(old, "age") == (None, [])
+
+
+def test_untaught_classes_are_hidden_only_when_no_face_has_them(evaluation):
+    metrics = evaluation.metrics
+    # s4 was predicted "unsure" but has no gender label: no true "unsure" row, nor any column count.
+    assert untaught_unseen(metrics, "gender") == ["unsure"]
+    assert untaught_unseen(metrics, "gender", predicted_too=True) == ["unsure"]
+    assert untaught_unseen(metrics, "emotion") == []  # nothing untaught in emotion
+    frame = confusion_frame(metrics, "gender", hide_untaught=True)
+    assert list(frame.index) == ["male", "female"] and list(frame.columns) == ["male", "female"]
+    assert list(confusion_frame(metrics, "gender").index) == ["male", "female", "unsure"]  # the default keeps all
+    assert list(per_class_frame(metrics, "gender", hide_untaught=True).index) == ["male", "female"]
+    # A face predicted "unsure" keeps the column (its row stays hidden); a face labelled "unsure" shows it all.
+    predicted = json.loads(json.dumps(metrics))
+    predicted["tasks"]["gender"]["confusion"][0] = [1, 0, 1]
+    frame = confusion_frame(predicted, "gender", hide_untaught=True)
+    assert list(frame.index) == ["male", "female"] and list(frame.columns) == ["male", "female", "unsure"]
+    labelled = json.loads(json.dumps(metrics))
+    labelled["tasks"]["gender"]["confusion"][2] = [0, 0, 1]
+    assert untaught_unseen(labelled, "gender") == []
+    assert list(per_class_frame(labelled, "gender", hide_untaught=True).index) == ["male", "female", "unsure"]
+
+
+def test_group_accuracy_from_the_samples_table():
+    """Hand-made samples: five UTKFace-like faces (gender, race, age) and two FER2013-like ones (emotion only)."""
+    rows = [
+        # gender_true, gender_correct, race_true, age_true, age_correct, emotion_true, emotion_correct
+        ("male", True, "asian", "20-39", True, "", None),
+        ("female", False, "asian", "20-39", False, "", None),
+        ("female", True, "caucasian", "70+", True, "", None),
+        ("male", True, "", "70+", False, "", None),  # UTKFace "Indian": no race label
+        ("female", True, "caucasian", "", None, "", None),
+        ("", None, "", "", None, "happy", True),
+        ("", None, "", "", None, "sad", False),
+    ]
+    samples = pd.DataFrame(
+        rows,
+        columns=["gender_true", "gender_correct", "race_true", "age_true", "age_correct", "emotion_true",
+                 "emotion_correct"],
+    ).astype({"gender_correct": "boolean", "age_correct": "boolean", "emotion_correct": "boolean"})  # fmt: skip
+    groups = group_accuracy(samples)
+    assert list(groups.columns) == ["task", "attribute", "group", "n", "accuracy"]
+    by = {(r.task, r.attribute, r.group): (r.n, r.accuracy) for r in groups.itertuples()}
+    assert by == {
+        ("gender", "race", "caucasian"): (2, 1.0),  # in class order: caucasian before asian
+        ("gender", "race", "asian"): (2, 0.5),
+        ("gender", "age", "20-39"): (2, 0.5),
+        ("gender", "age", "70+"): (2, 1.0),
+        ("age", "gender", "male"): (2, 0.5),
+        ("age", "gender", "female"): (2, 0.5),
+        ("age", "race", "caucasian"): (1, 1.0),
+        ("age", "race", "asian"): (2, 0.5),
+    }
+    assert list(groups["task"]) == ["gender"] * 4 + ["age"] * 4  # model order; groups never empty
+    assert list(groups[groups["task"] == "gender"]["group"]) == ["caucasian", "asian", "20-39", "70+"]
+    only = group_accuracy(samples, tasks=["gender"], attributes=["age"])
+    assert set(zip(only["task"], only["attribute"], strict=True)) == {("gender", "age")}
+    # Emotion-only faces (FER2013) give nothing: no face has an emotion and an attribute label.
+    assert group_accuracy(samples.iloc[5:]).empty
+    assert group_accuracy(pd.DataFrame({"source": ["a"]})).empty
+
+
+def test_group_accuracy_of_emotion_matches_the_slices(evaluation):
+    """Where faces have emotion and gender labels (RAF-DB-like), the samples table gives the slices' figures."""
+    groups = group_accuracy(evaluation.samples, tasks=["emotion"])
+    by = {(r.attribute, r.group): (r.n, r.accuracy) for r in groups.itertuples()}
+    slices = evaluation.metrics["slices"]["gender"]
+    assert by == {("gender", g): (v["n"], v["accuracy"]) for g, v in slices.items() if v["n"]}

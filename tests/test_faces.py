@@ -573,7 +573,9 @@ def test_the_paper_haar_detector_stays_available(utk_chips: list[np.ndarray]) ->
         PreprocessConfig.named("mtcnn")
 
 
-def test_blazeface_frames_dataset_crops_with_its_eyes(utk_chips: list[np.ndarray], fer_images: list[np.ndarray]) -> None:
+def test_blazeface_frames_dataset_crops_with_its_eyes(
+    utk_chips: list[np.ndarray], fer_images: list[np.ndarray]
+) -> None:
     """On data-set crops the detector finds (nearly) every face, with both eyes: the framing and the rotation come
     from the same detector as in photos."""
     found = [frame_crop(image) for image in utk_chips + fer_images]
@@ -584,3 +586,18 @@ def test_blazeface_frames_dataset_crops_with_its_eyes(utk_chips: list[np.ndarray
             assert f.rotation == pytest.approx(float(np.clip(eye_tilt(f.eyes), -10, 10)))
             (lx, _), (rx, _) = f.eyes
             assert lx < rx
+
+
+def test_blazeface_runtimes_agree(utk_chips: list[np.ndarray]) -> None:
+    """LiteRT (fast) and OpenCV's DNN (the fallback where LiteRT has no wheel) run the same model: same faces."""
+    from mtfer import detectors
+
+    if detectors.runtime() != "litert":
+        pytest.skip("ai-edge-litert is not installed here")
+    photo = _on_canvas(utk_chips[4], 6.0, pad=80)
+    for model in ("short", "full"):
+        fast, fallback = (detectors.blazeface(photo, model, backend=b) for b in ("litert", "opencv"))
+        assert len(fast) == len(fallback) >= 1
+        assert np.allclose(fast[0].box, fallback[0].box, atol=0.5)
+        assert np.allclose(fast[0].eyes, fallback[0].eyes, atol=0.5)
+        assert fast[0].score == pytest.approx(fallback[0].score, abs=1e-3)

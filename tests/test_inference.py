@@ -20,7 +20,7 @@ from mtfer.tasks import TASK_NAMES, TASKS
 
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory) -> Path:
-    return tiny_run(tmp_path_factory.mktemp("inference") / "run", blur_sigma=3.0)
+    return tiny_run(tmp_path_factory.mktemp("inference") / "run")
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +51,43 @@ def test_predictor_returns_every_face_with_all_four_heads(run_folder, photo):
 
 
 def test_the_face_shown_is_the_face_the_network_saw(run_folder, photo):
-    from mtfer.faces import sharpness
+    from mtfer.inference import predict_arrays
 
-    face = Predictor(run_folder).predict_image(photo)[0]
-    assert sharpness(face.aligned) < 50  # sharp photo faces are blurred like the training data (blur_sigma=3)
+    predictor = Predictor(run_folder)
+    face = predictor.predict_image(photo)[0]
+    probs = predict_arrays(predictor.bundle.model, face.aligned[None])
+    for task in TASK_NAMES:
+        np.testing.assert_allclose(list(face.probabilities[task].values()), probs[task][0], atol=1e-5)
+
+
+def test_old_bundles_with_blur_settings_still_load_and_are_not_blurred(run_folder, photo, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(run_folder, old)
+    meta = json.loads((old / "metadata.json").read_text())
+    meta["input"].update(blur_sigma=3.0, blur_threshold=50.0)  # the removed blur-matching step's settings
+    (old / "metadata.json").write_text(json.dumps(meta))
+    then, now = Predictor(old).predict_image(photo)[0], Predictor(run_folder).predict_image(photo)[0]
+    np.testing.assert_array_equal(then.aligned, now.aligned)
+    for task in TASK_NAMES:
+        assert then.probabilities[task] == pytest.approx(now.probabilities[task], abs=1e-6)
+
+
+def test_predictor_averages_each_face_with_its_mirror_when_the_bundle_says_so(run_folder, photo, tmp_path):
+    from mtfer.inference import predict_arrays
+
+    flipped = tmp_path / "flipped"
+    shutil.copytree(run_folder, flipped)
+    meta = json.loads((flipped / "metadata.json").read_text())
+    meta["input"]["tta_flip"] = True
+    (flipped / "metadata.json").write_text(json.dumps(meta))
+    predictor = Predictor(flipped)
+    face = predictor.predict_image(photo)[0]
+    model = predictor.bundle.model
+    plain = predict_arrays(model, face.aligned[None])
+    mirror = predict_arrays(model, face.aligned[None, :, ::-1].copy())
+    for task in TASK_NAMES:
+        expected = (plain[task][0] + mirror[task][0]) / 2
+        np.testing.assert_allclose(list(face.probabilities[task].values()), expected, atol=1e-5)
 
 
 def test_batches_and_threads_give_the_same_answers(run_folder, photo):

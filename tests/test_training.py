@@ -20,11 +20,15 @@ from mtfer import runs
 from mtfer.model import build_model, count_flops
 from mtfer.tasks import PAPER_LOSS_WEIGHTS, TASK_NAMES
 from mtfer.training import (
+    PRESETS,
     Split,
     TrainConfig,
+    class_weights_for,
     compile_model,
+    make_augmenter,
     make_dataset,
     make_splits,
+    mix_batch,
     monitor_metric,
     paper_callbacks,
     train,
@@ -408,3 +412,256 @@ def test_cli_inspect_prints_counts_and_the_skip_report(tmp_path):
         timeout=120,
     )
     assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1 and "fer2013" in wrong.stderr
+
+
+# --- training recipe options (label smoothing, schedules, AdamW, class weights, augmentation, mixup, EMA, TTA) ----
+
+
+def test_old_configs_with_blur_settings_still_load(caplog):
+    old = {**TrainConfig().to_dict(), "blur_sigma": 3.0, "blur_threshold": 50.0}
+    with caplog.at_level("WARNING", logger="mtfer.training"):
+        assert TrainConfig.from_dict(old) == TrainConfig()
+    assert "blur_sigma" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mtfer.training"):
+        assert TrainConfig.from_dict({**old, "blur_sigma": 0.0}) == TrainConfig()
+    assert not caplog.text
+
+
+def _differing_settings(a: TrainConfig, b: TrainConfig) -> set[str]:
+    return {k for k, v in a.to_dict().items() if b.to_dict()[k] != v}
+
+
+def test_presets_and_the_recipe_settings_are_checked():
+    # The paper preset is the defaults, except for the face detector (the paper's Haar pipeline).
+    assert _differing_settings(TrainConfig.from_preset("paper"), TrainConfig()) <= {"preprocessing"}
+    recipe = TrainConfig.from_preset("recipe", epochs=3)
+    assert recipe == TrainConfig(**{**PRESETS["recipe"], "epochs": 3})
+    assert (recipe.architecture, recipe.batch_size, recipe.learning_rate, recipe.epochs) == ("fast", 64, 2e-3, 3)
+    assert (recipe.lr_schedule, recipe.warmup_epochs, recipe.weight_decay) == ("cosine", 1.0, 1e-2)
+    assert (recipe.label_smoothing, recipe.class_weighting, recipe.augment) == (0.1, "sqrt", "strong")
+    assert (recipe.mixup, recipe.ema, recipe.tta_flip, recipe.early_stopping_patience) == (0.0, 0.0, True, 1000)
+    assert TrainConfig.from_dict(recipe.to_dict()) == recipe
+    # Early stopping waits 11 epochs under the plateau rule; a schedule runs to its end unless told otherwise.
+    assert TrainConfig().early_stopping_patience == 11
+    assert TrainConfig(lr_schedule="cosine", epochs=30).early_stopping_patience == 30
+    assert TrainConfig(lr_schedule="cosine", early_stopping_patience=5).early_stopping_patience == 5
+    with pytest.raises(ValueError, match="unknown preset"):
+        TrainConfig.from_preset("sota")
+    for bad in (
+        {"lr_schedule": "step"},
+        {"class_weighting": "inverse"},
+        {"augment": "medium"},
+        {"label_smoothing": 1.0},
+        {"ema": 1.5},
+        {"mixup": -0.1},
+        {"weight_decay": -1e-4},
+    ):
+        with pytest.raises(ValueError):
+            TrainConfig(**bad)
+
+
+def test_cli_preset_sets_defaults_that_flags_override():
+    from mtfer.cli import build_parser, train_config_from_args
+
+    def config(*argv):
+        return train_config_from_args(build_parser().parse_args(["train", *argv]))
+
+    assert config() == TrainConfig()
+    assert config("--preset", "paper") == TrainConfig.from_preset("paper")
+    assert config("--preset", "recipe", "--epochs", "3") == TrainConfig.from_preset("recipe", epochs=3)
+    overridden = config(
+        "--preset", "recipe", "--augment", "light", "--no-tta-flip", "--lr-schedule", "onecycle", "--mixup", "0.2"
+    )
+    assert (overridden.augment, overridden.tta_flip, overridden.lr_schedule, overridden.mixup) == (
+        "light",
+        False,
+        "onecycle",
+        0.2,
+    )
+    assert overridden.batch_size == 64 and overridden.label_smoothing == 0.1  # the rest stays the recipe's
+    flags = config(
+        "--label-smoothing", "0.05", "--lr-schedule", "cosine", "--warmup-epochs", "0.5", "--weight-decay", "1e-3",
+        "--class-weighting", "balanced", "--ema", "0.99", "--tta-flip", "--epochs", "7",
+    )  # fmt: skip
+    assert (flags.label_smoothing, flags.warmup_epochs, flags.weight_decay) == (0.05, 0.5, 1e-3)
+    assert (flags.class_weighting, flags.ema, flags.tta_flip) == ("balanced", 0.99, True)
+    assert flags.early_stopping_patience == 7 and flags.architecture == "paper"
+    assert config("--no-augment").augment is False
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--augment", "strong", "--no-augment"])
+
+
+def test_optimizer_and_callbacks_follow_the_recipe_options():
+    model = build_model("fast", ["emotion"])
+    config = TrainConfig(architecture="fast", tasks=["emotion"], weight_decay=1e-4, ema=0.9, lr_schedule="cosine")
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        compile_model(model, config)
+    compile_model(model, config, steps_per_epoch=10)
+    optimizer = model.optimizer
+    assert isinstance(optimizer, keras.optimizers.AdamW) and optimizer.weight_decay == pytest.approx(1e-4)
+    assert optimizer.use_ema and optimizer.ema_momentum == pytest.approx(0.9)
+    assert isinstance(optimizer._learning_rate, keras.optimizers.schedules.CosineDecay)  # noqa: SLF001
+    early, plateau = paper_callbacks(config, "val_emotion_accuracy")
+    assert plateau is None and early.restore_best_weights and early.patience == config.epochs
+    compile_model(model, TrainConfig(architecture="fast", tasks=["emotion"]))
+    assert type(model.optimizer) is keras.optimizers.Adam and not model.optimizer.use_ema
+
+
+def test_label_smoothing_changes_the_loss_as_keras_computes_it():
+    model = build_model("fast", TASK_NAMES)
+    x, y, w = _batch(random_split(16), TASK_NAMES)
+    y_pred = model(x, training=False)
+    losses = {}
+    for smoothing in (0.0, 0.2):
+        compile_model(model, TrainConfig(architecture="fast", label_smoothing=smoothing))
+        losses[smoothing] = float(model.compute_loss(x, y, y_pred, w, training=False))
+    expected = 0.0
+    for task in TASK_NAMES:
+        target = y[task].numpy() * 0.8 + 0.2 / y[task].shape[-1]
+        cross_entropy = -(target * np.log(np.clip(y_pred[task].numpy(), 1e-7, 1.0))).sum(axis=1)
+        expected += PAPER_LOSS_WEIGHTS[task] * float((cross_entropy * w[task].numpy()).sum()) / len(cross_entropy)
+    assert losses[0.2] == pytest.approx(expected, rel=1e-4)
+    assert abs(losses[0.2] - losses[0.0]) > 1e-3
+
+
+def test_class_weights_favour_rare_emotions_and_keep_unlabelled_samples_at_zero():
+    labels = np.array([0] * 60 + [1] * 30 + [3] * 10 + [-1] * 20)
+    labelled = labels[labels >= 0]
+    balanced = class_weights_for(labels, "balanced", 7)
+    root = class_weights_for(labels, "sqrt", 7)
+    for weights in (balanced, root):
+        assert weights.shape == (7,) and weights[3] > weights[1] > weights[0]
+        assert weights[labelled].mean() == pytest.approx(1.0, rel=1e-6)
+        assert weights[2] == weights[6] == 1.0  # never seen in training
+    assert balanced[3] / balanced[0] == pytest.approx(6.0, rel=1e-5)  # ten times rarer: 60/10
+    assert root[3] / root[0] == pytest.approx(np.sqrt(6.0), rel=1e-5)
+    assert class_weights_for(labels, "none", 7) is None
+    assert class_weights_for(np.full(5, -1), "balanced", 7) is None
+    split = random_split(16)
+    weights = np.arange(1, 8, dtype=np.float32)
+    ds = make_dataset(split, TASK_NAMES, 16, training=False, augment=False, seed=0, class_weights={"emotion": weights})
+    _, _, w = next(iter(ds))
+    emotion = split.labels[:, 0]
+    expected = np.where(emotion >= 0, weights[np.maximum(emotion, 0)], 0.0)
+    np.testing.assert_allclose(w["emotion"].numpy(), expected)
+    np.testing.assert_array_equal(w["age"].numpy(), (split.labels[:, 3] >= 0).astype(np.float32))
+
+
+def test_strong_augmentation_changes_faces_within_range():
+    import tensorflow as tf
+
+    x = tf.constant(random_split(64).images[..., None] / 255.0, tf.float32)
+    for level in ("light", "strong"):
+        out = make_augmenter(level, seed=0)(x)
+        assert out.shape == x.shape and out.dtype == tf.float32
+        assert float(tf.reduce_min(out)) >= 0.0 and float(tf.reduce_max(out)) <= 1.0
+        changed = np.abs(out.numpy() - x.numpy()).reshape(len(x), -1).max(axis=1) > 1e-3
+        assert changed.mean() > 0.9, level
+    # Photometric changes: the strong pipeline moves each face's mean brightness, the light one barely.
+    flat = tf.fill([64, 50, 50, 1], 0.5)
+    light_means = make_augmenter("light", seed=0)(flat).numpy().mean(axis=(1, 2, 3))
+    strong_means = make_augmenter("strong", seed=0)(flat).numpy().mean(axis=(1, 2, 3))
+    assert np.allclose(light_means, 0.5, atol=1e-3)
+    assert strong_means.std() > 0.03
+    assert make_augmenter("none", seed=0) is None
+    split = random_split(32)
+    images, _, _ = next(iter(make_dataset(split, TASK_NAMES, 32, training=True, augment="strong", seed=0)))
+    assert images.shape == (32, 50, 50, 1) and images.dtype == tf.float32
+    assert float(tf.reduce_min(images)) >= 0.0 and float(tf.reduce_max(images)) <= 1.0
+
+
+def test_mixup_mixes_labels_only_where_present_and_keeps_unlabelled_pairs_at_zero():
+    import tensorflow as tf
+
+    x = tf.constant(np.arange(4, dtype=np.float32)[:, None, None, None] * tf.ones([4, 2, 2, 1]))
+    eye = np.eye(3, dtype=np.float32)
+    y = {"emotion": tf.constant(eye[[0, 1, 2, 0]]), "race": tf.constant(eye[[0, 0, 0, 2]])}
+    w = {"emotion": tf.constant([1.0, 1.0, 0.0, 0.0]), "race": tf.constant([0.0, 0.0, 0.0, 2.0])}
+    mx, my, mw = mix_batch(x, y, w, 0.7, tf.constant([1, 0, 3, 2]))
+    np.testing.assert_allclose(mx.numpy()[:, 0, 0, 0], [0.3, 0.7, 2.3, 2.7], rtol=1e-6)
+    np.testing.assert_allclose(my["emotion"].numpy()[0], 0.7 * eye[0] + 0.3 * eye[1], rtol=1e-6)
+    np.testing.assert_allclose(mw["emotion"].numpy(), [1.0, 1.0, 0.0, 0.0], rtol=1e-6)  # samples 2, 3: neither
+    np.testing.assert_allclose(mw["race"].numpy(), [0.0, 0.0, 0.3 * 2.0, 0.7 * 2.0], rtol=1e-6)
+    np.testing.assert_allclose(my["race"].numpy()[2:], eye[[2, 2]], rtol=1e-6)  # only sample 3's label counts
+    # In the pipeline: race labelled on one sample only -> at most two samples (it and its partner) carry weight.
+    split = random_split(16)
+    split.labels[:, 2] = -1
+    split.labels[5, 2] = 1
+    _, my, mw = next(iter(make_dataset(split, TASK_NAMES, 16, training=True, augment=False, seed=0, mixup=0.4)))
+    race = mw["race"].numpy()
+    assert 1 <= np.count_nonzero(race) <= 2 and race.sum() == pytest.approx(1.0, rel=1e-5)
+    np.testing.assert_allclose(my["emotion"].numpy().sum(axis=1), 1.0, rtol=1e-5)
+    assert float(mw["emotion"].numpy().min()) >= 0.0 and float(mw["emotion"].numpy().max()) <= 1.0
+
+
+def test_predict_arrays_with_flip_averages_the_face_and_its_mirror():
+    from mtfer.inference import predict_arrays
+
+    model = build_model("fast", TASK_NAMES)
+    images = random_split(7).images
+    plain = predict_arrays(model, images, batch_size=3)
+    mirror = predict_arrays(model, images[:, :, ::-1].copy(), batch_size=3)
+    flipped = predict_arrays(model, images, batch_size=3, flip=True)
+    for task in TASK_NAMES:
+        np.testing.assert_allclose(flipped[task], (plain[task] + mirror[task]) / 2, atol=1e-6)
+        assert not np.allclose(flipped[task], plain[task], atol=1e-5)
+
+
+def test_recipe_run_warms_up_then_decays_and_records_its_settings(tmp_path):
+    from helpers import tiny_splits
+
+    from mtfer.inference import predict_arrays
+
+    run = tiny_run(
+        tmp_path / "run",
+        epochs=4,
+        learning_rate=1e-2,
+        lr_schedule="cosine",
+        warmup_epochs=2,
+        weight_decay=1e-4,
+        label_smoothing=0.1,
+        class_weighting="sqrt",
+        augment="strong",
+        mixup=0.2,
+        tta_flip=True,
+    )
+    history = pd.read_csv(run / runs.HISTORY_FILE)
+    # 64 faces in batches of 16: 4 steps an epoch, 8 of warmup; the LR-floor stop does not end the schedule.
+    np.testing.assert_allclose(history["learning_rate"], [5e-3, 1e-2, 5e-3, 0.0], rtol=1e-4, atol=1e-9)
+    config = json.loads((run / runs.CONFIG_FILE).read_text())
+    assert (config["lr_schedule"], config["augment"], config["early_stopping_patience"]) == ("cosine", "strong", 4)
+    meta = runs.load_bundle(run).metadata
+    assert meta["input"]["tta_flip"] is True
+    emotion = tiny_splits()["train"].labels[:, 0]
+    expected = class_weights_for(emotion, "sqrt", 7)
+    assert list(meta["class_weights"]["emotion"].values()) == pytest.approx(expected.tolist())
+    # The recorded test accuracy is that of the face averaged with its mirror image.
+    test = tiny_splits()["test"]
+    emo = test.subset(np.flatnonzero(test.datasets == "emo"))
+    probs = predict_arrays(runs.load_bundle(run).model, emo.images, flip=True)["emotion"]
+    accuracy = float(np.mean(probs.argmax(axis=1) == emo.labels[:, 0]))
+    assert meta["metrics"]["emo-test"]["emotion"]["accuracy"] == pytest.approx(accuracy)
+
+
+def test_ema_validates_and_saves_the_moving_average_of_the_best_epoch(tmp_path):
+    from helpers import tiny_splits
+
+    histories, weights = {}, {}
+    for ema in (0.0, 0.5):
+        run = tiny_run(tmp_path / f"ema{ema}", epochs=3, learning_rate=3e-3, ema=ema)
+        histories[ema] = pd.read_csv(run / runs.HISTORY_FILE)
+        model = runs.load_bundle(run).model
+        weights[ema] = model.get_weights()
+        # The saved model is the one validated at the best epoch: evaluating it again gives that epoch's numbers.
+        compile_model(model, TrainConfig(architecture="fast"))
+        val = make_dataset(tiny_splits()["val"], TASK_NAMES, 16, training=False, augment=False, seed=0)
+        again = model.evaluate(val, return_dict=True, verbose=0)
+        best = int(histories[ema]["val_emotion_accuracy"].to_numpy().argmax())
+        assert again["loss"] == pytest.approx(histories[ema]["val_loss"][best], rel=1e-5), ema
+    # The moving average changes what is validated and saved, not how the network trains (the first epoch is the
+    # same; SwapEMAWeights swaps by adding and subtracting, so later epochs differ by float rounding only).
+    assert histories[0.5]["loss"][0] == pytest.approx(histories[0.0]["loss"][0], rel=1e-5)
+    np.testing.assert_allclose(histories[0.5]["loss"], histories[0.0]["loss"], rtol=1e-2)
+    assert not np.allclose(histories[0.5]["val_loss"], histories[0.0]["val_loss"], rtol=1e-4)
+    assert any(not np.allclose(a, b) for a, b in zip(weights[0.5], weights[0.0], strict=True))

@@ -177,9 +177,7 @@ def summarize(df: pd.DataFrame, report: SkipReport) -> dict:
         table = pd.crosstab(labels[labelled].astype(int), df.loc[labelled, "split"])
         classes = {}
         for index, class_name in enumerate(task.classes):
-            per_split = {
-                s: int(table.at[index, s]) if index in table.index and s in table else 0 for s in splits
-            }
+            per_split = {s: int(table.at[index, s]) if index in table.index and s in table else 0 for s in splits}
             classes[class_name] = {"total": sum(per_split.values()), **per_split}
         tasks[name] = {"labelled": int(labelled.sum()), "classes": classes}
     return {

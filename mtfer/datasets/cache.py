@@ -10,9 +10,11 @@
                               meta.json     the key and what it was made of, the report, a CRC-32 per array
 
 The key is a hash of the data set (format, resolved root, a signature of the listing: every sample's source,
-split and labels, plus size and mtime of CSV files) and of the preprocessing (``PreprocessConfig.to_dict()``,
-:data:`FRAMING_VERSION`, ``limit``). Any change gives a new key, hence a rebuild; otherwise the folder is loaded
-(well under a second for 57k faces). A folder is built under a temporary name and renamed into place when
+split and labels, the size and mtime (ns) of every image file, or of the CSV file for CSV formats; one
+``os.stat`` per file, about 0.2 s for 57k files), of the splits chosen (``splits``, None = all) and of the
+preprocessing (``PreprocessConfig.to_dict()``, :data:`FRAMING_VERSION`, ``limit``). Any change, an image replaced
+under the same name included, gives a new key, hence a rebuild; otherwise the folder is loaded (well under a
+second for 57k faces). A prepare of some splits uses a cache of every split when there is one. A folder is built under a temporary name and renamed into place when
 complete, and every array is checked against its shape, dtype and CRC-32 when loaded, so a killed or damaged
 cache is rebuilt, never used.
 
@@ -40,14 +42,14 @@ import numpy as np
 import pandas as pd
 
 from mtfer import faces
-from mtfer.datasets import read_dataset
+from mtfer.datasets import SPLITS, read_dataset
 from mtfer.faces import PreprocessConfig
 from mtfer.tasks import TASK_NAMES
 
 log = logging.getLogger(__name__)
 
 # Bump when the cache's layout or what prepare computes changes (old caches are then rebuilt).
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the key covers every image file's size and mtime
 # The framing code's version: mtfer.faces.FRAMING_VERSION when it has one, so that a change there rebuilds.
 FRAMING_VERSION = f"{CACHE_VERSION}.{getattr(faces, 'FRAMING_VERSION', 1)}"
 ENV_CACHE_DIR = "MTFER_CACHE"
@@ -58,6 +60,10 @@ LIMIT_SEED = 0
 
 class CacheError(ValueError):
     """A cache folder is missing, incomplete or damaged (the message says which file and how)."""
+
+
+class EmptySplitError(ValueError):
+    """The data set has no sample in the splits asked for (the message names the splits it has)."""
 
 
 @dataclass
@@ -225,19 +231,38 @@ def _frame_chunks(
 # --- keys, subsets, storage ------------------------------------------------------------------------
 
 
-def _signature(df: pd.DataFrame) -> str:
-    """Hash of the listing: every sample's source, split and labels, and size + mtime of CSV files."""
+def _file_state(path: str) -> str:
+    """Size and mtime (ns) of a file, the cheap stand-in for its content: one ``os.stat``."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "missing"
+    return f"{st.st_size}\t{st.st_mtime_ns}"
+
+
+def _row_texts(df: pd.DataFrame) -> list[str]:
+    """One line per sample for the signature: source, split, labels and, for image files, the file's size and
+    mtime, so that an image replaced under the same name (new content) changes the key. CSV rows carry no
+    file state of their own: their CSV file's size and mtime are added by :func:`_signature`."""
+    labels = df[list(TASK_NAMES)].astype("Int64").fillna(-1).to_numpy(np.int64).tolist()
+    sources = df["source"].astype(str).tolist()
+    splits = df["split"].astype(str).tolist()
+    if "pixels" in df:
+        return [f"{s}\t{sp}\t{row}\n" for s, sp, row in zip(sources, splits, labels, strict=True)]
+    return [f"{s}\t{sp}\t{row}\t{_file_state(s)}\n" for s, sp, row in zip(sources, splits, labels, strict=True)]
+
+
+def _signature(df: pd.DataFrame, rows: Sequence[str] | None = None) -> str:
+    """Hash of the listing: every sample's source, split and labels, size + mtime of every image file, and
+    size + mtime of CSV files. `rows`: :func:`_row_texts` of `df`, when already computed."""
+    rows = _row_texts(df) if rows is None else rows
+    if len(rows) != len(df):
+        raise ValueError(f"rows has {len(rows)} lines but the listing has {len(df)} samples")
     digest = hashlib.sha256(f"{len(df)}\n".encode())
-    labels = df[list(TASK_NAMES)].astype("Int64").fillna(-1).to_numpy(np.int64)
-    for source, split, row in zip(df["source"], df["split"], labels, strict=True):
-        digest.update(f"{source}\t{split}\t{row.tolist()}\n".encode())
+    digest.update("".join(rows).encode())
     csv_files = sorted({s.rsplit("#", 1)[0] for s in df["source"] if "#" in s}) if "pixels" in df else []
     for name in csv_files:
-        try:
-            st = os.stat(name)
-            digest.update(f"{name}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
-        except OSError:
-            digest.update(f"{name}\tmissing\n".encode())
+        digest.update(f"{name}\t{_file_state(name)}\n".encode())
     return digest.hexdigest()
 
 
@@ -356,6 +381,63 @@ def load_prepared(path: str | os.PathLike, *, mmap: bool = False) -> Prepared:
     )
 
 
+def _entries(cache_dir: str | os.PathLike | None) -> list[dict]:
+    """meta.json of every complete cache folder (unreadable ones are left out)."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    metas = []
+    for meta_file in sorted(root.glob(f"*/{META_FILE}")) if root.is_dir() else []:
+        if meta_file.parent.name.startswith("."):  # being written or removed
+            continue
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict):
+            metas.append({**meta, "path": str(meta_file.parent)})
+    return metas
+
+
+def find_entry(
+    fmt: str,
+    root: str | os.PathLike,
+    config: PreprocessConfig | None = None,
+    *,
+    limit: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> Path | None:
+    """The cache folder of this data set prepared with these settings (all splits), judged from the meta.json files
+    alone, without reading the data set: quick enough for a page, but a change to the data set's files since is not
+    noticed (:func:`prepare` would then rebuild). None when there is none."""
+    config = config or PreprocessConfig()
+    wanted = {
+        "format": fmt.strip().lower(),
+        "root": str(Path(root).expanduser().resolve()),
+        "splits": None,
+        "config": config.to_dict(),
+        "framing_version": FRAMING_VERSION,
+        "limit": limit,
+    }
+    for meta in _entries(cache_dir):
+        parts = meta.get("key_parts")
+        if isinstance(parts, dict) and all(parts.get(k) == v for k, v in wanted.items()):
+            return Path(meta["path"])
+    return None
+
+
+def preparation_rate(detector: str, cache_dir: str | os.PathLike | None = None) -> float | None:
+    """Faces framed per second on this machine with `detector` ("blazeface", "haar"): the median over the cache's
+    folders of their prepared faces / seconds (folders of at least 500 faces). None when there is none."""
+    rates = []
+    for meta in _entries(cache_dir):
+        report, config = meta.get("report") or {}, meta.get("config") or {}
+        if config.get("detector") != detector:
+            continue
+        faces_done, seconds = report.get("prepared"), report.get("seconds")
+        if isinstance(faces_done, int) and faces_done >= 500 and isinstance(seconds, int | float) and seconds > 0:
+            rates.append(faces_done / seconds)
+    return float(np.median(rates)) if rates else None
+
+
 # --- prepare ---------------------------------------------------------------------------------------
 
 
@@ -386,10 +468,14 @@ def prepare(
     progress: Callable[[int, int], None] | None = None,
     limit: int | None = None,
     rebuild: bool = False,
+    splits: str | Sequence[str] | None = None,
 ) -> Prepared:
     """Aligned faces, labels and masks for the data set at `root` in format `fmt`, from the cache when it holds
     this data set with these settings, else computed (on `workers` threads, default one per core) and stored.
 
+    `splits`: frame only the samples of these splits (e.g. ``("test",)`` to score a model on the test split
+    without framing the training images); part of the key, and a cache of every split of the same data set
+    and settings is used (its rows of those splits) when one exists. ValueError when no sample is in them.
     `limit`: keep about that many samples, a seeded subset that keeps the proportions of each (split, labels)
     group (for quick runs; part of the key). `progress(done, total)` is called as chunks of samples finish
     (not called when loading from the cache). `rebuild`: recompute even when a valid cache exists.
@@ -404,29 +490,52 @@ def prepare(
         raise ValueError(f"workers must be at least 1, got {workers}")
     name = fmt.strip().lower()
     resolved = str(Path(root).expanduser().resolve())
+    wanted = _check_splits(splits)
     df, skipped = read_dataset(name, resolved)
     listed = len(df)
-    key_parts = {
+    rows = _row_texts(df)
+    present = sorted(df["split"].astype(str).unique().tolist())
+    if wanted is not None and set(present) <= set(wanted):
+        wanted = None  # every split there is: the same as the whole data set (and the same cache)
+    full_parts = {
         "format": name,
         "root": resolved,
-        "signature": _signature(df),
+        "signature": _signature(df, rows),
+        "splits": None,
         "config": config.to_dict(),
         "framing_version": FRAMING_VERSION,
         "limit": limit,
         "limit_seed": LIMIT_SEED if limit is not None else None,
     }
+    key_parts = full_parts
+    if wanted is not None:
+        chosen = df["split"].isin(wanted).to_numpy()
+        if not chosen.any():
+            raise EmptySplitError(
+                f"{name} at {resolved} has no samples in split(s) {list(wanted)} (splits present: {present})"
+            )
+        df = df[chosen].reset_index(drop=True)
+        rows = [row for row, keep in zip(rows, chosen, strict=True) if keep]
+        key_parts = {**full_parts, "signature": _signature(df, rows), "splits": list(wanted)}
     key = _cache_key(key_parts)
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = cache_root / f"{name}-{key}"
     _remove_stale_temps(cache_root)
-    if not rebuild and folder.exists():
+    candidates = [folder]
+    if wanted is not None and limit is None:  # a cache of every split holds these splits' faces too
+        candidates.append(cache_root / f"{name}-{_cache_key(full_parts)}")
+    for candidate in candidates if not rebuild else []:
+        if not candidate.exists():
+            continue
         try:
-            prepared = load_prepared(folder)
+            prepared = load_prepared(candidate)
         except CacheError as err:
-            log.warning("%s; rebuilding it", err)
-        else:
-            log.info("loaded %s (%d faces) from %s", name, len(prepared), folder)
-            return prepared
+            log.warning("%s; %s", err, "rebuilding it" if candidate == folder else "not using it")
+            continue
+        if candidate != folder:
+            prepared = _split_subset(prepared, wanted or (), set(df["source"].astype(str)))
+        log.info("loaded %s (%d faces) from %s", name, len(prepared), candidate)
+        return prepared
 
     if limit is not None and limit < listed:
         df = df.iloc[subset_indices(df, limit)].reset_index(drop=True)
@@ -455,6 +564,7 @@ def prepare(
         "framing": _framing_stats(results),
         "seconds": round(seconds, 1),
         "workers": workers,
+        "splits": None if wanted is None else list(wanted),
     }
     prepared = Prepared(
         name=name,
@@ -481,6 +591,45 @@ def prepare(
     _write_entry(folder, arrays, meta)
     log.info("prepared %s: %d faces in %.1f s, stored in %s", name, len(images), seconds, folder)
     return prepared
+
+
+def _check_splits(splits: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """`splits` as a sorted tuple of known split names (a single name may be given as a string), or None."""
+    if splits is None:
+        return None
+    names = (splits,) if isinstance(splits, str) else tuple(splits)
+    if not names:
+        raise ValueError(f"splits must name at least one of {list(SPLITS)} (or be None for every sample)")
+    unknown = sorted({str(s) for s in names} - set(SPLITS))
+    if unknown:
+        raise ValueError(f"unknown split(s) {unknown}; expected some of {list(SPLITS)}")
+    return tuple(sorted(set(names), key=SPLITS.index))
+
+
+def _split_subset(prepared: Prepared, wanted: Sequence[str], sources: set[str]) -> Prepared:
+    """The rows of `wanted` splits of a prepared data set (a cache of every split), with the report narrowed to
+    them: how many faces, and which unreadable files were theirs."""
+    keep = np.isin(prepared.splits, list(wanted))
+    report = dict(prepared.report)
+    unreadable = [u for u in report.get("unreadable", {}).get("files", []) if u.get("source") in sources]
+    report.update(
+        selected=len(sources),
+        prepared=int(keep.sum()),
+        unreadable={"count": len(unreadable), "files": unreadable},
+        splits=list(wanted),
+    )
+    return Prepared(
+        name=prepared.name,
+        root=prepared.root,
+        images=prepared.images[keep],
+        labels=prepared.labels[keep],
+        splits=prepared.splits[keep],
+        sources=prepared.sources[keep],
+        report=report,
+        config=prepared.config,
+        path=prepared.path,
+        from_cache=True,
+    )
 
 
 # --- progress bar ----------------------------------------------------------------------------------

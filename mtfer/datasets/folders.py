@@ -66,9 +66,7 @@ def _visible(entry: os.DirEntry) -> bool:
     return not entry.name.startswith(".")
 
 
-def read_class_folder(
-    path: Path, split: str | None, emotion: int, label: str, report: SkipReport
-) -> list[Row]:
+def read_class_folder(path: Path, split: str | None, emotion: int, label: str, report: SkipReport) -> list[Row]:
     """Rows for the images in one class folder; `label` names the folder in report examples (e.g. train/sad).
     `split` None: each image's split comes from `hash_split` of its file name."""
     rows: list[Row] = []
@@ -104,9 +102,7 @@ def read_split_folder(path: Path, split: str | None, label: str, report: SkipRep
     return rows, known
 
 
-def read_split_tree(
-    root: Path, split_folders: Mapping[str, str], report: SkipReport
-) -> tuple[pd.DataFrame, int, int]:
+def read_split_tree(root: Path, split_folders: Mapping[str, str], report: SkipReport) -> tuple[pd.DataFrame, int, int]:
     """Read ``<root>/<split>/<class>/*``: the table, how many split folders and how many class folders were
     recognised. Folders at the top that are not in `split_folders` (lower-case name -> split) are reported."""
     rows: list[Row] = []

@@ -136,9 +136,7 @@ def read_attributes(path: Path) -> tuple[int, int, int] | None:
     if len(codes) != len(ATTRIBUTE_TASKS):
         return None
     try:
-        gender, race, age = (
-            rafdb_attribute(t, int(c.strip())) for t, c in zip(ATTRIBUTE_TASKS, codes, strict=True)
-        )
+        gender, race, age = (rafdb_attribute(t, int(c.strip())) for t, c in zip(ATTRIBUTE_TASKS, codes, strict=True))
     except ValueError:
         return None
     return gender, race, age

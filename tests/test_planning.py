@@ -1,0 +1,139 @@
+"""Planning a run before it starts (mtfer.planning): the Train page's presets, rates measured from earlier runs, the
+cache's preparation rate and entries, and the time estimate. Every runs and cache folder here is made in tmp."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from helpers import write_fer_tree
+
+from mtfer import planning, runs
+from mtfer.datasets.cache import find_entry, preparation_rate, prepare
+from mtfer.faces import PreprocessConfig
+from mtfer.settings import FoundDataset
+from mtfer.training import PRESETS, TrainConfig
+
+PRECISION = planning.resolved_precision("auto")
+
+
+def fake_run(
+    runs_dir: Path,
+    name: str,
+    *,
+    architecture: str = "fast",
+    seconds: list[float],
+    progress: dict | None = None,
+    metadata: dict | None = None,
+    batch_size: int = 64,
+) -> Path:
+    """A run folder as the trainer leaves it, with the epoch seconds given."""
+    run = runs_dir / name
+    runs.atomic_write_json(run / runs.CONFIG_FILE, {"architecture": architecture, "batch_size": batch_size})
+    runs.write_progress(run, **{"state": "finished", **(progress or {})})
+    pd.DataFrame({"epoch": range(1, len(seconds) + 1), "seconds": seconds}).to_csv(run / runs.HISTORY_FILE)
+    if metadata is not None:
+        runs.atomic_write_json(run / runs.METADATA_FILE, metadata)
+    return run
+
+
+def test_page_presets_fill_every_setting():
+    assert list(planning.PAGE_PRESETS) == ["demo", "recipe", "paper"] and planning.DEFAULT_PRESET == "paper"
+    demo = planning.PAGE_PRESETS["demo"].config()
+    assert planning.PAGE_PRESETS["demo"].label == "Quick demo (minutes)"
+    assert (demo.architecture, demo.epochs, demo.limit, demo.lr_schedule) == ("fast", 3, 4000, "cosine")
+    assert demo == TrainConfig.from_preset("demo")
+    recipe = planning.PAGE_PRESETS["recipe"].config()
+    assert recipe == TrainConfig.from_preset("recipe", epochs=15)  # as the shipped model was trained
+    paper = planning.PAGE_PRESETS["paper"].config()
+    assert paper == TrainConfig.from_preset("paper") and paper.epochs == 100 and paper.preprocessing == "haar"
+    assert {k for k in PRESETS["demo"] if PRESETS["demo"][k] != PRESETS["recipe"].get(k)} == {"epochs", "limit"}
+
+
+def test_rates_are_measured_from_earlier_runs_newest_first(tmp_path):
+    # First epoch (tracing) left out: 6,000 faces / median(100, 120, 80) s = 60 faces/s.
+    fake_run(
+        tmp_path, "20260101-a", seconds=[500, 100, 120, 80], progress={"epoch_faces": 6000, "precision": "float32"}
+    )
+    assert planning.measured_rate(tmp_path / "20260101-a") == ("fast", "float32", 60.0)
+    rate = planning.training_rate("fast", "float32", tmp_path)
+    assert (rate.faces_per_s, rate.source, rate.run) == (60.0, "measured", "20260101-a")
+    # A newer run of the same network and precision wins; an older run's faces per epoch are its steps x batch
+    # size, capped by its training faces, and its precision is its metadata's.
+    fake_run(
+        tmp_path,
+        "20260102-b",
+        seconds=[40],
+        progress={"steps": 100},
+        metadata={"samples": {"train": 4000}, "precision": "float32"},
+    )
+    assert planning.training_rate("fast", "float32", tmp_path).faces_per_s == pytest.approx(100.0)
+    # Runs that do not tell: too few faces (fixed costs dominate), no history, another network.
+    fake_run(tmp_path, "20260103-tiny", seconds=[2, 2], progress={"epoch_faces": 64, "precision": "float32"})
+    assert planning.measured_rate(tmp_path / "20260103-tiny") is None
+    (tmp_path / "20260104-empty").mkdir()
+    runs.atomic_write_json(tmp_path / "20260104-empty" / runs.CONFIG_FILE, {"architecture": "fast"})
+    assert planning.measured_rate(tmp_path / "20260104-empty") is None
+    paper = planning.training_rate("paper", "float32", tmp_path)
+    assert paper.source == "benchmark" and paper.faces_per_s == pytest.approx(73.0 * planning.VALIDATION_SHARE)
+
+
+def test_cache_entries_and_preparation_rate_are_found_without_reading_the_data(tmp_path):
+    fer = write_fer_tree(tmp_path / "fer", per_class=2)
+    pre = PreprocessConfig.named("haar")
+    prepared = prepare("fer2013", fer, config=pre, cache_dir=tmp_path / "cache")
+    assert find_entry("fer2013", fer, pre, cache_dir=tmp_path / "cache") == Path(prepared.path)
+    assert find_entry("fer2013", fer, pre, limit=10, cache_dir=tmp_path / "cache") is None
+    assert find_entry("fer2013", fer, PreprocessConfig.named("blazeface"), cache_dir=tmp_path / "cache") is None
+    assert find_entry("utkface", fer, pre, cache_dir=tmp_path / "cache") is None
+    assert preparation_rate("haar", tmp_path / "cache") is None  # 28 faces: too few to time
+    for i, (faces, seconds) in enumerate(((1000, 10.0), (3000, 10.0), (2000, 10.0))):
+        entry = tmp_path / "timed" / f"fer2013-{i}"
+        entry.mkdir(parents=True)
+        meta = {"config": {"detector": "haar"}, "report": {"prepared": faces, "seconds": seconds}}
+        (entry / "meta.json").write_text(json.dumps(meta))
+    assert preparation_rate("haar", tmp_path / "timed") == 200.0
+    assert preparation_rate("blazeface", tmp_path / "timed") is None
+
+
+def _found(fmt: str, root: Path, train: int, test: int) -> FoundDataset:
+    return FoundDataset(fmt, str(root), fmt, train + test, {"train": train, "test": test}, {"emotion": train + test})
+
+
+def test_estimate_adds_training_and_first_preparation(tmp_path):
+    fer = write_fer_tree(tmp_path / "fer", per_class=2)
+    data = [_found("fer2013", fer, 9000, 1000), _found("utkface", tmp_path / "utk", 18000, 2000)]
+    sizes = planning.split_sizes(data, TrainConfig())
+    assert sizes == pytest.approx({"train": 24300, "val": 2700, "test": 3000})
+    limited = planning.split_sizes(data, TrainConfig(limit=5000, protocol="paper"))
+    assert limited == pytest.approx({"train": 9000, "val": 1000, "test": 0})
+
+    rate = planning.Rate(100.0, "measured", "r1")
+    config = TrainConfig(architecture="fast", epochs=20, preprocessing="haar")
+    prepare("fer2013", fer, config=PreprocessConfig.named("haar"), cache_dir=tmp_path / "cache")
+    e = planning.estimate(config, data, tmp_path / "runs", tmp_path / "cache", rate=rate)
+    assert e.epoch_faces == 24300 and e.to_prepare == ["utkface"] and e.prepare_faces == 20000  # fer2013 cached
+    assert e.train_seconds == pytest.approx(4860 + planning.STARTUP_S + 5700 / planning.EVALUATION_RATE)
+    assert e.prepare_seconds == pytest.approx(20000 / planning.DEFAULT_PREPARE_RATE)
+    assert e.may_stop_early and e.long  # 20 epochs, early stopping after 11 without progress
+    text = planning.describe(e)
+    assert text.startswith("**About 1 h 24 min at most.** Training: 20 epochs × 24,300 faces at about 100 faces/s")
+    assert "measured on this machine in run r1" in text and "utkface is prepared (20,000 faces" in text
+
+    demo = planning.PAGE_PRESETS["demo"].config()
+    quick = planning.estimate(demo, data, tmp_path / "runs", tmp_path / "cache", rate=rate)
+    assert not quick.long and not quick.may_stop_early and quick.seconds < 600
+    assert planning.PAGE_PRESETS["paper"].config().epochs * 24300 / 100 > planning.LONG_JOB_S
+    capped = planning.estimate(
+        TrainConfig(steps_per_epoch=10, batch_size=8), data, tmp_path / "runs", tmp_path / "cache", rate=rate
+    )
+    assert capped.epoch_faces == 80
+
+
+def test_durations_are_rounded_as_estimates():
+    assert planning.rough_duration(30) == "under a minute" and planning.about(30) == "under a minute"
+    assert planning.rough_duration(12.4 * 60) == "12 min" and planning.about(90) == "about 2 min"
+    assert planning.rough_duration(3600) == "1 h" and planning.rough_duration(100 * 60) == "1 h 40 min"
+    assert planning.rough_duration(3 * 3600 + 23 * 60) == "3 h 25 min"

@@ -124,6 +124,13 @@ def train_config_from_args(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> int:
     from mtfer import runs, training
 
+    if args.finish:
+        folder = runs.resolve_model(args.finish, args.runs)
+        training.setup_logging(folder)
+        training.finish(folder)
+        print(f"run {folder}")
+        print(json.dumps(runs.read_json(folder / runs.METADATA_FILE)["metrics"], indent=2))
+        return 0
     if args.resume:
         folder = runs.resolve_model(args.resume, args.runs)
         config = training.TrainConfig.from_dict(runs.read_json(folder / runs.CONFIG_FILE))
@@ -262,6 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", action="append", help="FORMAT=DIR, repeatable (fer2013=..., utkface=...)")
     p.add_argument("--config", help="a config.json to train from")
     p.add_argument("--resume", help="continue a stopped run (run id or folder)")
+    p.add_argument(
+        "--finish",
+        help="make a stopped run a finished model without training further: its best validation epoch, evaluated",
+    )
     p.add_argument("--run-dir", help=argparse.SUPPRESS)
     p.add_argument("--background", action="store_true", help="start as a background job and return")
     p.add_argument("--single-task", action="store_true", help="emotion head only")

@@ -1070,3 +1070,54 @@ def evaluate_splits(model, config: TrainConfig, splits: dict[str, Split], run: P
                 if m["n"]
             }
     return summary
+
+
+def finish(run: str | os.PathLike) -> Path:
+    """Turn a stopped run into a finished one without training further: the weights of its best validation epoch
+    (as early stopping would restore them) are evaluated on the validation and test splits and saved as the run's
+    bundle. For a run whose schedule cannot end in the time at hand (`mtfer train --finish RUN`); the metadata
+    says how many of the planned epochs were trained (``finished_early``)."""
+    import keras
+
+    from mtfer.faces import PreprocessConfig
+    from mtfer.model import build_model
+    from mtfer.tasks import EMOTION
+
+    run = Path(run)
+    ckpt = run / runs.CHECKPOINT_DIR
+    if not (ckpt / "model.keras").exists() or not (ckpt / "state.json").exists():
+        raise runs.RunError(f"run {run.name} has no checkpoint to finish from")
+    config = TrainConfig.from_dict(runs.read_json(run / runs.CONFIG_FILE))
+    state = runs.read_json(ckpt / "state.json")
+    precision = resolve_precision(config.precision)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
+    trained = keras.saving.load_model(ckpt / "model.keras", safe_mode=True, compile=False)
+    model = build_model(config.architecture, config.tasks, config.image_size)
+    model.set_weights(trained.get_weights())
+    best_epoch = None
+    if (ckpt / "best.npz").exists():
+        with np.load(ckpt / "best.npz") as best:
+            model.set_weights([best[f"arr_{i}"] for i in range(len(best.files))])
+        best_epoch = (state.get("early") or {}).get("best_epoch")
+    compile_model(model, config)
+    splits = make_splits(load_prepared(config), config.protocol, config.val_fraction, config.seed)
+    class_weights = {}
+    if "emotion" in config.tasks:
+        emotion = class_weights_for(
+            splits["train"].labels[:, TASK_NAMES.index("emotion")], config.class_weighting, len(EMOTION.classes)
+        )
+        if emotion is not None:
+            class_weights["emotion"] = emotion
+    metadata = bundle_metadata(config, precision, splits, float(state.get("seconds", 0.0)), class_weights)
+    metadata["preprocessing"] = PreprocessConfig.named(config.preprocessing, size=config.image_size).to_dict()
+    metadata["finished_early"] = {
+        "completed_epochs": int(state.get("completed_epochs", 0)),
+        "planned_epochs": config.epochs,
+        "best_epoch": None if best_epoch is None else int(best_epoch) + 1,
+    }
+    runs.write_progress(run, state="running", phase="evaluating")
+    metadata["metrics"] = evaluate_splits(model, config, splits, run)
+    runs.save_bundle(model, metadata, run)
+    runs.write_progress(run, state="finished", finished=runs.now_iso(), metrics=metadata["metrics"])
+    log.info("finished early after %d epochs: %s", metadata["finished_early"]["completed_epochs"], metadata["metrics"])
+    return run

@@ -274,6 +274,16 @@ def test_killed_job_is_reported_failed_with_its_checkpoint_intact(tmp_path, monk
     assert state["completed_epochs"] >= 1
     keras.saving.load_model(folder / "checkpoint" / "model.keras")
     assert runs.active_jobs(tmp_path / "runs") == []
+    # A run that cannot go on (out of time) is finished from its best checkpointed epoch without more training.
+    from mtfer import training
+
+    training.finish(folder)
+    assert runs.read_progress(folder)["state"] == "finished"
+    meta = runs.read_json(folder / runs.METADATA_FILE)
+    assert meta["finished_early"]["completed_epochs"] == state["completed_epochs"]
+    assert meta["finished_early"]["planned_epochs"] == 3
+    assert set(meta["metrics"]["utkface-test"]) == {"gender", "race", "age"}
+    runs.load_bundle(folder)
 
 
 MIRRORED_SCRIPT = """

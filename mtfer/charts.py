@@ -154,10 +154,13 @@ class AccuracyCard:
 
     @property
     def title(self) -> str:
-        """For people: 'Emotion · FER2013 test images'."""
+        """For people, short enough for a card: 'Emotion · FER2013' (test images), 'Age group · UTKFace
+        (validation)'."""
         split = evaluation_split(self.evaluation)
         where = dataset_title(evaluation_dataset(self.evaluation))
-        return f"{display_name(self.task)} · {where} {SPLIT_TITLES[split]}" if split else display_name(self.task)
+        if split is None:
+            return display_name(self.task)
+        return f"{display_name(self.task)} · {where}" + ("" if split == "test" else f" ({SPLIT_TITLES[split]})")
 
     @property
     def value(self) -> str:
@@ -210,10 +213,10 @@ class AccuracyCard:
                 f"Same data set and protocol as the paper's {self.paper.accuracy:.1%} ({where}, {self.paper.setting})."
             )
         if not self.same_data:
-            return f"Paper: {self.paper.accuracy:.1%} on {where}, a different data set; not like for like."
+            return f"Paper: {self.paper.accuracy:.1%} on {where}, a different data set; not directly comparable."
         return (
             f"Paper: {self.paper.accuracy:.1%} on {where} ({self.paper.setting}) with its own optimistic split; "
-            "not like for like."
+            "not directly comparable."
         )
 
     @property
@@ -250,7 +253,7 @@ def summary_cards(
 # --- the model card ---------------------------------------------------------------------------------------
 
 PROTOCOL_TEXT = {
-    "holdout": "Hold-out: scored on test images that training never saw (validation carved from the training set).",
+    "holdout": "On test images that training never saw (a slice of the training images chose when to stop).",
     "paper": (
         "The paper's protocol: one 90/10 split whose 10% both chose when to stop and gave the score, so the "
         "figures are optimistic."
@@ -619,10 +622,16 @@ def learning_rate_figure(history: pd.DataFrame, starts: Sequence[tuple[int, str]
     return fig
 
 
-def slices_figure(slices: pd.DataFrame, task: str = "emotion", overall: float | None = None) -> go.Figure | None:
+OVERALL_COLOR = "#52667a"
+
+
+def slices_figure(
+    slices: pd.DataFrame, task: str = "emotion", overall: float | None = None, overall_n: int | None = None
+) -> go.Figure | None:
     """A task's accuracy per gender, race and age group (one panel each) from a table with the columns attribute,
-    group, n, accuracy (an evaluation's slices, or :func:`mtfer.evaluation.group_accuracy` with its `task` column);
-    a dotted line at `overall`, the task's accuracy on all faces. None when no group has a face."""
+    group, n, accuracy (an evaluation's slices, or :func:`mtfer.evaluation.group_accuracy` with its `task` column).
+    With `overall` (the task's accuracy on all `overall_n` faces) each panel starts with a darker "All faces" bar to
+    compare the groups with. None when no group has a face."""
     usable = slices[(slices["n"] > 0) & slices["accuracy"].notna()]
     if "task" in usable.columns:
         usable = usable[usable["task"] == task]
@@ -635,33 +644,27 @@ def slices_figure(slices: pd.DataFrame, task: str = "emotion", overall: float | 
         subplot_titles=[f"By {display_name(a).lower()}" for a in attributes],
         shared_yaxes=True,
     )
+    with_overall = overall is not None and math.isfinite(overall)
     for col, attribute in enumerate(attributes, start=1):
         part = usable[usable["attribute"] == attribute]
+        x = [f"{display_name(attribute, str(g))}<br>{n:,} faces" for g, n in zip(part["group"], part["n"], strict=True)]
+        y, colors = part["accuracy"].tolist(), [MUTED] * len(part)
+        if with_overall:
+            x = [f"<b>All faces</b><br>{overall_n:,} faces" if overall_n else "<b>All faces</b>", *x]
+            y, colors = [float(overall), *y], [OVERALL_COLOR, *colors]
         fig.add_trace(
             go.Bar(
-                x=[
-                    f"{display_name(attribute, str(g))}<br>{n:,} faces"
-                    for g, n in zip(part["group"], part["n"], strict=True)
-                ],
-                y=part["accuracy"],
-                text=[f"{a:.0%}" for a in part["accuracy"]],
+                x=x,
+                y=y,
+                text=[f"{a:.0%}" for a in y],
                 textposition="outside",
                 cliponaxis=False,
-                customdata=part["n"],
                 hovertemplate="%{x}: %{y:.1%} right<extra></extra>",
-                marker_color=MUTED,
+                marker_color=colors,
                 showlegend=False,
             ),
             row=1,
             col=col,
-        )
-    if overall is not None and math.isfinite(overall):
-        fig.add_hline(
-            y=overall,
-            line={"dash": "dot", "color": "#7f7f7f", "width": 1},
-            annotation_text=f"all faces: {overall:.0%}",
-            annotation_position="top right",
-            annotation_font={"size": 11, "color": "#7f7f7f"},
         )
     fig.update_yaxes(range=[0, 1.12], tickformat=".0%")
     fig.update_layout(

@@ -114,8 +114,13 @@ def train_config_from_args(args: argparse.Namespace):
         fields["tasks"] = [t.strip() for t in args.tasks.split(",")]
     if args.no_augment:
         fields["augment"] = False
-    if (weights := _parse_weights(args.loss_weights)) is not None:
+    mode = (args.loss_weights or "").strip().lower()
+    if mode in training.LOSS_WEIGHTS_MODES:  # --loss-weights learned (or fixed: the weights as they are)
+        fields["loss_weights_mode"] = mode
+    elif (weights := _parse_weights(args.loss_weights)) is not None:
         fields["loss_weights"] = {**training.TrainConfig().loss_weights, **weights}
+    if getattr(args, "pseudo_labels", None):
+        fields["pseudo_labels"] = list(args.pseudo_labels)
     if args.preset:
         return training.TrainConfig.from_preset(args.preset, **fields)
     return training.TrainConfig(**fields)
@@ -192,6 +197,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pseudo_label(args: argparse.Namespace) -> int:
+    quiet.import_tensorflow()
+    from mtfer.datasets.cache import TextProgress
+    from mtfer.pseudo import pseudo_label
+
+    result = pseudo_label(
+        args.model,
+        args.format,
+        args.data,
+        threshold=args.threshold,
+        target_accuracy=args.target_accuracy,
+        min_faces=args.min_faces,
+        val=_parse_datasets(args.val) if args.val else None,
+        tasks=[t.strip() for t in args.tasks.split(",")] if args.tasks else None,
+        runs_dir=args.runs,
+        progress=TextProgress("framing the faces"),
+    )
+    for task in result.meta["tasks"]:
+        counts, threshold = result.meta["counts"][task], result.meta["thresholds"][task]
+        rule = f"threshold {threshold:.4f}" if threshold is not None else "no threshold reaches the target"
+        print(f"{task}: {counts['kept']:,} of {counts['faces']:,} faces labelled ({rule})")
+    print(f"pseudo-labels saved in {result.path}")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from mtfer.faces import ImageError, decode_image
 
@@ -213,15 +243,42 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for (image, _array), preds in zip(
         decoded, predictor.predict_images([a for _, a in decoded], largest_only=args.largest), strict=True
     ):
-        outputs.append({"image": image, "faces": [p.to_dict() for p in preds]})
+        why = _explain(predictor, preds, args) if args.explain else [None] * len(preds)
+        faces_out = [
+            {**p.to_dict(), **({"explain": e.to_dict()} if e else {})} for p, e in zip(preds, why, strict=True)
+        ]
+        outputs.append({"image": image, "faces": faces_out})
         if not args.json:
             print(f"{image}: {len(preds)} face(s)")
-            for k, p in enumerate(preds, start=1):
+            for k, (p, e) in enumerate(zip(preds, why, strict=True), start=1):
                 tops = ", ".join(f"{t} {p.top(t)[0]} ({p.top(t)[1]:.0%})" for t in p.probabilities)
                 print(f"  face {k} at {p.box}: {tops}")
+                if e is not None:
+                    print(f"    why: {e.summary()}")
     if args.json:
         print(json.dumps(outputs[0] if len(args.images) == 1 else outputs, indent=2))
     return 1 if failed else 0
+
+
+def _explain(predictor, preds: list, args: argparse.Namespace) -> list:
+    """`predict --explain`: a heatmap per face (mtfer.explain) of its top class of --explain-task."""
+    from mtfer.explain import explain_predictions
+
+    return explain_predictions(predictor, preds, args.explain_task, args.explain_method)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from mtfer import export
+
+    fmt = args.format or export.format_from_path(args.out)
+    if fmt == "onnx" and (reason := export.onnx_unavailable_reason()):  # before TensorFlow is imported
+        raise export.ExportError(reason)
+    quiet.import_tensorflow()
+    result = export.export_bundle(args.model, fmt, args.out, runs_dir=args.runs)
+    source = result.metadata["export"]["source_model"]
+    print(f"{result.path}: {result.format}, float32, {result.size_bytes / 1e6:.2f} MB (from {source})")
+    print(f"metadata: {result.metadata_path}")
+    return 0
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -278,7 +335,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--single-task", action="store_true", help="emotion head only")
     p.add_argument("--tasks", help="comma-separated subset of emotion,gender,race,age")
     p.add_argument("--architecture", help="paper (default) or fast")
-    p.add_argument("--loss-weights", help="e.g. emotion=2,age=4,race=1.5,gender=0.1")
+    p.add_argument(
+        "--loss-weights",
+        help="e.g. emotion=2,age=4,race=1.5,gender=0.1, or 'learned': learn them (uncertainty weighting)",
+    )
+    p.add_argument(
+        "--pseudo-labels",
+        action="append",
+        metavar="auto|DIR",
+        help="fill the training split's missing labels from pseudo-labels (mtfer pseudo-label): 'auto' (the newest "
+        "of each data set) or a folder; repeatable",
+    )
     p.add_argument("--learning-rate", type=float)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--epochs", type=int)
@@ -331,12 +398,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("pseudo-label", help="give a data set's faces the labels it lacks, from a teacher model")
+    p.add_argument("--model", default="default", help="the teacher: run id, bundle folder, or 'default'")
+    _data_args(p)
+    p.add_argument(
+        "--threshold",
+        default="auto",
+        help="auto (default: per task, the lowest confidence at which the teacher reaches --target-accuracy on "
+        "labelled validation faces) or a confidence 0-1 for every task",
+    )
+    p.add_argument("--target-accuracy", type=float, default=0.8, help="accuracy the 'auto' threshold aims at")
+    p.add_argument("--min-faces", type=int, default=50, help="validation faces an 'auto' threshold must keep")
+    p.add_argument(
+        "--val",
+        action="append",
+        metavar="FORMAT=DIR",
+        help="data sets whose validation faces choose 'auto' thresholds (default: the teacher's own); repeatable",
+    )
+    p.add_argument("--tasks", help="comma-separated subset of the tasks the data set lacks (default: all)")
+    p.set_defaults(func=cmd_pseudo_label)
+
     p = sub.add_parser("predict", help="faces and four labels for photos")
     p.add_argument("images", nargs="+")
     p.add_argument("--model", default=None, help="run id, bundle folder, or 'default' (default: the active model)")
     p.add_argument("--json", action="store_true", help="print probabilities per face as JSON")
     p.add_argument("--largest", action="store_true", help="only the largest face")
+    p.add_argument(
+        "--explain", action="store_true", help="add a heatmap per face: where the network looked (JSON: 'explain')"
+    )
+    p.add_argument("--explain-task", default=None, help="the head explained (default: emotion); its top class")
+    p.add_argument(
+        "--explain-method",
+        choices=("occlusion", "layercam", "gradcam"),
+        default="occlusion",
+        help="occlusion (default: the most faithful), layercam (faster), or gradcam (classic; weak on this network)",
+    )
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="write a model as a float32 .tflite (LiteRT) or .onnx file + metadata JSON")
+    p.add_argument("--model", default=None, help="run id, bundle folder, or 'default' (default: the active model)")
+    p.add_argument("--format", choices=("tflite", "onnx"), help="default: from --out's suffix")
+    p.add_argument("--out", required=True, help="the file to write (FILE.json gets the metadata)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("runs", help="list runs; stop one; make one the active model")
     p.add_argument("--stop", metavar="RUN")

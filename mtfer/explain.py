@@ -1,17 +1,26 @@
 """Why the network said what it said: a heatmap over the aligned face, for one head and one class.
 
-Two methods, both returning an (S,S) float32 map in [0, 1] on the same pixels as the aligned face the network saw
-(``FacePrediction.aligned``), 1 where the evidence is strongest:
+Three methods, each returning an (S,S) float32 map in [0, 1] on the same pixels as the aligned face the network
+saw (``FacePrediction.aligned``), 1 where the evidence for the class is strongest:
 
-* ``gradcam`` (default): Grad-CAM (Selvaraju et al. 2017) on the last convolution. The model has several outputs,
-  so a second model maps the face to [that convolution's activations, the head's logits] (the input of the head's
-  softmax) and ``tf.GradientTape`` gives the class logit's gradient; each channel is weighted by its mean gradient,
-  the weighted sum is rectified and resized to the pixels that convolution sees (its stride times its size: 6x6
-  cells of 8 pixels for the fast architecture, the last two pixel rows and columns, dropped by the pooling, get
-  the edge value). It runs on a float32 copy of a bfloat16-trained model (mtfer.export.float32_model).
-* ``occlusion``: the drop of the class's probability when an 8x8 patch (stride 4) is filled with the face's mean,
-  averaged over the patches that cover each pixel; slower (144 network passes per face), needs no gradients or
-  convolution.
+* ``occlusion`` (default): the drop of the class's probability when an 8x8 patch (stride 4) is filled with the
+  face's mean, averaged over the patches that cover each pixel. 144 network passes per face (one batch), no
+  gradients.
+* ``layercam`` and ``gradcam``: gradient maps on the last convolution. The model has several outputs, so a second
+  model maps the face to [that convolution's activations A, the head's logits] (the input of the head's softmax)
+  and ``tf.GradientTape`` gives the class logit's gradient G. Grad-CAM (Selvaraju et al. 2017) weights each
+  channel by its mean gradient, ReLU(sum_k mean(G_k) A_k); LayerCAM (Jiang et al. 2021) weights each cell by its
+  own positive gradient, ReLU(sum_k ReLU(G_k) * A_k). One forward and one backward pass. The map is resized to
+  the pixels that convolution sees (its stride times its size: 6x6 cells of 8 pixels for the fast architecture;
+  the last two pixel rows and columns, dropped by the pooling, get the edge value). A bfloat16-trained model is
+  explained through a float32 copy (mtfer.export.float32_model).
+
+Why occlusion is the default: covering the hottest 12x12 patch of a map (filled with the face's mean) should lower
+the class's probability more than covering a random 12x12 patch. On 21 FER2013 test faces with the shipped model
+(tests/test_explain.py), the top emotion's probability drops on average by 0.177 for occlusion's hottest patch,
+0.072 for LayerCAM's, 0.035 for Grad-CAM's, and 0.045 for a random patch: classic Grad-CAM is no better than chance
+here. The last convolution feeds Flatten + Dense, whose weights differ at every cell, so a channel's mean gradient
+(Grad-CAM's weight) loses where the class is read; LayerCAM keeps it per cell and is the fast alternative.
 
 When the bundle averages each face with its mirror image (input.tta_flip), so do the maps: the mirror's map is
 flipped back and the two are averaged, as the probabilities are.
@@ -33,8 +42,9 @@ import numpy as np
 
 from mtfer import faces
 
-METHODS = ("gradcam", "occlusion")
-DEFAULT_METHOD = "gradcam"
+METHODS = ("occlusion", "layercam", "gradcam")
+DEFAULT_METHOD = "occlusion"
+GRADIENT_METHODS = ("layercam", "gradcam")
 OCCLUSION_PATCH = 8
 OCCLUSION_STRIDE = 4
 _CONV_TYPES = ("Conv2D", "SeparableConv2D", "DepthwiseConv2D")
@@ -53,7 +63,7 @@ class Explanation:
     class_name: str
     class_index: int
     probability: float  # the class's probability for this face (as the Predictor reports it)
-    layer: str | None = None  # the convolution Grad-CAM used
+    layer: str | None = None  # the convolution a gradient method used
 
     def peak(self) -> tuple[int, int]:
         """(x, y) of the map's maximum, in face pixels."""
@@ -86,7 +96,7 @@ def last_conv_layer(model: Any) -> str:
     """The name of the model's last convolution (in layer order). ValueError when it has none."""
     convs = [layer.name for layer in model.layers if type(layer).__name__ in _CONV_TYPES]
     if not convs:
-        raise ValueError("the model has no convolution for Grad-CAM; use method='occlusion'")
+        raise ValueError("the model has no convolution for a gradient map; use method='occlusion'")
     return convs[-1]
 
 
@@ -160,8 +170,13 @@ def _normalise(maps: np.ndarray) -> np.ndarray:
     return np.clip(maps / scale, 0.0, 1.0).astype(np.float32)
 
 
-def gradcam_maps(model: Any, aligned: np.ndarray, task: str, indices: Sequence[int], flip: bool = False) -> np.ndarray:
-    """Raw (unnormalised, >= 0) Grad-CAM maps (N,S,S) of class `indices[i]` of `task` for uint8 faces (N,S,S)."""
+def gradient_maps(
+    model: Any, aligned: np.ndarray, task: str, indices: Sequence[int], flip: bool = False, method: str = "layercam"
+) -> np.ndarray:
+    """Raw (unnormalised, >= 0) LayerCAM or Grad-CAM maps (N,S,S) of class `indices[i]` of `task` for uint8 faces
+    (N,S,S), on the last convolution."""
+    if method not in GRADIENT_METHODS:
+        raise ValueError(f"unknown gradient method {method!r}: use one of {', '.join(GRADIENT_METHODS)}")
     fn, _ = _gradcam_fn(model, task)
     size = int(model.input.shape[1])
     x = faces.to_network_input(np.asarray(aligned), size=size)
@@ -170,8 +185,10 @@ def gradcam_maps(model: Any, aligned: np.ndarray, task: str, indices: Sequence[i
     def cams(batch: np.ndarray) -> np.ndarray:
         conv, grads = fn(batch, index)
         conv, grads = np.asarray(conv, np.float32), np.asarray(grads, np.float32)
-        weights = grads.mean(axis=(1, 2))  # (N, channels)
-        return _to_face_pixels(np.maximum((conv * weights[:, None, None, :]).sum(-1), 0), size)
+        # Grad-CAM: one weight per channel; LayerCAM: one per channel and cell.
+        weights = grads.mean(axis=(1, 2), keepdims=True) if method == "gradcam" else np.maximum(grads, 0)
+        weighted = conv * weights
+        return _to_face_pixels(np.maximum(weighted.sum(-1), 0), size)
 
     maps = cams(x)
     if flip:
@@ -224,8 +241,8 @@ def explain_faces(
     """Heatmaps for aligned uint8 faces (N,S,S), as the Predictor frames them (FacePrediction.aligned).
 
     source: a Predictor (or a Bundle, or a Keras model); task: the head (default: emotion, else the first);
-    class_name: the class explained (default: each face's top class of that head); method: 'gradcam' or
-    'occlusion'. ValueError on an unknown task, class or method."""
+    class_name: the class explained (default: each face's top class of that head); method: 'occlusion',
+    'layercam' or 'gradcam' (see the module docstring). ValueError on an unknown task, class or method."""
     from mtfer.inference import predict_arrays
 
     model, flip, classes = _unpack(source)
@@ -246,8 +263,8 @@ def explain_faces(
     indices = (
         [classes[task].index(class_name)] * len(batch) if class_name is not None else probs.argmax(axis=1).tolist()
     )
-    if method == "gradcam":
-        maps, layer = gradcam_maps(model, batch, task, indices, flip), _gradcam_fn(model, task)[1]
+    if method in GRADIENT_METHODS:
+        maps, layer = gradient_maps(model, batch, task, indices, flip, method), _gradcam_fn(model, task)[1]
     else:
         maps, layer = occlusion_maps(model, batch, task, indices, flip), None
     maps = _normalise(maps)

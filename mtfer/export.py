@@ -61,15 +61,11 @@ def format_from_path(path: str | os.PathLike) -> str | None:
 
 
 def onnx_unavailable_reason() -> str | None:
-    """Why ONNX export cannot run here (a one-line message), or None when it can."""
-    missing = []
-    for module in ("tf2onnx", "onnx"):
-        try:
-            __import__(module)
-        except ImportError:
-            missing.append(module)
-        except Exception as exc:  # a broken install (wrong protobuf, ...) raises anything at import
-            return f"ONNX export needs tf2onnx, which fails to import here: {type(exc).__name__}: {exc}".splitlines()[0]
+    """Why ONNX export cannot run here (a one-line message), or None when its packages are installed. Cheap: looks
+    the packages up without importing them (tf2onnx imports TensorFlow)."""
+    import importlib.util
+
+    missing = [module for module in ("tf2onnx", "onnx") if importlib.util.find_spec(module) is None]
     if missing:
         return (
             f"ONNX export needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed: "
@@ -95,7 +91,8 @@ def _float32_config(value: Any) -> Any:
 def is_float32(model: Any) -> bool:
     """Whether every layer of `model` computes and keeps its weights in float32."""
     return all(
-        getattr(layer, "compute_dtype", "float32") == "float32" and getattr(layer, "variable_dtype", "float32") in (None, "float32")
+        getattr(layer, "compute_dtype", "float32") == "float32"
+        and getattr(layer, "variable_dtype", "float32") in (None, "float32")
         for layer in model.layers
     )
 
@@ -107,11 +104,15 @@ def float32_model(model: Any) -> Any:
         return model
     import keras
 
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")  # layers whose config names no dtype take the global policy
     try:
         rebuilt = model.__class__.from_config(_float32_config(model.get_config()))
         rebuilt.set_weights([np.asarray(w, np.float32) for w in model.get_weights()])
     except (ValueError, TypeError, KeyError) as exc:
         raise ExportError(f"could not rebuild the model in float32: {str(exc).splitlines()[0][:200]}") from None
+    finally:
+        keras.config.set_dtype_policy(previous)
     if not isinstance(rebuilt, keras.Model) or not is_float32(rebuilt):
         raise ExportError("could not rebuild the model in float32 (a layer keeps a 16-bit dtype)")
     if sorted(rebuilt.output) != sorted(model.output):
@@ -174,7 +175,9 @@ def _check_tflite(data: bytes, tasks: list[str]) -> None:
     interpreter = Interpreter(model_content=data)
     signature = interpreter.get_signature_list().get(SIGNATURE_KEY, {})
     if signature.get("inputs") != [INPUT_NAME] or sorted(signature.get("outputs", [])) != sorted(tasks):
-        raise ExportError(f"the converted model has signature {signature}; expected input {INPUT_NAME!r}, outputs {tasks}")
+        raise ExportError(
+            f"the converted model has signature {signature}; expected input {INPUT_NAME!r}, outputs {tasks}"
+        )
     half = sorted({np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details()} & {"float16", "bfloat16"})
     if half:
         raise ExportError(f"the converted model holds {', '.join(half)} tensors; expected float32 only")
@@ -187,8 +190,12 @@ def onnx_bytes(model: Any, opset: int = ONNX_OPSET) -> bytes:
         raise ExportError(reason)
     import logging
 
-    import tf2onnx
-
+    try:
+        import tf2onnx
+    except Exception as exc:  # a broken install (a protobuf it does not support, ...) raises anything at import
+        raise ExportError(
+            f"tf2onnx fails to import here: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        ) from None
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     model = float32_model(model)
     forward, spec = _forward(model)
@@ -231,7 +238,9 @@ def export_metadata(bundle: runs.Bundle, fmt: str, data: bytes, file_name: str) 
         "converter": converter,
         **({"signature": SIGNATURE_KEY} if fmt == "tflite" else {}),
         "input": {"name": INPUT_NAME, "shape": [-1, size, size, 1], "dtype": "float32", "layout": "NHWC"},
-        "outputs": {t: {"name": t, "shape": [-1, len(c)], "classes": list(c)} for t, c in bundle.metadata["tasks"].items()},
+        "outputs": {
+            t: {"name": t, "shape": [-1, len(c)], "classes": list(c)} for t, c in bundle.metadata["tasks"].items()
+        },
         "how_to_use": (
             f"Find and align each face as mtfer does (gray, {size}x{size}, eyes levelled: the 'preprocessing' "
             f"settings, mtfer.faces.find_faces), divide its uint8 pixels by 255 to get float32 in [0, 1], shape "
@@ -254,7 +263,9 @@ def export_bundle(
     out = Path(out)
     fmt = fmt or format_from_path(out)
     if fmt not in FORMATS:
-        raise ExportError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)} (or an --out ending in .tflite/.onnx)")
+        raise ExportError(
+            f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)} (or an --out ending in .tflite/.onnx)"
+        )
     if out.is_dir() or str(out).endswith(os.sep):
         raise ExportError(f"--out {out} is a folder; give a file name such as {out / ('model' + SUFFIXES[fmt])}")
     if out.suffix.lower() != SUFFIXES[fmt]:

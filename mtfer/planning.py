@@ -47,7 +47,7 @@ VALIDATION_SHARE = 0.85  # training faces/s -> faces/s over a whole epoch with i
 UNKNOWN_RATE = 50.0  # a network without a reference rate
 DEFAULT_PREPARE_RATE = 150.0  # faces framed per second when the cache has no earlier preparation to go by
 MIN_MEASURED_FACES = 1000  # smaller epochs are dominated by fixed costs and say little about the rate
-STARTUP_S = 20.0  # TensorFlow's import, building the model, tracing the first step
+STARTUP_S = 45.0  # TensorFlow's import, loading the data, building the model, tracing the first step
 EVALUATION_RATE = 500.0  # faces/s of the final evaluation on the validation and test faces
 LONG_JOB_S = 3600.0  # the page asks for a confirmation before starting a longer job
 

@@ -31,6 +31,7 @@ STRATEGIES = ("default", "mirrored", "multiworker")
 LR_SCHEDULES = ("plateau", "cosine", "onecycle")
 CLASS_WEIGHTINGS = ("none", "balanced", "sqrt")
 AUGMENTATIONS = ("none", "light", "strong")
+LOSS_WEIGHTS_MODES = ("fixed", "learned")  # "learned": uncertainty weighting (mtfer.loss_weights)
 ONECYCLE_WARMUP = 0.3  # fraction of all steps spent warming up in the "onecycle" schedule
 PAPER_EARLY_STOPPING_PATIENCE = 11  # not given in the paper; long enough for two learning-rate drops
 REMOVED_SETTINGS = ("blur_sigma", "blur_threshold")  # old runs' configs may still carry these
@@ -77,6 +78,10 @@ class TrainConfig:
     mixup: float = 0.0  # > 0: mixup with Beta(mixup, mixup) within each training batch
     ema: float = 0.0  # > 0: validate, keep and save the exponential moving average of the weights (this momentum)
     tta_flip: bool = False  # evaluate and predict on the mean of each face and its mirror image
+    # "fixed": loss_weights as given; "learned": one trainable log-variance per task (mtfer.loss_weights)
+    loss_weights_mode: str = "fixed"
+    # Pseudo-labels filling the TRAINING split's missing labels: "auto" or folders (mtfer.pseudo); None: none
+    pseudo_labels: list[str] | None = None
     name: str = ""
     run_id: str | None = None
 
@@ -109,6 +114,7 @@ class TrainConfig:
         for name, value, choices in (
             ("lr_schedule", self.lr_schedule, LR_SCHEDULES),
             ("class_weighting", self.class_weighting, CLASS_WEIGHTINGS),
+            ("loss_weights_mode", self.loss_weights_mode, LOSS_WEIGHTS_MODES),
         ):
             if value not in choices:
                 raise ValueError(f"unknown {name} {value!r}; expected one of {list(choices)}")
@@ -130,6 +136,14 @@ class TrainConfig:
             )
         if self.early_stopping_patience < 0:
             raise ValueError(f"early_stopping_patience must be >= 0, got {self.early_stopping_patience}")
+        if self.loss_weights_mode == "learned" and len(self.tasks) < 2:
+            raise ValueError(f"learned loss weights need at least two tasks, got {self.tasks}")
+        if isinstance(self.pseudo_labels, str):
+            self.pseudo_labels = [self.pseudo_labels]
+        if self.pseudo_labels is not None:
+            if not all(isinstance(x, str) and x.strip() for x in self.pseudo_labels):
+                raise ValueError(f"pseudo_labels must be 'auto' or pseudo-label folders, got {self.pseudo_labels!r}")
+            self.pseudo_labels = list(self.pseudo_labels) or None
         for d in self.datasets:
             if not isinstance(d, dict) or "format" not in d or "root" not in d:
                 raise ValueError(f"each data set needs a 'format' and a 'root', got {d!r}")
@@ -840,6 +854,7 @@ def train(
 def _train(config: TrainConfig, run: Path, splits: dict[str, Split] | None, resume: bool, stop: StopRequested) -> None:
     import keras
 
+    from mtfer import loss_weights  # registers the learned-weights model that checkpoints may hold
     from mtfer.faces import PreprocessConfig
     from mtfer.model import build_model
     from mtfer.tasks import EMOTION
@@ -856,6 +871,13 @@ def _train(config: TrainConfig, run: Path, splits: dict[str, Split] | None, resu
         splits = make_splits(prepared, config.protocol, config.val_fraction, config.seed)
     if "train" not in splits:
         raise ValueError("the chosen data sets have no training samples")
+    pseudo_record = None
+    if config.pseudo_labels:  # the training split's missing labels only; val and test keep their true labels
+        from mtfer.pseudo import apply_pseudo_labels
+
+        splits, pseudo_record = apply_pseudo_labels(
+            splits, config.pseudo_labels, run, datasets=config.datasets, tasks=config.tasks
+        )
     train_split, val_split = splits["train"], splits.get("val")
     log.info("samples: %s", {k: len(v) for k, v in splits.items()})
 
@@ -906,7 +928,7 @@ def _train(config: TrainConfig, run: Path, splits: dict[str, Split] | None, resu
             if resume:  # stopped before the first epoch was complete: nothing to continue, start again
                 log.info("run %s has no complete epoch to resume from: starting again from epoch 1", run.name)
                 write_history(run, [])
-            model = build_model(config.architecture, config.tasks, config.image_size)
+            model = loss_weights.for_config(build_model(config.architecture, config.tasks, config.image_size), config)
             if config.init_from:
                 init = runs.load_bundle(runs.resolve_model(config.init_from))
                 _copy_matching_weights(init.model, model)
@@ -972,6 +994,9 @@ def _train(config: TrainConfig, run: Path, splits: dict[str, Split] | None, resu
     metadata = bundle_metadata(config, precision, splits, time.time() - run_cb.started, class_weights)
     metadata["replicas"] = int(strategy.num_replicas_in_sync)
     metadata["preprocessing"] = PreprocessConfig.named(config.preprocessing, size=config.image_size).to_dict()
+    if pseudo_record is not None:
+        metadata["pseudo_labels"] = pseudo_record
+    model = loss_weights.inference_model(model, metadata)  # learned weights into the metadata, not the bundle
     runs.write_progress(run, state="running", phase="evaluating")
     metadata["metrics"] = evaluate_splits(model, config, splits, run)
     runs.save_bundle(model, metadata, run)
@@ -1079,6 +1104,7 @@ def finish(run: str | os.PathLike) -> Path:
     says how many of the planned epochs were trained (``finished_early``)."""
     import keras
 
+    from mtfer import loss_weights  # registers the learned-weights model that checkpoints may hold
     from mtfer.faces import PreprocessConfig
     from mtfer.model import build_model
     from mtfer.tasks import EMOTION
@@ -1092,15 +1118,21 @@ def finish(run: str | os.PathLike) -> Path:
     precision = resolve_precision(config.precision)
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
     trained = keras.saving.load_model(ckpt / "model.keras", safe_mode=True, compile=False)
-    model = build_model(config.architecture, config.tasks, config.image_size)
+    model = loss_weights.for_config(build_model(config.architecture, config.tasks, config.image_size), config)
     model.set_weights(trained.get_weights())
     best_epoch = None
     if (ckpt / "best.npz").exists():
         with np.load(ckpt / "best.npz") as best:
             model.set_weights([best[f"arr_{i}"] for i in range(len(best.files))])
         best_epoch = (state.get("early") or {}).get("best_epoch")
-    compile_model(model, config)
     splits = make_splits(load_prepared(config), config.protocol, config.val_fraction, config.seed)
+    pseudo_record = None
+    if config.pseudo_labels:  # the ones the run trained with (its pseudo_labels.json)
+        from mtfer.pseudo import apply_pseudo_labels
+
+        splits, pseudo_record = apply_pseudo_labels(
+            splits, config.pseudo_labels, run, datasets=config.datasets, tasks=config.tasks
+        )
     class_weights = {}
     if "emotion" in config.tasks:
         emotion = class_weights_for(
@@ -1110,6 +1142,9 @@ def finish(run: str | os.PathLike) -> Path:
             class_weights["emotion"] = emotion
     metadata = bundle_metadata(config, precision, splits, float(state.get("seconds", 0.0)), class_weights)
     metadata["preprocessing"] = PreprocessConfig.named(config.preprocessing, size=config.image_size).to_dict()
+    if pseudo_record is not None:
+        metadata["pseudo_labels"] = pseudo_record
+    model = loss_weights.inference_model(model, metadata)  # learned weights into the metadata, not the bundle
     metadata["finished_early"] = {
         "completed_epochs": int(state.get("completed_epochs", 0)),
         "planned_epochs": config.epochs,

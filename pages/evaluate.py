@@ -95,11 +95,11 @@ def show_cards(cards: list[charts.AccuracyCard]) -> None:
         st.info("This evaluation has no labelled faces for any task.")
         return
     st.caption(charts.PAPER_NOTE)
-    columns = st.columns(min(4, len(cards)))
+    columns = st.columns(max(4, len(cards)))  # the same card width whatever the number of tasks
     for i, card in enumerate(cards):
         with columns[i % len(columns)]:
             st.metric(
-                card.title,
+                display_name(card.task),  # the evaluation is in the heading above
                 card.value,
                 card.badge,
                 delta_color=card.badge_color,
@@ -146,8 +146,21 @@ with st.expander("Evaluate this model on a data set now", expanded=not settings.
         )
     else:
         left, right = st.columns([3, 1])
-        dataset_label = left.selectbox("Data set", [d.label for d in found_sets], key="evaluate_dataset")
-        split = right.selectbox("Split", EVAL_SPLITS, index=EVAL_SPLITS.index("test"), key="evaluate_split")
+        readable = {
+            d.label: f"{d.name}: {charts.dataset_title(d.format)}, {d.samples:,} images labelled with "
+            + (", ".join(display_name(t).lower() for t in d.tasks) or "nothing")
+            for d in found_sets
+        }
+        dataset_label = left.selectbox(
+            "Data set", [d.label for d in found_sets], key="evaluate_dataset", format_func=readable.get
+        )
+        split = right.selectbox(
+            "Split",
+            EVAL_SPLITS,
+            index=EVAL_SPLITS.index("test"),
+            key="evaluate_split",
+            format_func=lambda name: charts.SPLIT_TITLES.get(name, name).capitalize(),
+        )
         if st.button("Evaluate", key="evaluate_now", type="primary"):
             dataset = found_sets[[d.label for d in found_sets].index(dataset_label)]
             bar = st.progress(0.0, text="Finding and aligning the faces ...")
@@ -330,25 +343,28 @@ with tabs[3]:
             images, captions = [], []
             for _, row in shown.iterrows():
                 face = gallery_face(str(row["source"]), preprocessing)
-                images.append(charts.enlarge(MISSING_FACE if face is None else face, 120))
+                images.append(charts.enlarge(MISSING_FACE if face is None else face, 150))
                 caption = charts.gallery_caption(row, task)
                 captions.append(caption if face is not None else caption + " (image not available)")
-            st.image(images, caption=captions, width=120)
+            st.image(images, caption=captions, width=150)
 
 with tabs[4]:
     st.caption(
         "Does the model work as well for everyone? Each bar is the accuracy on the faces of one group, counted "
-        "from their true labels; the dotted line is the accuracy on all faces. Small groups give uncertain figures."
+        "from their true labels; the first, darker bar is the accuracy on all faces. Small groups give uncertain "
+        "figures."
     )
-    st.markdown("**Emotion**")
     emotion_figure = (
-        charts.slices_figure(evaluation.slices, "emotion", task_metrics["emotion"].get("accuracy"))
+        charts.slices_figure(
+            evaluation.slices, "emotion", task_metrics["emotion"].get("accuracy"), task_metrics["emotion"].get("n")
+        )
         if "emotion" in tasks
         else None
     )
     if emotion_figure is not None:
         st.plotly_chart(emotion_figure, key="slices")
     else:
+        st.markdown("**Emotion accuracy by group**")
         st.info(
             "Emotion accuracy by gender, race and age group cannot be computed for this evaluation: it needs faces "
             "labelled with their emotion and with those attributes. FER2013's faces carry only an emotion label and "
@@ -358,7 +374,7 @@ with tabs[4]:
     groups = group_accuracy(evaluation.samples, tasks=[t for t in tasks if t in SLICE_ATTRIBUTES])
     attribute_tasks = [t for t in SLICE_ATTRIBUTES if t in set(groups["task"])]
     if not attribute_tasks:
-        st.markdown("**Gender, race and age group**")
+        st.markdown("**Gender, race and age group accuracy by group**")
         st.info(
             f"No face in this evaluation has two of gender, race and age group labelled ({dataset_name} labels "
             f"{'only emotion' if dataset_name == 'FER2013' else 'too few of them'}), so there is nothing to break "
@@ -366,8 +382,7 @@ with tabs[4]:
             icon=":material/info:",
         )
     for task in attribute_tasks:
-        st.markdown(f"**{display_name(task)}**")
-        figure = charts.slices_figure(groups, task, task_metrics[task].get("accuracy"))
+        figure = charts.slices_figure(groups, task, task_metrics[task].get("accuracy"), task_metrics[task].get("n"))
         if figure is not None:
             st.plotly_chart(figure, key=f"groups-{task}")
     if attribute_tasks and charts.evaluation_dataset(key) == "utkface":

@@ -54,6 +54,12 @@ def find_datasets(roots: tuple[str, ...]) -> list[settings.FoundDataset]:
     return settings.discover_datasets(roots)
 
 
+@st.cache_data(ttl=60, show_spinner=False)
+def training_rate(architecture: str, precision: str, runs_dir: str) -> planning.Rate:
+    """Faces/s measured in earlier runs (reads their histories: cached for a minute)."""
+    return planning.training_rate(architecture, precision, runs_dir)
+
+
 def widget_values(config: TrainConfig) -> dict[str, Any]:
     """The settings widgets' values (by key) for a preset's config."""
     return {
@@ -99,6 +105,8 @@ runs.reap_children()  # training processes this server started and that have end
 roots = settings.data_roots()
 found = find_datasets(tuple(str(r) for r in roots))
 busy = runs.active_jobs(runs_dir)
+# Poll while a job runs (whoever started it); the monitor reruns the whole page once it ends.
+st.session_state["train_was_active"] = bool(busy)
 if "train_preset" not in st.session_state:
     st.session_state["train_preset"] = planning.DEFAULT_PRESET
     apply_preset()
@@ -237,7 +245,8 @@ with st.expander("New training run", expanded=not busy):
 
     long_job_confirmed = True
     if config is not None and chosen:
-        estimate = planning.estimate(config, chosen, runs_dir)
+        rate = training_rate(config.architecture, planning.resolved_precision(config.precision), str(runs_dir))
+        estimate = planning.estimate(config, chosen, runs_dir, rate=rate)
         show = st.warning if estimate.long else st.info
         show(f"Estimated time: {planning.describe(estimate)}", icon=":material/schedule:")
         if estimate.long and not busy:
@@ -268,9 +277,7 @@ with st.expander("New training run", expanded=not busy):
             st.error(f"Training was not started: {error}")
         else:
             st.session_state["train_run"] = str(folder)
-            st.session_state["train_was_active"] = True
-            st.session_state.pop("train_confirm_long", None)
-            st.rerun()
+            st.rerun()  # the job is busy now: poll it, disable Start
 
 
 def ask_to_stop() -> None:
@@ -344,11 +351,10 @@ def resume_controls(run: Path) -> None:
         st.error(f"Training was not resumed: {error}")
     else:
         st.session_state["train_run"] = str(run)
-        st.session_state["train_was_active"] = True
         st.rerun(scope="app")  # poll again, and disable Start while it runs
 
 
-@st.fragment(run_every=POLL_SECONDS if busy or st.session_state.get("train_was_active") else None)
+@st.fragment(run_every=POLL_SECONDS if busy else None)
 def monitor() -> None:
     run = current_run(runs_dir)
     if run is None:
@@ -358,7 +364,7 @@ def monitor() -> None:
     status = charts.job_status(progress)
     if status.active:  # keep following this run once it ends (stopped, failed, finished)
         st.session_state["train_run"] = str(run)
-    if st.session_state.get("train_was_active") and not status.active:
+    if st.session_state.get("train_was_active") and not status.active:  # ended since the last full run
         st.session_state["train_was_active"] = False
         st.session_state["train_confirm_stop"] = False
         st.rerun(scope="app")  # stop polling, enable Start again

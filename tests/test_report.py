@@ -141,13 +141,17 @@ def test_choice_titles_and_url_slugs(tmp_path):
 def test_a_difference_to_the_paper_is_coloured_only_like_for_like():
     held_out = charts.accuracy_cards("fer2013-test", {"emotion": {"accuracy": 0.5213, "n": 7178}}, True, "holdout")
     (card,) = held_out
-    assert card.title == "Emotion · FER2013 test images"
+    assert card.title == "Emotion · FER2013"
     assert not card.comparable and card.delta is None
     assert (card.badge, card.badge_color) == ("Paper: 67.9%", "off")  # grey, no "-15.8 pts"
-    assert card.paper_text == "Paper: 67.9% on FER2013 (single-task) with its own optimistic split; not like for like."
+    assert card.paper_text == (
+        "Paper: 67.9% on FER2013 (single-task) with its own optimistic split; not directly comparable."
+    )
     other_data = charts.accuracy_cards("utkface-test", {"age": {"accuracy": 0.73, "n": 10}}, True, "holdout")[0]
     assert other_data.badge_color == "off" and "a different data set" in other_data.paper_text
-    assert other_data.title == "Age group · UTKFace test images"
+    assert other_data.title == "Age group · UTKFace"
+    val = charts.accuracy_cards("utkface-val", {"age": {"accuracy": 0.73, "n": 10}}, True, "holdout")[0]
+    assert val.title == "Age group · UTKFace (validation images)"
     # The paper's protocol on the paper's data set and setting: like for like, coloured.
     same = charts.accuracy_cards("rafdb-val", {"emotion": {"accuracy": 0.80, "n": 10}}, True, "paper")[0]
     assert same.comparable and same.badge == "+0.7 pts vs paper" and same.badge_color == "normal"
@@ -207,12 +211,16 @@ def test_group_figures_name_groups_and_show_the_overall_accuracy():
          "group": ["african_american", "asian", "70+", "male"], "n": [10, 1200, 5, 7],
          "accuracy": [0.8, 0.9, 0.6, 0.5]}
     )  # fmt: skip
-    fig = charts.slices_figure(groups, "gender", overall=0.85)
+    fig = charts.slices_figure(groups, "gender")
     assert fig.layout.title.text == "Gender accuracy by group"
-    assert [a.text for a in fig.layout.annotations][:2] == ["By race", "By age group"]
+    assert [a.text for a in fig.layout.annotations] == ["By race", "By age group"]
     assert list(fig.data[0].x) == ["African American<br>10 faces", "Asian<br>1,200 faces"]
     assert list(fig.data[1].x) == ["70+ years<br>5 faces"]
-    assert fig.layout.shapes[0].y0 == 0.85 and "all faces: 85%" in [a.text for a in fig.layout.annotations]
+    # With the accuracy on all faces, each panel starts with it, in a darker colour.
+    fig = charts.slices_figure(groups, "gender", overall=0.85, overall_n=1215)
+    assert list(fig.data[1].x) == ["<b>All faces</b><br>1,215 faces", "70+ years<br>5 faces"]
+    assert list(fig.data[1].y) == [0.85, 0.6] and list(fig.data[1].text) == ["85%", "60%"]
+    assert fig.data[1].marker.color[0] == charts.OVERALL_COLOR != fig.data[1].marker.color[1]
     assert charts.slices_figure(groups, "race") is None
 
 

@@ -120,13 +120,14 @@ def collect(runs_dir: Path | None) -> list[dict]:
     return records
 
 
-def _mean_std(values: list[float]) -> str:
-    values = [v for v in values if v is not None]
+def _mean_std(values: list[float], percent: bool = True) -> str:
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not values:
         return "—"
+    scale, unit, digits = (100, "%", 2) if percent else (1, "", 3)
     if len(values) == 1:
-        return f"{100 * values[0]:.2f}%"
-    return f"{100 * np.mean(values):.2f} ± {100 * np.std(values, ddof=1):.2f}%"
+        return f"{scale * values[0]:.{digits}f}{unit}"
+    return f"{scale * np.mean(values):.{digits}f} ± {scale * np.std(values, ddof=1):.{digits}f}{unit}"
 
 
 def tables(records: list[dict]) -> str:
@@ -146,7 +147,7 @@ def tables(records: list[dict]) -> str:
         utk = " / ".join(_mean_std(part[f"utkface_{t}"].tolist()) for t in ("gender", "race", "age"))
         lines.append(
             f"| {row} | {what} | {len(part)} | {_mean_std(part['val_accuracy'].tolist())} | "
-            f"{_mean_std(part['test_accuracy'].tolist())} | {_mean_std(part['test_macro_f1'].tolist())} | "
+            f"{_mean_std(part['test_accuracy'].tolist())} | {_mean_std(part['test_macro_f1'].tolist(), percent=False)} | "
             f"{recalls} | {utk if part['utkface_gender'].notna().any() else '—'} | {int(part['epochs'].max())} | "
             f"{part['seconds'].mean() / 60:.0f} min |"
         )

@@ -1,0 +1,209 @@
+"""Pseudo-labels (mtfer.pseudo): the threshold rule, provenance, and the trainer filling only training labels."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import tiny_run, write_fer_tree, write_utkface_tree
+
+from mtfer import runs
+from mtfer.pseudo import (
+    RECORD_FILE,
+    apply_pseudo_labels,
+    auto_threshold,
+    load_pseudo_labels,
+    parse_threshold,
+    pseudo_label,
+    teacher_hash,
+)
+from mtfer.tasks import TASK_NAMES
+
+ATTRIBUTES = ["gender", "race", "age"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict:
+    """Tiny FER2013 and UTKFace trees, a cache for them, and a teacher trained for one epoch on random faces."""
+    root = tmp_path_factory.mktemp("pseudo")
+    return {
+        "fer": write_fer_tree(root / "fer", per_class=3),
+        "utk": write_utkface_tree(root / "utk", n=80),
+        "teacher": tiny_run(root / "teacher"),
+        "cache": root / "cache",
+    }
+
+
+def _prepared(world: dict, fmt: str):
+    from mtfer.datasets.cache import prepare
+    from mtfer.faces import PreprocessConfig
+
+    meta = runs.load_bundle(world["teacher"]).metadata
+    return prepare(
+        fmt, world[fmt[:3]], config=PreprocessConfig.from_dict(meta["preprocessing"]), cache_dir=world["cache"]
+    )
+
+
+def test_auto_threshold_is_the_lowest_confidence_reaching_the_target():
+    conf = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    correct = np.array([1, 1, 0, 1, 0], bool)
+    # Accuracy of the faces at least this confident: 1, 1, 2/3, 3/4, 3/5.
+    rule = auto_threshold(conf, correct, target_accuracy=0.75, min_faces=1)
+    assert rule["threshold"] == 0.6 and rule["kept"] == 4 and rule["accuracy"] == 0.75 and rule["coverage"] == 0.8
+    assert auto_threshold(conf, correct, 0.9, 1)["threshold"] == 0.8
+    assert auto_threshold(conf, correct, 0.9, 3)["threshold"] is None  # no cut-off keeps 3 faces at 90%
+    assert auto_threshold(conf, correct, 0.0, 1)["threshold"] == 0.5
+    # Ties stay together: the cut-off at 0.9 keeps both 0.9 faces (one of them wrong).
+    tied = auto_threshold(np.array([0.9, 0.9, 0.5]), np.array([1, 0, 1], bool), 0.6, 1)
+    assert tied["threshold"] == 0.5 and tied["kept"] == 3
+    assert auto_threshold(np.zeros(0), np.zeros(0, bool))["threshold"] is None
+    assert parse_threshold("auto") == "auto" and parse_threshold("0.7") == 0.7
+    for bad in ("1.5", "high", -0.1):
+        with pytest.raises(ValueError, match="threshold"):
+            parse_threshold(bad)
+
+
+def test_pseudo_labels_fill_what_a_data_set_lacks_with_thresholds_from_validation_faces(world):
+    from mtfer.inference import predict_arrays
+    from mtfer.training import make_splits
+
+    teacher = runs.load_bundle(world["teacher"])
+    result = pseudo_label(
+        world["teacher"],
+        "fer2013",
+        world["fer"],
+        val=[{"format": "utkface", "root": str(world["utk"])}],
+        target_accuracy=0.4,
+        min_faces=2,
+        cache_dir=world["cache"],
+    )
+    meta = result.meta
+    assert meta["tasks"] == ATTRIBUTES
+    # The thresholds are the rule applied to the teacher's predictions on UTKFace's VALIDATION faces, carved as the
+    # teacher's trainer carves them (holdout, 10%, its seed).
+    utk = _prepared(world, "utkface")
+    val = make_splits([utk], "holdout", 0.1, 1337)["val"]
+    probs = predict_arrays(teacher.model, val.images)
+    for task in ATTRIBUTES:
+        truth = val.labels[:, TASK_NAMES.index(task)]
+        p = probs[task][truth >= 0]
+        expected = auto_threshold(p.max(axis=1), p.argmax(axis=1) == truth[truth >= 0], 0.4, 2)
+        assert meta["thresholds"][task] == expected["threshold"], task
+        assert meta["validation"][task] == expected, task
+
+    # Labels: the teacher's top class where it is confident enough, none for the task FER2013 has (emotion).
+    fer = _prepared(world, "fer2013")
+    assert list(result.sources) == list(fer.sources) and len(result) == len(fer)
+    fer_probs = predict_arrays(teacher.model, fer.images)
+    assert (result.labels[:, 0] == -1).all() and np.isnan(result.confidence[:, 0]).all()
+    for task in ATTRIBUTES:
+        c, threshold = TASK_NAMES.index(task), meta["thresholds"][task]
+        keep = fer_probs[task].max(axis=1) >= threshold if threshold is not None else np.zeros(len(fer), bool)
+        np.testing.assert_array_equal(result.labels[:, c], np.where(keep, fer_probs[task].argmax(axis=1), -1))
+        np.testing.assert_allclose(result.confidence[:, c], fer_probs[task].max(axis=1), atol=1e-6)
+        assert meta["counts"][task]["kept"] == int(keep.sum())
+        assert sum(meta["counts"][task]["by_split"].values()) == int(keep.sum())
+
+    # Provenance, beside the cache.
+    digest = hashlib.sha256((Path(world["teacher"]) / runs.METADATA_FILE).read_bytes()).hexdigest()
+    assert result.path == (world["cache"] / "pseudo" / f"{Path(fer.path).name}-{digest[:12]}").resolve()
+    assert teacher_hash(world["teacher"]) == digest[:12]
+    stored = json.loads((result.path / "meta.json").read_text())
+    assert stored["teacher"]["path"] == str(Path(world["teacher"]).resolve())
+    assert stored["teacher"]["metadata_sha256"] == digest
+    assert stored["rule"]["threshold"] == "auto" and stored["rule"]["target_accuracy"] == 0.4
+    assert stored["dataset"]["format"] == "fer2013" and stored["created"]
+    assert load_pseudo_labels(result.path / "meta.json").labels.tolist() == result.labels.tolist()
+
+    # UTKFace gets emotion only: its true gender, race and age are never replaced, and its masked race (Indian,
+    # Others: no class) is not guessed.
+    utk_result = pseudo_label(world["teacher"], "utkface", world["utk"], threshold=0.0, cache_dir=world["cache"])
+    assert utk_result.meta["tasks"] == ["emotion"]
+    assert (utk_result.labels[:, 0] >= 0).all() and (utk_result.labels[:, 1:] == -1).all()
+    assert utk_result.meta["thresholds"] == {"emotion": 0.0}
+
+
+def test_pseudo_label_refuses_what_it_cannot_do(world):
+    teacher = world["teacher"]
+    # A teacher trained on arrays has no data sets of its own to take validation faces from.
+    with pytest.raises(ValueError, match="--val"):
+        pseudo_label(teacher, "fer2013", world["fer"], cache_dir=world["cache"])
+    with pytest.raises(ValueError, match="emotion"):
+        pseudo_label(teacher, "fer2013", world["fer"], threshold=0.5, tasks=["emotion"], cache_dir=world["cache"])
+    with pytest.raises(ValueError, match="threshold"):
+        pseudo_label(teacher, "fer2013", world["fer"], threshold="1.5", cache_dir=world["cache"])
+    with pytest.raises(ValueError, match="no pseudo-labels"):
+        load_pseudo_labels(world["cache"] / "nowhere")
+
+
+def test_trainer_fills_only_training_labels_and_records_the_pseudo_labels(world, tmp_path, monkeypatch):
+    from mtfer.training import TrainConfig, load_prepared, make_splits, train
+
+    monkeypatch.setenv("MTFER_CACHE", str(world["cache"]))
+    made = {
+        "fer2013": pseudo_label(world["teacher"], "fer2013", world["fer"], threshold=0.0),
+        "utkface": pseudo_label(world["teacher"], "utkface", world["utk"], threshold=0.0),
+    }
+    datasets = [{"format": "fer2013", "root": str(world["fer"])}, {"format": "utkface", "root": str(world["utk"])}]
+    config = TrainConfig(
+        datasets=datasets,
+        architecture="fast",
+        epochs=1,
+        batch_size=16,
+        steps_per_epoch=2,
+        augment=False,
+        pseudo_labels=["auto"],
+        loss_weights_mode="learned",
+    )
+
+    splits = make_splits(load_prepared(config), config.protocol, config.val_fraction, config.seed)
+    filled, record = apply_pseudo_labels(splits, ["auto"], datasets=datasets)
+    assert filled["val"] is splits["val"] and filled["test"] is splits["test"]  # true labels only there
+    before, after = splits["train"].labels, filled["train"].labels
+    labelled = before >= 0
+    np.testing.assert_array_equal(after[labelled], before[labelled])  # never overwritten
+    is_fer = splits["train"].datasets == "fer2013"
+    assert (after[is_fer][:, 1:] >= 0).all() and (after[~is_fer][:, 0] >= 0).all()
+    race = TASK_NAMES.index("race")
+    np.testing.assert_array_equal(after[~is_fer][:, race], before[~is_fer][:, race])  # masked race stays masked
+    assert {r["path"] for r in record} == {str(p.path) for p in made.values()}
+    by_set = {r["dataset"]["name"]: r["filled"] for r in record}
+    assert by_set["fer2013"]["gender"] == int(is_fer.sum()) and by_set["utkface"]["emotion"] == int((~is_fer).sum())
+
+    run = train(config, tmp_path / "run", install_signal_handler=False)
+    meta = runs.load_bundle(run).metadata
+    assert {r["path"] for r in meta["pseudo_labels"]} == {str(p.path) for p in made.values()}
+    assert all(r["teacher"]["metadata_sha256"] and r["thresholds"] for r in meta["pseudo_labels"])
+    assert json.loads((run / RECORD_FILE).read_text())["pseudo_labels"] == meta["pseudo_labels"]
+    assert meta["config"]["pseudo_labels"] == ["auto"] and set(meta["loss_weights_learned"]) == set(TASK_NAMES)
+    # Evaluations score true labels only: FER2013's validation and test faces have no attribute, UTKFace's no emotion.
+    for key, metrics in meta["metrics"].items():
+        assert set(metrics) == ({"emotion"} if key.startswith("fer2013") else {"gender", "race", "age"}), key
+
+    # Finishing the run again from its checkpoint (learned weights reloaded in safe mode) uses the same pseudo-labels.
+    from mtfer.training import finish
+
+    (run / runs.METADATA_FILE).unlink()
+    finish(run)
+    again = runs.load_bundle(run).metadata
+    assert again["pseudo_labels"] == meta["pseudo_labels"]
+    assert again["loss_weights_learned"] == pytest.approx(meta["loss_weights_learned"], rel=1e-5)
+
+
+def test_command_line_makes_pseudo_labels_and_passes_them_to_the_trainer(world, monkeypatch, capsys):
+    from mtfer.cli import build_parser, main, train_config_from_args
+
+    monkeypatch.setenv("MTFER_CACHE", str(world["cache"]))
+    common = ["pseudo-label", "--model", str(world["teacher"])]
+    assert main([*common, "--format", "utkface", "--data", str(world["utk"]), "--threshold", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "emotion:" in out and "threshold 0.5000" in out and str(world["cache"] / "pseudo") in out
+    # "auto" needs labelled validation faces: this teacher has no data sets of its own and none are given.
+    assert main([*common, "--format", "fer2013", "--data", str(world["fer"])]) == 2
+    assert "--val" in capsys.readouterr().err
+    args = build_parser().parse_args(["train", "--pseudo-labels", "auto", "--pseudo-labels", "some/folder"])
+    assert train_config_from_args(args).pseudo_labels == ["auto", "some/folder"]
+    assert train_config_from_args(build_parser().parse_args(["train"])).pseudo_labels is None

@@ -128,7 +128,7 @@ if (request := st.session_state.pop("evaluate_request", None)) is not None:
 if "evaluate_model" not in st.session_state and (found := settings.find_choice(choices, st.query_params.get("model"))):
     st.session_state["evaluate_model"] = found.label
 
-chosen = st.selectbox("Model", labels, key="evaluate_model", format_func=titles.get)
+chosen = st.selectbox("Model or run", labels, key="evaluate_model", format_func=lambda label: titles.get(label, label))
 model = choices[labels.index(chosen)]
 remember("model", model.slug)
 metadata = read_metadata(model.path)
@@ -152,7 +152,10 @@ with st.expander("Evaluate this model on a data set now", expanded=not settings.
             for d in found_sets
         }
         dataset_label = left.selectbox(
-            "Data set", [d.label for d in found_sets], key="evaluate_dataset", format_func=readable.get
+            "Data set",
+            [d.label for d in found_sets],
+            key="evaluate_dataset",
+            format_func=lambda label: readable.get(label, label),
         )
         split = right.selectbox(
             "Split",
@@ -426,7 +429,9 @@ with tabs[5]:
             wanted := settings.find_choice(others, st.query_params.get("compare"))
         ):
             st.session_state["compare_model"] = wanted.label
-        other_label = left.selectbox("Compare with", other_labels, key="compare_model", format_func=titles.get)
+        other_label = left.selectbox(
+            "Compare with", other_labels, key="compare_model", format_func=lambda label: titles.get(label, label)
+        )
         other = others[other_labels.index(other_label)]
         remember("compare", other.slug)
         other_keys = settings.list_evaluations(other.path)

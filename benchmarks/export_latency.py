@@ -5,7 +5,8 @@
 Exports the bundle to a temporary folder (mtfer.export), then times, in this one process, the same aligned faces
 through the Keras model (mtfer.inference.predict_arrays: the traced tf.function the app uses) and through each
 exported file (mtfer.export.ExportedModel), one face per call (a phone's case) and 64 faces per call. Prints the
-median milliseconds per face, the ratio Keras / exported, and the largest probability difference. The faces are
+median milliseconds per face, the speed-up over the Keras model as the app runs it (its training precision), and
+the largest probability difference from Keras in float32. The faces are
 FER2013 test images framed with mtfer.faces.frame_crop when --data has them, else random pixels (the time does
 not depend on what the face shows).
 """
@@ -68,7 +69,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=runs.REPO_ROOT.parent / "shared" / "data")
     parser.add_argument("--repeat", type=int, default=200, help="timed calls per measurement (median)")
     parser.add_argument("--batch", type=int, default=64, help="faces per call for the batched measurement")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="LiteRT / ONNX Runtime threads")
+    parser.add_argument("--threads", type=int, default=None, help="LiteRT / ONNX Runtime threads (default: theirs)")
     args = parser.parse_args()
 
     quiet.import_tensorflow()
@@ -80,34 +81,42 @@ def main() -> None:
     config = faces.PreprocessConfig.from_dict(bundle.metadata["preprocessing"])
     aligned, what = load_faces(args.data, args.batch, config)
     one = aligned[:1]
-    keras_model = export.float32_model(bundle.model)  # what the exports compute; the bundle itself when float32
+    flip = bool(bundle.metadata["input"].get("tta_flip", False))
+    precision = bundle.metadata.get("precision", "float32")
+    float32 = export.float32_model(bundle.model)  # what the exports compute; the bundle itself when float32
     keras_size = (bundle.path / runs.MODEL_FILE).stat().st_size
     print(f"CPU: {cpu_name()} ({os.cpu_count()} logical cores), TensorFlow {tf.__version__}")
-    print(f"model: {bundle.path} ({bundle.metadata.get('precision', 'float32')}), {what}")
-    print(f"threads: TensorFlow default, LiteRT/ONNX Runtime {args.threads}; median of {args.repeat} calls\n")
-
-    keras_probs = predict_arrays(keras_model, aligned)
-    keras_1 = ms_per_face(lambda: predict_arrays(keras_model, one), 1, args.repeat)
-    keras_n = ms_per_face(lambda: predict_arrays(keras_model, aligned), len(aligned), max(10, args.repeat // 10))
-    header = f"{'runtime':<22} {'file MB':>8} {'ms/face (1)':>12} {'x Keras':>8} {'ms/face (' + str(len(aligned)) + ')':>13} {'x Keras':>8} {'max |dp|':>9}"
-    print(header)
+    print(f"model: {bundle.path} ({precision}, tta_flip {flip}), {what}")
     print(
-        f"{'Keras (model.keras)':<22} {keras_size / 1e6:8.2f} {keras_1:12.3f} {1:8.2f} {keras_n:13.4f} {1:8.2f} {0:9.1e}"
+        f"threads: TensorFlow default, LiteRT/ONNX Runtime {args.threads or 'default'}; median of {args.repeat} calls"
     )
-    formats = ["tflite"] + ([] if export.onnx_unavailable_reason() else ["onnx"])
-    with tempfile.TemporaryDirectory() as folder:
-        for fmt in formats:
-            result = export.export_bundle(bundle, fmt, Path(folder) / f"model.{fmt}")
-            exported = export.ExportedModel(result.path, num_threads=args.threads)
-            probs = exported.predict(aligned)
-            diff = max(float(np.abs(probs[t] - keras_probs[t]).max()) for t in probs)
-            t1 = ms_per_face(lambda e=exported: e.predict(one), 1, args.repeat)
-            tn = ms_per_face(lambda e=exported: e.predict(aligned), len(aligned), max(10, args.repeat // 10))
-            name = {"tflite": "LiteRT (.tflite)", "onnx": "ONNX Runtime (.onnx)"}[fmt]
-            print(
-                f"{name:<22} {result.size_bytes / 1e6:8.2f} {t1:12.3f} {keras_1 / t1:8.2f} {tn:13.4f} "
-                f"{keras_n / tn:8.2f} {diff:9.1e}"
-            )
+    print("every row runs each face and its mirror when tta_flip is on, as the app does\n")
+
+    reference = predict_arrays(float32, aligned, flip=flip)
+    rows: list[tuple[str, float, Callable[[np.ndarray], dict]]] = [
+        (f"Keras ({precision}, app)", keras_size, lambda a: predict_arrays(bundle.model, a, flip=flip)),
+    ]
+    if float32 is not bundle.model:
+        rows.append(("Keras (float32 copy)", keras_size, lambda a: predict_arrays(float32, a, flip=flip)))
+    folder = tempfile.TemporaryDirectory()
+    for fmt in ["tflite"] + ([] if export.onnx_unavailable_reason() else ["onnx"]):
+        result = export.export_bundle(bundle, fmt, Path(folder.name) / f"model.{fmt}")
+        exported = export.ExportedModel(result.path, num_threads=args.threads)
+        name = {"tflite": "LiteRT (.tflite)", "onnx": "ONNX Runtime (.onnx)"}[fmt]
+        rows.append((name, result.size_bytes, exported.predict))
+    n = len(aligned)
+    print(
+        f"{'runtime':<24} {'file MB':>8} {'ms/face (1)':>12} {'x Keras':>8} {f'ms/face ({n})':>13} {'x Keras':>8} {'max |dp|':>9}"
+    )
+    base_1 = base_n = 0.0
+    for name, size, predict in rows:
+        diff = max(float(np.abs(predict(aligned)[t] - reference[t]).max()) for t in reference)
+        t1 = ms_per_face(lambda p=predict: p(one), 1, args.repeat)
+        tn = ms_per_face(lambda p=predict: p(aligned), n, max(10, args.repeat // 10))
+        base_1, base_n = base_1 or t1, base_n or tn
+        print(f"{name:<24} {size / 1e6:8.2f} {t1:12.3f} {base_1 / t1:8.2f} {tn:13.4f} {base_n / tn:8.2f} {diff:9.1e}")
+    folder.cleanup()
+    print("max |dp|: the largest probability difference from Keras in float32 (what the exported files compute)")
     if reason := export.onnx_unavailable_reason():
         print(f"(no ONNX: {reason})")
 

@@ -762,7 +762,7 @@ def _stopped_line(progress: Mapping) -> tuple[float | None, str]:
     epoch, step, steps = int(stop.get("epoch") or 0), int(stop.get("step") or 0), int(stop.get("steps") or 0)
     if stop.get("phase") == "preparing":
         where = "Stopped while preparing the data sets"
-    elif steps and step >= steps:
+    elif complete >= epoch:  # asked during the epoch's validation: the epoch completed
         where = f"Stopped after epoch {epoch}"
     else:
         where = f"Stopped during epoch {epoch} at step {step} of {steps}"

@@ -431,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--explain-method",
         choices=("occlusion", "layercam", "gradcam"),
         default="occlusion",
-        help="occlusion (default: the most faithful), layercam (faster), or gradcam (classic; weak on this network)",
+        help="occlusion (default: the most faithful), layercam (faster), or gradcam (classic Grad-CAM, the weakest)",
     )
     p.set_defaults(func=cmd_predict)
 

@@ -133,18 +133,32 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+@contextlib.contextmanager
+def _progress_lock(run: str | os.PathLike) -> Iterator[None]:
+    """An exclusive lock on a run's progress.json for a read-modify-write: the job, the page that stops it and a
+    reader that finds it dead each change progress.json, and none may undo another's change (a "stopped" written
+    by the job must not be overwritten by a "stopping" read a moment before)."""
+    import fcntl
+
+    Path(run).mkdir(parents=True, exist_ok=True)
+    with open(Path(run) / ".progress.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def write_progress(run: str | os.PathLike, **fields: Any) -> dict:
-    """Merge `fields` into progress.json (atomically) and stamp the heartbeat."""
+    """Merge `fields` into progress.json (atomically, under the run's progress lock) and stamp the heartbeat."""
     path = Path(run) / PROGRESS_FILE
-    try:
-        progress = read_json(path)
-    except RunError:
-        progress = {}
-    progress.update(fields)
-    if progress.get("state") not in STATES:
-        raise RunError(f"unknown run state {progress.get('state')!r}")
-    progress["heartbeat"] = time.time()
-    atomic_write_json(path, progress)
+    with _progress_lock(run):
+        try:
+            progress = read_json(path)
+        except RunError:
+            progress = {}
+        progress.update(fields)
+        if progress.get("state") not in STATES:
+            raise RunError(f"unknown run state {progress.get('state')!r}")
+        progress["heartbeat"] = time.time()
+        atomic_write_json(path, progress)
     return progress
 
 
@@ -180,10 +194,17 @@ def read_progress(run: str | os.PathLike) -> dict:
     except RunError:
         return {"state": "failed", "error": f"no readable {PROGRESS_FILE} in {Path(run).name}"}
     if progress.get("state") in ACTIVE_STATES and not pid_alive(progress.get("pid") or progress.get("starter")):
-        progress["state"] = "failed"
-        progress.setdefault("error", "the training process is gone (killed or crashed); see the log tail")
-        with contextlib.suppress(OSError, RunError):
-            atomic_write_json(path, progress)
+        gone = "the training process is gone (killed or crashed); see the log tail"
+        try:
+            with _progress_lock(run):
+                progress = read_json(path)  # what the job wrote last, perhaps "stopped" just before it exited
+                if progress.get("state") in ACTIVE_STATES:
+                    progress["state"] = "failed"
+                    progress.setdefault("error", gone)
+                    atomic_write_json(path, progress)
+        except (OSError, RunError):  # a read-only run folder: report it failed all the same
+            progress["state"] = "failed"
+            progress.setdefault("error", gone)
     return progress
 
 
@@ -469,11 +490,22 @@ def resume_job(run: str | os.PathLike, runs_dir: str | os.PathLike | None = None
 
 
 def stop_job(run: str | os.PathLike) -> bool:
-    """Ask a running job to stop gracefully (SIGTERM: it finishes the step, saves a checkpoint, marks stopped)."""
+    """Ask a running job to stop gracefully (SIGTERM: it finishes the step and marks itself stopped, keeping the
+    last complete epoch's checkpoint and history; mtfer.training)."""
     progress = read_progress(run)
     pid = progress.get("pid")
     if progress.get("state") not in ACTIVE_STATES or not pid_alive(pid):
         return False
-    os.kill(pid, signal.SIGTERM)
-    write_progress(run, state="stopping")
+    # "stopping" first, and only over a state that is still active: the job's own writes ("stopped", "finished")
+    # must come after it, never before.
+    path = Path(run) / PROGRESS_FILE
+    with _progress_lock(run):
+        current = read_json(path)
+        if current.get("state") not in ACTIVE_STATES:
+            return False
+        atomic_write_json(path, {**current, "state": "stopping", "heartbeat": time.time()})
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:  # ended meanwhile; read_progress reports what it left
+        return False
     return True

@@ -1009,7 +1009,7 @@ def _mark_stopped(run: Path, at: dict) -> None:
     runs.write_progress(run, state="stopped", stopped=runs.now_iso(), stop=at)
     if at["phase"] == "preparing":
         where = "while preparing the data sets"
-    elif at["step"] >= at["steps"]:
+    elif at["completed_epochs"] >= at["epoch"]:
         where = f"after epoch {at['epoch']}"
     else:
         where = f"during epoch {at['epoch']} at step {at['step']} of {at['steps']}"

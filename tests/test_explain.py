@@ -136,13 +136,14 @@ def hottest_window(heatmap: np.ndarray, side: int) -> tuple[int, int]:
     return int(y), int(x)
 
 
-# How many times more the hottest patch must lower the top emotion than a random one. Measured on these 21 faces:
-# occlusion 3.9x, LayerCAM 1.6x; classic Grad-CAM 0.8x, no better than chance on this network (mtfer.explain's
-# docstring says why), so it is not held to this.
-FAITHFULNESS = {"occlusion": 2.5, "layercam": 1.3}
+# How many times more the hottest patch must lower the top emotion than a random one. Measured on these 21 faces
+# with the shipped recipe model: occlusion 4.9x, LayerCAM 2.4x, Grad-CAM 2.1x; with the earlier shipped model
+# occlusion 3.9x, LayerCAM 1.6x and Grad-CAM 0.8x (no better than chance: mtfer.explain's docstring says why). A
+# newly shipped model may need Grad-CAM's bar looked at again; occlusion, the default, held on both.
+FAITHFULNESS = {"occlusion": 2.5, "layercam": 1.3, "gradcam": 1.2}
 
 
-@pytest.mark.parametrize("method", sorted(FAITHFULNESS))
+@pytest.mark.parametrize("method", explain.METHODS)
 def test_covering_the_hottest_region_lowers_the_top_emotion_more_than_a_random_one(method, shipped, shared_data):
     side, randoms = 12, 6
     aligned = fer_test_faces(shared_data, shipped.config)

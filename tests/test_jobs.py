@@ -272,3 +272,42 @@ def test_the_log_tail_leaves_out_tensorflows_start_up_noise(tmp_path):
         "ValueError: something the user must see",
     ]
     assert runs.log_tail(tmp_path, 100) == NOISY_LOG.rstrip("\n")  # the file keeps everything
+
+
+def test_stop_and_the_dead_job_check_never_undo_what_the_job_wrote_last(tmp_path, monkeypatch):
+    """The job writes "stopped" (or "finished") just before it exits; a page reading or stopping it at that moment
+    must not overwrite it with "failed" or "stopping"."""
+    run = tmp_path / "run"
+    runs.write_progress(run, state="stopping", pid=999_999_999)
+
+    def job_ends_meanwhile(pid):
+        runs.write_progress(run, state="stopped", stop=training.stop_point(2, 5, 10, 1))
+        return False
+
+    monkeypatch.setattr(runs, "pid_alive", job_ends_meanwhile)
+    assert runs.read_progress(run)["state"] == "stopped"
+    assert runs.read_json(run / runs.PROGRESS_FILE)["state"] == "stopped"
+
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        runs.write_progress(run, state="running", pid=sleeper.pid, stop=None)
+
+        def job_finishes_meanwhile(pid):
+            if runs.read_json(run / runs.PROGRESS_FILE)["state"] == "running":
+                runs.write_progress(run, state="finished")
+            return True
+
+        monkeypatch.setattr(runs, "pid_alive", job_finishes_meanwhile)
+        assert not runs.stop_job(run)
+        assert runs.read_json(run / runs.PROGRESS_FILE)["state"] == "finished"
+        assert sleeper.poll() is None  # not signalled
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_stop_in_the_last_step_of_an_epoch_is_not_after_it():
+    progress = {"state": "stopped", "epochs": 3, "stop": training.stop_point(1, 4, 4, 0)}
+    assert charts.job_status(progress).headline == (
+        "Stopped during epoch 1 at step 4 of 4; no epoch complete yet; Resume starts again from epoch 1."
+    )

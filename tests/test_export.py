@@ -150,6 +150,7 @@ def test_cli_export_writes_the_file_and_reports_its_size(bf16_run, tmp_path, cap
     assert main(["export", "--model", str(bf16_run), "--out", str(out)]) == 0  # format from the suffix
     printed = capsys.readouterr().out
     assert out.is_file() and export.metadata_path(out).is_file()
+    assert out.stat().st_mode & 0o044 == 0o044  # readable by others (umask 022): for copying to a phone
     assert str(out) in printed and "MB" in printed and "float32" in printed
 
 

@@ -43,7 +43,17 @@ ROWS: dict[str, tuple[str, dict]] = {
     "light-augment": ("the paper-era light augmentation (recipe: strong)", {"tasks": ["emotion"], "augment": "light"}),
     "mixup": ("mixup alpha 0.2", {"tasks": ["emotion"], "mixup": 0.2}),
     "ema": ("EMA of the weights, 0.999", {"tasks": ["emotion"], "ema": 0.999}),
+    "multi-learned-weights": (
+        "four tasks, task weights learned (Kendall et al. 2018)",
+        {"tasks": MULTI, "loss_weights_mode": "learned"},
+    ),
+    "multi-pseudo-labels": (
+        "four tasks, every training face given all four labels by the shipped model (confident pseudo-labels only)",
+        {"tasks": MULTI, "pseudo_labels": ["auto"]},
+    ),
 }
+# rows compared with recipe-single over seeds (the multi-task question, issue 13)
+MULTI_ROWS = ["recipe-multi", "multi-learned-weights", "multi-pseudo-labels"]
 DEFAULT_ROWS = ["recipe-single", "recipe-multi"]
 
 
@@ -130,6 +140,22 @@ def _mean_std(values: list[float], percent: bool = True) -> str:
     return f"{scale * np.mean(values):.{digits}f} ± {scale * np.std(values, ddof=1):.{digits}f}{unit}"
 
 
+def compare(row: str, multi: np.ndarray, single: np.ndarray) -> str:
+    """One sentence: `row` minus recipe-single on FER2013 test accuracy, with a Welch-style 95% t interval."""
+    from scipy import stats  # scikit-learn's own dependency
+
+    diff = multi.mean() - single.mean()
+    se = math.sqrt(multi.var(ddof=1) / len(multi) + single.var(ddof=1) / len(single))
+    dof = len(multi) + len(single) - 2
+    half = stats.t.ppf(0.975, dof) * se if se > 0 else 0.0
+    verdict = "larger than the noise" if abs(diff) > half else "within the noise"
+    return (
+        f"{row} minus recipe-single, FER2013 test emotion accuracy: {100 * diff:+.2f} points "
+        f"(95% interval {100 * (diff - half):+.2f} to {100 * (diff + half):+.2f}, t with {dof} degrees of freedom, "
+        f"{len(multi)} and {len(single)} seeds): {verdict}.\n"
+    )
+
+
 def tables(records: list[dict]) -> str:
     frame = pd.DataFrame(records)
     if frame.empty:
@@ -153,20 +179,10 @@ def tables(records: list[dict]) -> str:
         )
     text = "\n".join(lines) + "\n"
     single = frame[frame["row"] == "recipe-single"]["test_accuracy"].dropna().to_numpy()
-    multi = frame[frame["row"] == "recipe-multi"]["test_accuracy"].dropna().to_numpy()
-    if len(single) >= 2 and len(multi) >= 2:
-        diff = multi.mean() - single.mean()
-        se = math.sqrt(multi.var(ddof=1) / len(multi) + single.var(ddof=1) / len(single))
-        from scipy import stats  # scikit-learn's own dependency
-
-        dof = len(multi) + len(single) - 2
-        half = stats.t.ppf(0.975, dof) * se if se > 0 else 0.0
-        verdict = "larger than the noise" if abs(diff) > half else "within the noise"
-        text += (
-            f"\nMulti- minus single-task, FER2013 test emotion accuracy: {100 * diff:+.2f} points "
-            f"(95% interval {100 * (diff - half):+.2f} to {100 * (diff + half):+.2f}, t with {dof} degrees of freedom, "
-            f"{len(multi)} and {len(single)} seeds): {verdict}.\n"
-        )
+    for row in MULTI_ROWS:
+        multi = frame[frame["row"] == row]["test_accuracy"].dropna().to_numpy()
+        if len(single) >= 2 and len(multi) >= 2:
+            text += "\n" + compare(row, multi, single)
     return text
 
 

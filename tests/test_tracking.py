@@ -1,0 +1,60 @@
+"""Tracker: faces keep their ids while they move, new faces get new ids, old tracks end, probabilities steady."""
+
+import numpy as np
+import pytest
+
+from mtfer.tracking import Tracker, iou
+
+
+def test_iou_of_known_boxes():
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0
+    assert iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
+
+
+def test_two_faces_keep_their_ids_while_moving_and_crossing_order():
+    tracker = Tracker()
+    a, b = tracker.update([(0, 0, 50, 50), (200, 0, 50, 50)], None, 0.0)
+    # next frame: both moved a little, and are given in the other order
+    ids = tracker.update([(205, 3, 50, 50), (4, 2, 50, 50)], None, 0.2)
+    assert ids == [b, a]
+    assert a != b
+
+
+def test_a_new_face_gets_a_new_id_and_a_lost_face_ends():
+    tracker = Tracker(max_age_s=1.0)
+    (a,) = tracker.update([(0, 0, 50, 50)], None, 0.0)
+    (c,) = tracker.update([(300, 300, 40, 40)], None, 0.5)  # elsewhere: a new person
+    assert c != a and set(tracker.tracks) == {a, c}
+    tracker.update([(300, 302, 40, 40)], None, 1.4)
+    assert tracker.update([(300, 300, 40, 40)], None, 2.0) == [c]  # a unseen for 2 s: gone
+    assert set(tracker.tracks) == {c}
+    (d,) = tracker.update([(0, 0, 50, 50)], None, 2.1)  # back where a was: a new track, ids never reused
+    assert d not in (a, c)
+
+
+def test_smoothing_damps_a_one_frame_flip_and_follows_a_lasting_change():
+    happy, sad = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    tracker = Tracker(smoothing_s=0.5)
+    box = (10, 10, 60, 60)
+    (tid,) = tracker.update([box], [{"emotion": happy}], 0.0)
+    tracker.update([box], [{"emotion": sad}], 0.1)  # one noisy frame
+    assert tracker.tracks[tid].probabilities["emotion"].argmax() == 0
+    for k in range(2, 20):  # the face really turned sad for 2 s
+        tracker.update([box], [{"emotion": sad}], 0.1 * k)
+    assert tracker.tracks[tid].probabilities["emotion"][1] > 0.95
+    np.testing.assert_allclose(tracker.tracks[tid].probabilities["emotion"].sum(), 1.0, rtol=1e-5)
+
+
+def test_no_smoothing_keeps_each_frame_as_it_is():
+    tracker = Tracker(smoothing_s=0)
+    (tid,) = tracker.update([(0, 0, 9, 9)], [{"emotion": np.array([1.0, 0.0])}], 0.0)
+    tracker.update([(0, 0, 9, 9)], [{"emotion": np.array([0.0, 1.0])}], 0.04)
+    np.testing.assert_array_equal(tracker.tracks[tid].probabilities["emotion"], [0.0, 1.0])
+
+
+def test_bad_arguments_say_what_is_wrong():
+    with pytest.raises(ValueError, match="min_iou"):
+        Tracker(min_iou=1.5)
+    with pytest.raises(ValueError, match="2 boxes but 1"):
+        Tracker().update([(0, 0, 1, 1), (5, 5, 1, 1)], [{}], 0.0)

@@ -43,6 +43,18 @@ ROWS: dict[str, tuple[str, dict]] = {
     "light-augment": ("the paper-era light augmentation (recipe: strong)", {"tasks": ["emotion"], "augment": "light"}),
     "mixup": ("mixup alpha 0.2", {"tasks": ["emotion"], "mixup": 0.2}),
     "ema": ("EMA of the weights, 0.999", {"tasks": ["emotion"], "ema": 0.999}),
+    "paper-network": (
+        "the paper's network (bf16; recipe: the fast network, a fifth of its FLOPs)",
+        {"tasks": ["emotion"], "architecture": "paper"},
+    ),
+    "wide-network": (
+        "the fast network with 1.5x the filters (2.2x its FLOPs)",
+        {"tasks": ["emotion"], "architecture": "wide"},
+    ),
+    "no-test-time-flip": (
+        "no test-time flip (recipe: mean of the face and its mirror); the recipe-single models, re-scored",
+        {"tasks": ["emotion"], "tta_flip": False},
+    ),
     "multi-learned-weights": (
         "four tasks, task weights learned (Kendall et al. 2018)",
         {"tasks": MULTI, "loss_weights_mode": "learned"},
@@ -52,6 +64,8 @@ ROWS: dict[str, tuple[str, dict]] = {
         {"tasks": MULTI, "pseudo_labels": ["auto"]},
     ),
 }
+# rows scored again from another row's models instead of trained: row -> (source row, what changes at scoring)
+RESCORED = {"no-test-time-flip": "recipe-single"}
 # rows compared with recipe-single over seeds (the multi-task question, issue 13)
 MULTI_ROWS = ["recipe-multi", "multi-learned-weights", "multi-pseudo-labels"]
 DEFAULT_ROWS = ["recipe-single", "recipe-multi"]
@@ -78,7 +92,48 @@ def row_config(row: str, seed: int, data: Path, epochs: int) -> TrainConfig:
     )
 
 
+def rescore(row: str, seed: int, data: Path, runs_dir: Path | None) -> None:
+    """A scoring-time row: the source row's finished model of this seed, scored on the FER2013 test split with the
+    row's change (no test-time flip), saved as runs/ablate-<row>-s<seed>/rescored.json."""
+    from sklearn.metrics import accuracy_score, f1_score, recall_score
+
+    from mtfer.datasets.cache import prepare
+    from mtfer.faces import PreprocessConfig
+    from mtfer.inference import predict_arrays
+    from mtfer.tasks import TASK_NAMES, TASKS
+
+    source = runs.run_dir(run_name(RESCORED[row], seed), runs_dir)
+    folder = runs.run_dir(run_name(row, seed), runs_dir)
+    if (folder / "rescored.json").exists() or not (source / runs.METADATA_FILE).exists():
+        return
+    bundle = runs.load_bundle(source)
+    config = PreprocessConfig.from_dict(bundle.metadata["preprocessing"])
+    prepared = prepare("fer2013", data / "fer2013", config=config, splits="test")
+    index = prepared.splits == "test"
+    y = prepared.labels[index][:, TASK_NAMES.index("emotion")]
+    keep = y >= 0
+    flip = bool(ROWS[row][1].get("tta_flip", True))
+    p = predict_arrays(bundle.model, prepared.images[index][keep], flip=flip)["emotion"].argmax(1)
+    names = TASKS["emotion"].classes
+    recall = recall_score(y[keep], p, labels=list(range(len(names))), average=None, zero_division=0)
+    history = pd.read_csv(source / runs.HISTORY_FILE)
+    record = {
+        "test_accuracy": float(accuracy_score(y[keep], p)),
+        "test_macro_f1": float(f1_score(y[keep], p, average="macro")),
+        "test_disgust_recall": float(recall[names.index("disgust")]),
+        "test_fear_recall": float(recall[names.index("fear")]),
+        "epochs": len(history),
+        "seconds": round(float(history["seconds"].sum())),
+        "source": source.name,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    runs.atomic_write_json(folder / "rescored.json", record)
+
+
 def run_row(row: str, seed: int, data: Path, epochs: int, runs_dir: Path | None) -> None:
+    if row in RESCORED:
+        rescore(row, seed, data, runs_dir)
+        return
     folder = runs.run_dir(run_name(row, seed), runs_dir)
     if folder.exists() and runs.read_progress(folder).get("state") == "finished":
         print(f"{folder.name}: already finished")
@@ -107,8 +162,15 @@ def _recall(folder: Path, split: str, cls: str) -> float | None:
 def collect(runs_dir: Path | None) -> list[dict]:
     records = []
     for row in ROWS:
-        for folder in sorted(runs.list_runs(runs_dir)):
-            if not folder.name.startswith(f"ablate-{row}-s") or not (folder / runs.METADATA_FILE).exists():
+        for folder in sorted(Path(runs_dir or runs.default_runs_dir()).glob(f"ablate-{row}-s*")):
+            if (folder / "rescored.json").exists():
+                scored = runs.read_json(folder / "rescored.json")
+                records.append(
+                    {"row": row, "seed": int(folder.name.rsplit("-s", 1)[1]), "val_accuracy": None, **scored}
+                    | {f"utkface_{t}": None for t in ("gender", "race", "age")}
+                )
+                continue
+            if not (folder / runs.METADATA_FILE).exists():
                 continue
             meta = runs.read_json(folder / runs.METADATA_FILE)
             m = meta["metrics"]

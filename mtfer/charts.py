@@ -622,16 +622,73 @@ def learning_rate_figure(history: pd.DataFrame, starts: Sequence[tuple[int, str]
     return fig
 
 
+LOSS_WEIGHT_PREFIX = "weight_"  # history.csv's learned task weights (mtfer.loss_weights.WEIGHT_PREFIX)
+LOSS_WEIGHTS_NOTE = (
+    "How much each task counted in training. With learned weights, each starts at 1 and training adjusts it: a task "
+    "whose answers stay uncertain gets a smaller weight, so it pulls less on what the tasks share."
+)
+
+
+def loss_weight_tasks(history: pd.DataFrame) -> list[str]:
+    """Tasks whose learned loss weight history.csv logs per epoch (weight_<task> columns), in model order."""
+    return [t for t in TASK_NAMES if f"{LOSS_WEIGHT_PREFIX}{t}" in history]
+
+
+def loss_weights_figure(history: pd.DataFrame, starts: Sequence[tuple[int, str]] = ()) -> go.Figure | None:
+    """The learned weight of each task's loss per epoch, one line per task named with its last weight
+    (TrainConfig loss_weights_mode "learned"); None when history.csv has no weight_<task> column (fixed weights).
+    `starts` marks where a continued run's epochs begin."""
+    tasks = loss_weight_tasks(history)
+    if not tasks:
+        return None
+    epochs = _epochs(history)
+    fig = go.Figure()
+    for task in tasks:
+        weights = pd.to_numeric(history[f"{LOSS_WEIGHT_PREFIX}{task}"], errors="coerce")
+        last = weights.dropna()
+        fig.add_trace(
+            go.Scatter(
+                x=epochs,
+                y=weights.tolist(),
+                name=f"{display_name(task)} ({last.iloc[-1]:.2f})" if len(last) else display_name(task),
+                mode="lines+markers",
+                hovertemplate=f"{display_name(task)}, epoch %{{x}}: weight %{{y:.2f}}<extra></extra>",
+            )
+        )
+    _mark_starts(fig, starts)
+    fig.add_hline(y=1.0, line={"dash": "dot", "color": "#9aa5b1", "width": 1})  # where every weight starts
+    fig.update_layout(
+        title={"text": "Learned task weights", "x": 0},
+        xaxis={"title": "epoch", "dtick": _epoch_tick(history)},
+        yaxis={"title": "weight", "rangemode": "tozero"},
+        height=300,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        legend={"orientation": "h", "y": -0.25},
+    )
+    return fig
+
+
 OVERALL_COLOR = "#52667a"
 
 
+def faces_text(n: int) -> str:
+    """'1 face', '1,234 faces'."""
+    return f"{n:,} face{'' if n == 1 else 's'}"
+
+
 def slices_figure(
-    slices: pd.DataFrame, task: str = "emotion", overall: float | None = None, overall_n: int | None = None
+    slices: pd.DataFrame,
+    task: str = "emotion",
+    overall: float | None = None,
+    overall_n: int | None = None,
+    predicted: bool = False,
 ) -> go.Figure | None:
     """A task's accuracy per gender, race and age group (one panel each) from a table with the columns attribute,
     group, n, accuracy (an evaluation's slices, or :func:`mtfer.evaluation.group_accuracy` with its `task` column).
     With `overall` (the task's accuracy on all `overall_n` faces) each panel starts with a darker "All faces" bar to
-    compare the groups with. None when no group has a face."""
+    compare the groups with. `predicted`: the groups are the model's own answers (group_accuracy with
+    groups_from="predicted"), which the titles say and a hatch on the groups' bars marks. None when no group has a
+    face."""
     usable = slices[(slices["n"] > 0) & slices["accuracy"].notna()]
     if "task" in usable.columns:
         usable = usable[usable["task"] == task]
@@ -641,16 +698,19 @@ def slices_figure(
     fig = make_subplots(
         rows=1,
         cols=len(attributes),
-        subplot_titles=[f"By {display_name(a).lower()}" for a in attributes],
+        subplot_titles=[f"By {'predicted ' if predicted else ''}{display_name(a).lower()}" for a in attributes],
         shared_yaxes=True,
     )
     with_overall = overall is not None and math.isfinite(overall)
     for col, attribute in enumerate(attributes, start=1):
         part = usable[usable["attribute"] == attribute]
-        x = [f"{display_name(attribute, str(g))}<br>{n:,} faces" for g, n in zip(part["group"], part["n"], strict=True)]
+        x = [
+            f"{display_name(attribute, str(g))}<br>{faces_text(n)}"
+            for g, n in zip(part["group"], part["n"], strict=True)
+        ]
         y, colors = part["accuracy"].tolist(), [MUTED] * len(part)
         if with_overall:
-            x = [f"<b>All faces</b><br>{overall_n:,} faces" if overall_n else "<b>All faces</b>", *x]
+            x = [f"<b>All faces</b><br>{faces_text(overall_n)}" if overall_n else "<b>All faces</b>", *x]
             y, colors = [float(overall), *y], [OVERALL_COLOR, *colors]
         fig.add_trace(
             go.Bar(
@@ -661,6 +721,7 @@ def slices_figure(
                 cliponaxis=False,
                 hovertemplate="%{x}: %{y:.1%} right<extra></extra>",
                 marker_color=colors,
+                marker_pattern_shape=["/" if predicted and c == MUTED else "" for c in colors],  # guessed groups
                 showlegend=False,
             ),
             row=1,
@@ -668,7 +729,7 @@ def slices_figure(
         )
     fig.update_yaxes(range=[0, 1.12], tickformat=".0%")
     fig.update_layout(
-        title={"text": f"{display_name(task)} accuracy by group", "x": 0},
+        title={"text": f"{display_name(task)} accuracy by {'predicted ' if predicted else ''}group", "x": 0},
         height=340,
         margin={"l": 10, "r": 10, "t": 60, "b": 10},
     )
@@ -695,6 +756,91 @@ def comparison_figure(table: pd.DataFrame) -> go.Figure:
         height=340,
         margin={"l": 10, "r": 10, "t": 30, "b": 10},
         legend={"orientation": "h", "y": -0.15},
+    )
+    return fig
+
+
+RELIABILITY_NOTE = (
+    "When the model says it is 80% sure, it should be right 8 times in 10. Each bar shows how often it was right "
+    "among the faces where it was about that sure; on the dashed line the two agree, bars below it mean too sure, "
+    "above it too modest (pale bars rest on few faces). The calibration error is the average gap, weighted by "
+    "faces: 0% is perfect."
+)
+RELIABILITY_COLOR = "#1f77b4"
+SPARSE_BIN_SHARE = 0.01  # bins with fewer faces than this share (or 10) are drawn faint: their accuracy is noise
+
+
+def calibration_summary(metrics: Mapping, task: str) -> str | None:
+    """One line on a task's calibration in an evaluation's metrics ("Calibration error 2.1% (4.8% before temperature
+    scaling)."), None when the evaluation has no ECE (saved before calibration was measured, or no labelled face)."""
+    entry = metrics.get("tasks", {}).get(task, {})
+    ece = entry.get("ece")
+    if ece is None:
+        return None
+    before = entry.get("ece_uncalibrated")
+    temperature = metrics.get("calibration", {}).get("temperature", {}).get(task)
+    if before is None or temperature in (None, 1.0):
+        return f"Calibration error {ece:.1%}."
+    return f"Calibration error {ece:.1%} ({before:.1%} before temperature scaling)."
+
+
+def reliability_figure(entry: Mapping, title: str = "") -> go.Figure | None:
+    """A reliability diagram from one task of an evaluation's metrics (tasks.<task>: its ``reliability`` bins,
+    ``ece`` and, for a calibrated bundle, ``ece_uncalibrated``): per confidence bin (x: how sure the model said it
+    was) a bar up to how often it was right (y), the dashed diagonal where the two agree, faces per bin in the hover;
+    bins with few faces faint. The title carries the calibration error. None without a labelled face."""
+    diagram = entry.get("reliability") or {}
+    counts = [int(c) for c in diagram.get("count", [])]
+    total = sum(counts)
+    if not total:
+        return None
+    edges = [float(e) for e in diagram["edges"]]
+    rows = [
+        (edges[i], edges[i + 1], float(diagram["confidence"][i]), float(diagram["accuracy"][i]), n)
+        for i, n in enumerate(counts)
+        if n
+    ]
+    sparse = max(10, SPARSE_BIN_SHARE * total)
+    hover = [
+        f"Said {lo:.0%}–{hi:.0%} sure (on average {conf:.0%}):<br>right {acc:.0%} of the time<br>{n:,} faces"
+        + (" (few: a rough figure)" if n < sparse else "")
+        for lo, hi, conf, acc, n in rows
+    ]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Bar(
+            x=[(lo + hi) / 2 for lo, hi, *_ in rows],
+            y=[acc for *_, acc, _ in rows],
+            width=[(hi - lo) * 0.92 for lo, hi, *_ in rows],
+            marker={"color": RELIABILITY_COLOR, "opacity": [0.35 if n < sparse else 0.85 for *_, n in rows]},
+            name="how often it was right",
+            hovertext=hover,
+            hoverinfo="text",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[0, 1],
+            y=[0, 1],
+            mode="lines",
+            line={"dash": "dash", "color": "#7f7f7f", "width": 1.5},
+            name="perfect: right as often as it says",
+            hoverinfo="skip",
+        )
+    )
+    ece = entry.get("ece")
+    before = entry.get("ece_uncalibrated")
+    subtitle = "" if ece is None else f"calibration error {ece:.1%}"
+    if ece is not None and before is not None and round(before, 3) != round(ece, 3):
+        subtitle += f" ({before:.1%} before calibration)"
+    fig.update_layout(
+        title={"text": f"{title} · {subtitle}" if title and subtitle else title or subtitle, "x": 0},
+        xaxis={"title": "how sure the model said it was", "range": [0, 1], "tickformat": ".0%", "dtick": 0.2},
+        yaxis={"title": "how often it was right", "range": [0, 1.02], "tickformat": ".0%", "dtick": 0.2},
+        height=360,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        legend={"orientation": "h", "y": -0.22, "x": 0},
+        bargap=0,
     )
     return fig
 

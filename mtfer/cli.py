@@ -197,6 +197,46 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from mtfer import runs
+
+    path = runs.resolve_model(args.model, args.runs)  # a bad --model fails here, before TensorFlow starts
+    quiet.import_tensorflow()
+    from mtfer.calibration import calibrate_bundle
+    from mtfer.datasets.cache import TextProgress
+    from mtfer.evaluation import METRICS_FILE
+
+    result = calibrate_bundle(
+        path,
+        runs_dir=args.runs,
+        datasets=_parse_datasets(args.dataset) if args.dataset else None,
+        evaluate=not args.no_evaluate,
+        progress=TextProgress("framing the faces"),
+    )
+    section = result.calibration
+    print(f"calibrated {result.path} on its {section['faces']:,} validation faces")
+    for task, temperature in section["temperature"].items():
+        before, after = section["ece_before"][task], section["ece_after"][task]
+        ece = "no labelled faces" if before is None else f"ECE {before:.2%} -> {after:.2%}"
+        note = "" if section["n"][task] >= 20 else " (too few faces to fit: left at 1)"
+        print(f"  {task}: temperature {temperature:.3f}, {ece} on {section['n'][task]:,} faces{note}")
+    if result.abstain:
+        shown = ", ".join(f"{t} {a['min_confidence']:.2f}" for t, a in result.abstain.items())
+        print(f'"not sure" below: {shown} (recomputed on the calibrated validation probabilities)')
+    for folder in result.evaluations:
+        tasks = runs.read_json(folder / METRICS_FILE)["tasks"]
+        parts = [
+            f"{t} accuracy {m['accuracy']:.4f}, ECE {m['ece']:.2%} (before {m.get('ece_uncalibrated', m['ece']):.2%})"
+            for t, m in tasks.items()
+            if m.get("n")
+        ]
+        print(f"{folder.name}: " + "; ".join(parts))
+    if result.evaluations:
+        print(f"evaluations saved in {result.evaluations[0].parent}")
+    print(f"stored in {result.path / runs.METADATA_FILE} (calibration, abstain)")
+    return 0
+
+
 def cmd_pseudo_label(args: argparse.Namespace) -> int:
     quiet.import_tensorflow()
     from mtfer.datasets.cache import TextProgress
@@ -225,13 +265,16 @@ def cmd_pseudo_label(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from mtfer.faces import ImageError, decode_image
 
+    if args.csv is not None:
+        return _predict_csv(args)
     decoded, failed = [], 0
     for image in args.images:  # decode first: a bad file is reported before TensorFlow is even imported
         try:
             decoded.append((image, decode_image(Path(image).read_bytes())))
         except (ImageError, OSError) as exc:
             failed += 1
-            print(f"mtfer: error: {image}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+            reason = _csv_hint(image) or getattr(exc, "strerror", None) or exc
+            print(f"mtfer: error: {image}: {reason}", file=sys.stderr)
     if not decoded:
         return 1
 
@@ -258,6 +301,111 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(outputs[0] if len(args.images) == 1 else outputs, indent=2))
     return 1 if failed else 0
+
+
+def _csv_hint(path: str) -> str | None:
+    """Why a folder or a video given without --csv is not read, and what to type instead."""
+    from mtfer.video import is_video
+
+    if Path(path).is_dir():
+        return "a folder: add --csv OUT.csv to write one row per face of every photo in it"
+    if Path(path).is_file() and is_video(path):
+        return "a video: add --csv OUT.csv to write its faces frame by frame (a timeline per face)"
+    return None
+
+
+def _predict_csv(args: argparse.Namespace) -> int:
+    """`predict --csv`: a video's faces frame by frame, or every photo of folders (walked recursively) and files,
+    one row per face, to a CSV file ('-': standard output). A progress bar on stderr; a summary at the end."""
+    from mtfer import faces, settings, video
+
+    if args.json or args.explain:
+        raise ValueError("--csv writes a table: leave out --json and --explain")
+    if not args.fps > 0:
+        raise ValueError(f"--fps: the sampling rate must be a positive number of frames per second, got {args.fps:g}")
+    videos, photos = [], []
+    for item in args.images:
+        path = Path(item)
+        if path.is_dir():
+            photos.append(item)
+        elif not path.is_file():
+            raise FileNotFoundError(f"{item}: no such file or folder")
+        else:
+            with path.open("rb") as f:
+                head = f.read(64)
+            is_photo = faces.image_kind(head) is not None or not video.is_video(path)
+            (photos if is_photo else videos).append(item)
+    if videos and photos:
+        raise ValueError(
+            f"{videos[0]} is a video and {photos[0]} is not: their tables differ (time and tracks); "
+            "run `mtfer predict` once for the videos and once for the photos"
+        )
+    limits = settings.video_limits()
+    limits = video.VideoLimits(
+        max_seconds=args.max_seconds if args.max_seconds is not None else limits.max_seconds,
+        max_frames=args.max_frames if args.max_frames is not None else limits.max_frames,
+    )
+    if videos:  # every video checked before TensorFlow is imported
+        for item in videos:
+            video.probe(item)
+
+    quiet.import_tensorflow()
+    from mtfer.inference import Predictor
+
+    predictor = Predictor(args.model)
+    to_stdout = args.csv == "-"
+    report = sys.stderr if to_stdout else sys.stdout
+    out = sys.stdout if to_stdout else args.csv
+    from mtfer.folders import photos_to_csv, text_output
+
+    if photos:
+        from mtfer.datasets.cache import TextProgress
+
+        result = photos_to_csv(predictor, photos, out, largest_only=args.largest, progress=TextProgress("photos"))
+        print(result.summary() + ("" if to_stdout else f"; table in {args.csv}"), file=report)
+        return 0
+    with text_output(out) as handle:
+        for k, item in enumerate(videos):
+            analysis = video.VideoAnalysis(item, predictor, fps=args.fps, limits=limits, largest_only=args.largest)
+            _run_video(analysis)
+            analysis.table().to_csv(handle, index=False, header=k == 0)
+            handle.flush()
+            for note in analysis.notes:
+                print(f"mtfer: note: {analysis.source}: {note}", file=sys.stderr)
+            print(_video_summary(analysis) + ("" if to_stdout else f"; table in {args.csv}"), file=report)
+            if analysis.stopped:
+                return 130
+    return 0
+
+
+def _run_video(analysis) -> None:
+    """Run a video analysis with a progress bar on stderr; Ctrl-C stops it and keeps the frames analysed."""
+    from mtfer.datasets.cache import TextProgress
+
+    progress = TextProgress(f"{analysis.source}: frames")
+    try:
+        progress(0, analysis.expected_frames)
+        for _ in analysis.run():
+            progress(len(analysis.frames), analysis.expected_frames)
+    except KeyboardInterrupt:
+        analysis.stop()
+    progress(len(analysis.frames), len(analysis.frames))
+
+
+def _video_summary(analysis) -> str:
+    """'talk.mp4: 150 frames analysed (0:00.0 to 0:29.8, 5 per second) in 12.3 s: 2 faces followed, 4 frames
+    without a face'."""
+    from mtfer.video import format_time
+
+    frames = analysis.frames
+    tracks = {f.track for frame in frames for f in frame.faces}
+    empty = sum(1 for frame in frames if not frame.faces)
+    span = f"{format_time(frames[0].time_s)} to {format_time(frames[-1].time_s)}, " if frames else ""
+    return (
+        f"{analysis.source}: {len(frames):,} frame{'s' if len(frames) != 1 else ''} analysed ({span}"
+        f"{analysis.fps:g} per second): {len(tracks):,} face{'s' if len(tracks) != 1 else ''} followed, "
+        f"{empty:,} frame{'s' if empty != 1 else ''} without a face"
+    )
 
 
 def _explain(predictor, preds: list, args: argparse.Namespace) -> list:
@@ -398,6 +546,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser(
+        "calibrate",
+        help="fit temperature scaling per head on a model's validation faces, so its confidences can be trusted",
+        description="Fit one temperature per head on the model's validation faces (carved again from the data sets "
+        "it trained on, exactly as training carved them) and store it in its metadata.json; recompute its 'not sure' "
+        "thresholds on the calibrated probabilities; evaluate it again on its validation and test faces. Accuracy "
+        "does not change: only the confidences move.",
+    )
+    p.add_argument("--model", default="default", help="run id, bundle folder, or 'default'")
+    p.add_argument(
+        "--dataset",
+        action="append",
+        metavar="FORMAT=DIR",
+        help="where one of the model's data sets is now, if not where it trained (repeatable)",
+    )
+    p.add_argument(
+        "--no-evaluate", action="store_true", help="do not evaluate the model again on its validation and test faces"
+    )
+    p.set_defaults(func=cmd_calibrate)
+
     p = sub.add_parser("pseudo-label", help="give a data set's faces the labels it lacks, from a teacher model")
     p.add_argument("--model", default="default", help="the teacher: run id, bundle folder, or 'default'")
     _data_args(p)
@@ -418,8 +586,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", help="comma-separated subset of the tasks the data set lacks (default: all)")
     p.set_defaults(func=cmd_pseudo_label)
 
-    p = sub.add_parser("predict", help="faces and four labels for photos")
-    p.add_argument("images", nargs="+")
+    p = sub.add_parser(
+        "predict",
+        help="faces and four labels for photos; with --csv, for a video (frame by frame) or a folder of photos",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE|VIDEO|DIR", help="photos; or, with --csv, a video or folders")
+    p.add_argument(
+        "--csv",
+        metavar="OUT.csv",
+        help="write one row per face to this CSV file ('-': standard output): a video frame by frame, with a track "
+        "per face; or every photo of folders (walked recursively) and files, unreadable ones in an 'error' column",
+    )
+    p.add_argument("--fps", type=float, default=5.0, help="video: frames analysed per second of video (default 5)")
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        help="video: analyse at most this many seconds from the start (default $MTFER_VIDEO_MAX_SECONDS or 600)",
+    )
+    p.add_argument(
+        "--max-frames",
+        type=int,
+        help="video: analyse at most this many frames (default $MTFER_VIDEO_MAX_FRAMES or 3000)",
+    )
     p.add_argument("--model", default=None, help="run id, bundle folder, or 'default' (default: the active model)")
     p.add_argument("--json", action="store_true", help="print probabilities per face as JSON")
     p.add_argument("--largest", action="store_true", help="only the largest face")

@@ -25,6 +25,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
+from mtfer.calibration import calibrated, expected_calibration_error, reliability
 from mtfer.tasks import EMOTION, TASK_NAMES, UNTAUGHT_CLASSES, get_task
 
 METRICS_FILE = "metrics.json"
@@ -82,6 +83,28 @@ def evaluate_predictions(
     return Evaluation(metrics=metrics, samples=_typed_samples(pd.DataFrame(columns)), slices=_slice_frame(slices))
 
 
+def evaluate_calibrated(
+    probabilities: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    sources: Sequence[str] | None = None,
+    splits: Sequence[str] | None = None,
+    temperatures: Mapping[str, float] | None = None,
+) -> Evaluation:
+    """:func:`evaluate_predictions` of a bundle's uncalibrated `probabilities` once its `temperatures` (metadata
+    calibration.temperature) are applied, as the Predictor applies them. The metrics then also say so:
+    ``calibration.temperature`` and, per scaled task, ``ece_uncalibrated`` (the ECE the raw network gave)."""
+    temps = {t: float(v) for t, v in (temperatures or {}).items() if t in probabilities}
+    evaluation = evaluate_predictions(calibrated(probabilities, temps), labels, sources, splits)
+    if temps:
+        label_array = np.asarray(labels)
+        evaluation.metrics["calibration"] = {"temperature": temps}
+        for task, entry in evaluation.metrics["tasks"].items():
+            if task in temps:
+                y = label_array[:, TASK_NAMES.index(task)]
+                entry["ece_uncalibrated"] = expected_calibration_error(probabilities[task], y)
+    return evaluation
+
+
 def _task_metrics(name: str, y: np.ndarray, predicted: np.ndarray, p: np.ndarray) -> dict:
     classes = get_task(name).classes
     k = len(classes)
@@ -96,11 +119,14 @@ def _task_metrics(name: str, y: np.ndarray, predicted: np.ndarray, p: np.ndarray
             "classes": list(classes),
             "confusion": [[0] * k for _ in range(k)],
             "per_class": {c: {"precision": None, "recall": None, "f1": None, "support": 0} for c in classes},
+            "ece": None,
+            "reliability": reliability(p, y),
         }
     precision, recall, f1, support = precision_recall_fscore_support(y, predicted, labels=everything, zero_division=0)
     # Macro F1 over the classes this data set has (UTKFace has no "unsure" gender, CK+-like sets no neutral): an
     # absent class would count as an F1 of 0 and pull the average down for a reason that is not the model's.
     present = sorted({int(v) for v in y})
+    diagram = reliability(p, y)  # 15 confidence bins: how often the top class was right at each confidence
     return {
         "n": len(y),
         "accuracy": float(accuracy_score(y, predicted)),
@@ -114,6 +140,8 @@ def _task_metrics(name: str, y: np.ndarray, predicted: np.ndarray, p: np.ndarray
                 "support": int(support[i])}
             for i, c in enumerate(classes)
         },
+        "ece": diagram["ece"],
+        "reliability": diagram,
     }  # fmt: skip
 
 
@@ -400,14 +428,30 @@ def misclassified(
 GROUP_COLUMNS: tuple[str, ...] = ("task", "attribute", "group", "n", "accuracy")
 
 
+GROUPINGS = ("true", "predicted")
+
+
 def group_accuracy(
-    samples: pd.DataFrame, tasks: Sequence[str] = TASK_NAMES, attributes: Sequence[str] = SLICE_ATTRIBUTES
+    samples: pd.DataFrame,
+    tasks: Sequence[str] = TASK_NAMES,
+    attributes: Sequence[str] = SLICE_ATTRIBUTES,
+    groups_from: str = "true",
 ) -> pd.DataFrame:
-    """Accuracy of each task among the faces of each group of each attribute (gender, race, age group), from the
-    true labels of a samples table: a face counts when it has a true label for both the task and the attribute
-    (so UTKFace's faces give gender accuracy by race and by age group, while FER2013's, with emotion labels only,
-    give nothing). A task is never grouped by itself. One row per task, attribute and group with at least one face,
-    in model and class order; columns task, attribute, group, n, accuracy."""
+    """Accuracy of each task among the faces of each group of each attribute (gender, race, age group).
+
+    groups_from "true" (default): groups from the true labels of a samples table: a face counts when it has a true
+    label for both the task and the attribute (so UTKFace's faces give gender accuracy by race and by age group,
+    while FER2013's, with emotion labels only, give nothing).
+    groups_from "predicted": groups from the model's own answers (``<attribute>_pred``, its top class): every face
+    with a true label for the task counts, in the group the model put it in. This is what a data set without
+    attribute labels allows (emotion accuracy on FER2013 by predicted gender, race and age group); a wrongly
+    guessed attribute puts a face in the wrong group, so these are not the true groups' accuracies.
+
+    A task is never grouped by itself. One row per task, attribute and group with at least one face, in model and
+    class order; columns task, attribute, group, n, accuracy."""
+    if groups_from not in GROUPINGS:
+        raise ValueError(f"groups_from must be one of {list(GROUPINGS)}, got {groups_from!r}")
+    suffix = "_true" if groups_from == "true" else "_pred"
     rows = []
     for task in [t for t in TASK_NAMES if t in tasks]:
         if f"{task}_correct" not in samples.columns:
@@ -416,9 +460,9 @@ def group_accuracy(
         labelled = correct.notna().to_numpy(dtype=bool)
         right = correct.fillna(False).to_numpy(dtype=bool)
         for attribute in [a for a in SLICE_ATTRIBUTES if a in attributes and a != task]:
-            if f"{attribute}_true" not in samples.columns:
+            if f"{attribute}{suffix}" not in samples.columns:
                 continue
-            groups = samples[f"{attribute}_true"].astype(str).to_numpy()
+            groups = samples[f"{attribute}{suffix}"].astype(str).to_numpy()
             for group in get_task(attribute).classes:
                 member = labelled & (groups == group)
                 n = int(member.sum())
@@ -426,6 +470,16 @@ def group_accuracy(
                     rows.append((task, attribute, group, n, float(right[member].mean())))
     frame = pd.DataFrame(rows, columns=list(GROUP_COLUMNS))
     return frame.astype({"task": str, "attribute": str, "group": str, "n": np.int64, "accuracy": np.float64})
+
+
+def emotion_by_predicted_group(samples: pd.DataFrame) -> pd.DataFrame:
+    """Emotion accuracy by the gender, race and age group the model itself predicted (:func:`group_accuracy` with
+    groups_from="predicted"), for data sets whose faces carry no such labels (FER2013). Leaves out the groups no
+    data set teaches (tasks.UNTAUGHT_CLASSES, gender "unsure"): the few faces put there form no group of people."""
+    groups = group_accuracy(samples, tasks=[EMOTION.name], groups_from="predicted")
+    pairs = zip(groups["attribute"], groups["group"], strict=True)
+    untaught = np.array([g in UNTAUGHT_CLASSES.get(a, ()) for a, g in pairs], dtype=bool)
+    return groups[~untaught].reset_index(drop=True)
 
 
 def compare_runs(metrics_by_name: Mapping[str, dict]) -> pd.DataFrame:
@@ -483,6 +537,7 @@ def evaluate_dataset(
     evaluation/<format>-<split>/; never inside the shipped or any other bundle). Only the split's images are
     framed (a cache of every split is used when there is one)."""
     from mtfer import runs
+    from mtfer.calibration import temperatures as calibration_temperatures
     from mtfer.datasets.cache import EmptySplitError, prepare
     from mtfer.faces import PreprocessConfig
     from mtfer.inference import predict_arrays
@@ -501,7 +556,13 @@ def evaluate_dataset(
         raise ValueError(f"{fmt} at {root} has no {split!r} samples (splits present: {found}); try --split all")
     flip = bool(bundle.metadata["input"].get("tta_flip", False))  # test-time flip, if the model was trained with it
     probs = predict_arrays(bundle.model, prepared.images[index], flip=flip)
-    evaluation = evaluate_predictions(probs, prepared.labels[index], prepared.sources[index], prepared.splits[index])
+    evaluation = evaluate_calibrated(  # the calibrated probabilities the Predictor gives, ECE before kept too
+        probs,
+        prepared.labels[index],
+        prepared.sources[index],
+        prepared.splits[index],
+        calibration_temperatures(bundle.metadata),
+    )
     evaluation.metrics["model"] = str(Path(bundle.path).resolve())  # how list_evaluations finds it
     evaluation.metrics["dataset"] = {"format": fmt, "root": str(root), "split": split}
     out = Path(out_dir) if out_dir else default_evaluation_dir(bundle.path, fmt, split, runs_dir)

@@ -118,6 +118,18 @@ def _unpack(source: Any) -> tuple[Any, bool, dict[str, list[str]]]:
     return source, False, {t: [str(i) for i in range(int(source.output[t].shape[-1]))] for t in source.output}
 
 
+def _temperatures(source: Any) -> dict[str, float]:
+    """The calibration the Predictor applies to the probabilities it reports (mtfer.calibration): a Predictor's or a
+    Bundle's temperatures, {} for a bare Keras model or a bundle never calibrated."""
+    from mtfer import calibration, runs
+
+    if hasattr(source, "bundle") and hasattr(source, "temperatures"):  # a Predictor
+        return dict(source.temperatures)
+    if isinstance(source, runs.Bundle):
+        return calibration.temperatures(source.metadata)
+    return {}
+
+
 def _gradcam_fn(model: Any, task: str):
     """A traced (x, class indices) -> (conv activations, gradients of the class logits) for `task`."""
     with _CACHE_LOCK:
@@ -265,7 +277,7 @@ def explain_faces(
     if batch.ndim == 2:
         batch = batch[None]
     faces.to_network_input(batch, size=int(model.input.shape[1]))  # ValueError on a wrong shape or dtype
-    probs = predict_arrays(model, batch, flip=flip)[task]
+    probs = predict_arrays(model, batch, flip=flip, temperatures=_temperatures(source))[task]  # as the Predictor's
     indices = (
         [classes[task].index(class_name)] * len(batch) if class_name is not None else probs.argmax(axis=1).tolist()
     )
@@ -330,3 +342,48 @@ def overlay(
     gray = cv2.cvtColor(face, cv2.COLOR_GRAY2BGR)
     blended = cv2.addWeighted(heat, alpha, gray, 1.0 - alpha, 0.0)
     return cv2.cvtColor(blended, cv2.COLOR_BGR2RGB)
+
+
+def highlight(
+    face: np.ndarray,
+    heatmap: np.ndarray,
+    size: int = 256,
+    strength: float = 0.75,
+    smooth: float = 1.5,
+    colormap: int = cv2.COLORMAP_JET,
+) -> np.ndarray:
+    """For people (the Predict page): the gray face enlarged to `size` x `size`, coloured only where the map is
+    high. Unlike :func:`overlay`, the blend follows the map (alpha = strength x map), so the face stays plain gray
+    where the evidence is weak and turns yellow to red where it is strong; a light Gaussian blur (`smooth`, in face
+    pixels; 0 = none) hides the occlusion grid. An RGB uint8 image."""
+    face, heatmap = np.asarray(face), np.asarray(heatmap, np.float32)
+    if face.ndim == 3 and face.shape[-1] == 1:
+        face = face[..., 0]
+    if face.ndim != 2 or face.dtype != np.uint8:
+        raise ValueError(f"expected a gray uint8 face (S,S), got {face.dtype} {face.shape}")
+    if heatmap.shape != face.shape:
+        raise ValueError(f"the heatmap is {heatmap.shape}, the face {face.shape}: they must be the same size")
+    if size < 1 or not 0.0 <= strength <= 1.0 or smooth < 0:
+        raise ValueError(f"need size >= 1, 0 <= strength <= 1 and smooth >= 0, got {size}, {strength}, {smooth}")
+    heat = np.clip(np.nan_to_num(heatmap), 0, 1)
+    if smooth > 0:
+        heat = cv2.GaussianBlur(heat, (0, 0), smooth, borderType=cv2.BORDER_REPLICATE)
+        heat = heat / heat.max() if heat.max() > 0 else heat
+    face = cv2.resize(face, (size, size), interpolation=cv2.INTER_CUBIC)
+    heat = np.clip(cv2.resize(heat, (size, size), interpolation=cv2.INTER_CUBIC), 0, 1)
+    colour = cv2.cvtColor(cv2.applyColorMap(np.uint8(heat * 255 + 0.5), colormap), cv2.COLOR_BGR2RGB)
+    alpha = (strength * heat)[..., None]
+    gray = cv2.cvtColor(face, cv2.COLOR_GRAY2RGB).astype(np.float32)
+    return np.uint8(np.clip(gray * (1 - alpha) + colour.astype(np.float32) * alpha + 0.5, 0, 255))
+
+
+def why_caption(explanation: Explanation) -> str:
+    """One plain sentence for the overlay (:func:`overlay`): what its warm colours mean, for the class explained."""
+    from mtfer.tasks import display_name
+
+    answer = display_name(explanation.task, explanation.class_name).lower()
+    how = ": covering them with grey lowers its confidence the most" if explanation.method == "occlusion" else ""
+    return (
+        f"Red and yellow mark the parts of the face that most pushed the model towards “{answer}”{how}; "
+        "the rest mattered little."
+    )

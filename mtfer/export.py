@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from mtfer import faces, runs
+from mtfer import calibration, faces, runs
 
 FORMATS = ("tflite", "onnx")
 SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx"}
@@ -245,7 +245,10 @@ def export_metadata(bundle: runs.Bundle, fmt: str, data: bytes, file_name: str) 
             f"Find and align each face as mtfer does (gray, {size}x{size}, eyes levelled: the 'preprocessing' "
             f"settings, mtfer.faces.find_faces), divide its uint8 pixels by 255 to get float32 in [0, 1], shape "
             f"(N, {size}, {size}, 1). Each output is a softmax over that task's classes, in the order of 'tasks'. "
-            "When input.tta_flip is true, also run the left-right mirrored face and average the two probabilities."
+            "When input.tta_flip is true, also run the left-right mirrored face and average the two probabilities. "
+            "When calibration.temperature has a task's temperature T, the probabilities the app shows are "
+            "softmax(log(p) / T) of that task's (averaged) probabilities p: the same top class, a trustworthy "
+            "confidence."
         ),
     }
     return meta
@@ -305,7 +308,8 @@ def export_bundle(
 class ExportedModel:
     """An exported .tflite (LiteRT interpreter) or .onnx (ONNX Runtime) file with its metadata JSON, run the way
     mtfer runs the Keras model: `predict(faces)` takes aligned uint8 faces (N,S,S) and returns {task: (N, classes)
-    float32 probabilities}, averaged with the mirror image when the metadata says input.tta_flip. Not thread-safe."""
+    probabilities}, averaged with the mirror image when the metadata says input.tta_flip and calibrated by its
+    calibration.temperature, as the Predictor gives them. Not thread-safe."""
 
     def __init__(self, path: str | os.PathLike, num_threads: int | None = None):
         self.path = Path(path)
@@ -319,6 +323,7 @@ class ExportedModel:
         self.tasks: dict[str, list[str]] = {t: list(c) for t, c in self.metadata["tasks"].items()}
         self.size = int(self.metadata["input"]["size"])
         self.flip = bool(self.metadata["input"].get("tta_flip", False))
+        self.temperatures = calibration.temperatures(self.metadata)  # applied as the Predictor applies them
         if self.format == "tflite":
             from ai_edge_litert.interpreter import Interpreter
 
@@ -352,4 +357,4 @@ class ExportedModel:
         if self.flip:
             mirrored = self.run(x[:, :, ::-1])
             probs = {t: (probs[t] + mirrored[t]) / 2 for t in probs}
-        return probs
+        return calibration.calibrated(probs, self.temperatures)

@@ -221,6 +221,11 @@ def _sniff(data: bytes) -> str | None:
     return next((name for magic, name in _MAGIC if data.startswith(magic)), None)
 
 
+def image_kind(head: bytes) -> str | None:
+    """The photo format (one of FORMATS) that a file's first bytes announce, or None when they announce none."""
+    return _sniff(head)
+
+
 def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     i = 2
     while i + 9 < len(data):

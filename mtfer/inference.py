@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mtfer import faces, runs
+from mtfer import calibration, faces, runs
 
 PREDICT_BATCH = 256
 
@@ -34,11 +34,18 @@ def _forward(model: Any):
 
 
 def predict_arrays(
-    model: Any, images: np.ndarray, batch_size: int = PREDICT_BATCH, *, flip: bool = False
+    model: Any,
+    images: np.ndarray,
+    batch_size: int = PREDICT_BATCH,
+    *,
+    flip: bool = False,
+    temperatures: Mapping[str, float] | None = None,
 ) -> dict[str, np.ndarray]:
     """uint8 faces (N,S,S) -> {task: (N, classes) float32 probabilities}.
 
-    flip: test-time augmentation, the mean of the probabilities of each face and of its mirror image."""
+    flip: test-time augmentation, the mean of the probabilities of each face and of its mirror image.
+    temperatures: a bundle's calibration ({task: T}, mtfer.calibration.temperatures), applied to the log of the
+    (averaged) probabilities; the heads it scales come back as float64, their top classes unchanged."""
     names = list(model.output)
     out: dict[str, list[np.ndarray]] = {t: [] for t in names}
     forward = _forward(model)
@@ -51,9 +58,10 @@ def predict_arrays(
             if mirrored is not None:
                 probs = (probs + np.asarray(mirrored[t], dtype=np.float32)) / 2
             out[t].append(probs)
-    return {
+    probs = {
         t: np.concatenate(v) if v else np.zeros((0, int(model.output[t].shape[-1])), np.float32) for t, v in out.items()
     }
+    return calibration.calibrated(probs, temperatures) if temperatures else probs
 
 
 @dataclass
@@ -93,6 +101,8 @@ class Predictor:
         self.config = faces.PreprocessConfig.from_dict(bundle.metadata["preprocessing"])
         # Older bundles may carry input.blur_sigma/blur_threshold (a removed blur-matching step): ignored.
         self.flip = bool(bundle.metadata["input"].get("tta_flip", False))
+        # Temperature scaling per head (metadata calibration.temperature); {} for a bundle never calibrated.
+        self.temperatures: dict[str, float] = calibration.temperatures(bundle.metadata)
         self._lock = threading.Lock()
 
     @property
@@ -104,7 +114,9 @@ class Predictor:
         if len(aligned) == 0:
             return {t: np.zeros((0, len(c)), np.float32) for t, c in self.classes.items()}
         with self._lock:  # one forward pass at a time keeps memory bounded under many sessions
-            return predict_arrays(self.bundle.model, np.asarray(aligned), flip=self.flip)
+            return predict_arrays(
+                self.bundle.model, np.asarray(aligned), flip=self.flip, temperatures=self.temperatures
+            )
 
     def predict_image(
         self, image: bytes | str | os.PathLike | np.ndarray, largest_only: bool = False
@@ -136,28 +148,78 @@ class Predictor:
         return results
 
 
-def predictions_table(named: Sequence[tuple[str, list[FacePrediction]]]):
-    """One row per face: file, face number, box, rotation, top label and confidence per task, every probability."""
+# --- the CSV of photos, folders and videos ----------------------------------------------------------------------
+
+PHOTO_COLUMNS = ("source", "face", "x", "y", "w", "h")
+VIDEO_COLUMNS = ("source", "time_s", "frame", "track", "face", "x", "y", "w", "h")
+ERROR_COLUMN = "error"  # photo tables: why a file could not be read (empty when it was)
+_INTEGER_COLUMNS = ("frame", "track", "face", "x", "y", "w", "h")
+
+
+def table_columns(classes: Mapping[str, Sequence[str]], video: bool = False, error: bool = False) -> list[str]:
+    """The CSV's columns: where the face is (VIDEO_COLUMNS or PHOTO_COLUMNS), then the top label and its confidence
+    per task (`emotion`, `emotion_confidence`, ...), then every class probability (`emotion_happy`, ...), then
+    `error` when asked (photo tables)."""
+    tops = [name for task in classes for name in (task, f"{task}_confidence")]
+    probabilities = [f"{task}_{c}" for task, names in classes.items() for c in names]
+    return [*(VIDEO_COLUMNS if video else PHOTO_COLUMNS), *tops, *probabilities, *([ERROR_COLUMN] if error else [])]
+
+
+def face_columns(probabilities: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
+    """One face's top label and confidence per task, then every class probability, under table_columns' names."""
+    row: dict[str, Any] = {}
+    for task, probs in probabilities.items():
+        label = max(probs, key=probs.__getitem__)
+        row[task] = label
+        row[f"{task}_confidence"] = round(float(probs[label]), 4)
+    for task, probs in probabilities.items():
+        for c, v in probs.items():
+            row[f"{task}_{c}"] = round(float(v), 6)
+    return row
+
+
+def box_columns(box: Sequence[int]) -> dict[str, int]:
+    x, y, w, h = (int(v) for v in box)
+    return {"x": x, "y": y, "w": w, "h": h}
+
+
+def photo_rows(source: str, preds: Sequence[FacePrediction], error: str | None = None) -> list[dict[str, Any]]:
+    """The rows of one photo: one per face (numbered from 1, largest first); a photo without a face, or one that
+    could not be read (`error`), is one row with the face columns empty."""
+    if error is not None:
+        return [{"source": source, ERROR_COLUMN: error}]
+    if not preds:
+        return [{"source": source}]
+    return [
+        {"source": source, "face": k, **box_columns(p.box), **face_columns(p.probabilities)}
+        for k, p in enumerate(preds, start=1)
+    ]
+
+
+def rows_frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]):
+    """A DataFrame of `rows` with exactly `columns`, in that order; counts and pixels as integers that may be empty
+    (so a CSV says 3, not 3.0, and nothing where a frame had no face)."""
     import pandas as pd
 
-    rows = []
-    for name, preds in named:
-        for k, p in enumerate(preds, start=1):
-            row: dict[str, Any] = {
-                "file": name,
-                "face": k,
-                "x": p.box[0],
-                "y": p.box[1],
-                "w": p.box[2],
-                "h": p.box[3],
-            }
-            row["rotation"] = round(float(p.rotation), 2)
-            for t in p.probabilities:
-                label, conf = p.top(t)
-                row[t] = label
-                row[f"{t}_confidence"] = round(conf, 4)
-            for t, probs in p.probabilities.items():
-                for c, v in probs.items():
-                    row[f"p_{t}_{c}"] = round(v, 6)
-            rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(list(rows), columns=list(columns))
+    for name in _INTEGER_COLUMNS:
+        if name in frame:
+            frame[name] = frame[name].astype("Int64")
+    return frame
+
+
+def predictions_table(
+    named: Sequence[tuple[str, Sequence[FacePrediction]]],
+    classes: Mapping[str, Sequence[str]] | None = None,
+    errors: Sequence[tuple[str, str]] = (),
+):
+    """The photo CSV (the columns of `mtfer predict DIR --csv`): one row per face with `source, face, x, y, w, h`,
+    the top label and confidence per task, every class probability (`emotion_happy`, ...) and `error`; a photo
+    without a face is one row with the face columns empty, and each (file, reason) of `errors` one row with its
+    reason. `classes` ({task: class names}, a Predictor's) fixes the columns; by default, those of the first face."""
+    if classes is None:
+        first = next((p for _, preds in named for p in preds), None)
+        classes = {t: list(probs) for t, probs in first.probabilities.items()} if first else {}
+    rows = [row for name, preds in named for row in photo_rows(name, preds)]
+    rows += [row for name, reason in errors for row in photo_rows(name, [], reason)]
+    return rows_frame(rows, table_columns(classes, error=True))

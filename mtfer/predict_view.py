@@ -239,9 +239,11 @@ def draw_faces(
     labels: Sequence[Sequence[str]],
     min_side: int = MIN_SIDE,
     max_side: int = MAX_SIDE,
+    colors: Sequence[tuple[int, int, int]] | None = None,
 ) -> np.ndarray:
     """The photo (RGB; its long side brought within [min_side, max_side]) with a numbered box on every face and its
-    label lines in a block of the same colour outside every face (see place_labels), text scaled to the photo."""
+    label lines in a block of the same colour outside every face (see place_labels), text scaled to the photo.
+    `colors`: each face's BGR colour (default: BOX_COLORS in turn), e.g. to keep a person's colour across frames."""
     image = _to_bgr(image_bgr)
     h, w = image.shape[:2]
     scale = canvas_scale(w, h, min_side, max_side)
@@ -261,7 +263,7 @@ def draw_faces(
     canvas[:ch, :cw] = image
     box_thickness = max(2, round(cw / 400))
     for k, ((x, y, bw, bh), (lx, ly, lw, lh), lines) in enumerate(zip(scaled, rects, labels, strict=True)):
-        color = BOX_COLORS[k % len(BOX_COLORS)]
+        color = colors[k] if colors is not None else BOX_COLORS[k % len(BOX_COLORS)]
         cv2.rectangle(canvas, (x, y), (x + bw, y + bh), color, box_thickness)
         if ly >= ch:  # in the band under the photo: a line from the face down to its label
             cv2.line(canvas, (x + bw // 2, min(y + bh, ch - 1)), (lx + lw // 2, ly), color, box_thickness)

@@ -8,11 +8,15 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mtfer import runs
 from mtfer.datasets import FORMATS, read_dataset
 from mtfer.evaluation import METRICS_FILE
 from mtfer.tasks import TASK_NAMES
+
+if TYPE_CHECKING:
+    from mtfer.video import VideoLimits
 
 ENV_DATA_ROOTS = "MTFER_DATA_ROOTS"
 # Used when $MTFER_DATA_ROOTS is not set, relative to the working folder (the repository when the app is
@@ -128,6 +132,35 @@ def discover_datasets(roots: Iterable[str | os.PathLike], formats: Sequence[str]
     return [d for d, sources in hits if not any(sources < other for _, other in hits)]
 
 
+# --- videos: how much of one is analysed -----------------------------------------------------------------------
+
+ENV_VIDEO_MAX_SECONDS = "MTFER_VIDEO_MAX_SECONDS"
+ENV_VIDEO_MAX_FRAMES = "MTFER_VIDEO_MAX_FRAMES"
+
+
+def video_limits(env: Mapping[str, str] | None = None) -> VideoLimits:
+    """The caps on one video's analysis (mtfer.video.VideoLimits): $MTFER_VIDEO_MAX_SECONDS seconds from its start
+    (default 600) and $MTFER_VIDEO_MAX_FRAMES analysed frames (default 3000). A value that is not a positive number:
+    ValueError naming the variable."""
+    from mtfer.video import DEFAULT_MAX_FRAMES, DEFAULT_MAX_SECONDS, VideoLimits
+
+    env = os.environ if env is None else env
+    values: dict[str, float] = {}
+    for name, default, key in (
+        (ENV_VIDEO_MAX_SECONDS, DEFAULT_MAX_SECONDS, "max_seconds"),
+        (ENV_VIDEO_MAX_FRAMES, DEFAULT_MAX_FRAMES, "max_frames"),
+    ):
+        text = env.get(name, "").strip()
+        try:
+            value = float(text) if text else float(default)
+        except ValueError:
+            value = float("nan")
+        if not value > 0 or not value < float("inf") or (key == "max_frames" and value != int(value)):
+            raise ValueError(f"{name} must be a positive {'whole ' if key == 'max_frames' else ''}number, got {text!r}")
+        values[key] = value
+    return VideoLimits(max_seconds=values["max_seconds"], max_frames=int(values["max_frames"]))
+
+
 # --- models -------------------------------------------------------------------------------------------------
 
 
@@ -226,3 +259,61 @@ def _saved_elsewhere(model: str | os.PathLike, runs_dir: str | os.PathLike | Non
         if isinstance(recorded, str) and Path(recorded).resolve() == bundle:
             found.append(folder)
     return found
+
+
+# --- live camera: WebRTC's STUN/TURN servers --------------------------------------------------------------------
+
+ENV_ICE_SERVERS = "MTFER_ICE_SERVERS"
+ENV_TURN_USERNAME = "MTFER_TURN_USERNAME"
+ENV_TURN_CREDENTIAL = "MTFER_TURN_CREDENTIAL"
+ICE_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
+
+
+def ice_servers(env: Mapping[str, str] | None = None) -> list[dict]:
+    """The STUN/TURN servers the live camera's WebRTC connection may use; none by default, so that nothing outside
+    this machine is contacted (the browser and the app, on one machine or one network, connect directly).
+
+    $MTFER_ICE_SERVERS: comma-separated URLs (``stun:stun.example.org:3478,turn:turn.example.org:3478``); TURN URLs
+    get $MTFER_TURN_USERNAME and $MTFER_TURN_CREDENTIAL. Or a JSON list of RTCIceServer objects
+    (``[{"urls": ["turn:..."], "username": "...", "credential": "..."}]``). Anything else: ValueError."""
+    env = os.environ if env is None else env
+    text = env.get(ENV_ICE_SERVERS, "").strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        try:
+            servers = json.loads(text)
+        except ValueError as e:
+            raise ValueError(f"{ENV_ICE_SERVERS} is not valid JSON: {e}") from None
+        if not isinstance(servers, list) or not all(isinstance(s, dict) and s.get("urls") for s in servers):
+            raise ValueError(f'{ENV_ICE_SERVERS}: a JSON value must be a list of {{"urls": ..., ...}} objects')
+        for server in servers:
+            urls = server["urls"] if isinstance(server["urls"], list) else [server["urls"]]
+            _check_ice_urls(urls)
+        return servers
+    urls = [u.strip() for u in text.split(",") if u.strip()]
+    _check_ice_urls(urls)
+    username, credential = env.get(ENV_TURN_USERNAME, ""), env.get(ENV_TURN_CREDENTIAL, "")
+    stun = [u for u in urls if u.startswith(("stun:", "stuns:"))]
+    turn = [u for u in urls if u.startswith(("turn:", "turns:"))]
+    if turn and not (username and credential):
+        raise ValueError(f"TURN servers need {ENV_TURN_USERNAME} and {ENV_TURN_CREDENTIAL} to be set")
+    servers: list[dict] = [{"urls": stun}] if stun else []
+    if turn:
+        servers.append({"urls": turn, "username": username, "credential": credential})
+    return servers
+
+
+def _check_ice_urls(urls: Sequence[object]) -> None:
+    for url in urls:
+        if not isinstance(url, str) or not url.startswith(ICE_SCHEMES) or len(url.split(":", 1)[1]) < 1:
+            raise ValueError(
+                f"{ENV_ICE_SERVERS}: {url!r} is not a STUN/TURN URL; expected e.g. stun:stun.example.org:3478 or "
+                "turn:turn.example.org:3478?transport=tcp"
+            )
+
+
+def rtc_configuration(env: Mapping[str, str] | None = None) -> dict:
+    """The WebRTC configuration of the browser and of the server: {"iceServers": ice_servers(env)} (an explicit
+    empty list: streamlit-webrtc would otherwise fill in public STUN servers)."""
+    return {"iceServers": ice_servers(env)}

@@ -58,14 +58,26 @@ class Tracker:
         self._next_id = 1
 
     def _match(self, boxes: Sequence[Box], live: list[Track]) -> dict[int, int]:
-        """box index -> track id, one-to-one, maximising the total IoU over pairs above min_iou."""
+        """box index -> track id, one-to-one, maximising the total IoU over pairs above min_iou; the most recently
+        seen tracks are matched first, older ones only to the boxes left (a matching cascade): a face that
+        reappears elsewhere and starts a new track keeps it, rather than swapping back and forth with its own
+        stale track while that one lives on."""
         if not boxes or not live:
             return {}
         from scipy.optimize import linear_sum_assignment  # scikit-learn's own dependency
 
-        overlap = np.array([[iou(tuple(b), t.box) for t in live] for b in boxes])
-        rows, cols = linear_sum_assignment(-overlap)
-        return {int(r): live[c].id for r, c in zip(rows, cols, strict=True) if overlap[r, c] >= self.min_iou}
+        matched: dict[int, int] = {}
+        for seen in sorted({t.last_s for t in live}, reverse=True):
+            group = [t for t in live if t.last_s == seen]
+            free = [i for i in range(len(boxes)) if i not in matched]
+            if not free:
+                break
+            overlap = np.array([[iou(tuple(boxes[i]), t.box) for t in group] for i in free])
+            rows, cols = linear_sum_assignment(-overlap)
+            matched.update(
+                {free[r]: group[c].id for r, c in zip(rows, cols, strict=True) if overlap[r, c] >= self.min_iou}
+            )
+        return matched
 
     def update(
         self, boxes: Sequence[Box], probabilities: Sequence[Mapping[str, np.ndarray]] | None, time_s: float

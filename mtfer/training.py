@@ -998,7 +998,8 @@ def _train(config: TrainConfig, run: Path, splits: dict[str, Split] | None, resu
         metadata["pseudo_labels"] = pseudo_record
     model = loss_weights.inference_model(model, metadata)  # learned weights into the metadata, not the bundle
     runs.write_progress(run, state="running", phase="evaluating")
-    metadata["metrics"] = evaluate_splits(model, config, splits, run)
+    temperatures = calibrate_at_end(model, config, splits, metadata)
+    metadata["metrics"] = evaluate_splits(model, config, splits, run, temperatures)
     runs.save_bundle(model, metadata, run)
     runs.write_progress(run, state="finished", finished=runs.now_iso(), metrics=metadata["metrics"])
     log.info("finished: %s", json.dumps(metadata["metrics"]))
@@ -1073,9 +1074,35 @@ def bundle_metadata(
     }
 
 
-def evaluate_splits(model, config: TrainConfig, splits: dict[str, Split], run: Path) -> dict:
-    """Evaluate val and test per data set; saves evaluation/<set>-<split>/ and returns a summary for metadata."""
-    from mtfer.evaluation import evaluate_predictions, save_evaluation
+def calibrate_at_end(model, config: TrainConfig, splits: dict[str, Split], metadata: dict) -> dict[str, float]:
+    """Temperature scaling per head, fitted on the validation split (mtfer.calibration.fit_calibration on the
+    probabilities the Predictor will compute, mirror-averaged when config.tta_flip) and stored as
+    metadata["calibration"]; returns the temperatures ({} without validation faces). Never fails a run: on any
+    error the model is saved uncalibrated, as before calibration existed, and the log says why."""
+    val = splits.get("val")
+    if val is None or not len(val):
+        return {}
+    try:
+        from mtfer.calibration import fit_calibration
+        from mtfer.inference import predict_arrays
+
+        section = fit_calibration(predict_arrays(model, val.images, flip=config.tta_flip), val.labels)
+        section["created"] = runs.now_iso()
+    except Exception:  # noqa: BLE001 - calibration is a bonus; the trained model must still be saved
+        log.exception("calibration failed: the model is saved uncalibrated (run `mtfer calibrate` on it later)")
+        return {}
+    metadata["calibration"] = section
+    log.info("calibrated on %d validation faces: temperature %s, ECE %s -> %s", len(val), section["temperature"],
+             section["ece_before"], section["ece_after"])  # fmt: skip
+    return dict(section["temperature"])
+
+
+def evaluate_splits(
+    model, config: TrainConfig, splits: dict[str, Split], run: Path, temperatures: Mapping[str, float] | None = None
+) -> dict:
+    """Evaluate val and test per data set; saves evaluation/<set>-<split>/ and returns a summary for metadata.
+    temperatures: the calibration (:func:`calibrate_at_end`), applied as the Predictor applies it."""
+    from mtfer.evaluation import evaluate_calibrated, save_evaluation
     from mtfer.inference import predict_arrays
 
     summary: dict = {}
@@ -1086,14 +1113,15 @@ def evaluate_splits(model, config: TrainConfig, splits: dict[str, Split], run: P
         for ds_name in sorted(set(split.datasets)):
             part = split.subset(np.flatnonzero(split.datasets == ds_name))
             probs = predict_arrays(model, part.images, flip=config.tta_flip)
-            ev = evaluate_predictions(probs, part.labels, part.sources, [split_name] * len(part))
+            ev = evaluate_calibrated(probs, part.labels, part.sources, [split_name] * len(part), temperatures)
             key = f"{ds_name}-{split_name}"
             save_evaluation(ev, run / runs.EVALUATION_DIR / key)
             summary[key] = {
-                t: {"accuracy": m["accuracy"], "n": m["n"], "loss": m["loss"], "macro_f1": m["macro_f1"]}
+                t: {"accuracy": m["accuracy"], "n": m["n"], "loss": m["loss"], "macro_f1": m["macro_f1"],
+                    "ece": m.get("ece")}
                 for t, m in ev.metrics["tasks"].items()
                 if m["n"]
-            }
+            }  # fmt: skip
     return summary
 
 
@@ -1151,7 +1179,8 @@ def finish(run: str | os.PathLike) -> Path:
         "best_epoch": None if best_epoch is None else int(best_epoch) + 1,
     }
     runs.write_progress(run, state="running", phase="evaluating")
-    metadata["metrics"] = evaluate_splits(model, config, splits, run)
+    temperatures = calibrate_at_end(model, config, splits, metadata)
+    metadata["metrics"] = evaluate_splits(model, config, splits, run, temperatures)
     runs.save_bundle(model, metadata, run)
     runs.write_progress(run, state="finished", finished=runs.now_iso(), metrics=metadata["metrics"])
     log.info("finished early after %d epochs: %s", metadata["finished_early"]["completed_epochs"], metadata["metrics"])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 from mtfer import charts, faces, runs, settings
@@ -18,6 +19,7 @@ from mtfer.evaluation import (
     EvaluationError,
     compare_runs,
     confusion_frame,
+    emotion_by_predicted_group,
     evaluate_dataset,
     group_accuracy,
     load_evaluation,
@@ -229,6 +231,7 @@ tabs = st.tabs(
         "Misclassified faces",
         "Accuracy by group",
         "Compare runs",
+        "Confidence",
     ]
 )
 
@@ -313,6 +316,9 @@ with tabs[2]:
                 "The learning rate: how big a step training takes at each update (schedules lower it as training settles)."
             )
             st.plotly_chart(figure, key="history-learning-rate")
+        if (figure := charts.loss_weights_figure(history, lineage.starts)) is not None:
+            st.caption(charts.LOSS_WEIGHTS_NOTE)
+            st.plotly_chart(figure, key="history-loss-weights")
 
 with tabs[3]:
     if not tasks:
@@ -351,6 +357,16 @@ with tabs[3]:
                 captions.append(caption if face is not None else caption + " (image not available)")
             st.image(images, caption=captions, width=150)
 
+
+def predicted_groups_figure() -> tuple[pd.DataFrame, go.Figure | None]:
+    """Emotion accuracy by the gender, race and age group the model itself predicted (for faces that carry no such
+    labels, like FER2013's): the table and its figure (None without attribute heads or emotion labels)."""
+    groups = emotion_by_predicted_group(evaluation.samples)
+    emotion = task_metrics.get("emotion", {})
+    figure = charts.slices_figure(groups, "emotion", emotion.get("accuracy"), emotion.get("n"), predicted=True)
+    return groups, figure
+
+
 with tabs[4]:
     st.caption(
         "Does the model work as well for everyone? Each bar is the accuracy on the faces of one group, counted "
@@ -364,6 +380,7 @@ with tabs[4]:
         if "emotion" in tasks
         else None
     )
+    predicted_groups, predicted_figure = None, None  # emotion by the model's own guesses of the groups
     if emotion_figure is not None:
         st.plotly_chart(emotion_figure, key="slices")
     else:
@@ -374,6 +391,19 @@ with tabs[4]:
             "UTKFace's no emotion label, so no face here has both (RAF-DB has both).",
             icon=":material/info:",
         )
+        if "emotion" in tasks:
+            predicted_groups, predicted_figure = predicted_groups_figure()
+        if predicted_figure is not None:
+            st.markdown(
+                "**Instead, by the groups the model guessed.** Below, each face counts in the gender, race and age "
+                "group the model itself predicted for it (hatched bars)."
+            )
+            st.plotly_chart(predicted_figure, key="slices-predicted")
+            st.caption(
+                f"Caution: these are the model's guesses, not true groups ({dataset_name}'s faces carry no gender, "
+                "race or age labels), so a face it places in the wrong group is counted there; take gaps between "
+                "groups as a hint to look closer, not as proof."
+            )
     groups = group_accuracy(evaluation.samples, tasks=[t for t in tasks if t in SLICE_ATTRIBUTES])
     attribute_tasks = [t for t in SLICE_ATTRIBUTES if t in set(groups["task"])]
     if not attribute_tasks:
@@ -408,6 +438,14 @@ with tabs[4]:
             accuracy=usable["accuracy"].map(charts.percent),
         )
         table = pd.concat([emotion_rows[list(table.columns)], table], ignore_index=True)
+    elif predicted_figure is not None and predicted_groups is not None:
+        guessed = predicted_groups.assign(
+            task="Emotion",
+            attribute=[f"Predicted {display_name(a).lower()}" for a in predicted_groups["attribute"]],
+            group=[display_name(a, g) for a, g in predicted_groups[["attribute", "group"]].itertuples(index=False)],
+            accuracy=predicted_groups["accuracy"].map(charts.percent),
+        )
+        table = pd.concat([guessed[list(table.columns)], table], ignore_index=True)
     if not table.empty:
         with st.expander("The figures as a table"):
             st.dataframe(
@@ -476,3 +514,35 @@ with tabs[5]:
                 for card in cards:
                     delta = f" ({card.delta})" if card.delta else ""
                     column.markdown(f"{display_name(card.task)}: **{card.value}**{delta}", help=card.help)
+
+with tabs[6]:
+    st.caption(charts.RELIABILITY_NOTE)
+    if evaluation.metrics.get("calibration", {}).get("temperature"):
+        st.caption(
+            "This model's confidences are calibrated: after training, each answer's probabilities were softened or "
+            "sharpened (temperature scaling, fitted on its validation images) so that they match how often it is "
+            "right. Its answers themselves, and so its accuracy, did not change."
+        )
+    elif metadata.get("calibration"):
+        st.caption(
+            "This model is calibrated, but this evaluation was saved before it was: evaluate it again to see its "
+            "calibrated confidences."
+        )
+    else:
+        st.caption(
+            f"This model's confidences are not calibrated yet: `mtfer calibrate --model {model.path}` adjusts them "
+            "on its validation images (its answers stay the same)."
+        )
+    shown = 0
+    columns = st.columns(2)
+    for task in tasks:
+        figure = charts.reliability_figure(task_metrics[task], display_name(task))
+        if figure is not None:
+            columns[shown % 2].plotly_chart(figure, key=f"reliability-{task}")
+            shown += 1
+    if not shown:
+        st.info(
+            "This evaluation was saved before calibration was measured: evaluate the model again (above) to see how "
+            "far its confidence can be trusted.",
+            icon=":material/info:",
+        )

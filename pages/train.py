@@ -12,7 +12,15 @@ from mtfer import charts, planning, runs, settings
 from mtfer.datasets import FORMATS
 from mtfer.model import ARCHITECTURES
 from mtfer.tasks import TASK_NAMES
-from mtfer.training import AUGMENTATIONS, CLASS_WEIGHTINGS, LR_SCHEDULES, PROTOCOLS, TrainConfig, augmentation_level
+from mtfer.training import (
+    AUGMENTATIONS,
+    CLASS_WEIGHTINGS,
+    LOSS_WEIGHTS_MODES,
+    LR_SCHEDULES,
+    PROTOCOLS,
+    TrainConfig,
+    augmentation_level,
+)
 
 if not st.session_state.get("mtfer_app"):
     # Opened by its URL before app.py ever ran in this server, Streamlit runs a pages/ file on its own (its
@@ -42,6 +50,10 @@ AUGMENT_LABELS = {
     "none": "none",
     "light": "light: flips, small shifts, turns, zooms (paper)",
     "strong": "strong: also light, contrast, blur, noise, erasing",
+}
+LOSS_WEIGHTS_LABELS = {
+    "fixed": "Fixed: the numbers below (the paper's by default)",
+    "learned": "Learned during training (uncertainty weighting)",
 }
 DETECTOR_LABELS = {
     "blazeface": "BlazeFace (finds more faces; the shipped model's)",
@@ -78,6 +90,7 @@ def widget_values(config: TrainConfig) -> dict[str, Any]:
         "train_mixup": float(config.mixup),
         "train_ema": float(config.ema),
         "train_tta_flip": bool(config.tta_flip),
+        "train_loss_weights_mode": config.loss_weights_mode,
     }
 
 
@@ -85,6 +98,31 @@ def apply_preset() -> None:
     """Preset callback (and first visit): every settings widget takes the preset's value."""
     preset = planning.PAGE_PRESETS[st.session_state["train_preset"]]
     st.session_state.update(widget_values(preset.config()))
+
+
+def loss_weights_section(tasks: list[str], weights: dict[str, float]) -> str:
+    """The loss-weights choices: fixed weights (filled into `weights`) or weights learned during training (Kendall
+    et al.'s uncertainty weighting, mtfer.loss_weights). Returns the TrainConfig.loss_weights_mode."""
+    mode = st.radio(
+        "How the weights are set",
+        LOSS_WEIGHTS_MODES,
+        format_func=LOSS_WEIGHTS_LABELS.get,
+        key="train_loss_weights_mode",
+        horizontal=True,
+    )
+    learned = mode == "learned"
+    columns = st.columns(len(tasks))
+    for column, task in zip(columns, tasks, strict=True):
+        weights[task] = column.number_input(
+            task, 0.0, 100.0, float(weights[task]), step=0.1, key=f"train_weight_{task}", disabled=learned
+        )
+    if learned:
+        st.caption(
+            "The numbers above are not used: every task starts at weight 1 and training adjusts the weights, giving "
+            "less to a task whose answers stay uncertain. They are logged every epoch, drawn with the training "
+            "curves on the Evaluate page and stored with the model."
+        )
+    return mode
 
 
 def current_run(runs_dir: Path) -> Path | None:
@@ -176,13 +214,10 @@ with st.expander("New training run", expanded=not busy):
         key="train_protocol",
     )
     weights = dict(TrainConfig().loss_weights)
+    weights_mode = "fixed"
     if len(tasks) > 1:
         with st.expander("Loss weights (how much each task counts; the paper's by default)"):
-            columns = st.columns(len(tasks))
-            for column, task in zip(columns, tasks, strict=True):
-                weights[task] = column.number_input(
-                    task, 0.0, 100.0, float(weights[task]), step=0.1, key=f"train_weight_{task}"
-                )
+            weights_mode = loss_weights_section(tasks, weights)
     with st.expander("Advanced: training recipe and face detector (set by the preset)"):
         left, right = st.columns(2)
         preprocessing = left.selectbox(
@@ -237,6 +272,7 @@ with st.expander("New training run", expanded=not busy):
             mixup=float(mixup),
             ema=float(ema),
             tta_flip=bool(tta_flip),
+            loss_weights_mode=weights_mode,
             # early stopping: left to the trainer's rule (11 epochs with the plateau schedule, none with the others)
             name=name.strip(),
         )
@@ -403,6 +439,9 @@ def monitor() -> None:
                 columns[i % len(columns)].plotly_chart(
                     charts.history_figure(history, task), key=f"train-history-{task}"
                 )
+            if (figure := charts.loss_weights_figure(history)) is not None:
+                st.caption(charts.LOSS_WEIGHTS_NOTE)
+                st.plotly_chart(figure, key="train-history-loss-weights")
     with st.expander("Log (last lines)", expanded=status.state == "failed"):
         st.code(runs.log_tail(run, 30, clean=True) or "(nothing written yet)", language=None)
         st.caption(f"TensorFlow's start-up messages are left out here; the whole log is {run / runs.LOG_FILE}.")

@@ -299,6 +299,7 @@ def test_evaluate_renders_every_view(app_env):
         "Misclassified faces",
         "Accuracy by group",
         "Compare runs",
+        "Confidence",
     ]
     keys = {f.proto.id for f in at.get("plotly_chart")}
     specs = {json.loads(f.proto.spec)["layout"].get("title", {}).get("text", ""): f for f in at.get("plotly_chart")}
@@ -318,6 +319,48 @@ def test_evaluate_renders_every_view(app_env):
     assert not at.exception
     compare = at.selectbox(key="compare_model")
     assert compare.value == "Run tiny-single"
+
+
+def test_evaluate_shows_how_far_the_confidence_can_be_trusted(app_env):
+    at = _app("pages/evaluate.py")
+    at.selectbox(key="evaluate_key").set_value("rafdb-test").run()
+    assert not at.exception and not at.error
+    metrics = load_evaluation(app_env / "tiny-multi" / "evaluation" / "rafdb-test").metrics
+    diagrams = {
+        json.loads(f.proto.spec)["layout"]["title"]["text"]: json.loads(f.proto.spec)
+        for f in at.get("plotly_chart")
+        if "how sure" in json.dumps(json.loads(f.proto.spec)["layout"].get("xaxis", {}))
+    }
+    assert len(diagrams) == 4  # one reliability diagram per task, each with its calibration error
+    for task in TASK_NAMES:
+        title = next(t for t in diagrams if t.startswith(f"{display_name(task)} · "))
+        assert f"calibration error {metrics['tasks'][task]['ece']:.1%}" in title
+        bars, diagonal = diagrams[title]["data"]
+        assert diagonal["x"] == [0, 1] and diagonal["y"] == [0, 1]  # where confidence and accuracy agree
+        reliability = metrics["tasks"][task]["reliability"]
+        assert bars["y"] == [a for a, n in zip(reliability["accuracy"], reliability["count"], strict=True) if n]
+    captions = _texts(at)
+    assert charts.RELIABILITY_NOTE in captions and "confidences are calibrated" in captions
+
+
+def test_evaluate_explains_an_evaluation_saved_before_calibration(app_env):
+    old = app_env / "old-model"
+    shutil.copytree(app_env / "tiny-single", old)
+    metadata = json.loads((old / "metadata.json").read_text())
+    metadata.pop("calibration", None)
+    (old / "metadata.json").write_text(json.dumps(metadata))
+    for path in (old / "evaluation").glob("*/metrics.json"):
+        metrics = json.loads(path.read_text())
+        metrics.pop("calibration", None)
+        for entry in metrics["tasks"].values():
+            for key in ("ece", "reliability", "ece_uncalibrated"):
+                entry.pop(key, None)
+        path.write_text(json.dumps(metrics))
+    at = _app("pages/evaluate.py")
+    at.selectbox(key="evaluate_model").set_value("Run old-model").run()
+    assert not at.exception and not at.error
+    assert "saved before calibration was measured" in _texts(at)
+    assert "not calibrated yet: `mtfer calibrate --model" in _texts(at)
 
 
 def test_evaluate_now_on_a_found_data_set(app_env, tmp_path):

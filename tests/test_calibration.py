@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mtfer.calibration import apply_temperature, expected_calibration_error, fit_temperature, reliability
+from mtfer.calibration import (
+    apply_temperature,
+    calibrated,
+    expected_calibration_error,
+    fit_calibration,
+    fit_temperature,
+    reliability,
+    temperatures,
+)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -53,3 +61,40 @@ def test_reliability_bins_and_masked_labels() -> None:
     assert fit_temperature(probs, labels) == 1.0  # too few labelled samples to fit
     with pytest.raises(ValueError, match="positive"):
         apply_temperature(probs, 0.0)
+
+
+def test_calibrated_keeps_every_top_class_even_between_near_ties() -> None:
+    rng = np.random.default_rng(2)
+    p = rng.dirichlet(np.ones(7), 5000).astype(np.float32)
+    second = np.argsort(p, axis=1)[:, -2]
+    p[np.arange(len(p)), second] = np.nextafter(p.max(axis=1), np.float32(0))  # runner-up one float32 step below
+    p /= p.sum(axis=1, keepdims=True)
+    for t in (0.3, 1.7, 8.0):
+        scaled = calibrated({"emotion": p}, {"emotion": t})["emotion"]
+        assert np.array_equal(scaled.argmax(1), p.argmax(1))
+        assert np.allclose(scaled.sum(1), 1.0)
+    assert calibrated({"emotion": p, "age": p[:, :5]}, {"age": 1.0})["emotion"] is p  # no temperature: as it is
+
+
+def test_temperatures_from_metadata() -> None:
+    assert temperatures({"tasks": {}}) == {}  # a bundle never calibrated
+    assert temperatures({"calibration": {"temperature": {"emotion": 1.5, "age": 1}}}) == {"emotion": 1.5, "age": 1.0}
+    for bad in (0, -2.0, float("nan"), "1.2", True, None):
+        with pytest.raises(ValueError, match="calibration.temperature.emotion must be a positive number"):
+            temperatures({"calibration": {"temperature": {"emotion": bad}}})
+    with pytest.raises(ValueError, match="must map each task"):
+        temperatures({"calibration": {"temperature": [1.0]}})
+
+
+def test_fit_calibration_section_per_head() -> None:
+    logits, labels = _sampled(n=3000)
+    y = np.full((len(labels), 4), -1)
+    y[:, 0] = labels
+    y[:10, 3] = 0  # ten age labels: too few to fit
+    probs = {"emotion": _softmax(2.5 * logits), "age": _softmax(logits[:, :5])}
+    section = fit_calibration(probs, y)
+    assert section["temperature"]["emotion"] == pytest.approx(2.5, rel=0.15) and section["temperature"]["age"] == 1.0
+    assert section["n"] == {"emotion": 3000, "age": 10} and section["faces"] == 3000 and section["bins"] == 15
+    assert section["ece_after"]["emotion"] < 0.03 < section["ece_before"]["emotion"]
+    assert section["nll_after"]["emotion"] < section["nll_before"]["emotion"]
+    assert section["ece_after"]["age"] == section["ece_before"]["age"]

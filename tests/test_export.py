@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from helpers import random_split, tiny_run
 
-from mtfer import export, faces, runs
+from mtfer import calibration, export, faces, runs
 from mtfer.cli import main
 from mtfer.inference import predict_arrays
 from mtfer.tasks import TASK_NAMES
@@ -70,9 +70,11 @@ def test_tflite_export_runs_in_litert_like_keras_on_real_faces(default_export, s
     # One face at a time too (the batch dimension is dynamic).
     single = runner(face=faces.to_network_input(aligned[:1]))
     np.testing.assert_allclose(single["emotion"][0], keras_probs["emotion"][0], atol=TOLERANCE, rtol=0)
-    # The wrapper mtfer gives for exported files applies the bundle's test-time flip, as the Predictor does.
+    # The wrapper mtfer gives for exported files applies the bundle's test-time flip and calibration, as the
+    # Predictor does.
     flip = bool(bundle.metadata["input"].get("tta_flip", False))
-    want = predict_arrays(export.float32_model(bundle.model), aligned, flip=flip) if flip else keras_probs
+    temperatures = calibration.temperatures(bundle.metadata)
+    want = predict_arrays(export.float32_model(bundle.model), aligned, flip=flip, temperatures=temperatures)
     assert_close(export.ExportedModel(result.path).predict(aligned), want)
 
 

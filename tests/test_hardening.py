@@ -164,7 +164,9 @@ def count_decodes(monkeypatch) -> Counter:
 def test_streamlit_caps_upload_size_and_keeps_its_protections():
     config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
     server = config["server"]
-    assert 1 <= server["maxUploadSize"] <= 50  # MB per file
+    assert 1 <= server["maxUploadSize"] <= 200  # MB per file: a video (mtfer.video.MAX_UPLOAD_MB)
+    page = (REPO / "pages" / "predict.py").read_text()
+    assert "PHOTO_MAX_UPLOAD_MB = 50" in page and "max_upload_size=PHOTO_MAX_UPLOAD_MB" in page  # photos: 50 MB
     assert server.get("enableXsrfProtection", True) and server.get("enableCORS", True)
 
 

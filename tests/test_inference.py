@@ -116,11 +116,19 @@ def test_bad_files_and_blank_photos(run_folder):
 
 def test_predictions_table_has_one_row_per_face(run_folder, photo):
     predictor = Predictor(run_folder)
-    table = predictions_table([("a.jpg", predictor.predict_image(photo)), ("blank.png", [])])
-    assert list(table["face"]) == [1, 2] and set(table["file"]) == {"a.jpg"}
-    for task in TASK_NAMES:
-        assert task in table and f"{task}_confidence" in table
-        assert f"p_{task}_{TASKS[task].classes[0]}" in table
+    table = predictions_table(
+        [("a.jpg", predictor.predict_image(photo)), ("blank.png", [])],
+        predictor.classes,
+        [("bad.gif", "empty file")],
+    )
+    tops = [name for t in TASK_NAMES for name in (t, f"{t}_confidence")]
+    probabilities = [f"{t}_{c}" for t in TASK_NAMES for c in TASKS[t].classes]
+    assert list(table.columns) == ["source", "face", "x", "y", "w", "h", *tops, *probabilities, "error"]
+    assert list(table["source"]) == ["a.jpg", "a.jpg", "blank.png", "bad.gif"]
+    assert list(table["face"].astype("float").fillna(0)) == [1, 2, 0, 0]  # a photo without a face: one empty row
+    assert table["error"].isna().tolist() == [True, True, True, False]
+    assert table.iloc[3]["error"] == "empty file" and table.iloc[2:]["emotion"].isna().all()
+    assert "file" not in table and not any(c.startswith("p_") for c in table.columns)
 
 
 def test_bundles_with_wrong_metadata_are_refused(run_folder, tmp_path):

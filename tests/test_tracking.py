@@ -58,3 +58,14 @@ def test_bad_arguments_say_what_is_wrong():
         Tracker(min_iou=1.5)
     with pytest.raises(ValueError, match="2 boxes but 1"):
         Tracker().update([(0, 0, 1, 1), (5, 5, 1, 1)], [{}], 0.0)
+
+
+def test_a_face_back_elsewhere_keeps_its_new_track_while_the_old_one_lives_on():
+    """The face vanishes, comes back at once elsewhere (a new track), then moves back over where the old track was
+    last seen: recently seen tracks are matched first, so it stays on the new track."""
+    tracker = Tracker(max_age_s=1.0)
+    (a,) = tracker.update([(100, 100, 100, 100)], None, 0.0)
+    (b,) = tracker.update([(300, 100, 100, 100)], None, 0.2)  # no overlap with a: a new track, a still alive
+    assert b != a
+    for k, x in enumerate((250, 200, 150, 110), start=1):  # moving back over a's last place, a not yet expired
+        assert tracker.update([(x, 100, 100, 100)], None, 0.2 + 0.1 * k) == [b]

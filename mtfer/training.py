@@ -1001,8 +1001,22 @@ def _train(config: TrainConfig, run: Path, splits: dict[str, Split] | None, resu
     temperatures = calibrate_at_end(model, config, splits, metadata)
     metadata["metrics"] = evaluate_splits(model, config, splits, run, temperatures)
     runs.save_bundle(model, metadata, run)
+    choose_abstain_thresholds(run)
     runs.write_progress(run, state="finished", finished=runs.now_iso(), metrics=metadata["metrics"])
     log.info("finished: %s", json.dumps(metadata["metrics"]))
+
+
+def choose_abstain_thresholds(run: Path) -> None:
+    """The "not sure" thresholds (mtfer.abstain), chosen on the run's own calibrated validation evaluations and
+    stored in its metadata. Never fails a run: without them the app uses each task's default threshold."""
+    from mtfer import abstain
+
+    try:
+        chosen = abstain.calibrate_bundle(run, evaluations=sorted((run / runs.EVALUATION_DIR).glob("*-val")))
+    except Exception:  # noqa: BLE001 - a bonus, like calibration: the trained model is already saved
+        log.exception("choosing the 'not sure' thresholds failed: the app will use the defaults")
+        return
+    log.info("'not sure' thresholds: %s", {t: round(v.min_confidence, 3) for t, v in chosen.items()})
 
 
 def _mark_stopped(run: Path, at: dict) -> None:
@@ -1182,6 +1196,7 @@ def finish(run: str | os.PathLike) -> Path:
     temperatures = calibrate_at_end(model, config, splits, metadata)
     metadata["metrics"] = evaluate_splits(model, config, splits, run, temperatures)
     runs.save_bundle(model, metadata, run)
+    choose_abstain_thresholds(run)
     runs.write_progress(run, state="finished", finished=runs.now_iso(), metrics=metadata["metrics"])
     log.info("finished early after %d epochs: %s", metadata["finished_early"]["completed_epochs"], metadata["metrics"])
     return run

@@ -276,3 +276,14 @@ def test_cli_calibrate_finds_the_validation_faces_of_a_run_trained_on_folders(tm
     assert "cannot be told apart" in capsys.readouterr().err
     assert cli.main(["calibrate", "--model", str(run), "--dataset", f"rafdb={fer}"]) == 2
     assert "was not one of the data sets" in capsys.readouterr().err
+
+
+def test_training_chooses_the_not_sure_thresholds_on_its_own_calibrated_validation(trained):
+    run, _ = trained
+    metadata = runs.read_json(run / runs.METADATA_FILE)
+    folders = sorted((run / runs.EVALUATION_DIR).glob("*-val"))
+    assert folders, "training saves its validation evaluations"
+    expected = abstain.calibrate_bundle(run, evaluations=folders, write=False)
+    assert expected and metadata["abstain"] == {t: th.to_dict() for t, th in expected.items()}
+    # what the app reads: every task with labelled validation faces has its own threshold, not the default
+    assert set(abstain.min_confidences(metadata)) >= set(expected)

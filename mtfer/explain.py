@@ -315,6 +315,18 @@ def explain_predictions(
     return explain_faces(predictor, np.stack([p.aligned for p in predictions]), task, None, method)
 
 
+def _face_and_map(face: np.ndarray, heatmap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A gray uint8 face (S,S) and its float32 heatmap of the same size, or ValueError saying what is wrong."""
+    face, heatmap = np.asarray(face), np.asarray(heatmap, np.float32)
+    if face.ndim == 3 and face.shape[-1] == 1:
+        face = face[..., 0]
+    if face.ndim != 2 or face.dtype != np.uint8:
+        raise ValueError(f"expected a gray uint8 face (S,S), got {face.dtype} {face.shape}")
+    if heatmap.shape != face.shape:
+        raise ValueError(f"the heatmap is {heatmap.shape}, the face {face.shape}: they must be the same size")
+    return face, heatmap
+
+
 def overlay(
     face: np.ndarray,
     heatmap: np.ndarray,
@@ -324,13 +336,7 @@ def overlay(
 ) -> np.ndarray:
     """The gray face with the heatmap coloured over it (cv2.applyColorMap; red = strongest): an RGB uint8 image,
     the face's size, or `size` x `size` pixels (both enlarged smoothly before blending) for display."""
-    face, heatmap = np.asarray(face), np.asarray(heatmap, np.float32)
-    if face.ndim == 3 and face.shape[-1] == 1:
-        face = face[..., 0]
-    if face.ndim != 2 or face.dtype != np.uint8:
-        raise ValueError(f"expected a gray uint8 face (S,S), got {face.dtype} {face.shape}")
-    if heatmap.shape != face.shape:
-        raise ValueError(f"the heatmap is {heatmap.shape}, the face {face.shape}: they must be the same size")
+    face, heatmap = _face_and_map(face, heatmap)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if size is not None:
@@ -356,13 +362,7 @@ def highlight(
     high. Unlike :func:`overlay`, the blend follows the map (alpha = strength x map), so the face stays plain gray
     where the evidence is weak and turns yellow to red where it is strong; a light Gaussian blur (`smooth`, in face
     pixels; 0 = none) hides the occlusion grid. An RGB uint8 image."""
-    face, heatmap = np.asarray(face), np.asarray(heatmap, np.float32)
-    if face.ndim == 3 and face.shape[-1] == 1:
-        face = face[..., 0]
-    if face.ndim != 2 or face.dtype != np.uint8:
-        raise ValueError(f"expected a gray uint8 face (S,S), got {face.dtype} {face.shape}")
-    if heatmap.shape != face.shape:
-        raise ValueError(f"the heatmap is {heatmap.shape}, the face {face.shape}: they must be the same size")
+    face, heatmap = _face_and_map(face, heatmap)
     if size < 1 or not 0.0 <= strength <= 1.0 or smooth < 0:
         raise ValueError(f"need size >= 1, 0 <= strength <= 1 and smooth >= 0, got {size}, {strength}, {smooth}")
     heat = np.clip(np.nan_to_num(heatmap), 0, 1)

@@ -34,7 +34,7 @@ import numpy as np
 
 from mtfer import faces as faces_lib
 from mtfer.abstain import Verdict, verdict
-from mtfer.predict_view import BOX_COLORS, FONT, LabelStyle, photo_lines, place_labels
+from mtfer.predict_view import BOX_COLORS, FONT, LabelStyle, abstain_name, photo_lines, place_labels
 from mtfer.tasks import UNTAUGHT_CLASSES, display_name
 from mtfer.tracking import Tracker
 from mtfer.video import FrameFace, VideoFrame, video_table
@@ -115,8 +115,11 @@ def live_caption(status: LiveStatus) -> str:
 
 
 def answer_short(v: Verdict) -> str:
-    """'Happy 87%' when the model is sure, 'Age group: not sure' when not (the drawn label's words)."""
-    return f"{display_name(v.task, v.label)} {v.confidence:.0%}" if v.sure else f"{display_name(v.task)}: not sure"
+    """'Happy 87%' when the model is sure; 'Age group: not sure', 'Race: other / not sure' when not (the words of
+    the label drawn beside the face, mtfer.predict_view.photo_lines)."""
+    if v.sure:
+        return f"{display_name(v.task, v.label)} {v.confidence:.0%}"
+    return f"{display_name(v.task)}: {abstain_name(v.task).lower()}"
 
 
 class LiveProcessor:
@@ -471,8 +474,8 @@ def face_color(number: int) -> tuple[int, int, int]:
     return BOX_COLORS[(number - 1) % len(BOX_COLORS)]
 
 
-def emotion_chart(history: pd.DataFrame, window_s: float = HISTORY_S, size: tuple[int, int] = (960, 380)) -> np.ndarray:
-    """The live chart as an RGB image (`size` = width, height; drawn at twice the size it is shown at): one line per
+def emotion_chart(history: pd.DataFrame, window_s: float = HISTORY_S, size: tuple[int, int] = (600, 340)) -> np.ndarray:
+    """The live chart as an RGB image (`size` = width, height: about the size it is shown at): one line per
     emotion (fixed colours) over the last `window_s` seconds, gaps where no face was in view, and beside it the
     emotions from the likeliest down with their latest probability. An image rather than an interactive chart:
     it is redrawn every second while the camera runs, which a browser shows at once."""
@@ -481,10 +484,10 @@ def emotion_chart(history: pd.DataFrame, window_s: float = HISTORY_S, size: tupl
         raise ValueError(f"the emotion chart needs at least 400x200 pixels, got {width}x{height}")
     classes = [c for c in history.columns if c != "seconds"]
     canvas = np.full((height, width, 3), 255, np.uint8)
-    scale, thin = height / 760, max(1, round(height / 380))
+    scale, thin = width / 1000, max(1, round(width / 600))
     legend_w = round(0.3 * width)
     left, right, top, bottom = (
-        round(0.09 * width),
+        round(0.1 * width),
         width - legend_w,
         round(0.05 * height),
         height - round(0.14 * height),

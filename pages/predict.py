@@ -66,8 +66,10 @@ LIVE_STREAM_KEY = "predict_live_stream"
 LIVE_PROCESSOR = "predict_live_processor"  # the latest stream's mtfer.live.LiveProcessor (kept after Stop)
 LIVE_RECORDING = "predict_live_recording"  # the last "Save" of the recording: (seconds, table)
 LIVE_RECORD_CHOICES = (10, 30, 60)  # seconds
-LIVE_REFRESH_S = 1.0  # how often the answers and the chart beside the video are refreshed (each refresh is a
-# script run, which Streamlit ends with two full garbage collections: more often would slow the video down)
+# How often the answers and the chart beside the video are refreshed: each refresh is a script run, which Streamlit
+# ends with two full garbage collections (~0.4 s on a busy 2-core machine with TensorFlow loaded, holding the GIL),
+# so more often would slow the video down.
+LIVE_REFRESH_S = 2.0
 LIVE_VIDEO = {"width": {"ideal": 640}, "height": {"ideal": 480}, "frameRate": {"ideal": 30}}
 LIVE_TRANSLATIONS = {  # streamlit-webrtc's own buttons and notices, in the page's words
     "start": "Start",
@@ -174,8 +176,8 @@ def live_camera(model: settings.ModelChoice) -> None:
             translations=LIVE_TRANSLATIONS,
         )
         st.caption(
-            "Nothing after Start? The browser may have blocked the camera: allow it from the camera icon in the "
-            "address bar and press Start again. Choose camera picks another one."
+            "If the browser says Permission denied, or nothing happens after Start, it has blocked the camera: allow "
+            "it from the camera icon in the address bar, then press Start again. Choose camera picks another camera."
         )
     if no_network:
         st.caption(f"Live video runs the model through TensorFlow, which is slower here: {no_network}")
@@ -202,7 +204,7 @@ def live_panel(playing: bool) -> None:
         processor = st.session_state.get(LIVE_PROCESSOR)
         status = processor.status() if processor is not None else None
         if not playing and (status is None or not status.started):
-            st.info("Press **Start** beside: the answers for the largest face and a chart of its emotion appear here.")
+            st.info("Press **Start**: the answers for the largest face and a chart of its emotion appear here.")
             return
         if status is None or not status.started:
             st.markdown("Connecting to the camera ...")

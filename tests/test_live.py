@@ -248,7 +248,7 @@ def test_emotion_history_covers_the_last_ten_seconds_with_gaps_where_no_face_was
     np.testing.assert_allclose(faced[predictor.classes["emotion"]].sum(axis=1), 1.0, atol=1e-4)
 
     chart = live.emotion_chart(history)
-    assert chart.shape == (380, 960, 3) and chart.dtype == np.uint8
+    assert chart.shape == (340, 600, 3) and chart.dtype == np.uint8
     top = faced.iloc[-1][predictor.classes["emotion"]].astype(float).idxmax()
     rgb = tuple(int(live.EMOTION_COLORS[top][i : i + 2], 16) for i in (1, 3, 5))
     assert _color_pixels(chart, rgb, 10).sum() > 200, "the likeliest emotion's line and legend"
@@ -523,7 +523,7 @@ def test_predict_page_renders_with_live_mode_on(live_app):
     text = _texts(at)
     assert "Look into the camera" in text and "Press **Start**" in text
     assert "Live or snapshot?" in text and "Use the camera" in text  # when to use the snapshot mode
-    assert "blocked the camera" in text  # what to do when the browser blocks it
+    assert "it has blocked the camera: allow it" in text  # what to do when the browser blocks it
     assert at.toggle(key="predict_live_mirror").value is True
     assert at.toggle(key="predict_live_largest").value is False
     assert at.select_slider(key="predict_live_record_s").value == 30

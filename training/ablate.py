@@ -63,11 +63,15 @@ ROWS: dict[str, tuple[str, dict]] = {
         "four tasks, every training face given all four labels by the shipped model (confident pseudo-labels only)",
         {"tasks": MULTI, "pseudo_labels": ["auto"]},
     ),
+    "multi-pseudo-learned": (
+        "four tasks, pseudo-labels and learned task weights together",
+        {"tasks": MULTI, "pseudo_labels": ["auto"], "loss_weights_mode": "learned"},
+    ),
 }
 # rows scored again from another row's models instead of trained: row -> (source row, what changes at scoring)
 RESCORED = {"no-test-time-flip": "recipe-single"}
 # rows compared with recipe-single over seeds (the multi-task question, issue 13)
-MULTI_ROWS = ["recipe-multi", "multi-learned-weights", "multi-pseudo-labels"]
+MULTI_ROWS = ["recipe-multi", "multi-learned-weights", "multi-pseudo-labels", "multi-pseudo-learned"]
 DEFAULT_ROWS = ["recipe-single", "recipe-multi"]
 
 

@@ -139,8 +139,13 @@ def run_row(row: str, seed: int, data: Path, epochs: int, runs_dir: Path | None)
         rescore(row, seed, data, runs_dir)
         return
     folder = runs.run_dir(run_name(row, seed), runs_dir)
-    if folder.exists() and runs.read_progress(folder).get("state") == "finished":
+    progress = runs.read_progress(folder) if folder.exists() else {}
+    if progress.get("state") == "finished":
         print(f"{folder.name}: already finished")
+        return
+    pid = progress.get("pid")
+    if progress.get("state") in runs.ACTIVE_STATES and pid != os.getpid() and runs.pid_alive(pid):
+        print(f"{folder.name}: being trained by process {pid}; left to it")  # two ablate.py sharing the rows
         return
     setup_logging(folder)
     resume = (folder / runs.CHECKPOINT_DIR / "state.json").exists()

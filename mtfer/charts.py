@@ -905,6 +905,8 @@ def _stopped_line(progress: Mapping) -> tuple[float | None, str]:
     epochs = int(progress.get("epochs") or 0)
     kept = {0: "no epoch complete yet", 1: "epoch 1 complete"}.get(complete, f"epochs 1-{complete} complete")
     then = f"Resume continues from epoch {complete + 1}." if complete else "Resume starts again from epoch 1."
+    if epochs and complete >= epochs:  # every epoch done: the stop came before the final evaluation
+        then = "Resume evaluates and saves the model."
     epoch, step, steps = int(stop.get("epoch") or 0), int(stop.get("step") or 0), int(stop.get("steps") or 0)
     if stop.get("phase") == "preparing":
         where = "Stopped while preparing the data sets"

@@ -988,7 +988,11 @@ def _train(config: TrainConfig, run: Path, splits: dict[str, Split] | None, resu
                 verbose=2,
             )
     if stop.flag:
-        _mark_stopped(run, run_cb.stop_at or stop_point(initial_epoch + 1, 0, steps, initial_epoch))
+        # No stop_at: the stop came after model.fit had returned (its last epoch done, or early stopping), with
+        # every epoch so far complete and checkpointed.
+        done = len(run_cb.history_rows)
+        after = stop_point(done, steps, steps, done) if done else stop_point(initial_epoch + 1, 0, steps, initial_epoch)
+        _mark_stopped(run, run_cb.stop_at or after)
         return
 
     metadata = bundle_metadata(config, precision, splits, time.time() - run_cb.started, class_weights)

@@ -79,9 +79,9 @@ def test_load_prepared_reports_each_data_set(tmp_path, monkeypatch):
 # --- stop and resume ------------------------------------------------------------------------------------------
 
 
-def stop_at(monkeypatch, epoch: int, batch: int | None) -> None:
+def stop_at(monkeypatch, epoch: int | None, batch: int | str | None) -> None:
     """Make the next train() receive a stop (as SIGTERM would) in 0-based `epoch` after step `batch` + 1, or during
-    that epoch's validation when `batch` is None."""
+    that epoch's validation when `batch` is None, or once model.fit has returned when `batch` is "end"."""
     real = training._callbacks_module
 
     def patched():
@@ -98,6 +98,10 @@ def stop_at(monkeypatch, epoch: int, batch: int | None) -> None:
                     self.stop.flag = True
                 super().on_epoch_end(e, logs)
 
+            def on_train_end(self, logs=None):
+                if batch == "end":  # a SIGTERM landing between the last epoch and the evaluation
+                    self.stop.flag = True
+
         return StopThere, AfterEpoch
 
     monkeypatch.setattr(training, "_callbacks_module", patched)
@@ -112,6 +116,7 @@ CONFIG = {"architecture": "fast", "epochs": 3, "batch_size": 16, "augment": Fals
         (1, 1, 1, "Stopped during epoch 2 at step 2 of 4; epoch 1 complete; Resume continues from epoch 2."),
         (0, 2, 0, "Stopped during epoch 1 at step 3 of 4; no epoch complete yet; Resume starts again from epoch 1."),
         (1, None, 2, "Stopped after epoch 2; epochs 1-2 complete; Resume continues from epoch 3."),
+        (None, "end", 3, "Stopped after epoch 3; epochs 1-3 complete; Resume evaluates and saves the model."),
     ],
 )
 def test_a_stop_keeps_complete_epochs_only_and_resume_continues_after_them(

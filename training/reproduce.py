@@ -80,6 +80,16 @@ def run_row(row: str, data: Path, args: argparse.Namespace) -> Path:
     return folder
 
 
+# training/ablate.py rows summarised over seeds in the results table (issue 13's question): row -> label
+SEED_ROWS = {
+    "recipe-single": "single-task (emotion only)",
+    "recipe-multi": "multi-task, masked labels",
+    "multi-learned-weights": "multi-task, learned task weights",
+    "multi-pseudo-labels": "multi-task, pseudo-labels",
+    "multi-pseudo-learned": "multi-task, pseudo-labels + learned weights",
+}
+
+
 def table(runs_dir: Path | None) -> tuple[str, list[dict]]:
     rows, lines = [], []
     lines.append(
@@ -118,7 +128,7 @@ def table(runs_dir: Path | None) -> tuple[str, list[dict]]:
         rows.append(record)
     ablation = HERE / "ablation.json"
     records = json.loads(ablation.read_text()) if ablation.exists() else []
-    for row, kind in (("recipe-multi", "multi-task"), ("recipe-single", "single-task")):
+    for row, kind in SEED_ROWS.items():
         part = [r for r in records if r["row"] == row and r["test_accuracy"] is not None]
         if not part:
             continue
@@ -131,8 +141,22 @@ def table(runs_dir: Path | None) -> tuple[str, list[dict]]:
             spread = f" ± {scale * np.std(values, ddof=1):.{digits}f}" if len(values) > 1 else ""
             return f"{scale * np.mean(values):.{digits}f}{spread}{unit}"
 
+        rows.append(
+            {
+                "row": row,
+                "seeds": [r["seed"] for r in part],
+                "epochs": part[0]["epochs"],
+                **{
+                    f"{key}_{name}": float(fn(values))
+                    for key in ("test_accuracy", "test_macro_f1", "utkface_gender", "utkface_race", "utkface_age")
+                    if (values := [r[key] for r in part if r.get(key) is not None])
+                    for name, fn in (("mean", np.mean), ("std", lambda v: np.std(v, ddof=1) if len(v) > 1 else 0.0))
+                },
+                "seconds_mean": float(np.mean([r["seconds"] for r in part])),
+            }
+        )
         lines.append(
-            f"| {kind} fast, recipe, reduced budget ({len(part)} seed{'s' if len(part) > 1 else ''}, mean ± std) "
+            f"| {kind}, fast, recipe, reduced budget ({len(part)} seed{'s' if len(part) > 1 else ''}, mean ± std) "
             "| holdout (test split) | "
             f"{stat('test_accuracy')} | {stat('test_macro_f1', 1.0, '')} | {stat('utkface_gender')} | "
             f"{stat('utkface_race')} | {stat('utkface_age')} | {part[0]['epochs']} | "

@@ -34,7 +34,7 @@ import numpy as np
 
 from mtfer import faces as faces_lib
 from mtfer.abstain import Verdict, verdict
-from mtfer.predict_view import BOX_COLORS, FONT, LabelStyle, abstain_name, photo_lines, place_labels
+from mtfer.predict_view import BOX_COLORS, FONT, LabelStyle, abstain_name, draw_label, photo_lines, place_labels
 from mtfer.tasks import UNTAUGHT_CLASSES, display_name
 from mtfer.tracking import Tracker
 from mtfer.video import FrameFace, VideoFrame, video_table
@@ -262,19 +262,7 @@ class LiveProcessor:
             color = face_color(face.number)
             cv2.rectangle(canvas, (x, y), (x + bw, y + bh), color, thickness, cv2.LINE_AA)
             lx, ly = int(np.clip(lx, 0, max(0, w - lw))), int(np.clip(ly, 0, max(0, h - lh)))  # no band: stay inside
-            cv2.rectangle(canvas, (lx, ly), (lx + lw - 1, ly + lh - 1), color, -1)
-            for i, line in enumerate(lines):
-                baseline = ly + style.pad // 2 + i * style.line_h + (style.line_h + style.cap) // 2
-                cv2.putText(
-                    canvas,
-                    line,
-                    (lx + style.pad, baseline),
-                    FONT,
-                    style.scale,
-                    (255, 255, 255),
-                    style.thickness,
-                    cv2.LINE_AA,
-                )
+            draw_label(canvas, (lx, ly, lw, lh), lines, color, style)
         if fps is not None:
             _draw_badge(canvas, f"LIVE  {format_fps(fps)} fps", style)
         return canvas

@@ -267,20 +267,25 @@ def draw_faces(
         cv2.rectangle(canvas, (x, y), (x + bw, y + bh), color, box_thickness)
         if ly >= ch:  # in the band under the photo: a line from the face down to its label
             cv2.line(canvas, (x + bw // 2, min(y + bh, ch - 1)), (lx + lw // 2, ly), color, box_thickness)
-        cv2.rectangle(canvas, (lx, ly), (lx + lw - 1, ly + lh - 1), color, -1)
-        for i, line in enumerate(lines):
-            baseline = ly + style.pad // 2 + i * style.line_h + (style.line_h + style.cap) // 2
-            cv2.putText(
-                canvas,
-                line,
-                (lx + style.pad, baseline),
-                FONT,
-                style.scale,
-                (255, 255, 255),
-                style.thickness,
-                cv2.LINE_AA,
-            )
+        draw_label(canvas, (lx, ly, lw, lh), lines, color, style)
     return cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB)
+
+
+def draw_label(
+    canvas: np.ndarray,
+    rect: tuple[int, int, int, int],
+    lines: Sequence[str],
+    color: tuple[int, int, int],
+    style: LabelStyle,
+) -> None:
+    """A filled label block at rect (x, y, w, h) with white text lines, in place on a BGR canvas."""
+    lx, ly, lw, lh = rect
+    cv2.rectangle(canvas, (lx, ly), (lx + lw - 1, ly + lh - 1), color, -1)
+    for i, line in enumerate(lines):
+        baseline = ly + style.pad // 2 + i * style.line_h + (style.line_h + style.cap) // 2
+        cv2.putText(
+            canvas, line, (lx + style.pad, baseline), FONT, style.scale, (255, 255, 255), style.thickness, cv2.LINE_AA
+        )
 
 
 # --- charts -----------------------------------------------------------------------------------------------------

@@ -59,6 +59,16 @@ def modified_ns(path) -> int:
     return max((f.stat().st_mtime_ns for f in files if f.is_file()), default=0)
 
 
+def loaded_predictor(model) -> tuple[Predictor, int] | None:
+    """The shared Predictor of `model` and its files' version, or None after saying why it could not be loaded."""
+    try:
+        modified = modified_ns(model.path)
+        return load_predictor(str(model.path), modified), modified
+    except (ValueError, OSError) as error:  # runs.RunError is a ValueError
+        st.error(f"The model {model.path.name} could not be loaded: {error}")
+        return None
+
+
 # --- Live camera (issue 14): the browser's camera streamed over WebRTC, every face labelled in real time ----------
 # All of it is in live_camera(); the page calls it, then stops, when the "Live camera" toggle is on.
 
@@ -127,9 +137,10 @@ def live_camera(model: settings.ModelChoice) -> None:
     except ValueError as error:
         st.error(f"The STUN/TURN setting is not valid: {error}", icon=":material/error:")
         return
+    if (loaded := loaded_predictor(model)) is None:
+        return
+    predictor, modified = loaded
     try:
-        modified = modified_ns(model.path)
-        predictor = load_predictor(str(model.path), modified)
         network, no_network = live_network(str(model.path), modified)
     except (ValueError, OSError) as error:
         st.error(f"The model {model.path.name} could not be loaded: {error}")
@@ -317,12 +328,9 @@ def video_file(model: settings.ModelChoice) -> None:
     except ValueError as error:
         st.error(f"The video limits are not set right: {error}", icon=":material/error:")
         return
-    try:
-        modified = modified_ns(model.path)
-        predictor = load_predictor(str(model.path), modified)
-    except (ValueError, OSError) as error:
-        st.error(f"The model {model.path.name} could not be loaded: {error}")
+    if (loaded := loaded_predictor(model)) is None:
         return
+    predictor, modified = loaded
 
     key = (upload.file_id, fps, largest_only, str(model.path), modified, limits)
     saved = st.session_state.get(VIDEO_ANALYSIS)
@@ -508,12 +516,9 @@ if not items:
     st.info("Upload one or more photos, or switch on the camera, to see what the model makes of each face.")
     st.stop()
 
-try:
-    modified = modified_ns(model.path)
-    predictor = load_predictor(str(model.path), modified)
-except (ValueError, OSError) as error:  # runs.RunError is a ValueError
-    st.error(f"The model {model.path.name} could not be loaded: {error}")
+if (loaded := loaded_predictor(model)) is None:
     st.stop()
+predictor, modified = loaded
 # How sure the model must be to state an answer, per task: chosen on validation data (mtfer.abstain).
 min_confidence = abstain.min_confidences(predictor.bundle.metadata, predictor.tasks)
 notes = [predict_view.NOT_SURE_NOTE] + ([predict_view.RACE_NOTE] if "race" in predictor.tasks else [])

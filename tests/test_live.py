@@ -371,9 +371,12 @@ def test_webrtc_on_localhost_needs_no_stun_server_and_survives_tensorflow(predic
 
             async def pull() -> None:
                 while not labelled.done():
-                    frame = await processed.recv()
-                    if processor.status().faces:
-                        labelled.set_result(frame.to_ndarray(format="bgr24"))
+                    # The track hands back the newest processed frame, or the incoming one while none is ready
+                    # (a busy machine): wait for one that carries the face's label.
+                    image = (await processed.recv()).to_ndarray(format="bgr24")
+                    faces = processor.status().faces
+                    if faces and _color_pixels(image, live.face_color(faces[0].number), 8).sum() > 2000:
+                        labelled.set_result(image)
                 processed.stop()
 
             asyncio.ensure_future(pull())

@@ -97,6 +97,7 @@ TRAIN_SETTINGS = (
     "mixup",
     "ema",
     "tta_flip",
+    "pseudo_targets",
 )
 
 
@@ -493,6 +494,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="auto|DIR",
         help="fill the training split's missing labels from pseudo-labels (mtfer pseudo-label): 'auto' (the newest "
         "of each data set) or a folder; repeatable",
+    )
+    p.add_argument(
+        "--pseudo-targets",
+        choices=("hard", "soft"),
+        help="train on the teacher's top class (hard, the default) or its probabilities (soft)",
     )
     p.add_argument("--learning-rate", type=float)
     p.add_argument("--batch-size", type=int)

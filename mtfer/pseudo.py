@@ -15,7 +15,8 @@ task the data set has no label of at all, the teacher's top class where the teac
 
 Tasks are filled only where a data set lacks them entirely: a task with some labels (UTKFace's race, masked for
 Indian and Others, which have no class) is never guessed, and true labels are never overwritten. Labels are hard
-(the top class); the teacher's probability vectors are stored too, but the trainer does not use soft labels.
+(the top class); the teacher's probability vectors are stored too, and a run with ``pseudo_targets="soft"`` trains
+on them instead (the same faces: those above the threshold; :func:`soft_targets`).
 
 Stored beside the cache, with provenance::
 
@@ -146,6 +147,10 @@ class PseudoLabels:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def probabilities(self, task: str) -> np.ndarray:
+        """The teacher's probabilities for `task`, float32 (N, classes), checked against meta.json."""
+        return _load_array(self.path, self.meta, f"probabilities_{task}")
 
 
 def teacher_hash(bundle_path: str | os.PathLike) -> str:
@@ -386,7 +391,7 @@ def pseudo_label(
             "min_faces": min_faces if threshold == AUTO else None,
             "validation_sets": val_sets,
             "validation_split": settings if threshold == AUTO else None,
-            "labels": "hard (top class); probabilities stored, not used by the trainer",
+            "labels": "hard (top class); probabilities stored (the trainer's soft targets)",
         },
         "thresholds": thresholds,
         "validation": validation,
@@ -403,8 +408,6 @@ def pseudo_label(
 
 def load_pseudo_labels(path: str | os.PathLike) -> PseudoLabels:
     """A stored set (its folder or meta.json), every array checked against its recorded shape, dtype and CRC-32."""
-    from mtfer.datasets.cache import _crc
-
     folder = Path(path).expanduser()
     if folder.name == META_FILE:
         folder = folder.parent
@@ -419,22 +422,29 @@ def load_pseudo_labels(path: str | os.PathLike) -> PseudoLabels:
         raise ValueError(f"damaged pseudo-labels at {folder}: unreadable {META_FILE} ({exc})") from None
     if not isinstance(meta, dict) or meta.get("kind") != KIND:
         raise ValueError(f"{folder} does not hold pseudo-labels (its {META_FILE} is not one of mtfer pseudo-label's)")
-    arrays: dict[str, np.ndarray] = {}
-    for name in ("labels", "confidence", "sources", "splits"):
-        file = folder / f"{name}.npy"
-        try:
-            array = np.load(file, allow_pickle=False)
-            expected = recorded[name]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"damaged pseudo-labels at {folder}: {file.name} unreadable ({exc})") from None
-        if (
-            list(array.shape) != expected["shape"]
-            or array.dtype.str != expected["dtype"]
-            or (_crc(array) != expected["crc32"])
-        ):
-            raise ValueError(f"damaged pseudo-labels at {folder}: {file.name} does not match {META_FILE}")
-        arrays[name] = array
+    if not isinstance(recorded, dict):
+        raise ValueError(f"damaged pseudo-labels at {folder}: unreadable {META_FILE} (no array records)")
+    arrays = {name: _load_array(folder, meta, name) for name in ("labels", "confidence", "sources", "splits")}
     return PseudoLabels(folder.resolve(), meta, **arrays)
+
+
+def _load_array(folder: Path, meta: Mapping[str, Any], name: str) -> np.ndarray:
+    """<folder>/<name>.npy, refused unless its shape, dtype and CRC-32 are those meta.json records."""
+    from mtfer.datasets.cache import _crc
+
+    file = folder / f"{name}.npy"
+    try:
+        expected = meta["arrays"][name]
+        array = np.load(file, allow_pickle=False)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"damaged pseudo-labels at {folder}: {file.name} unreadable ({exc})") from None
+    if (
+        list(array.shape) != expected["shape"]
+        or array.dtype.str != expected["dtype"]
+        or _crc(array) != expected["crc32"]
+    ):
+        raise ValueError(f"damaged pseudo-labels at {folder}: {file.name} does not match {META_FILE}")
+    return array
 
 
 def find_pseudo_labels(
@@ -488,6 +498,26 @@ def resolve_pseudo_labels(
     return list(unique.values())
 
 
+def describe_available(
+    datasets: Sequence[Mapping[str, Any]], cache_dir: str | os.PathLike | None = None
+) -> dict[str, str | None]:
+    """For each data set {"format", "root"}: one plain sentence on the newest pseudo-labels that "auto" would use
+    (which tasks, how many faces, which teacher, when), or None when it has none."""
+    out: dict[str, str | None] = {}
+    for d in datasets:
+        newest = find_pseudo_labels(d["format"], d["root"], cache_dir)[:1]
+        if not newest:
+            out[d["format"]] = None
+            continue
+        p = newest[0]
+        counts = p.meta.get("counts", {})
+        parts = [f"{t} for {counts.get(t, {}).get('kept', 0):,} faces" for t in p.meta.get("tasks", [])]
+        teacher = Path(str(p.meta.get("teacher", {}).get("path", "?")))
+        made = str(p.meta.get("created", ""))[:10]
+        out[d["format"]] = f"{', '.join(parts) or 'nothing'}, from the model {teacher.name} (made {made})"
+    return out
+
+
 def fill_missing(train: Any, pseudo: PseudoLabels, tasks: Sequence[str] | None = None) -> tuple[Any, dict[str, int]]:
     """A copy of the training Split `train` whose missing labels (-1) of `tasks` are filled from `pseudo` where
     the face (same data set name and source) has a pseudo-label; true labels are never changed. Returns the new
@@ -509,7 +539,35 @@ def fill_missing(train: Any, pseudo: PseudoLabels, tasks: Sequence[str] | None =
         take = (labels[mine, c] < 0) & (new >= 0)
         labels[mine[take], c] = new[take]
         filled[t] = int(take.sum())
-    return type(train)(train.images, labels, train.sources, train.datasets), filled
+    return type(train)(train.images, labels, train.sources, train.datasets, train.soft), filled
+
+
+def soft_targets(
+    train: Any, sets: Sequence[PseudoLabels], tasks: Sequence[str] | None = None
+) -> dict[str, np.ndarray] | None:
+    """Soft targets for the training Split `train` BEFORE its labels are filled: per task, float32 (N, classes)
+    holding the teacher's probabilities on the faces that get a pseudo-label of that task (missing true label,
+    pseudo-label kept by the threshold), and NaN rows elsewhere (true labels stay one-hot). None if no face gets one."""
+    tasks = list(TASK_NAMES if tasks is None else tasks)
+    out: dict[str, np.ndarray] = {}
+    for p in sets:
+        index = {s: i for i, s in enumerate(p.sources.tolist())}
+        rows = np.flatnonzero(np.asarray(train.datasets).astype(str) == p.dataset)
+        pairs = np.array(
+            [(r, j) for r in rows if (j := index.get(str(train.sources[r]))) is not None], dtype=np.int64
+        ).reshape(-1, 2)
+        for t in tasks:
+            c = TASK_NAMES.index(t)
+            if not len(pairs) or f"probabilities_{t}" not in p.meta.get("arrays", {}):
+                continue
+            mine, theirs = pairs[:, 0], pairs[:, 1]
+            take = (np.asarray(train.labels)[mine, c] < 0) & (p.labels[theirs, c] >= 0)
+            if not take.any():
+                continue
+            target = out.setdefault(t, np.full((len(train), TASKS[t].num_classes), np.nan, np.float32))
+            probs = p.probabilities(t)[theirs[take]]
+            target[mine[take]] = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
+    return out or None
 
 
 def apply_pseudo_labels(
@@ -520,12 +578,14 @@ def apply_pseudo_labels(
     datasets: Sequence[Mapping[str, Any]] = (),
     tasks: Sequence[str] | None = None,
     cache_dir: str | os.PathLike | None = None,
+    soft: bool = False,
 ) -> tuple[dict[str, Any], list[dict]]:
     """Splits whose TRAINING split has its missing labels filled from the pseudo-labels `specs` (see
     :func:`resolve_pseudo_labels`); "val" and "test" are returned unchanged. Returns (splits, record): what was
     used (folder, teacher, thresholds, labels filled per task), also written to the run folder's
     pseudo_labels.json. When that file exists (a resumed or finished run), its folders are used again, and a set
-    whose labels changed since is refused."""
+    whose labels changed since is refused. soft: the training split also carries the teacher's probabilities as
+    soft targets on the pseudo-labelled faces (Split.soft, see :func:`soft_targets`)."""
     record_file = Path(run) / RECORD_FILE if run is not None else None
     previous = None
     if record_file is not None and record_file.exists():
@@ -543,6 +603,7 @@ def apply_pseudo_labels(
         raise ValueError("no training split to add pseudo-labels to")
     out = dict(splits)
     train = splits["train"]
+    targets = soft_targets(train, sets, tasks) if soft else None
     record = []
     for p in sets:
         train, filled = fill_missing(train, p, tasks)
@@ -561,9 +622,12 @@ def apply_pseudo_labels(
                 "created": p.meta.get("created"),
                 "labels_crc32": p.meta.get("labels_crc32"),
                 "filled": filled,
+                "targets": "soft" if soft else "hard",
             }
         )
         log.info("pseudo-labels %s: filled %s in the training split", p.path.name, filled)
+    if targets is not None:
+        train = type(train)(train.images, train.labels, train.sources, train.datasets, targets)
     out["train"] = train
     if record_file is not None and previous is None:
         runs.atomic_write_json(record_file, {"pseudo_labels": record})

@@ -32,6 +32,7 @@ LR_SCHEDULES = ("plateau", "cosine", "onecycle")
 CLASS_WEIGHTINGS = ("none", "balanced", "sqrt")
 AUGMENTATIONS = ("none", "light", "strong")
 LOSS_WEIGHTS_MODES = ("fixed", "learned")  # "learned": uncertainty weighting (mtfer.loss_weights)
+PSEUDO_TARGETS = ("hard", "soft")  # pseudo-labels as the teacher's top class, or its probabilities
 ONECYCLE_WARMUP = 0.3  # fraction of all steps spent warming up in the "onecycle" schedule
 PAPER_EARLY_STOPPING_PATIENCE = 11  # not given in the paper; long enough for two learning-rate drops
 REMOVED_SETTINGS = ("blur_sigma", "blur_threshold")  # old runs' configs may still carry these
@@ -82,6 +83,9 @@ class TrainConfig:
     loss_weights_mode: str = "fixed"
     # Pseudo-labels filling the TRAINING split's missing labels: "auto" or folders (mtfer.pseudo); None: none
     pseudo_labels: list[str] | None = None
+    # "hard": a pseudo-labelled face's target is the teacher's top class; "soft": the teacher's probabilities (the
+    # same faces either way: those above the confidence threshold)
+    pseudo_targets: str = "hard"
     name: str = ""
     run_id: str | None = None
 
@@ -115,6 +119,7 @@ class TrainConfig:
             ("lr_schedule", self.lr_schedule, LR_SCHEDULES),
             ("class_weighting", self.class_weighting, CLASS_WEIGHTINGS),
             ("loss_weights_mode", self.loss_weights_mode, LOSS_WEIGHTS_MODES),
+            ("pseudo_targets", self.pseudo_targets, PSEUDO_TARGETS),
         ):
             if value not in choices:
                 raise ValueError(f"unknown {name} {value!r}; expected one of {list(choices)}")
@@ -236,23 +241,30 @@ def augmentation_level(augment: bool | str) -> str:
 
 @dataclass
 class Split:
-    """Arrays of one split: uint8 faces (N,S,S), labels int (N,4) with -1 = missing, per-sample source and set."""
+    """Arrays of one split: uint8 faces (N,S,S), labels int (N,4) with -1 = missing, per-sample source and set.
+
+    soft: optional soft targets per task, float32 (N, classes), a row of NaN where the face has none (its target is
+    then the one-hot of its label); set by soft pseudo-labels (mtfer.pseudo) on the training split only."""
 
     images: np.ndarray
     labels: np.ndarray
     sources: np.ndarray
     datasets: np.ndarray
+    soft: dict[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
 
     def subset(self, index: np.ndarray) -> Split:
-        return Split(self.images[index], self.labels[index], self.sources[index], self.datasets[index])
+        soft = None if self.soft is None else {t: v[index] for t, v in self.soft.items()}
+        return Split(self.images[index], self.labels[index], self.sources[index], self.datasets[index], soft)
 
     @staticmethod
     def concat(parts: Sequence[Split]) -> Split:
         if not parts:
             raise ValueError("nothing to concatenate")
+        if any(p.soft is not None for p in parts):
+            raise ValueError("splits with soft targets cannot be concatenated (soft targets are added after splitting)")
         return Split(
             *(np.concatenate([getattr(p, f) for p in parts]) for f in ("images", "labels", "sources", "datasets"))
         )
@@ -484,7 +496,11 @@ def make_dataset(
     from mtfer.tasks import TASKS
 
     columns = [TASK_NAMES.index(t) for t in tasks]
-    ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels[:, columns].astype(np.int32)))
+    soft_tasks = [t for t in tasks if split.soft is not None and t in split.soft]
+    arrays = (split.images, split.labels[:, columns].astype(np.int32))
+    if soft_tasks:  # only then a third element, so that hard-label pipelines stay exactly as they were
+        arrays += (tuple(np.asarray(split.soft[t], np.float32) for t in soft_tasks),)
+    ds = tf.data.Dataset.from_tensor_slices(arrays)
     if training:
         ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
@@ -492,14 +508,18 @@ def make_dataset(
     per_class = {t: tf.constant(v, tf.float32) for t, v in (class_weights or {}).items() if t in tasks}
     mixup = float(mixup) if training else 0.0
 
-    def to_inputs(images, labels):
+    def to_inputs(images, labels, soft=()):
         x = tf.cast(images, tf.float32)[..., None] / 255.0
         if augmenter is not None:
             x = augmenter(x)
         y, w = {}, {}
+        targets = dict(zip(soft_tasks, soft, strict=True))
         for i, t in enumerate(tasks):
             label = labels[:, i]
             y[t] = tf.one_hot(tf.maximum(label, 0), TASKS[t].num_classes)
+            if t in targets:  # a soft target where the face has one (its row is not NaN), else the one-hot label
+                has = tf.logical_not(tf.math.is_nan(targets[t][:, :1]))
+                y[t] = tf.where(has, tf.where(tf.math.is_nan(targets[t]), 0.0, targets[t]), y[t])
             w[t] = tf.cast(label >= 0, tf.float32)
             if t in per_class:
                 w[t] = w[t] * tf.gather(per_class[t], tf.maximum(label, 0))
@@ -876,7 +896,12 @@ def _train(config: TrainConfig, run: Path, splits: dict[str, Split] | None, resu
         from mtfer.pseudo import apply_pseudo_labels
 
         splits, pseudo_record = apply_pseudo_labels(
-            splits, config.pseudo_labels, run, datasets=config.datasets, tasks=config.tasks
+            splits,
+            config.pseudo_labels,
+            run,
+            datasets=config.datasets,
+            tasks=config.tasks,
+            soft=config.pseudo_targets == "soft",
         )
     train_split, val_split = splits["train"], splits.get("val")
     log.info("samples: %s", {k: len(v) for k, v in splits.items()})
@@ -1177,7 +1202,12 @@ def finish(run: str | os.PathLike) -> Path:
         from mtfer.pseudo import apply_pseudo_labels
 
         splits, pseudo_record = apply_pseudo_labels(
-            splits, config.pseudo_labels, run, datasets=config.datasets, tasks=config.tasks
+            splits,
+            config.pseudo_labels,
+            run,
+            datasets=config.datasets,
+            tasks=config.tasks,
+            soft=config.pseudo_targets == "soft",
         )
     class_weights = {}
     if "emotion" in config.tasks:

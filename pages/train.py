@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from mtfer import charts, planning, runs, settings
+from mtfer import charts, planning, pseudo, runs, settings
 from mtfer.datasets import FORMATS
 from mtfer.model import ARCHITECTURES
 from mtfer.tasks import TASK_NAMES
@@ -54,6 +54,11 @@ AUGMENT_LABELS = {
 LOSS_WEIGHTS_LABELS = {
     "fixed": "Fixed: the numbers below (the paper's by default)",
     "learned": "Learned during training (uncertainty weighting)",
+}
+PSEUDO_LABELS = {
+    "off": "Off: each face teaches only the labels its data set has",
+    "hard": "On: the teacher model's answer",
+    "soft": "On: the teacher model's probabilities (soft labels)",
 }
 DETECTOR_LABELS = {
     "blazeface": "BlazeFace (finds more faces; the shipped model's)",
@@ -123,6 +128,31 @@ def loss_weights_section(tasks: list[str], weights: dict[str, float]) -> str:
             "curves on the Evaluate page and stored with the model."
         )
     return mode
+
+
+def pseudo_labels_section(datasets: list[dict]) -> str:
+    """Pseudo-labels: a teacher model's answers fill the labels a data set lacks (mtfer.pseudo). Returns "off",
+    "hard" or "soft"."""
+    available = pseudo.describe_available(datasets)
+    for fmt, text in available.items():
+        st.markdown(f"- **{fmt}**: {text or 'none yet'}")
+    if not any(available.values()):
+        st.caption(
+            "Make them first with a trained multi-task model as the teacher, e.g. `mtfer pseudo-label --model "
+            "default --format fer2013 --data DIR`. Only the training images get them; validation and test keep "
+            "their true labels."
+        )
+    else:
+        st.caption("Only the training images get them; validation and test scores use true labels only.")
+    return st.radio(
+        "Pseudo-labels",
+        list(PSEUDO_LABELS),
+        format_func=PSEUDO_LABELS.get,
+        key="train_pseudo",
+        horizontal=True,
+        disabled=not any(available.values()),
+        label_visibility="collapsed",
+    )
 
 
 def current_run(runs_dir: Path) -> Path | None:
@@ -218,6 +248,10 @@ with st.expander("New training run", expanded=not busy):
     if len(tasks) > 1:
         with st.expander("Loss weights (how much each task counts; the paper's by default)"):
             weights_mode = loss_weights_section(tasks, weights)
+    pseudo_mode = "off"
+    if len(tasks) > 1 and chosen:
+        with st.expander("Pseudo-labels (give every face all four labels, from a teacher model)"):
+            pseudo_mode = pseudo_labels_section([d.to_config() for d in chosen])
     with st.expander("Advanced: training recipe and face detector (set by the preset)"):
         left, right = st.columns(2)
         preprocessing = left.selectbox(
@@ -273,6 +307,8 @@ with st.expander("New training run", expanded=not busy):
             ema=float(ema),
             tta_flip=bool(tta_flip),
             loss_weights_mode=weights_mode,
+            pseudo_labels=None if pseudo_mode == "off" else ["auto"],
+            pseudo_targets="soft" if pseudo_mode == "soft" else "hard",
             # early stopping: left to the trainer's rule (11 epochs with the plateau schedule, none with the others)
             name=name.strip(),
         )

@@ -683,6 +683,35 @@ def test_train_presets_fill_every_setting_and_the_estimate_comes_before_start(ap
     assert _widget_values(at)["train_epochs"] == 15 and _widget_values(at)["train_mixup"] == 0.0
 
 
+def test_train_offers_pseudo_labels_once_they_exist(app_env, tmp_path, monkeypatch):
+    from mtfer.pseudo import pseudo_label
+
+    _make_data(tmp_path / "data")
+    started: list[dict] = []
+
+    def start_job(config, runs_dir=None, **kwargs):
+        started.append(config)
+        raise runs.RunError("not started in this test")
+
+    monkeypatch.setattr(runs, "start_job", start_job)
+    at = _app("pages/train.py")
+    assert at.radio(key="train_pseudo").disabled and "mtfer pseudo-label --model" in _texts(at)
+
+    made = pseudo_label(app_env / "tiny-multi", "fer2013", tmp_path / "data" / "mini-fer", threshold=0.0)
+    at = _app("pages/train.py")
+    text = _texts(at)
+    assert f"**fer2013**: gender for {len(made):,} faces, race for {len(made):,} faces" in text
+    assert "from the model tiny-multi" in text and "**utkface**: none yet" in text
+    at.radio(key="train_pseudo").set_value("soft")
+    at.button(key="train_start").click().run()
+    config = TrainConfig.from_dict(started[-1])
+    assert config.pseudo_labels == ["auto"] and config.pseudo_targets == "soft"
+
+    at.radio(key="train_pseudo").set_value("off")
+    at.button(key="train_start").click().run()
+    assert TrainConfig.from_dict(started[-1]).pseudo_labels is None
+
+
 def test_train_asks_before_a_job_of_hours(app_env, tmp_path):
     _make_data(tmp_path / "data")
     # A slow machine, as an earlier run measured it: 1,000 faces per epoch in 10,000 s.

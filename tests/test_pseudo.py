@@ -193,6 +193,77 @@ def test_trainer_fills_only_training_labels_and_records_the_pseudo_labels(world,
     assert again["loss_weights_learned"] == pytest.approx(meta["loss_weights_learned"], rel=1e-5)
 
 
+def test_soft_pseudo_labels_are_the_teachers_probabilities_on_the_same_faces(world, tmp_path, monkeypatch):
+    from mtfer.training import Split, TrainConfig, load_prepared, make_dataset, make_splits, train
+
+    monkeypatch.setenv("MTFER_CACHE", str(world["cache"]))
+    everything = pseudo_label(world["teacher"], "fer2013", world["fer"], threshold=0.0)
+    median = float(np.median(everything.confidence[:, TASK_NAMES.index("age")]))
+    fer_set = pseudo_label(world["teacher"], "fer2013", world["fer"], threshold=median)
+    kept = fer_set.labels[:, TASK_NAMES.index("age")] >= 0
+    assert 0 < kept.sum() < len(fer_set)  # a threshold that keeps some faces and not others
+    pseudo_label(world["teacher"], "utkface", world["utk"], threshold=0.0)
+    datasets = [{"format": "fer2013", "root": str(world["fer"])}, {"format": "utkface", "root": str(world["utk"])}]
+    config = TrainConfig(datasets=datasets, architecture="fast", epochs=1, batch_size=16, steps_per_epoch=2)
+    splits = make_splits(load_prepared(config), config.protocol, config.val_fraction, config.seed)
+
+    hard, _ = apply_pseudo_labels(splits, ["auto"], datasets=datasets)
+    soft, record = apply_pseudo_labels(splits, ["auto"], datasets=datasets, soft=True)
+    assert hard["train"].soft is None and {r["targets"] for r in record} == {"soft"}
+    np.testing.assert_array_equal(soft["train"].labels, hard["train"].labels)  # the same faces get a label
+    train_split, before = soft["train"], splits["train"].labels
+    index = {s: i for i, s in enumerate(fer_set.sources.tolist())}
+    for task in ATTRIBUTES:
+        c, target = TASK_NAMES.index(task), train_split.soft[task]
+        filled = (before[:, c] < 0) & (train_split.labels[:, c] >= 0)
+        assert np.isnan(target[~filled]).all()  # true labels (and faces left unlabelled) keep no soft target
+        np.testing.assert_allclose(target[filled].sum(axis=1), 1.0, atol=1e-5)
+        fer_rows = np.flatnonzero(filled & (train_split.datasets == "fer2013"))
+        teacher = fer_set.probabilities(task)[[index[s] for s in train_split.sources[fer_rows]]]
+        np.testing.assert_allclose(target[fer_rows], teacher / teacher.sum(axis=1, keepdims=True), atol=1e-6)
+        np.testing.assert_array_equal(target[fer_rows].argmax(axis=1), train_split.labels[fer_rows, c])
+    assert np.isnan(train_split.soft["emotion"][train_split.datasets == "fer2013"]).all()  # FER2013's own labels
+
+    # The pipeline's target is the soft row where there is one, else the one-hot label; weights (masks) as for hard.
+    _, ys, ws = next(
+        iter(make_dataset(train_split, TASK_NAMES, len(train_split), training=False, augment=False, seed=0))
+    )
+    _, yh, wh = next(
+        iter(make_dataset(hard["train"], TASK_NAMES, len(train_split), training=False, augment=False, seed=0))
+    )
+    for task in TASK_NAMES:
+        target, has = train_split.soft[task], ~np.isnan(train_split.soft[task][:, 0])
+        np.testing.assert_allclose(ys[task].numpy()[has], target[has], atol=1e-6)
+        np.testing.assert_array_equal(ys[task].numpy()[~has], yh[task].numpy()[~has])
+        np.testing.assert_array_equal(ws[task].numpy(), wh[task].numpy())
+    assert train_split.subset(np.arange(3)).soft["age"].shape == (3, 5)
+    with pytest.raises(ValueError, match="soft targets"):
+        Split.concat([train_split, train_split])
+
+    # A soft run records its targets; a damaged probabilities file is refused with a clear message.
+    run = train(
+        TrainConfig(
+            datasets=datasets,
+            architecture="fast",
+            epochs=1,
+            batch_size=16,
+            steps_per_epoch=2,
+            augment=False,
+            pseudo_labels=["auto"],
+            pseudo_targets="soft",
+        ),
+        tmp_path / "soft",
+        install_signal_handler=False,
+    )
+    meta = runs.load_bundle(run).metadata
+    assert meta["config"]["pseudo_targets"] == "soft" and {r["targets"] for r in meta["pseudo_labels"]} == {"soft"}
+    np.save(fer_set.path / "probabilities_age.npy", np.zeros((2, 5), np.float32))
+    with pytest.raises(ValueError, match="probabilities_age.npy does not match"):
+        load_pseudo_labels(fer_set.path).probabilities("age")
+    with pytest.raises(ValueError, match="pseudo_targets"):
+        TrainConfig(pseudo_targets="fuzzy")
+
+
 def test_command_line_makes_pseudo_labels_and_passes_them_to_the_trainer(world, monkeypatch, capsys):
     from mtfer.cli import build_parser, main, train_config_from_args
 
@@ -207,3 +278,6 @@ def test_command_line_makes_pseudo_labels_and_passes_them_to_the_trainer(world, 
     args = build_parser().parse_args(["train", "--pseudo-labels", "auto", "--pseudo-labels", "some/folder"])
     assert train_config_from_args(args).pseudo_labels == ["auto", "some/folder"]
     assert train_config_from_args(build_parser().parse_args(["train"])).pseudo_labels is None
+    soft = build_parser().parse_args(["train", "--pseudo-labels", "auto", "--pseudo-targets", "soft"])
+    assert train_config_from_args(soft).pseudo_targets == "soft"
+    assert train_config_from_args(build_parser().parse_args(["train"])).pseudo_targets == "hard"

@@ -67,11 +67,21 @@ ROWS: dict[str, tuple[str, dict]] = {
         "four tasks, pseudo-labels and learned task weights together",
         {"tasks": MULTI, "pseudo_labels": ["auto"], "loss_weights_mode": "learned"},
     ),
+    "multi-pseudo-soft": (
+        "four tasks, soft pseudo-labels (the teacher's probabilities; same faces as the hard ones)",
+        {"tasks": MULTI, "pseudo_labels": ["auto"], "pseudo_targets": "soft"},
+    ),
 }
 # rows scored again from another row's models instead of trained: row -> (source row, what changes at scoring)
 RESCORED = {"no-test-time-flip": "recipe-single"}
 # rows compared with recipe-single over seeds (the multi-task question, issue 13)
-MULTI_ROWS = ["recipe-multi", "multi-learned-weights", "multi-pseudo-labels", "multi-pseudo-learned"]
+MULTI_ROWS = [
+    "recipe-multi",
+    "multi-learned-weights",
+    "multi-pseudo-labels",
+    "multi-pseudo-learned",
+    "multi-pseudo-soft",
+]
 DEFAULT_ROWS = ["recipe-single", "recipe-multi"]
 
 

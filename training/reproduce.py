@@ -87,6 +87,7 @@ SEED_ROWS = {
     "multi-learned-weights": "multi-task, learned task weights",
     "multi-pseudo-labels": "multi-task, pseudo-labels",
     "multi-pseudo-learned": "multi-task, pseudo-labels + learned weights",
+    "multi-pseudo-soft": "multi-task, soft pseudo-labels",
 }
 
 

@@ -429,22 +429,10 @@ def load_pseudo_labels(path: str | os.PathLike) -> PseudoLabels:
 
 
 def _load_array(folder: Path, meta: Mapping[str, Any], name: str) -> np.ndarray:
-    """<folder>/<name>.npy, refused unless its shape, dtype and CRC-32 are those meta.json records."""
-    from mtfer.datasets.cache import _crc
+    """<folder>/<name>.npy, refused (ValueError) unless its shape, dtype and CRC-32 are those meta.json records."""
+    from mtfer.datasets.cache import read_checked_array
 
-    file = folder / f"{name}.npy"
-    try:
-        expected = meta["arrays"][name]
-        array = np.load(file, allow_pickle=False)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"damaged pseudo-labels at {folder}: {file.name} unreadable ({exc})") from None
-    if (
-        list(array.shape) != expected["shape"]
-        or array.dtype.str != expected["dtype"]
-        or _crc(array) != expected["crc32"]
-    ):
-        raise ValueError(f"damaged pseudo-labels at {folder}: {file.name} does not match {META_FILE}")
-    return array
+    return read_checked_array(folder, meta.get("arrays") or {}, name, what="pseudo-labels")
 
 
 def find_pseudo_labels(

@@ -337,6 +337,28 @@ def _remove_stale_temps(cache_dir: Path) -> None:
             pass  # a live process of another user
 
 
+def read_checked_array(
+    folder: Path, recorded: dict, name: str, *, mmap: bool = False, what: str = "cache"
+) -> np.ndarray:
+    """<folder>/<name>.npy, checked against the shape, dtype and CRC-32 that meta.json's "arrays" (`recorded`)
+    holds for it (as :func:`_write_entry` wrote them); CacheError naming the file and the fault otherwise. `what`
+    names the kind of folder in the message ("cache", "pseudo-labels")."""
+    file = folder / f"{name}.npy"
+    try:
+        array = np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+        expected = recorded[name]
+    except (OSError, ValueError, EOFError, KeyError, TypeError) as err:
+        raise CacheError(f"damaged {what} at {folder}: {file.name} unreadable ({err})") from None
+    if list(array.shape) != expected["shape"] or array.dtype.str != expected["dtype"]:
+        raise CacheError(
+            f"damaged {what} at {folder}: {file.name} is {array.dtype.str} {list(array.shape)}, "
+            f"expected {expected['dtype']} {expected['shape']}"
+        )
+    if _crc(array) != expected["crc32"]:
+        raise CacheError(f"damaged {what} at {folder}: {file.name} fails its CRC-32 check")
+    return array
+
+
 def load_prepared(path: str | os.PathLike, *, mmap: bool = False) -> Prepared:
     """Load a cache folder written by :func:`prepare` (or its meta.json). Every array is checked against the
     shape, dtype and CRC-32 recorded in meta.json; CacheError when anything is missing or does not match.
@@ -351,22 +373,9 @@ def load_prepared(path: str | os.PathLike, *, mmap: bool = False) -> Prepared:
         raise CacheError(f"no cache at {folder} ({META_FILE} is missing)") from None
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise CacheError(f"damaged cache at {folder}: unreadable {META_FILE} ({err})") from None
-    arrays: dict[str, np.ndarray] = {}
-    for name in ARRAYS:
-        file = folder / f"{name}.npy"
-        try:
-            array = np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
-            expected = recorded[name]
-        except (OSError, ValueError, EOFError, KeyError, TypeError) as err:
-            raise CacheError(f"damaged cache at {folder}: {file.name} unreadable ({err})") from None
-        if list(array.shape) != expected["shape"] or array.dtype.str != expected["dtype"]:
-            raise CacheError(
-                f"damaged cache at {folder}: {file.name} is {array.dtype.str} {list(array.shape)}, "
-                f"expected {expected['dtype']} {expected['shape']}"
-            )
-        if _crc(array) != expected["crc32"]:
-            raise CacheError(f"damaged cache at {folder}: {file.name} fails its CRC-32 check")
-        arrays[name] = array
+    if not isinstance(recorded, dict):
+        raise CacheError(f"damaged cache at {folder}: unreadable {META_FILE} (no array records)")
+    arrays = {name: read_checked_array(folder, recorded, name, mmap=mmap) for name in ARRAYS}
     n = {len(a) for a in arrays.values()}
     if len(n) != 1:
         raise CacheError(f"damaged cache at {folder}: arrays of different lengths {sorted(n)}")

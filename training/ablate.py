@@ -82,6 +82,12 @@ MULTI_ROWS = [
     "multi-pseudo-learned",
     "multi-pseudo-soft",
 ]
+# (row, baseline) pairs compared over seeds below the table: every multi-task row against emotion alone, and the
+# variants of pseudo-labelling against plain (hard) pseudo-labels
+COMPARISONS = [(row, "recipe-single") for row in MULTI_ROWS] + [
+    ("multi-pseudo-soft", "multi-pseudo-labels"),
+    ("multi-pseudo-learned", "multi-pseudo-labels"),
+]
 DEFAULT_ROWS = ["recipe-single", "recipe-multi"]
 
 
@@ -221,8 +227,8 @@ def _mean_std(values: list[float], percent: bool = True) -> str:
     return f"{scale * np.mean(values):.{digits}f} ± {scale * np.std(values, ddof=1):.{digits}f}{unit}"
 
 
-def compare(row: str, multi: np.ndarray, single: np.ndarray) -> str:
-    """One sentence: `row` minus recipe-single on FER2013 test accuracy, with a Welch-style 95% t interval."""
+def compare(row: str, multi: np.ndarray, single: np.ndarray, baseline: str = "recipe-single") -> str:
+    """One sentence: `row` minus `baseline` on FER2013 test accuracy, with a Welch-style 95% t interval."""
     from scipy import stats  # scikit-learn's own dependency
 
     diff = multi.mean() - single.mean()
@@ -231,7 +237,7 @@ def compare(row: str, multi: np.ndarray, single: np.ndarray) -> str:
     half = stats.t.ppf(0.975, dof) * se if se > 0 else 0.0
     verdict = "larger than the noise" if abs(diff) > half else "within the noise"
     return (
-        f"{row} minus recipe-single, FER2013 test emotion accuracy: {100 * diff:+.2f} points "
+        f"{row} minus {baseline}, FER2013 test emotion accuracy: {100 * diff:+.2f} points "
         f"(95% interval {100 * (diff - half):+.2f} to {100 * (diff + half):+.2f}, t with {dof} degrees of freedom, "
         f"{len(multi)} and {len(single)} seeds): {verdict}.\n"
     )
@@ -259,11 +265,11 @@ def tables(records: list[dict]) -> str:
             f"{part['seconds'].mean() / 60:.0f} min |"
         )
     text = "\n".join(lines) + "\n"
-    single = frame[frame["row"] == "recipe-single"]["test_accuracy"].dropna().to_numpy()
-    for row in MULTI_ROWS:
+    for row, baseline in COMPARISONS:
         multi = frame[frame["row"] == row]["test_accuracy"].dropna().to_numpy()
-        if len(single) >= 2 and len(multi) >= 2:
-            text += "\n" + compare(row, multi, single)
+        base = frame[frame["row"] == baseline]["test_accuracy"].dropna().to_numpy()
+        if len(base) >= 2 and len(multi) >= 2:
+            text += "\n" + compare(row, multi, base, baseline)
     return text
 
 

@@ -1,0 +1,56 @@
+"""training/ablate.py's tables: rows summarised over seeds, and the comparisons over seeds below them."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ABLATE = Path(__file__).resolve().parents[1] / "training" / "ablate.py"
+
+
+@pytest.fixture(scope="module")
+def ablate():
+    spec = importlib.util.spec_from_file_location("ablate_under_test", ABLATE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _record(row: str, seed: int, test: float, multi: bool = True) -> dict:
+    attributes = dict.fromkeys(("utkface_gender", "utkface_race", "utkface_age"), 0.8 if multi else None)
+    return {
+        "row": row,
+        "seed": seed,
+        "val_accuracy": test + 0.01,
+        "test_accuracy": test,
+        "test_macro_f1": 0.4,
+        "test_disgust_recall": 0.1,
+        "test_fear_recall": 0.2,
+        **attributes,
+        "epochs": 3,
+        "seconds": 600.0,
+    }
+
+
+def test_tables_compare_rows_with_their_baselines_over_seeds(ablate):
+    records = [_record("recipe-single", s, t, multi=False) for s, t in ((1, 0.48), (2, 0.49), (3, 0.50))]
+    records += [_record("multi-pseudo-labels", s, t) for s, t in ((1, 0.50), (2, 0.51), (3, 0.52))]
+    records += [_record("multi-pseudo-soft", s, t) for s, t in ((1, 0.51), (2, 0.52), (3, 0.53))]
+    records += [_record("multi-pseudo-learned", 1, 0.47)]  # one seed: a row, but no comparison yet
+    text = ablate.tables(records)
+
+    assert "| multi-pseudo-soft | four tasks, soft pseudo-labels" in text
+    assert "| 3 | 53.00 ± 1.00% | 52.00 ± 1.00% | 0.400 ± 0.000 |" in text
+    assert (
+        "| multi-pseudo-learned | four tasks, pseudo-labels and learned task weights together | 1 | 48.00% | 47.00% |"
+        in text
+    )
+    # Each row against emotion alone, and the pseudo-label variants against plain pseudo-labels.
+    assert "multi-pseudo-labels minus recipe-single, FER2013 test emotion accuracy: +2.00 points" in text
+    assert "multi-pseudo-soft minus multi-pseudo-labels, FER2013 test emotion accuracy: +1.00 points" in text
+    # Difference 1 point, standard error sqrt(2 * 0.01^2 / 3), t(0.975, 4) = 2.776: half-width 2.27 points.
+    assert "(95% interval -1.27 to +3.27, t with 4 degrees of freedom, 3 and 3 seeds): within the noise." in text
+    assert "multi-pseudo-soft minus recipe-single" in text and "multi-pseudo-learned minus" not in text
+    assert ablate.tables([]) == "No ablation runs yet.\n"

@@ -486,6 +486,26 @@ def resolve_pseudo_labels(
     return list(unique.values())
 
 
+def ensure_pseudo_labels(
+    datasets: Sequence[Mapping[str, Any]],
+    teacher: str | os.PathLike,
+    *,
+    threshold: str | float = AUTO,
+    cache_dir: str | os.PathLike | None = None,
+) -> list[PseudoLabels]:
+    """The newest pseudo-labels of each data set {"format", "root"}, made first with `teacher` (see
+    :func:`pseudo_label`) for a data set that has none yet: what a script needs before `pseudo_labels=["auto"]`
+    works on a fresh checkout."""
+    out = []
+    for d in datasets:
+        found = find_pseudo_labels(d["format"], d["root"], cache_dir)[:1]
+        if not found:
+            log.info("no pseudo-labels of %s yet: making them with the teacher %s", d["format"], teacher)
+            found = [pseudo_label(teacher, d["format"], d["root"], threshold=threshold, cache_dir=cache_dir)]
+        out += found
+    return out
+
+
 def describe_available(
     datasets: Sequence[Mapping[str, Any]], cache_dir: str | os.PathLike | None = None
 ) -> dict[str, str | None]:

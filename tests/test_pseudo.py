@@ -264,6 +264,21 @@ def test_soft_pseudo_labels_are_the_teachers_probabilities_on_the_same_faces(wor
         TrainConfig(pseudo_targets="fuzzy")
 
 
+def test_ensure_makes_pseudo_labels_only_where_none_exist(world, tmp_path, monkeypatch):
+    from mtfer import pseudo
+    from mtfer.pseudo import ensure_pseudo_labels, find_pseudo_labels
+
+    cache = tmp_path / "fresh-cache"
+    datasets = [{"format": "fer2013", "root": str(world["fer"])}, {"format": "utkface", "root": str(world["utk"])}]
+    made = ensure_pseudo_labels(datasets, world["teacher"], threshold=0.0, cache_dir=cache)
+    assert [p.dataset for p in made] == ["fer2013", "utkface"]
+    assert [p.meta["tasks"] for p in made] == [ATTRIBUTES, ["emotion"]]
+    monkeypatch.setattr(pseudo, "pseudo_label", lambda *a, **k: pytest.fail("made again"))
+    again = ensure_pseudo_labels(datasets, world["teacher"], threshold=0.0, cache_dir=cache)
+    assert [p.path for p in again] == [p.path for p in made]  # found, not made again
+    assert len(find_pseudo_labels("fer2013", world["fer"], cache)) == 1
+
+
 def test_command_line_makes_pseudo_labels_and_passes_them_to_the_trainer(world, monkeypatch, capsys):
     from mtfer.cli import build_parser, main, train_config_from_args
 

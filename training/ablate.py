@@ -172,6 +172,10 @@ def run_row(row: str, seed: int, data: Path, epochs: int, runs_dir: Path | None)
     )
     if not resume and folder.exists():
         shutil.rmtree(folder)
+    if config.pseudo_labels == ["auto"]:  # a fresh checkout: the shipped model labels the data sets first
+        from mtfer.pseudo import ensure_pseudo_labels
+
+        ensure_pseudo_labels(config.datasets, runs.DEFAULT_BUNDLE)
     train(config, folder, resume=resume)
 
 

@@ -54,3 +54,21 @@ def test_tables_compare_rows_with_their_baselines_over_seeds(ablate):
     assert "(95% interval -1.27 to +3.27, t with 4 degrees of freedom, 3 and 3 seeds): within the noise." in text
     assert "multi-pseudo-soft minus recipe-single" in text and "multi-pseudo-learned minus" not in text
     assert ablate.tables([]) == "No ablation runs yet.\n"
+
+
+def test_reproduce_rows_are_the_recipe_with_their_own_settings(tmp_path):
+    import argparse
+
+    spec = importlib.util.spec_from_file_location("reproduce_under_test", ABLATE.parent / "reproduce.py")
+    reproduce = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reproduce)
+    args = argparse.Namespace(epochs=None, seed=7)
+    pseudo = reproduce.row_config("recipe-multi-pseudo", tmp_path, args)
+    shipped = reproduce.row_config("recipe-multi", tmp_path, args)
+    assert pseudo.pseudo_labels == ["auto"] and pseudo.loss_weights["gender"] == 1.0
+    assert shipped.pseudo_labels is None and shipped.loss_weights["gender"] == 0.1
+    # Otherwise the same run: the recipe, 30 epochs, both data sets, the seed given.
+    different = {k for k, v in pseudo.to_dict().items() if shipped.to_dict()[k] != v}
+    assert different == {"pseudo_labels", "loss_weights", "name", "run_id"}
+    assert (pseudo.epochs, pseudo.seed, pseudo.architecture) == (30, 7, "fast")
+    assert [d["format"] for d in pseudo.datasets] == ["fer2013", "utkface"]

@@ -342,6 +342,34 @@ def _datasets_text(metadata: Mapping) -> str:
     return _joined(parts)
 
 
+def pseudo_labels_text(metadata: Mapping) -> str | None:
+    """The model card's "Extra labels" (mtfer.pseudo): which data sets' training faces a teacher model gave which
+    labels; None when the model trained on true labels only."""
+    record = metadata.get("pseudo_labels")
+    if not isinstance(record, list) or not record:
+        return None
+    parts, teachers, soft = [], set(), False
+    for entry in record:
+        if not isinstance(entry, Mapping):
+            continue
+        filled = {t: n for t, n in (entry.get("filled") or {}).items() if n}
+        if not filled:
+            continue
+        fmt = str((entry.get("dataset") or {}).get("format", ""))
+        labels = _joined([display_name(t).lower() for t in filled])
+        parts.append(f"{labels} for {sum(filled.values()) // len(filled):,} {dataset_title(fmt) or fmt} faces")
+        teachers.add(Path(str((entry.get("teacher") or {}).get("path", "another model"))).name)
+        soft = soft or entry.get("targets") == "soft"
+    if not parts:
+        return None
+    how = "its probabilities" if soft else "its answers"
+    text = _joined(parts)
+    return (
+        f"{text[:1].upper() + text[1:]}, from the model {_joined(sorted(teachers))} ({how}, where it was sure "
+        "enough); training images only, never the ones it is scored on"
+    )
+
+
 def model_description(metadata: Mapping) -> str:
     """metadata["description"] when the model has one, else one sentence on what it reads and from which data."""
     if isinstance(metadata.get("description"), str) and metadata["description"].strip():
@@ -426,6 +454,8 @@ def model_card(metadata: Mapping, path: str | os.PathLike, lineage: Lineage | No
         ("Trained", format_date(metadata.get("created")) or "date not recorded"),
         ("Training time", training_time_text(metadata, lineage)),
     ]
+    if (extra := pseudo_labels_text(metadata)) is not None:
+        facts.insert(2, ("Extra labels", extra))
     cards = summary_cards(metadata.get("metrics") or {}, multi_task, protocol)
     return ModelCard(
         model_title(metadata),

@@ -873,6 +873,23 @@ def test_model_card_in_plain_words():
     assert facts["Trained"] == "date not recorded"
     assert [c.label for c in card.cards] == ["Emotion · fer2013-val"]
     assert not charts.model_card({"tasks": {"emotion": []}}, "m").optimistic
+    assert "Extra labels" not in facts
+
+    metadata["pseudo_labels"] = [
+        {
+            "dataset": {"format": "fer2013"},
+            "teacher": {"path": "/work/models/default"},
+            "filled": {"emotion": 0, "gender": 100, "race": 100, "age": 80},
+            "targets": "soft",
+        },
+        {"dataset": {"format": "utkface"}, "teacher": {"path": "/work/models/default"}, "filled": {"emotion": 40}},
+    ]
+    facts = charts.model_card(metadata, "/runs/my-run").facts
+    assert facts[2] == (
+        "Extra labels",
+        "Gender, race and age group for 93 FER2013 faces and emotion for 40 UTKFace faces, from the model default "
+        "(its probabilities, where it was sure enough); training images only, never the ones it is scored on",
+    )
 
 
 def test_markdown_escapes_and_enlarged_faces():

@@ -357,7 +357,9 @@ def pseudo_labels_text(metadata: Mapping) -> str | None:
             continue
         fmt = str((entry.get("dataset") or {}).get("format", ""))
         labels = _joined([display_name(t).lower() for t in filled])
-        parts.append(f"{labels} for {sum(filled.values()) // len(filled):,} {dataset_title(fmt) or fmt} faces")
+        most = max(filled.values())
+        up_to = "up to " if len(set(filled.values())) > 1 else ""
+        parts.append(f"{labels} for {up_to}{most:,} {dataset_title(fmt) or fmt} faces")
         teachers.add(Path(str((entry.get("teacher") or {}).get("path", "another model"))).name)
         soft = soft or entry.get("targets") == "soft"
     if not parts:

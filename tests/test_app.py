@@ -887,7 +887,7 @@ def test_model_card_in_plain_words():
     facts = charts.model_card(metadata, "/runs/my-run").facts
     assert facts[2] == (
         "Extra labels",
-        "Gender, race and age group for 93 FER2013 faces and emotion for 40 UTKFace faces, from the model default "
+        "Gender, race and age group for up to 100 FER2013 faces and emotion for 40 UTKFace faces, from the model default "
         "(its probabilities, where it was sure enough); training images only, never the ones it is scored on",
     )
 

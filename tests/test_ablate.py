@@ -52,6 +52,11 @@ def test_tables_compare_rows_with_their_baselines_over_seeds(ablate):
     assert "multi-pseudo-soft minus multi-pseudo-labels, FER2013 test emotion accuracy: +1.00 points" in text
     # Difference 1 point, standard error sqrt(2 * 0.01^2 / 3), t(0.975, 4) = 2.776: half-width 2.27 points.
     assert "(95% interval -1.27 to +3.27, t with 4 degrees of freedom, 3 and 3 seeds): within the noise." in text
+    # The same seeds share a validation carve and an initialisation: paired, a steady +1 point is clearly there.
+    assert (
+        "within the noise. Paired by seed (3 seeds, +1.00, +1.00, +1.00): +1.00 points, 95% interval +1.00 to +1.00: "
+        "larger than the noise." in text
+    )
     assert "multi-pseudo-soft minus recipe-single" in text and "multi-pseudo-learned minus" not in text
     assert ablate.tables([]) == "No ablation runs yet.\n"
 

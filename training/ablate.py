@@ -231,8 +231,16 @@ def _mean_std(values: list[float], percent: bool = True) -> str:
     return f"{scale * np.mean(values):.{digits}f} ± {scale * np.std(values, ddof=1):.{digits}f}{unit}"
 
 
-def compare(row: str, multi: np.ndarray, single: np.ndarray, baseline: str = "recipe-single") -> str:
-    """One sentence: `row` minus `baseline` on FER2013 test accuracy, with a Welch-style 95% t interval."""
+def compare(
+    row: str,
+    multi: np.ndarray,
+    single: np.ndarray,
+    baseline: str = "recipe-single",
+    paired: np.ndarray | None = None,
+) -> str:
+    """One sentence: `row` minus `baseline` on FER2013 test accuracy, with a Welch-style 95% t interval; and, given
+    `paired` (the per-seed differences over the seeds both rows ran: the same validation carve and initialisation),
+    the paired 95% t interval too."""
     from scipy import stats  # scikit-learn's own dependency
 
     diff = multi.mean() - single.mean()
@@ -240,11 +248,21 @@ def compare(row: str, multi: np.ndarray, single: np.ndarray, baseline: str = "re
     dof = len(multi) + len(single) - 2
     half = stats.t.ppf(0.975, dof) * se if se > 0 else 0.0
     verdict = "larger than the noise" if abs(diff) > half else "within the noise"
-    return (
+    text = (
         f"{row} minus {baseline}, FER2013 test emotion accuracy: {100 * diff:+.2f} points "
         f"(95% interval {100 * (diff - half):+.2f} to {100 * (diff + half):+.2f}, t with {dof} degrees of freedom, "
-        f"{len(multi)} and {len(single)} seeds): {verdict}.\n"
+        f"{len(multi)} and {len(single)} seeds): {verdict}."
     )
+    if paired is not None and len(paired) >= 2:
+        mean, sd = paired.mean(), paired.std(ddof=1)
+        half = stats.t.ppf(0.975, len(paired) - 1) * sd / math.sqrt(len(paired)) if sd > 0 else 0.0
+        verdict = "larger than the noise" if abs(mean) > half else "within the noise"
+        text += (
+            f" Paired by seed ({len(paired)} seeds, {', '.join(f'{100 * d:+.2f}' for d in paired)}): "
+            f"{100 * mean:+.2f} points, 95% interval {100 * (mean - half):+.2f} to {100 * (mean + half):+.2f}: "
+            f"{verdict}."
+        )
+    return text + "\n"
 
 
 def tables(records: list[dict]) -> str:
@@ -270,10 +288,12 @@ def tables(records: list[dict]) -> str:
         )
     text = "\n".join(lines) + "\n"
     for row, baseline in COMPARISONS:
-        multi = frame[frame["row"] == row]["test_accuracy"].dropna().to_numpy()
-        base = frame[frame["row"] == baseline]["test_accuracy"].dropna().to_numpy()
-        if len(base) >= 2 and len(multi) >= 2:
-            text += "\n" + compare(row, multi, base, baseline)
+        mine = frame[frame["row"] == row].dropna(subset=["test_accuracy"]).set_index("seed")["test_accuracy"]
+        base = frame[frame["row"] == baseline].dropna(subset=["test_accuracy"]).set_index("seed")["test_accuracy"]
+        if len(base) >= 2 and len(mine) >= 2:
+            shared = sorted(set(mine.index) & set(base.index))
+            paired = (mine[shared] - base[shared]).to_numpy()
+            text += "\n" + compare(row, mine.to_numpy(), base.to_numpy(), baseline, paired)
     return text
 
 

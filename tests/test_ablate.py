@@ -77,3 +77,39 @@ def test_reproduce_rows_are_the_recipe_with_their_own_settings(tmp_path):
     assert different == {"pseudo_labels", "loss_weights", "name", "run_id"}
     assert (pseudo.epochs, pseudo.seed, pseudo.architecture) == (30, 7, "fast")
     assert [d["format"] for d in pseudo.datasets] == ["fer2013", "utkface"]
+
+
+def _with_val(folder: Path, accuracy: float) -> Path:
+    """A run or bundle whose metadata says: holdout, four tasks, this FER2013 validation emotion accuracy."""
+    from mtfer import runs
+
+    meta = runs.read_json(folder / runs.METADATA_FILE)
+    meta["protocol"] = "holdout"
+    meta["metrics"]["fer2013-val"] = {"emotion": {"accuracy": accuracy, "n": 10}}
+    runs.atomic_write_json(folder / runs.METADATA_FILE, meta)
+    return folder
+
+
+def test_ship_replaces_the_shipped_model_only_with_a_better_one_on_validation(tmp_path, monkeypatch, capsys):
+    from helpers import tiny_run
+
+    from mtfer import runs
+
+    spec = importlib.util.spec_from_file_location("reproduce_ship", ABLATE.parent / "reproduce.py")
+    reproduce = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reproduce)
+    shipped = _with_val(tiny_run(tmp_path / "models" / "default"), 0.60)
+    monkeypatch.setattr(runs, "DEFAULT_BUNDLE", shipped)
+    runs_dir = tmp_path / "runs"
+    worse = _with_val(tiny_run(runs_dir / "20990101-000000-worse"), 0.55)
+    before = (shipped / runs.METADATA_FILE).read_text()
+
+    # A fresh checkout has only its own runs: a worse one must not replace the shipped model.
+    assert reproduce.ship(runs_dir, tmp_path) is None
+    assert "kept the shipped model" in capsys.readouterr().out
+    assert (shipped / runs.METADATA_FILE).read_text() == before
+
+    _with_val(worse, 0.65)
+    assert reproduce.ship(runs_dir, tmp_path) == worse
+    meta = runs.read_json(shipped / runs.METADATA_FILE)
+    assert meta["metrics"]["fer2013-val"]["emotion"]["accuracy"] == 0.65 and meta["title"].startswith("mtfer default")

@@ -197,9 +197,10 @@ def write_table(runs_dir: Path | None) -> str:
 
 
 def ship(runs_dir: Path | None, data_root: Path) -> Path | None:
-    """Copy the multi-task holdout run with the best validation emotion accuracy to models/default."""
+    """Copy the multi-task holdout run with the best validation emotion accuracy to models/default, unless the model
+    shipped now is better on validation than every run (then it stays, and None is returned)."""
     candidates = []
-    for folder in runs.list_runs(runs_dir):
+    for folder in [runs.DEFAULT_BUNDLE, *runs.list_runs(runs_dir)]:
         meta_path = folder / runs.METADATA_FILE
         if not meta_path.exists():
             continue
@@ -211,8 +212,11 @@ def ship(runs_dir: Path | None, data_root: Path) -> Path | None:
             candidates.append((val, folder))
     if not candidates:
         return None
-    val, best = max(candidates)
+    val, best = max(candidates, key=lambda c: c[0])  # ties: the first, i.e. the model shipped now
     target = runs.DEFAULT_BUNDLE
+    if best == target:
+        print(f"kept the shipped model: its validation emotion accuracy ({val:.2%}) is the best")
+        return None
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)

@@ -74,7 +74,8 @@ def test_reproduce_rows_are_the_recipe_with_their_own_settings(tmp_path):
     assert shipped.pseudo_labels is None and shipped.loss_weights["gender"] == 0.1
     # Otherwise the same run: the recipe, 30 epochs, both data sets, the seed given.
     different = {k for k, v in pseudo.to_dict().items() if shipped.to_dict()[k] != v}
-    assert different == {"pseudo_labels", "loss_weights", "name", "run_id"}
+    assert different == {"pseudo_labels", "pseudo_targets", "loss_weights", "name", "run_id"}
+    assert pseudo.pseudo_targets == "soft"
     assert (pseudo.epochs, pseudo.seed, pseudo.architecture) == (30, 7, "fast")
     assert [d["format"] for d in pseudo.datasets] == ["fer2013", "utkface"]
 

@@ -297,6 +297,26 @@ def make_splits(prepared: Sequence[Any], protocol: str, val_fraction: float, see
     return {k: Split.concat(v) for k, v in out.items() if v and sum(len(s) for s in v)}
 
 
+def with_pseudo_labels(
+    config: TrainConfig, splits: dict[str, Split], run: Path
+) -> tuple[dict[str, Split], list[dict] | None]:
+    """The splits with config.pseudo_labels filling the TRAINING split's missing labels (val and test keep their
+    true labels; mtfer.pseudo.apply_pseudo_labels, recorded in the run's pseudo_labels.json), and that record;
+    (splits, None) for a run without pseudo-labels."""
+    if not config.pseudo_labels:
+        return splits, None
+    from mtfer.pseudo import apply_pseudo_labels
+
+    return apply_pseudo_labels(
+        splits,
+        config.pseudo_labels,
+        run,
+        datasets=config.datasets,
+        tasks=config.tasks,
+        soft=config.pseudo_targets == "soft",
+    )
+
+
 def load_prepared(config: TrainConfig, progress: Callable[[int, int, int], None] | None = None) -> list[Any]:
     """The prepared (cached) data sets of `config`. `progress(index, done, total)`: the cache's progress of data
     set number `index` (0-based), with `done` of `total` faces framed (called only while a data set is framed,
@@ -891,18 +911,7 @@ def _train(config: TrainConfig, run: Path, splits: dict[str, Split] | None, resu
         splits = make_splits(prepared, config.protocol, config.val_fraction, config.seed)
     if "train" not in splits:
         raise ValueError("the chosen data sets have no training samples")
-    pseudo_record = None
-    if config.pseudo_labels:  # the training split's missing labels only; val and test keep their true labels
-        from mtfer.pseudo import apply_pseudo_labels
-
-        splits, pseudo_record = apply_pseudo_labels(
-            splits,
-            config.pseudo_labels,
-            run,
-            datasets=config.datasets,
-            tasks=config.tasks,
-            soft=config.pseudo_targets == "soft",
-        )
+    splits, pseudo_record = with_pseudo_labels(config, splits, run)
     train_split, val_split = splits["train"], splits.get("val")
     log.info("samples: %s", {k: len(v) for k, v in splits.items()})
 
@@ -1197,18 +1206,7 @@ def finish(run: str | os.PathLike) -> Path:
             model.set_weights([best[f"arr_{i}"] for i in range(len(best.files))])
         best_epoch = (state.get("early") or {}).get("best_epoch")
     splits = make_splits(load_prepared(config), config.protocol, config.val_fraction, config.seed)
-    pseudo_record = None
-    if config.pseudo_labels:  # the ones the run trained with (its pseudo_labels.json)
-        from mtfer.pseudo import apply_pseudo_labels
-
-        splits, pseudo_record = apply_pseudo_labels(
-            splits,
-            config.pseudo_labels,
-            run,
-            datasets=config.datasets,
-            tasks=config.tasks,
-            soft=config.pseudo_targets == "soft",
-        )
+    splits, pseudo_record = with_pseudo_labels(config, splits, run)  # the ones the run trained with
     class_weights = {}
     if "emotion" in config.tasks:
         emotion = class_weights_for(

@@ -47,6 +47,14 @@ def _prepared(world: dict, fmt: str):
     )
 
 
+def _quick_config(datasets: list[dict], **overrides):
+    """Two steps of one epoch of the fast network on `datasets` with pseudo-labels "auto"."""
+    from mtfer.training import TrainConfig
+
+    settings = {"architecture": "fast", "epochs": 1, "batch_size": 16, "steps_per_epoch": 2, "augment": False}
+    return TrainConfig(datasets=datasets, pseudo_labels=["auto"], **{**settings, **overrides})
+
+
 def test_auto_threshold_is_the_lowest_confidence_reaching_the_target():
     conf = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
     correct = np.array([1, 1, 0, 1, 0], bool)
@@ -140,7 +148,7 @@ def test_pseudo_label_refuses_what_it_cannot_do(world):
 
 
 def test_trainer_fills_only_training_labels_and_records_the_pseudo_labels(world, tmp_path, monkeypatch):
-    from mtfer.training import TrainConfig, load_prepared, make_splits, train
+    from mtfer.training import load_prepared, make_splits, train
 
     monkeypatch.setenv("MTFER_CACHE", str(world["cache"]))
     made = {
@@ -148,16 +156,7 @@ def test_trainer_fills_only_training_labels_and_records_the_pseudo_labels(world,
         "utkface": pseudo_label(world["teacher"], "utkface", world["utk"], threshold=0.0),
     }
     datasets = [{"format": "fer2013", "root": str(world["fer"])}, {"format": "utkface", "root": str(world["utk"])}]
-    config = TrainConfig(
-        datasets=datasets,
-        architecture="fast",
-        epochs=1,
-        batch_size=16,
-        steps_per_epoch=2,
-        augment=False,
-        pseudo_labels=["auto"],
-        loss_weights_mode="learned",
-    )
+    config = _quick_config(datasets, loss_weights_mode="learned")
 
     splits = make_splits(load_prepared(config), config.protocol, config.val_fraction, config.seed)
     filled, record = apply_pseudo_labels(splits, ["auto"], datasets=datasets)
@@ -242,16 +241,7 @@ def test_soft_pseudo_labels_are_the_teachers_probabilities_on_the_same_faces(wor
 
     # A soft run records its targets; a damaged probabilities file is refused with a clear message.
     run = train(
-        TrainConfig(
-            datasets=datasets,
-            architecture="fast",
-            epochs=1,
-            batch_size=16,
-            steps_per_epoch=2,
-            augment=False,
-            pseudo_labels=["auto"],
-            pseudo_targets="soft",
-        ),
+        _quick_config(datasets, pseudo_targets="soft"),
         tmp_path / "soft",
         install_signal_handler=False,
     )

@@ -279,10 +279,8 @@ class LiveProcessor:
         return [self._recv_frames(frames)] if frames else []
 
     def _recv_frames(self, frames: Sequence[Any]) -> Any:
-        import av
-
         latest = frames[-1]
-        image = latest.to_ndarray(format="bgr24")
+        image = frame_to_bgr(latest)
         pairs = [(image, _frame_time(f)) for f in frames[:-1]] + [(image, _frame_time(latest))]
         try:
             out = self.process_latest(pairs)
@@ -294,7 +292,7 @@ class LiveProcessor:
         else:
             with self._lock:
                 self._error = None
-        result = av.VideoFrame.from_ndarray(np.ascontiguousarray(out), format="bgr24")
+        result = bgr_to_frame(out)
         result.pts, result.time_base = latest.pts, latest.time_base
         return result
 
@@ -359,6 +357,27 @@ class LiveProcessor:
             t: verdict(t, p, float(self.min_confidence.get(t, 0.0)), UNTAUGHT_CLASSES.get(t, ()))
             for t, p in by_class.items()
         }
+
+
+def frame_to_bgr(frame: Any) -> np.ndarray:
+    """An av.VideoFrame as a BGR image (H,W,3) uint8. Browsers send VP8 decoded to yuv420p: that is converted by
+    OpenCV, not by PyAV's reformat, so that no FFmpeg scaler runs in this process while aiortc encodes in its own
+    thread (concurrent swscale conversions have crashed the process: a segmentation fault in VideoFrame.reformat).
+    Other formats (rare) go through PyAV."""
+    if frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
+        return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2BGR_I420)
+    return frame.to_ndarray(format="bgr24")
+
+
+def bgr_to_frame(image: np.ndarray) -> Any:
+    """A BGR image as an av.VideoFrame in yuv420p, the format aiortc's VP8 encoder takes as it is (no reformat in
+    its thread; see frame_to_bgr). Odd sizes, which yuv420p cannot hold exactly, stay bgr24."""
+    import av
+
+    h, w = image.shape[:2]
+    if h % 2 or w % 2:
+        return av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
+    return av.VideoFrame.from_ndarray(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
 
 
 def prepare_webrtc_import() -> None:

@@ -1,5 +1,8 @@
 """Predict: upload photos or take one with the camera; every face with all four heads' probabilities."""
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import numpy as np
 import streamlit as st
 
@@ -57,6 +60,18 @@ def modified_ns(path) -> int:
     """When the bundle's files last changed: a replaced model gets a fresh Predictor."""
     files = [path / runs.MODEL_FILE, path / runs.METADATA_FILE]
     return max((f.stat().st_mtime_ns for f in files if f.is_file()), default=0)
+
+
+T = TypeVar("T")
+
+
+def read_setting(read: Callable[[], T], what: str) -> T | None:
+    """An environment setting read by `read`, or None after saying on the page what is wrong with it (`what`)."""
+    try:
+        return read()
+    except ValueError as error:
+        st.error(f"{what}: {error}", icon=":material/error:")
+        return None
 
 
 def loaded_predictor(model) -> tuple[Predictor, int] | None:
@@ -132,10 +147,7 @@ def live_camera(model: settings.ModelChoice) -> None:
         "Look into the camera: every face gets a box with its four answers, which follow it as it moves and change "
         "with the expression. Press **Start** and allow the camera when the browser asks."
     )
-    try:
-        rtc_configuration = settings.rtc_configuration()
-    except ValueError as error:
-        st.error(f"The STUN/TURN setting is not valid: {error}", icon=":material/error:")
+    if (rtc_configuration := read_setting(settings.rtc_configuration, "The STUN/TURN setting is not valid")) is None:
         return
     if (loaded := loaded_predictor(model)) is None:
         return
@@ -323,10 +335,7 @@ def video_file(model: settings.ModelChoice) -> None:
     if upload is None:
         st.info("Upload a video to see how the emotion of each face in it changes over time.")
         return
-    try:
-        limits = settings.video_limits()
-    except ValueError as error:
-        st.error(f"The video limits are not set right: {error}", icon=":material/error:")
+    if (limits := read_setting(settings.video_limits, "The video limits are not set right")) is None:
         return
     if (loaded := loaded_predictor(model)) is None:
         return

@@ -567,3 +567,14 @@ def test_the_predict_page_says_plainly_when_a_video_cannot_be_read(page):
         "clip.mp4 is not a video that can be read (mp4, webm, avi, mov files are)\\: it is another kind of file, or "
         "damaged or truncated"
     ]
+
+
+def test_the_predict_page_names_a_wrong_video_limit_and_analyses_nothing(page, face_video, monkeypatch):
+    at = page
+    monkeypatch.setenv("MTFER_VIDEO_MAX_SECONDS", "soon")
+    at.file_uploader(key="predict_video_upload").set_value(("walk.mp4", face_video.read_bytes(), "video/mp4")).run()
+    assert not at.exception
+    (error,) = at.error
+    assert error.value.startswith("The video limits are not set right")
+    assert "MTFER_VIDEO_MAX_SECONDS must be a positive number, got 'soon'" in error.value
+    assert not at.subheader and not at.get("plotly_chart"), "nothing analysed"

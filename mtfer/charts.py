@@ -360,7 +360,13 @@ def pseudo_labels_text(metadata: Mapping) -> str | None:
         most = max(filled.values())
         up_to = "up to " if len(set(filled.values())) > 1 else ""
         parts.append(f"{labels} for {up_to}{most:,} {dataset_title(fmt) or fmt} faces")
-        teachers.add(Path(str((entry.get("teacher") or {}).get("path", "another model"))).name)
+        teacher = entry.get("teacher") or {}
+        made = format_date(teacher.get("created"))
+        if made:
+            made += f", {datetime.fromisoformat(str(teacher['created'])):%H:%M}"
+        # The teacher's folder name and when it was made: a shipped model taught by the one shipped before it (both
+        # in models/default) reads "the model default made <date, time>", not as its own teacher.
+        teachers.add(Path(str(teacher.get("path", "another model"))).name + (f" made {made}" if made else ""))
         soft = soft or entry.get("targets") == "soft"
     if not parts:
         return None

@@ -493,12 +493,18 @@ def ensure_pseudo_labels(
     threshold: str | float = AUTO,
     cache_dir: str | os.PathLike | None = None,
 ) -> list[PseudoLabels]:
-    """The newest pseudo-labels of each data set {"format", "root"}, made first with `teacher` (see
-    :func:`pseudo_label`) for a data set that has none yet: what a script needs before `pseudo_labels=["auto"]`
-    works on a fresh checkout."""
+    """The newest pseudo-labels of each data set {"format", "root"} made by `teacher` (the same metadata.json), made
+    first (see :func:`pseudo_label`) for a data set that has none by it yet: what a script needs on a fresh checkout,
+    or to train with a chosen teacher while other teachers' sets exist. Pass their folders as the run's
+    pseudo_labels, not "auto" (the newest set of any teacher)."""
+    sha = _metadata_sha256(Path(teacher))
     out = []
     for d in datasets:
-        found = find_pseudo_labels(d["format"], d["root"], cache_dir)[:1]
+        found = [
+            p
+            for p in find_pseudo_labels(d["format"], d["root"], cache_dir)
+            if (p.meta.get("teacher") or {}).get("metadata_sha256") == sha
+        ][:1]
         if not found:
             log.info("no pseudo-labels of %s yet: making them with the teacher %s", d["format"], teacher)
             found = [pseudo_label(teacher, d["format"], d["root"], threshold=threshold, cache_dir=cache_dir)]

@@ -114,3 +114,32 @@ def test_ship_replaces_the_shipped_model_only_with_a_better_one_on_validation(tm
     assert reproduce.ship(runs_dir, tmp_path) == worse
     meta = runs.read_json(shipped / runs.METADATA_FILE)
     assert meta["metrics"]["fer2013-val"]["emotion"]["accuracy"] == 0.65 and meta["title"].startswith("mtfer default")
+
+
+def test_the_shipped_run_is_one_row_of_the_results_table_under_its_name(tmp_path, monkeypatch):
+    from helpers import tiny_run
+
+    from mtfer import runs
+
+    spec = importlib.util.spec_from_file_location("reproduce_table", ABLATE.parent / "reproduce.py")
+    reproduce = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reproduce)
+    shipped = _with_val(tiny_run(tmp_path / "models" / "default"), 0.60)
+    meta = runs.read_json(shipped / runs.METADATA_FILE)
+    runs.atomic_write_json(shipped / runs.METADATA_FILE, {**meta, "created": "2026-11-30T10:41:46+00:00"})
+    monkeypatch.setattr(runs, "DEFAULT_BUNDLE", shipped)
+    runs_dir = tmp_path / "runs"
+    _with_val(tiny_run(runs_dir / "reproduce-recipe-multi-pseudo"), 0.65)
+    _with_val(tiny_run(runs_dir / "reproduce-recipe-multi"), 0.50)
+
+    def rows() -> list[str]:
+        text, _ = reproduce.table(runs_dir)
+        return [line for line in text.splitlines() if "fast, recipe" in line and "reduced budget" not in line]
+
+    before = rows()
+    assert len(before) == 3 and "**the shipped model**" in before[0]
+    assert reproduce.ship(runs_dir, tmp_path) == runs_dir / "reproduce-recipe-multi-pseudo"
+    after = rows()
+    assert len(after) == 2
+    assert after[0].startswith("| multi-task fast, recipe, soft pseudo-labels: **the shipped model** |")
+    assert after[1].startswith("| multi-task fast, recipe, true labels only |")

@@ -890,6 +890,13 @@ def test_model_card_in_plain_words():
         "Gender, race and age group for up to 100 FER2013 faces and emotion for 40 UTKFace faces, from the model default "
         "(its probabilities, where it was sure enough); training images only, never the ones it is scored on",
     )
+    # a teacher that says when it was made is named with that time: the model shipped before this one
+    for entry in metadata["pseudo_labels"]:
+        entry["teacher"]["created"] = "2026-11-30T10:41:46+00:00"
+    assert (
+        "from the model default made 30 November 2026, 10:41 (its probabilities"
+        in charts.model_card(metadata, "/work/models/default").facts[2][1]
+    )
 
 
 def test_markdown_escapes_and_enlarged_faces():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -267,6 +268,17 @@ def test_ensure_makes_pseudo_labels_only_where_none_exist(world, tmp_path, monke
     again = ensure_pseudo_labels(datasets, world["teacher"], threshold=0.0, cache_dir=cache)
     assert [p.path for p in again] == [p.path for p in made]  # found, not made again
     assert len(find_pseudo_labels("fer2013", world["fer"], cache)) == 1
+
+    # Another teacher's sets do not count: a chosen teacher gets its own (reproduce.py --teacher).
+    other = tmp_path / "other-teacher"
+    shutil.copytree(world["teacher"], other)
+    meta = runs.read_json(other / runs.METADATA_FILE)
+    runs.atomic_write_json(other / runs.METADATA_FILE, {**meta, "created": "2026-12-01T09:00:00+00:00"})
+    monkeypatch.undo()
+    theirs = ensure_pseudo_labels(datasets, other, threshold=0.0, cache_dir=cache)
+    assert {p.path for p in theirs}.isdisjoint(p.path for p in made)
+    assert {p.meta["teacher"]["metadata_sha256"][:12] for p in theirs} == {pseudo.teacher_hash(other)}
+    assert len(find_pseudo_labels("fer2013", world["fer"], cache)) == 2
 
 
 def test_command_line_makes_pseudo_labels_and_passes_them_to_the_trainer(world, monkeypatch, capsys):

@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -60,7 +61,7 @@ ROWS: dict[str, tuple[str, dict]] = {
         {"tasks": MULTI, "loss_weights_mode": "learned"},
     ),
     "multi-pseudo-labels": (
-        "four tasks, every training face given all four labels by the shipped model (confident pseudo-labels only)",
+        "four tasks, every training face given all four labels by the model then shipped (confident pseudo-labels only)",
         {"tasks": MULTI, "pseudo_labels": ["auto"]},
     ),
     "multi-pseudo-learned": (
@@ -172,10 +173,11 @@ def run_row(row: str, seed: int, data: Path, epochs: int, runs_dir: Path | None)
     )
     if not resume and folder.exists():
         shutil.rmtree(folder)
-    if config.pseudo_labels == ["auto"]:  # a fresh checkout: the shipped model labels the data sets first
+    if not resume and config.pseudo_labels == ["auto"]:  # the shipped model's sets, made first on a fresh checkout
         from mtfer.pseudo import ensure_pseudo_labels
 
-        ensure_pseudo_labels(config.datasets, runs.DEFAULT_BUNDLE)
+        made = ensure_pseudo_labels(config.datasets, runs.DEFAULT_BUNDLE)
+        config = replace(config, pseudo_labels=[str(p.path) for p in made])
     train(config, folder, resume=resume)
 
 

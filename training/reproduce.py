@@ -1,15 +1,19 @@
 """Regenerate the README's results table and reproduce the shipped model.
 
-    python training/reproduce.py --data ../shared/data --ship      # the shipped model: recipe, multi-task, 30 epochs
+    python training/reproduce.py --data ../shared/data --ship      # the shipped model's recipe (recipe-multi-pseudo)
+    python training/reproduce.py --data ../shared/data --ship --teacher OLD/models/default   # ... with its teacher
     python training/reproduce.py --data ../shared/data --only paper-multi --epochs 100   # the paper's settings
-    python training/reproduce.py --data ../shared/data --only recipe-multi-pseudo --ship # the next candidate
     python training/reproduce.py --table-only                      # rebuild the table from finished runs
 
 Each row is one `mtfer train` run under runs/reproduce-<row>/ (skipped when already finished, resumed when stopped:
 rerun the same command in a later session to continue). The table is written to training/results.md and
 training/results.json and into README.md; it also summarises the seed runs of training/ablate.py (multi- vs
 single-task at a reduced budget). Nothing here chooses a model by test numbers: `--ship` copies the multi-task
-holdout run with the best *validation* emotion accuracy to models/default.
+holdout run with the best *validation* emotion accuracy to models/default, unless the model shipped now is better.
+
+Rows with pseudo-labels need a teacher: --teacher (default: the shipped model) labels the data sets first when its
+labels do not exist yet. The shipped model was taught by the model shipped before it (its metadata names it by
+date and checksum; README "Results" says which commit holds it).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import os
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -34,12 +39,12 @@ HERE = Path(__file__).resolve().parent
 MULTI = ["emotion", "gender", "race", "age"]
 # row -> (preset, tasks, default epochs, label, settings on top of the preset)
 ROWS: dict[str, tuple[str, list[str], int, str, dict]] = {
-    "recipe-multi": ("recipe", MULTI, 30, "multi-task fast, recipe (shipped)", {}),
+    "recipe-multi": ("recipe", MULTI, 30, "multi-task fast, recipe, true labels only", {}),
     "recipe-single": ("recipe", ["emotion"], 30, "single-task fast, recipe", {}),
     "paper-multi": ("paper", MULTI, 100, "multi-task paper network, paper's settings", {}),
     "paper-single": ("paper", ["emotion"], 100, "single-task paper network, paper's settings", {}),
-    # The next candidate for the shipped model: the recipe from the start with soft pseudo-labels (made by the
-    # shipped model when none exist yet) and the gender weight at 1 (the paper's 0.1 left gender at 77% in stage 1)
+    # The shipped model: the recipe from the start with soft pseudo-labels (made by the --teacher model when none
+    # exist yet) and the gender weight at 1 (the paper's 0.1 left gender at 77% in the first recipe run)
     "recipe-multi-pseudo": (
         "recipe",
         MULTI,
@@ -52,7 +57,7 @@ ROWS: dict[str, tuple[str, list[str], int, str, dict]] = {
         },
     ),
 }
-DEFAULT_ROWS = ["recipe-multi"]
+DEFAULT_ROWS = ["recipe-multi-pseudo"]
 # The paper's figures (its own 90/10 split, optimistic): FER2013 single-task emotion; gender, race and age from
 # its RAF-DB multi-task model (it has no multi-task FER2013 model trained from scratch; 53.12% is RAF-DB fine-tuned).
 PAPER_ROW = (
@@ -79,6 +84,7 @@ def row_config(row: str, data: Path, args: argparse.Namespace) -> TrainConfig:
 
 
 def run_row(row: str, data: Path, args: argparse.Namespace) -> Path:
+    """Train one row under runs/reproduce-<row>/: skipped when finished, resumed when stopped."""
     folder = runs.run_dir(f"reproduce-{row}", args.runs)
     state = runs.read_progress(folder).get("state") if folder.exists() else None
     if state == "finished":
@@ -89,10 +95,11 @@ def run_row(row: str, data: Path, args: argparse.Namespace) -> Path:
     config = TrainConfig.from_dict(runs.read_json(folder / runs.CONFIG_FILE)) if resume else row_config(row, data, args)
     if not resume and folder.exists():
         shutil.rmtree(folder)
-    if config.pseudo_labels == ["auto"]:  # a fresh checkout: the shipped model labels the data sets first
+    if not resume and config.pseudo_labels == ["auto"]:  # the teacher's sets, made first on a fresh checkout
         from mtfer.pseudo import ensure_pseudo_labels
 
-        ensure_pseudo_labels(config.datasets, runs.DEFAULT_BUNDLE)
+        made = ensure_pseudo_labels(config.datasets, args.teacher)
+        config = replace(config, pseudo_labels=[str(p.path) for p in made])
     train(config, folder, resume=resume)
     if runs.read_progress(folder).get("state") != "finished":
         raise SystemExit(f"{row}: {runs.read_progress(folder).get('state')}; rerun to resume it")
@@ -117,12 +124,23 @@ def table(runs_dir: Path | None) -> tuple[str, list[dict]]:
         "| epochs | wall time |"
     )
     lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    sources = [("shipped", runs.DEFAULT_BUNDLE, "multi-task fast, recipe: **the shipped model**")]
+    sources = [("shipped", runs.DEFAULT_BUNDLE, "multi-task fast, recipe")]
     sources += [(row, runs.run_dir(f"reproduce-{row}", runs_dir), label) for row, (_, _, _, label, _) in ROWS.items()]
-    for row, folder, label in sources:
-        if not (folder / runs.METADATA_FILE).exists():
-            continue
-        meta = runs.read_json(folder / runs.METADATA_FILE)
+    sources = [
+        (row, folder, label, runs.read_json(m))
+        for row, folder, label in sources
+        if (m := folder / runs.METADATA_FILE).exists()
+    ]
+    # The row that was shipped is shown once, as the shipped model, under its row's name.
+    if sources and sources[0][0] == "shipped":
+        shipped = sources[0]
+        twin = next((s for s in sources[1:] if s[3].get("created") == shipped[3].get("created")), None)
+        if twin:
+            sources.remove(twin)
+            sources[0] = ("shipped", shipped[1], twin[2], shipped[3])
+    for row, folder, label, meta in sources:
+        if row == "shipped":
+            label += ": **the shipped model**"
         if row == "shipped" and "lr_schedule" not in meta.get("config", {}):
             continue  # a model shipped before the recipe existed
         split = "val" if meta["protocol"] == "paper" else "test"
@@ -259,6 +277,13 @@ def main() -> int:
     parser.add_argument("--only", action="append", choices=sorted(ROWS), help="run only these rows (repeatable)")
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument("--ship", action="store_true", help="copy the best holdout multi-task run to models/default")
+    parser.add_argument(
+        "--teacher",
+        type=Path,
+        default=runs.DEFAULT_BUNDLE,
+        help="the model that makes the pseudo-labels of rows that use them, where none exist yet (default: the shipped "
+        "model; the shipped model itself was taught by the one shipped before it)",
+    )
     args = parser.parse_args()
     if not args.table_only:
         for row in args.only or DEFAULT_ROWS:

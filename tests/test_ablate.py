@@ -143,3 +143,28 @@ def test_the_shipped_run_is_one_row_of_the_results_table_under_its_name(tmp_path
     assert len(after) == 2
     assert after[0].startswith("| multi-task fast, recipe, soft pseudo-labels: **the shipped model** |")
     assert after[1].startswith("| multi-task fast, recipe, true labels only |")
+
+
+def test_the_readme_results_table_shows_the_shipped_model_as_its_card_does(tmp_path):
+    """README, Home and Evaluate agree: the README's shipped row is what reproduce.py makes of models/default now
+    (accuracies, macro-F1, epochs and wall time over every stage), and the card's training time is the same time."""
+    from mtfer import charts, runs
+
+    if not (runs.DEFAULT_BUNDLE / runs.METADATA_FILE).exists():
+        pytest.skip("no shipped model in models/default")
+    spec = importlib.util.spec_from_file_location("reproduce_readme", ABLATE.parent / "reproduce.py")
+    reproduce = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reproduce)
+    text, records = reproduce.table(tmp_path / "no-runs")
+    (made,) = [line for line in text.splitlines() if "**the shipped model**" in line]
+    readme = (ABLATE.parent.parent / "README.md").read_text()
+    (shown,) = [line for line in readme.splitlines() if "**the shipped model**" in line and line.startswith("|")]
+    cells = lambda line: [c.strip() for c in line.strip("|").split("|")]  # noqa: E731
+    assert cells(shown)[1:] == cells(made)[1:], "regenerate: python training/reproduce.py --table-only"
+    minutes = round(records[0]["seconds"] / 60)
+    facts = dict(
+        charts.model_card(runs.read_json(runs.DEFAULT_BUNDLE / runs.METADATA_FILE), str(runs.DEFAULT_BUNDLE)).facts
+    )
+    hours, rest = divmod(minutes, 60)
+    assert facts["Training time"].startswith(f"{hours} h {rest:02d} min" if hours else f"{minutes} min")
+    assert f"({records[0]['epochs']} epochs)" in facts["Training time"]

@@ -281,8 +281,8 @@ def main() -> int:
         "--teacher",
         type=Path,
         default=runs.DEFAULT_BUNDLE,
-        help="the model that makes the pseudo-labels of rows that use them, where none exist yet (default: the shipped "
-        "model; the shipped model itself was taught by the one shipped before it)",
+        help="the model whose pseudo-labels rows that use them train with, made first where it has none yet (default: "
+        "the shipped model; the shipped model itself was taught by the one shipped before it)",
     )
     args = parser.parse_args()
     if not args.table_only:

@@ -16,7 +16,7 @@ forcing such a face into one of the three groups when the model is unsure.
 
 Stored as ``metadata["abstain"][task] = {"min_confidence": t, "target_accuracy": ..., "accuracy_above": ...,
 "coverage": ..., "n": ..., "n_outside": ..., "reached": ...}`` by :func:`write_thresholds` (or
-:func:`calibrate_bundle`, which reads the bundle's saved validation evaluations). A bundle without it falls back
+:func:`thresholds_for_bundle`, which reads the bundle's saved validation evaluations). A bundle without it falls back
 to :data:`DEFAULT_MIN_CONFIDENCE`.
 """
 
@@ -225,7 +225,7 @@ def validation_evaluations(bundle: str | os.PathLike, runs_dir: str | os.PathLik
     return list(chosen.values())
 
 
-def calibrate_bundle(
+def thresholds_for_bundle(
     bundle: str | os.PathLike,
     target: float | Mapping[str, float] = DEFAULT_TARGET_ACCURACY,
     *,

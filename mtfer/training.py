@@ -1050,7 +1050,7 @@ def choose_abstain_thresholds(run: Path) -> None:
     from mtfer import abstain
 
     try:
-        chosen = abstain.calibrate_bundle(run, evaluations=sorted((run / runs.EVALUATION_DIR).glob("*-val")))
+        chosen = abstain.thresholds_for_bundle(run, evaluations=sorted((run / runs.EVALUATION_DIR).glob("*-val")))
     except Exception:  # noqa: BLE001 - a bonus, like calibration: the trained model is already saved
         log.exception("choosing the 'not sure' thresholds failed: the app will use the defaults")
         return

@@ -137,7 +137,7 @@ def test_calibrate_bundle_writes_thresholds_that_min_confidences_reads(tmp_path,
     monkeypatch.setenv("MTFER_RUNS", str(tmp_path / "runs"))
     bundle = _bundle_with_val_evaluation(tmp_path / "bundle", np.random.default_rng(2))
     assert abstain.validation_evaluations(bundle) == [bundle / "evaluation" / "utkface-val"]
-    thresholds = abstain.calibrate_bundle(bundle, {"emotion": 0.5}, min_support=10)
+    thresholds = abstain.thresholds_for_bundle(bundle, {"emotion": 0.5}, min_support=10)
     assert set(thresholds) == {"emotion", "gender"}  # the tasks with labels in the evaluation
     assert thresholds["emotion"].target_accuracy == 0.5 and thresholds["gender"].target_accuracy == 0.7
     metadata = json.loads((bundle / "metadata.json").read_text())
@@ -146,7 +146,7 @@ def test_calibrate_bundle_writes_thresholds_that_min_confidences_reads(tmp_path,
     got = abstain.min_confidences(metadata)
     assert got["emotion"] == thresholds["emotion"].min_confidence and got["race"] == 0.55
     with pytest.raises(ValueError, match="no saved validation evaluation"):
-        abstain.calibrate_bundle(_empty_bundle(tmp_path / "empty"))
+        abstain.thresholds_for_bundle(_empty_bundle(tmp_path / "empty"))
 
 
 def _empty_bundle(folder: Path) -> Path:

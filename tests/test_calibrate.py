@@ -283,7 +283,7 @@ def test_training_chooses_the_not_sure_thresholds_on_its_own_calibrated_validati
     metadata = runs.read_json(run / runs.METADATA_FILE)
     folders = sorted((run / runs.EVALUATION_DIR).glob("*-val"))
     assert folders, "training saves its validation evaluations"
-    expected = abstain.calibrate_bundle(run, evaluations=folders, write=False)
+    expected = abstain.thresholds_for_bundle(run, evaluations=folders, write=False)
     assert expected and metadata["abstain"] == {t: th.to_dict() for t, th in expected.items()}
     # what the app reads: every task with labelled validation faces has its own threshold, not the default
     assert set(abstain.min_confidences(metadata)) >= set(expected)

@@ -29,8 +29,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mtfer import faces
-from mtfer.datasets import hash_split
+from mtfer.core import faces
+from mtfer.datasets.base import hash_split
 
 GROUPS = ("white", "black", "asian", "indian", "others")  # UTKFace race codes 0..4
 W, H = 640, 480

@@ -27,7 +27,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mtfer import export, faces, quiet, runs  # noqa: E402
+from mtfer.core import bundles, faces, quiet
+from mtfer.core import backends
+from mtfer.core import convert
+from mtfer.core import convert
+from mtfer.core import export
 
 
 def cpu_name() -> str:
@@ -66,7 +70,7 @@ def load_faces(data: Path | None, n: int, config: faces.PreprocessConfig) -> tup
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="run id, bundle folder, or 'default'")
-    parser.add_argument("--data", type=Path, default=runs.REPO_ROOT.parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=bundles.REPO_ROOT.parent / "shared" / "data")
     parser.add_argument("--repeat", type=int, default=200, help="timed calls per measurement (median)")
     parser.add_argument("--batch", type=int, default=64, help="faces per call for the batched measurement")
     parser.add_argument("--threads", type=int, default=None, help="LiteRT / ONNX Runtime threads (default: theirs)")
@@ -75,16 +79,16 @@ def main() -> None:
     quiet.import_tensorflow()
     import tensorflow as tf
 
-    from mtfer.inference import predict_arrays
+    from mtfer.core.backends import predict_arrays
 
-    bundle = runs.load_bundle(runs.resolve_model(args.model))
+    bundle = bundles.load_bundle(bundles.resolve_model(args.model))
     config = faces.PreprocessConfig.from_dict(bundle.metadata["preprocessing"])
     aligned, what = load_faces(args.data, args.batch, config)
     one = aligned[:1]
     flip = bool(bundle.metadata["input"].get("tta_flip", False))
     precision = bundle.metadata.get("precision", "float32")
-    float32 = export.float32_model(bundle.model)  # what the exports compute; the bundle itself when float32
-    keras_size = (bundle.path / runs.MODEL_FILE).stat().st_size
+    float32 = convert.float32_model(bundle.model)  # what the exports compute; the bundle itself when float32
+    keras_size = (bundle.path / bundles.MODEL_FILE).stat().st_size
     print(f"CPU: {cpu_name()} ({os.cpu_count()} logical cores), TensorFlow {tf.__version__}")
     print(f"model: {bundle.path} ({precision}, tta_flip {flip}), {what}")
     print(
@@ -99,9 +103,9 @@ def main() -> None:
     if float32 is not bundle.model:
         rows.append(("Keras (float32 copy)", keras_size, lambda a: predict_arrays(float32, a, flip=flip)))
     folder = tempfile.TemporaryDirectory()
-    for fmt in ["tflite"] + ([] if export.onnx_unavailable_reason() else ["onnx"]):
+    for fmt in ["tflite"] + ([] if convert.onnx_unavailable_reason() else ["onnx"]):
         result = export.export_bundle(bundle, fmt, Path(folder.name) / f"model.{fmt}")
-        exported = export.ExportedModel(result.path, num_threads=args.threads)
+        exported = backends.ExportedModel(result.path, num_threads=args.threads)
         name = {"tflite": "LiteRT (.tflite)", "onnx": "ONNX Runtime (.onnx)"}[fmt]
         rows.append((name, result.size_bytes, exported.predict))
     n = len(aligned)
@@ -117,7 +121,7 @@ def main() -> None:
         print(f"{name:<24} {size / 1e6:8.2f} {t1:12.3f} {base_1 / t1:8.2f} {tn:13.4f} {base_n / tn:8.2f} {diff:9.1e}")
     folder.cleanup()
     print("max |dp|: the largest probability difference from Keras in float32 (what the exported files compute)")
-    if reason := export.onnx_unavailable_reason():
+    if reason := convert.onnx_unavailable_reason():
         print(f"(no ONNX: {reason})")
 
 

@@ -27,8 +27,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mtfer import abstain, faces, live  # noqa: E402
-from mtfer.inference import Predictor  # noqa: E402
+from mtfer.assess import abstain
+from mtfer.core import faces
+from mtfer.core import backends
+from mtfer.core.inference import Predictor  # noqa: E402
+from mtfer.media import live  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 UTKFACE = REPO.parent / "shared" / "data" / "utkface" / "UTKFace"
@@ -145,7 +148,7 @@ def main() -> None:
     networks = {}
     if args.network in ("litert", "both"):
         start = time.perf_counter()
-        networks["litert"] = live.LiteNetwork(predictor)
+        networks["litert"] = backends.LiteNetwork(predictor)
         print(f"  LiteRT conversion (once per model, before the stream): {time.perf_counter() - start:.1f} s")
     if args.network in ("keras", "both"):
         live.warm_up(predictor)

@@ -56,7 +56,7 @@ UPLOAD_INPUT = '[data-testid="stFileUploaderDropzoneInput"]'
 def pick_chips(data_root: Path, count: int, tries: int = 60) -> list[Path]:
     """`count` UTKFace chips (spread over the sorted listing) in which the app's detector finds a face once the
     chip is padded onto a larger canvas, on the darkest, a middle and the lightest background shade used."""
-    from mtfer import faces
+    from mtfer.core import faces
 
     chips = sorted((data_root / "utkface" / "UTKFace").glob("*.jpg"))
     if not chips:
@@ -97,12 +97,12 @@ def free_port() -> int:
 
 def default_model() -> Path:
     """$MTFER_MODEL, else models/default when complete, else a tiny model trained now on random faces."""
-    from mtfer import runs
+    from mtfer.core import bundles
 
     if os.environ.get("MTFER_MODEL"):
         return Path(os.environ["MTFER_MODEL"])
-    bundle = Path(runs.DEFAULT_BUNDLE)
-    if (bundle / runs.MODEL_FILE).is_file() and (bundle / runs.METADATA_FILE).is_file():
+    bundle = Path(bundles.DEFAULT_BUNDLE)
+    if (bundle / bundles.MODEL_FILE).is_file() and (bundle / bundles.METADATA_FILE).is_file():
         return bundle
     print("models/default has no bundle yet: training a tiny model on random faces (tests/helpers.py) ...")
     from helpers import tiny_run

@@ -18,8 +18,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from mtfer import faces  # noqa: E402
-from mtfer.inference import Predictor  # noqa: E402
+from mtfer.core import (
+    decoding,
+    faces,  # noqa: E402
+)
+from mtfer.core.inference import Predictor  # noqa: E402
 
 
 def median_ms(fn, repeat: int) -> float:
@@ -42,8 +45,8 @@ def main() -> None:
     found = predictor.predict_image(data)
     print(f"{args.photo.name}: {len(found)} face(s), model {predictor.path}")
     total = median_ms(lambda: predictor.predict_image(data), args.repeat)
-    image = faces.decode_image(data)
-    decode = median_ms(lambda: faces.decode_image(data), args.repeat)
+    image = decoding.decode_image(data)
+    decode = median_ms(lambda: decoding.decode_image(data), args.repeat)
     blaze = median_ms(lambda: faces.find_faces(image, faces.PreprocessConfig()), args.repeat)
     haar = median_ms(lambda: faces.find_faces(image, faces.PreprocessConfig.paper()), args.repeat)
     aligned = np.stack([f.aligned for f in found]) if found else np.zeros((1, 50, 50), np.uint8)

@@ -20,9 +20,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mtfer.model import build_model, count_flops  # noqa: E402
-from mtfer.tasks import TASK_NAMES, TASKS  # noqa: E402
-from mtfer.training import Split, TrainConfig, compile_model, make_dataset, resolve_precision  # noqa: E402
+from mtfer.core.model import build_model, count_flops  # noqa: E402
+from mtfer.core.tasks import TASK_NAMES, TASKS  # noqa: E402
+from mtfer.datasets.splits import Split
+from mtfer.train.config import TrainConfig, resolve_precision
+from mtfer.train.pipeline import make_dataset  # noqa: E402
+from mtfer.train.trainer import compile_model
 
 
 def fake_split(n: int, seed: int = 0) -> Split:

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from mtfer import quiet
+from mtfer.core import quiet
 
 # TensorFlow's C++ INFO and WARNING lines off unless the user asked for them; the first lines of its start-up,
 # which this does not reach, are filtered by mtfer.quiet.import_tensorflow (called before a command needs it).
@@ -34,8 +34,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    from mtfer.core.faces import PreprocessConfig
     from mtfer.datasets.cache import TextProgress, prepare
-    from mtfer.faces import PreprocessConfig
 
     prepared = prepare(
         args.format,
@@ -103,7 +103,7 @@ TRAIN_SETTINGS = (
 
 def train_config_from_args(args: argparse.Namespace):
     """The `train` command's settings: the preset's (the paper's by default), then every flag given on top."""
-    from mtfer import training
+    from mtfer.train import config as train_config
 
     fields: dict = {"datasets": _parse_datasets(args.dataset or [])}
     for name in TRAIN_SETTINGS:
@@ -116,47 +116,52 @@ def train_config_from_args(args: argparse.Namespace):
     if args.no_augment:
         fields["augment"] = False
     mode = (args.loss_weights or "").strip().lower()
-    if mode in training.LOSS_WEIGHTS_MODES:  # --loss-weights learned (or fixed: the weights as they are)
+    if mode in train_config.LOSS_WEIGHTS_MODES:  # --loss-weights learned (or fixed: the weights as they are)
         fields["loss_weights_mode"] = mode
     elif (weights := _parse_weights(args.loss_weights)) is not None:
-        fields["loss_weights"] = {**training.TrainConfig().loss_weights, **weights}
+        fields["loss_weights"] = {**train_config.TrainConfig().loss_weights, **weights}
     if getattr(args, "pseudo_labels", None):
         fields["pseudo_labels"] = list(args.pseudo_labels)
     if args.preset:
-        return training.TrainConfig.from_preset(args.preset, **fields)
-    return training.TrainConfig(**fields)
+        return train_config.TrainConfig.from_preset(args.preset, **fields)
+    return train_config.TrainConfig(**fields)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mtfer import runs, training
+    from mtfer.core import bundles
+    from mtfer.store import jobs, runs
+    from mtfer.train import config as train_config
+    from mtfer.train import finalize, trainer
 
     if args.finish:
-        folder = runs.resolve_model(args.finish, args.runs)
-        training.setup_logging(folder)
-        training.finish(folder)
+        folder = bundles.resolve_model(args.finish, args.runs)
+        trainer.setup_logging(folder)
+        finalize.finish(folder)
         print(f"run {folder}")
-        print(json.dumps(runs.read_json(folder / runs.METADATA_FILE)["metrics"], indent=2))
+        print(json.dumps(bundles.read_json(folder / bundles.METADATA_FILE)["metrics"], indent=2))
         return 0
     if args.resume:
-        folder = runs.resolve_model(args.resume, args.runs)
-        config = training.TrainConfig.from_dict(runs.read_json(folder / runs.CONFIG_FILE))
-        training.setup_logging(folder)
-        training.train(config, folder, resume=True)
+        folder = bundles.resolve_model(args.resume, args.runs)
+        config = train_config.TrainConfig.from_dict(bundles.read_json(folder / bundles.CONFIG_FILE))
+        trainer.setup_logging(folder)
+        trainer.train(config, folder, resume=True)
         return 0
     if args.config:
-        config = training.TrainConfig.from_dict(runs.read_json(args.config))
+        config = train_config.TrainConfig.from_dict(bundles.read_json(args.config))
     else:
         config = train_config_from_args(args)
     if args.background:
-        folder = runs.start_job(config.to_dict(), args.runs)
+        folder = jobs.start_job(config.to_dict(), args.runs)
         print(f"started {folder.name} in the background (pid {runs.read_progress(folder).get('pid')})")
         return 0
     folder = (
-        Path(args.run_dir) if args.run_dir else runs.run_dir(config.run_id or runs.new_run_id(config.name), args.runs)
+        Path(args.run_dir)
+        if args.run_dir
+        else bundles.run_dir(config.run_id or runs.new_run_id(config.name), args.runs)
     )
-    training.setup_logging(folder)
-    training.train(config, folder)
-    metadata = runs.read_json(folder / runs.METADATA_FILE) if (folder / runs.METADATA_FILE).exists() else {}
+    trainer.setup_logging(folder)
+    trainer.train(config, folder)
+    metadata = bundles.read_json(folder / bundles.METADATA_FILE) if (folder / bundles.METADATA_FILE).exists() else {}
     print(f"run {folder}")
     if "metrics" in metadata:  # a stopped run has none (and once printed a bare "{}")
         print(json.dumps(metadata["metrics"], indent=2))
@@ -181,8 +186,8 @@ def format_metrics(metrics: dict) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from mtfer.assess.evaluation import evaluate_dataset
     from mtfer.datasets.cache import TextProgress
-    from mtfer.evaluation import evaluate_dataset
 
     result, out_dir = evaluate_dataset(
         args.model,
@@ -199,13 +204,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from mtfer import runs
+    from mtfer.core import bundles
 
-    path = runs.resolve_model(args.model, args.runs)  # a bad --model fails here, before TensorFlow starts
+    path = bundles.resolve_model(args.model, args.runs)  # a bad --model fails here, before TensorFlow starts
     quiet.import_tensorflow()
-    from mtfer.calibration import calibrate_bundle
+    from mtfer.assess.evaluation import METRICS_FILE
     from mtfer.datasets.cache import TextProgress
-    from mtfer.evaluation import METRICS_FILE
+    from mtfer.train.finalize import calibrate_bundle
 
     result = calibrate_bundle(
         path,
@@ -225,7 +230,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         shown = ", ".join(f"{t} {a['min_confidence']:.2f}" for t, a in result.abstain.items())
         print(f'"not sure" below: {shown} (recomputed on the calibrated validation probabilities)')
     for folder in result.evaluations:
-        tasks = runs.read_json(folder / METRICS_FILE)["tasks"]
+        tasks = bundles.read_json(folder / METRICS_FILE)["tasks"]
         parts = [
             f"{t} accuracy {m['accuracy']:.4f}, ECE {m['ece']:.2%} (before {m.get('ece_uncalibrated', m['ece']):.2%})"
             for t, m in tasks.items()
@@ -234,14 +239,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print(f"{folder.name}: " + "; ".join(parts))
     if result.evaluations:
         print(f"evaluations saved in {result.evaluations[0].parent}")
-    print(f"stored in {result.path / runs.METADATA_FILE} (calibration, abstain)")
+    print(f"stored in {result.path / bundles.METADATA_FILE} (calibration, abstain)")
     return 0
 
 
 def cmd_pseudo_label(args: argparse.Namespace) -> int:
     quiet.import_tensorflow()
     from mtfer.datasets.cache import TextProgress
-    from mtfer.pseudo import pseudo_label
+    from mtfer.train.pseudo import pseudo_label
 
     result = pseudo_label(
         args.model,
@@ -264,7 +269,7 @@ def cmd_pseudo_label(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from mtfer.faces import ImageError, decode_image
+    from mtfer.core.decoding import ImageError, decode_image
 
     if args.csv is not None:
         return _predict_csv(args)
@@ -280,7 +285,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return 1
 
     quiet.import_tensorflow()
-    from mtfer.inference import Predictor
+    from mtfer.core.inference import Predictor
 
     predictor = Predictor(args.model)
     outputs = []
@@ -306,7 +311,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _csv_hint(path: str) -> str | None:
     """Why a folder or a video given without --csv is not read, and what to type instead."""
-    from mtfer.video import is_video
+    from mtfer.media.video import is_video
 
     if Path(path).is_dir():
         return "a folder: add --csv OUT.csv to write one row per face of every photo in it"
@@ -318,7 +323,8 @@ def _csv_hint(path: str) -> str | None:
 def _predict_csv(args: argparse.Namespace) -> int:
     """`predict --csv`: a video's faces frame by frame, or every photo of folders (walked recursively) and files,
     one row per face, to a CSV file ('-': standard output). A progress bar on stderr; a summary at the end."""
-    from mtfer import faces, settings, video
+    from mtfer.core import decoding
+    from mtfer.media import video, video_limits
 
     if args.json or args.explain:
         raise ValueError("--csv writes a table: leave out --json and --explain")
@@ -334,14 +340,14 @@ def _predict_csv(args: argparse.Namespace) -> int:
         else:
             with path.open("rb") as f:
                 head = f.read(64)
-            is_photo = faces.image_kind(head) is not None or not video.is_video(path)
+            is_photo = decoding.image_kind(head) is not None or not video.is_video(path)
             (photos if is_photo else videos).append(item)
     if videos and photos:
         raise ValueError(
             f"{videos[0]} is a video and {photos[0]} is not: their tables differ (time and tracks); "
             "run `mtfer predict` once for the videos and once for the photos"
         )
-    limits = settings.video_limits()
+    limits = video_limits.video_limits()
     limits = video.VideoLimits(
         max_seconds=args.max_seconds if args.max_seconds is not None else limits.max_seconds,
         max_frames=args.max_frames if args.max_frames is not None else limits.max_frames,
@@ -351,13 +357,13 @@ def _predict_csv(args: argparse.Namespace) -> int:
             video.probe(item)
 
     quiet.import_tensorflow()
-    from mtfer.inference import Predictor
+    from mtfer.core.inference import Predictor
 
     predictor = Predictor(args.model)
     to_stdout = args.csv == "-"
     report = sys.stderr if to_stdout else sys.stdout
     out = sys.stdout if to_stdout else args.csv
-    from mtfer.folders import photos_to_csv, text_output
+    from mtfer.media.folders import photos_to_csv, text_output
 
     if photos:
         from mtfer.datasets.cache import TextProgress
@@ -396,7 +402,7 @@ def _run_video(analysis) -> None:
 def _video_summary(analysis) -> str:
     """'talk.mp4: 150 frames analysed (0:00.0 to 0:29.8, 5 per second) in 12.3 s: 2 faces followed, 4 frames
     without a face'."""
-    from mtfer.video import format_time
+    from mtfer.media.video import format_time
 
     frames = analysis.frames
     tracks = {f.track for frame in frames for f in frame.faces}
@@ -411,17 +417,17 @@ def _video_summary(analysis) -> str:
 
 def _explain(predictor, preds: list, args: argparse.Namespace) -> list:
     """`predict --explain`: a heatmap per face (mtfer.explain) of its top class of --explain-task."""
-    from mtfer.explain import explain_predictions
+    from mtfer.assess.explain import explain_predictions
 
     return explain_predictions(predictor, preds, args.explain_task, args.explain_method)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from mtfer import export
+    from mtfer.core import backends, convert, export
 
-    fmt = args.format or export.format_from_path(args.out)
-    if fmt == "onnx" and (reason := export.onnx_unavailable_reason()):  # before TensorFlow is imported
-        raise export.ExportError(reason)
+    fmt = args.format or backends.format_from_path(args.out)
+    if fmt == "onnx" and (reason := convert.onnx_unavailable_reason()):  # before TensorFlow is imported
+        raise convert.ExportError(reason)
     quiet.import_tensorflow()
     result = export.export_bundle(args.model, fmt, args.out, runs_dir=args.runs)
     source = result.metadata["export"]["source_model"]
@@ -431,14 +437,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from mtfer import runs
+    from mtfer.core import bundles
+    from mtfer.store import jobs, runs
 
     if args.activate:
-        runs.set_active_model(runs.resolve_model(args.activate, args.runs), args.runs)
-        print(f"active model: {runs.resolve_model(None, args.runs)}")
+        bundles.set_active_model(bundles.resolve_model(args.activate, args.runs), args.runs)
+        print(f"active model: {bundles.resolve_model(None, args.runs)}")
         return 0
     if args.stop:
-        stopped = runs.stop_job(runs.run_dir(args.stop, args.runs))
+        stopped = jobs.stop_job(bundles.run_dir(args.stop, args.runs))
         print("stop requested" if stopped else "that run is not running")
         return 0
     for folder in runs.list_runs(args.runs):
@@ -661,13 +668,14 @@ class LazyEpilogParser(argparse.ArgumentParser):
 
 def where_help(command: str) -> str:
     """The end of `prepare`, `train` and `evaluate --help`: where files go, which variables move them, now."""
-    from mtfer import runs, settings
+    from mtfer.core import bundles
     from mtfer.datasets.cache import ENV_CACHE_DIR, default_cache_dir
+    from mtfer.store import settings
 
     roots = " and ".join(r if r.startswith(".") else f"./{r}" for r in settings.DEFAULT_DATA_ROOTS)
     lines = ["where files go:"]
     if command != "prepare":
-        lines.append(f"  runs folder     --runs or $MTFER_RUNS, default ./runs (now {runs.default_runs_dir()})")
+        lines.append(f"  runs folder     --runs or $MTFER_RUNS, default ./runs (now {bundles.default_runs_dir()})")
     if command == "train":
         lines.append("  the run         <runs>/<run id>/: model, history, log, checkpoints, its evaluations")
     if command == "evaluate":
@@ -694,7 +702,7 @@ def where_help(command: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from mtfer.runs import RunError
+    from mtfer.core.bundles import RunError
 
     if args.command == "evaluate" or (args.command == "train" and not args.background):
         quiet.import_tensorflow()

@@ -10,9 +10,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from mtfer import charts, faces, runs, settings
-from mtfer.datasets import FORMATS
-from mtfer.evaluation import (
+from mtfer.app import cards, figures, wording
+from mtfer.assess.evaluation import (
     EVAL_SPLITS,
     METRICS_FILE,
     SLICE_ATTRIBUTES,
@@ -28,8 +27,11 @@ from mtfer.evaluation import (
     per_class_frame,
     untaught_unseen,
 )
-from mtfer.lineage import Lineage, read_lineage
-from mtfer.tasks import TASKS, display_name
+from mtfer.core import bundles, faces
+from mtfer.core.tasks import TASKS, display_name
+from mtfer.datasets import FORMATS
+from mtfer.store import settings
+from mtfer.store.lineage import Lineage, read_lineage
 
 if not st.session_state.get("mtfer_app"):
     # Opened by its URL before app.py ever ran in this server, Streamlit runs a pages/ file on its own (its
@@ -59,15 +61,15 @@ def read_history(folder: str, modified: int) -> Lineage:
 
 @st.cache_data(show_spinner=False, max_entries=2000)
 def gallery_face(source: str, preprocessing: str) -> np.ndarray | None:
-    return charts.sample_face(
+    return figures.sample_face(
         source, faces.PreprocessConfig.from_dict(json.loads(preprocessing)), settings.data_roots()
     )
 
 
 def read_metadata(path: Path) -> dict:
     try:
-        return runs.read_json(path / runs.METADATA_FILE)
-    except runs.RunError:
+        return bundles.read_json(path / bundles.METADATA_FILE)
+    except bundles.RunError:
         return {}
 
 
@@ -92,11 +94,11 @@ def remember(param: str, value: str | None) -> None:
         st.query_params[param] = value
 
 
-def show_cards(cards: list[charts.AccuracyCard]) -> None:
+def show_cards(cards: list[cards.AccuracyCard]) -> None:
     if not cards:
         st.info("This evaluation has no labelled faces for any task.")
         return
-    st.caption(charts.PAPER_NOTE)
+    st.caption(cards.PAPER_NOTE)
     columns = st.columns(max(4, len(cards)))  # the same card width whatever the number of tasks
     for i, card in enumerate(cards):
         with columns[i % len(columns)]:
@@ -120,7 +122,7 @@ if not choices:
     st.stop()
 labels = [c.label for c in choices]
 paths = [c.path for c in choices]
-titles = {c.label: charts.choice_title(c.kind, c.path.name, read_metadata(c.path)) for c in choices}
+titles = {c.label: cards.choice_title(c.kind, c.path.name, read_metadata(c.path)) for c in choices}
 
 # The Train page's "Evaluate this run" asks for a model by path before this page's widgets exist.
 if (request := st.session_state.pop("evaluate_request", None)) is not None:
@@ -149,7 +151,7 @@ with st.expander("Evaluate this model on a data set now", expanded=not settings.
     else:
         left, right = st.columns([3, 1])
         readable = {
-            d.label: f"{d.name}: {charts.dataset_title(d.format)}, {d.samples:,} images labelled with "
+            d.label: f"{d.name}: {wording.dataset_title(d.format)}, {d.samples:,} images labelled with "
             + (", ".join(display_name(t).lower() for t in d.tasks) or "nothing")
             for d in found_sets
         }
@@ -164,7 +166,7 @@ with st.expander("Evaluate this model on a data set now", expanded=not settings.
             EVAL_SPLITS,
             index=EVAL_SPLITS.index("test"),
             key="evaluate_split",
-            format_func=lambda name: charts.SPLIT_TITLES.get(name, name).capitalize(),
+            format_func=lambda name: wording.SPLIT_TITLES.get(name, name).capitalize(),
         )
         if st.button("Evaluate", key="evaluate_now", type="primary"):
             dataset = found_sets[[d.label for d in found_sets].index(dataset_label)]
@@ -195,7 +197,7 @@ key = st.selectbox(
     "Evaluation",
     evaluations,
     key="evaluate_key",
-    format_func=charts.evaluation_title,
+    format_func=wording.evaluation_title,
     help=(
         "The images the model was scored on. Test images were never used in training; validation images chose "
         "when training stopped. Evaluations made here of the default model are kept in the runs folder."
@@ -210,18 +212,18 @@ except (FileNotFoundError, EvaluationError) as error:
     st.stop()
 task_metrics = evaluation.metrics.get("tasks", {})
 tasks = [t for t in TASKS if task_metrics.get(t, {}).get("n")]
-dataset_name = charts.dataset_title(charts.evaluation_dataset(key))
+dataset_name = wording.dataset_title(wording.evaluation_dataset(key))
 
-st.subheader(f"Accuracy on {charts.evaluation_title(key)} ({evaluation.metrics.get('n', 0):,} faces)")
-if charts.is_optimistic(metadata):
+st.subheader(f"Accuracy on {wording.evaluation_title(key)} ({evaluation.metrics.get('n', 0):,} faces)")
+if cards.is_optimistic(metadata):
     st.warning(
         "Optimistic: this run was trained with the paper's protocol, where the same 10% of the images chose when "
         "to stop training and gave these scores.",
         icon=":material/info:",
     )
-elif charts.evaluation_split(key) == "val":
+elif wording.evaluation_split(key) == "val":
     st.caption("Validation images chose when training stopped; the test evaluation is the fairer score.")
-show_cards(charts.accuracy_cards(key, task_metrics, multi_task, protocol))
+show_cards(cards.accuracy_cards(key, task_metrics, multi_task, protocol))
 
 tabs = st.tabs(
     [
@@ -260,11 +262,11 @@ with tabs[0]:
     )
     columns = st.columns(2)
     for i, task in enumerate(tasks):
-        frame = charts.display_frame(
+        frame = wording.display_frame(
             confusion_frame(evaluation.metrics, task, normalize=normalized, hide_untaught=True), task
         )
         columns[i % 2].plotly_chart(
-            charts.confusion_figure(frame, normalized, display_name(task)), key=f"confusion-{task}"
+            figures.confusion_figure(frame, normalized, display_name(task)), key=f"confusion-{task}"
         )
 
 with tabs[1]:
@@ -283,14 +285,14 @@ with tabs[1]:
             if score is not None
             else "No macro F1: no labelled face."
         )
-        table = charts.display_frame(per_class_frame(evaluation.metrics, task, hide_untaught=True), task)
+        table = wording.display_frame(per_class_frame(evaluation.metrics, task, hide_untaught=True), task)
         table = table.rename(columns={"precision": "Precision", "recall": "Recall", "f1": "F1", "support": "Faces"})
         table.index.name = display_name(task)
         st.dataframe(table.style.format(precision=3, na_rep="n/a", thousands=","))
 
 with tabs[2]:
-    history_path = model.path / runs.HISTORY_FILE
-    lineage = read_history(str(model.path), modified(history_path) + modified(model.path / runs.METADATA_FILE))
+    history_path = model.path / bundles.HISTORY_FILE
+    lineage = read_history(str(model.path), modified(history_path) + modified(model.path / bundles.METADATA_FILE))
     history = lineage.history
     if history.empty:
         st.info("This model folder has no training history (history.csv).")
@@ -309,15 +311,15 @@ with tabs[2]:
                 "continued."
             )
         st.caption("Solid: the images it learns from. Dashed: validation images it never learns from.")
-        for task in charts.history_tasks(history):
-            st.plotly_chart(charts.history_figure(history, task, lineage.starts), key=f"history-{task}")
-        if (figure := charts.learning_rate_figure(history, lineage.starts)) is not None:
+        for task in figures.history_tasks(history):
+            st.plotly_chart(figures.history_figure(history, task, lineage.starts), key=f"history-{task}")
+        if (figure := figures.learning_rate_figure(history, lineage.starts)) is not None:
             st.caption(
                 "The learning rate: how big a step training takes at each update (schedules lower it as training settles)."
             )
             st.plotly_chart(figure, key="history-learning-rate")
-        if (figure := charts.loss_weights_figure(history, lineage.starts)) is not None:
-            st.caption(charts.LOSS_WEIGHTS_NOTE)
+        if (figure := figures.loss_weights_figure(history, lineage.starts)) is not None:
+            st.caption(figures.LOSS_WEIGHTS_NOTE)
             st.plotly_chart(figure, key="history-loss-weights")
 
 with tabs[3]:
@@ -352,8 +354,8 @@ with tabs[3]:
             images, captions = [], []
             for _, row in shown.iterrows():
                 face = gallery_face(str(row["source"]), preprocessing)
-                images.append(charts.enlarge(MISSING_FACE if face is None else face, 150))
-                caption = charts.gallery_caption(row, task)
+                images.append(figures.enlarge(MISSING_FACE if face is None else face, 150))
+                caption = figures.gallery_caption(row, task)
                 captions.append(caption if face is not None else caption + " (image not available)")
             st.image(images, caption=captions, width=150)
 
@@ -363,7 +365,7 @@ def predicted_groups_figure() -> tuple[pd.DataFrame, go.Figure | None]:
     labels, like FER2013's): the table and its figure (None without attribute heads or emotion labels)."""
     groups = emotion_by_predicted_group(evaluation.samples)
     emotion = task_metrics.get("emotion", {})
-    figure = charts.slices_figure(groups, "emotion", emotion.get("accuracy"), emotion.get("n"), predicted=True)
+    figure = figures.slices_figure(groups, "emotion", emotion.get("accuracy"), emotion.get("n"), predicted=True)
     return groups, figure
 
 
@@ -374,7 +376,7 @@ with tabs[4]:
         "figures."
     )
     emotion_figure = (
-        charts.slices_figure(
+        figures.slices_figure(
             evaluation.slices, "emotion", task_metrics["emotion"].get("accuracy"), task_metrics["emotion"].get("n")
         )
         if "emotion" in tasks
@@ -415,10 +417,10 @@ with tabs[4]:
             icon=":material/info:",
         )
     for task in attribute_tasks:
-        figure = charts.slices_figure(groups, task, task_metrics[task].get("accuracy"), task_metrics[task].get("n"))
+        figure = figures.slices_figure(groups, task, task_metrics[task].get("accuracy"), task_metrics[task].get("n"))
         if figure is not None:
             st.plotly_chart(figure, key=f"groups-{task}")
-    if attribute_tasks and charts.evaluation_dataset(key) == "utkface":
+    if attribute_tasks and wording.evaluation_dataset(key) == "utkface":
         st.caption(
             "UTKFace's Indian and “Other” faces have no label in the three race groups the model knows: they count "
             "in gender and age accuracy, but under no race group."
@@ -427,7 +429,7 @@ with tabs[4]:
         task=[display_name(t) for t in groups["task"]],
         attribute=[display_name(a) for a in groups["attribute"]],
         group=[display_name(a, g) for a, g in zip(groups["attribute"], groups["group"], strict=True)],
-        accuracy=groups["accuracy"].map(charts.percent),
+        accuracy=groups["accuracy"].map(wording.percent),
     )
     if emotion_figure is not None:
         usable = evaluation.slices[evaluation.slices["n"] > 0]
@@ -435,7 +437,7 @@ with tabs[4]:
             task="Emotion",
             attribute=[display_name(a) for a in usable["attribute"]],
             group=[display_name(a, g) for a, g in zip(usable["attribute"], usable["group"], strict=True)],
-            accuracy=usable["accuracy"].map(charts.percent),
+            accuracy=usable["accuracy"].map(wording.percent),
         )
         table = pd.concat([emotion_rows[list(table.columns)], table], ignore_index=True)
     elif predicted_figure is not None and predicted_groups is not None:
@@ -443,7 +445,7 @@ with tabs[4]:
             task="Emotion",
             attribute=[f"Predicted {display_name(a).lower()}" for a in predicted_groups["attribute"]],
             group=[display_name(a, g) for a, g in predicted_groups[["attribute", "group"]].itertuples(index=False)],
-            accuracy=predicted_groups["accuracy"].map(charts.percent),
+            accuracy=predicted_groups["accuracy"].map(wording.percent),
         )
         table = pd.concat([guessed[list(table.columns)], table], ignore_index=True)
     if not table.empty:
@@ -478,7 +480,7 @@ with tabs[5]:
             other_keys,
             index=other_keys.index(key) if key in other_keys else 0,
             key="compare_key",
-            format_func=charts.evaluation_title,
+            format_func=wording.evaluation_title,
         )
         other_folder = settings.evaluation_dir(other.path, other_key)
         try:
@@ -487,22 +489,22 @@ with tabs[5]:
             st.error(f"That evaluation cannot be read: {error}")
         else:
             other_metadata = read_metadata(other.path)
-            name_a = f"{charts.model_title(metadata)} · {charts.evaluation_title(key)}"
-            name_b = f"{charts.model_title(other_metadata)} · {charts.evaluation_title(other_key)}"
+            name_a = f"{cards.model_title(metadata)} · {wording.evaluation_title(key)}"
+            name_b = f"{cards.model_title(other_metadata)} · {wording.evaluation_title(other_key)}"
             if name_a == name_b:
                 name_a, name_b = f"{name_a} ({model.path.name})", f"{name_b} ({other.path.name})"
             table = compare_runs({name_a: evaluation.metrics, name_b: other_evaluation.metrics})
             table = table.rename(columns=display_name)
-            st.dataframe(table.map(charts.percent))
-            st.plotly_chart(charts.comparison_figure(table), key="compare")
+            st.dataframe(table.map(wording.percent))
+            st.plotly_chart(figures.comparison_figure(table), key="compare")
             other_multi = len(other_metadata.get("tasks", {})) > 1
             left, right = st.columns(2)
-            for column, name, cards in (
-                (left, name_a, charts.accuracy_cards(key, task_metrics, multi_task, protocol)),
+            for column, name, pair_cards in (
+                (left, name_a, cards.accuracy_cards(key, task_metrics, multi_task, protocol)),
                 (
                     right,
                     name_b,
-                    charts.accuracy_cards(
+                    cards.accuracy_cards(
                         other_key,
                         other_evaluation.metrics.get("tasks", {}),
                         other_multi,
@@ -510,13 +512,13 @@ with tabs[5]:
                     ),
                 ),
             ):
-                column.markdown(f"**{charts.escape_markdown(name)}**")
-                for card in cards:
+                column.markdown(f"**{wording.escape_markdown(name)}**")
+                for card in pair_cards:
                     delta = f" ({card.delta})" if card.delta else ""
                     column.markdown(f"{display_name(card.task)}: **{card.value}**{delta}", help=card.help)
 
 with tabs[6]:
-    st.caption(charts.RELIABILITY_NOTE)
+    st.caption(figures.RELIABILITY_NOTE)
     if evaluation.metrics.get("calibration", {}).get("temperature"):
         st.caption(
             "This model's confidences are calibrated: after training, each answer's probabilities were softened or "
@@ -536,7 +538,7 @@ with tabs[6]:
     shown = 0
     columns = st.columns(2)
     for task in tasks:
-        figure = charts.reliability_figure(task_metrics[task], display_name(task))
+        figure = figures.reliability_figure(task_metrics[task], display_name(task))
         if figure is not None:
             columns[shown % 2].plotly_chart(figure, key=f"reliability-{task}")
             shown += 1

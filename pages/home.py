@@ -2,7 +2,9 @@
 
 import streamlit as st
 
-from mtfer import charts, runs, settings
+from mtfer.app import cards, wording
+from mtfer.core import bundles
+from mtfer.store import settings
 
 if not st.session_state.get("mtfer_app"):
     # Opened by its URL before app.py ever ran in this server, Streamlit runs a pages/ file on its own (its
@@ -33,10 +35,10 @@ on faces unlike the ones it was trained on. The Evaluate page shows where it goe
 )
 
 st.subheader("The model in use")
-path = runs.resolve_model(None)
+path = bundles.resolve_model(None)
 try:
-    metadata = runs.read_json(path / runs.METADATA_FILE) if settings.is_bundle(path) else None
-except runs.RunError as error:
+    metadata = bundles.read_json(path / bundles.METADATA_FILE) if settings.is_bundle(path) else None
+except bundles.RunError as error:
     st.error(f"The model's description could not be read: {error}")
     metadata = None
 
@@ -46,12 +48,12 @@ if metadata is None:
         icon=":material/warning:",
     )
 else:
-    card = charts.model_card(metadata, path)
+    card = cards.model_card(metadata, path)
     with st.container(border=True):
-        st.markdown(f"#### {charts.escape_markdown(card.name)}")
-        st.markdown(charts.escape_markdown(card.description))
+        st.markdown(f"#### {wording.escape_markdown(card.name)}")
+        st.markdown(wording.escape_markdown(card.description))
         for label, value in card.facts:
-            st.markdown(f"**{label}:** {charts.escape_markdown(value)}")
+            st.markdown(f"**{label}:** {wording.escape_markdown(value)}")
         if card.optimistic:
             st.warning(
                 "Optimistic figures: this model was scored on the same images that chose when training stopped "
@@ -60,7 +62,7 @@ else:
             )
         if card.cards:
             st.markdown("**Accuracy**: the share of faces it gets right, on images it never learned from.")
-            st.caption(charts.PAPER_NOTE)
+            st.caption(cards.PAPER_NOTE)
             columns = st.columns(min(4, len(card.cards)))
             for i, c in enumerate(card.cards):
                 with columns[i % len(columns)]:

@@ -6,9 +6,14 @@ from typing import TypeVar
 import numpy as np
 import streamlit as st
 
-from mtfer import abstain, charts, explain, faces, predict_view, runs, settings
-from mtfer.inference import FacePrediction, Predictor, predictions_table
-from mtfer.uploads import UploadResult, analyse_upload
+from mtfer.app import figures, predict_view, wording
+from mtfer.assess import abstain, explain
+from mtfer.core import bundles, decoding
+from mtfer.core.inference import FacePrediction, Predictor
+from mtfer.media import answers, draw, video_limits, webrtc
+from mtfer.media.tables import predictions_table
+from mtfer.media.uploads import UploadResult, analyse_upload
+from mtfer.store import settings
 
 if not st.session_state.get("mtfer_app"):
     # Opened by its URL before app.py ever ran in this server, Streamlit runs a pages/ file on its own (its
@@ -58,7 +63,7 @@ def show_why(path: str, modified: int, prediction: FacePrediction, key: str) -> 
 
 def modified_ns(path) -> int:
     """When the bundle's files last changed: a replaced model gets a fresh Predictor."""
-    files = [path / runs.MODEL_FILE, path / runs.METADATA_FILE]
+    files = [path / bundles.MODEL_FILE, path / bundles.METADATA_FILE]
     return max((f.stat().st_mtime_ns for f in files if f.is_file()), default=0)
 
 
@@ -125,12 +130,13 @@ def live_network(path: str, modified: int) -> tuple[object | None, str | None]:
     """Once per model, before any stream starts: the network converted for LiteRT (mtfer.live.LiteNetwork: immune to
     the clear_session() that ends every script run, and faster), and the Keras model warmed up (mtfer.live.warm_up)
     as the fallback. Returns (network or None, why there is none)."""
-    from mtfer import live
+    from mtfer.core import backends
+    from mtfer.media import live
 
     predictor = load_predictor(path, modified)
     live.warm_up(predictor)
     try:
-        return live.LiteNetwork(predictor), None
+        return backends.LiteNetwork(predictor), None
     except (ImportError, ValueError) as error:  # no LiteRT wheel (Windows), or a model it cannot convert
         return None, str(error)
 
@@ -138,16 +144,16 @@ def live_network(path: str, modified: int) -> tuple[object | None, str | None]:
 def live_camera(model: settings.ModelChoice) -> None:
     """The Live mode: the camera's video with every face boxed and labelled, the largest face's answers and its
     emotion over the last 10 seconds beside it, and "Save" of the last seconds as a timeline CSV (mtfer.live)."""
-    from mtfer import live
+    from mtfer.media import live
 
-    live.prepare_webrtc_import()  # TensorFlow may be loaded already (a photo was labelled): see its docstring
+    webrtc.prepare_webrtc_import()  # TensorFlow may be loaded already (a photo was labelled): see its docstring
     from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
     st.markdown(
         "Look into the camera: every face gets a box with its four answers, which follow it as it moves and change "
         "with the expression. Press **Start** and allow the camera when the browser asks."
     )
-    if (rtc_configuration := read_setting(settings.rtc_configuration, "The STUN/TURN setting is not valid")) is None:
+    if (rtc_configuration := read_setting(webrtc.rtc_configuration, "The STUN/TURN setting is not valid")) is None:
         return
     if (loaded := loaded_predictor(model)) is None:
         return
@@ -219,8 +225,9 @@ def live_camera(model: settings.ModelChoice) -> None:
 def live_panel(playing: bool) -> None:
     """Beside the video: what the stream shows now (faces, the largest face's answers, frames per second) and the
     largest face's emotion over the last 10 seconds; refreshed every LIVE_REFRESH_S while the camera runs."""
-    from mtfer import live
-    from mtfer.tasks import display_name
+    from mtfer.app import live_view
+    from mtfer.core.tasks import display_name
+    from mtfer.media import live
 
     @st.fragment(run_every=LIVE_REFRESH_S if playing else None)
     def panel() -> None:
@@ -243,7 +250,7 @@ def live_panel(playing: bool) -> None:
                     likeliest += f" or {display_name(task, v.runner_up)} {v.runner_up_confidence:.0%}"
                 st.metric(
                     display_name(task),
-                    display_name(task, v.label) if v.sure else predict_view.abstain_name(task),
+                    display_name(task, v.label) if v.sure else answers.abstain_name(task),
                     delta=f"{v.confidence:.0%} sure" if v.sure else likeliest,
                     delta_color="off",
                     delta_arrow="off",
@@ -253,7 +260,7 @@ def live_panel(playing: bool) -> None:
         st.markdown(f"**Emotion over the last {live.HISTORY_S:.0f} seconds**")
         st.image(live.emotion_chart(processor.emotion_history()), width="stretch")
         state = "" if playing else "Stopped. Last seen: "
-        st.caption(f"{state}{live.live_caption(status)}", help="Frames per second: how many frames are labelled.")
+        st.caption(f"{state}{live_view.live_caption(status)}", help="Frames per second: how many frames are labelled.")
 
     panel()
 
@@ -311,7 +318,7 @@ VIDEO_FPS_CHOICES = (1, 2, 5, 10, 15, 30)
 def video_file(model: settings.ModelChoice) -> None:
     """The Video mode: upload, a progress bar with Stop while it runs, then a summary per person, the timeline of
     their emotion, the frame at a chosen time with its boxes, and the CSV."""
-    from mtfer import video
+    from mtfer.media import video
 
     st.markdown(
         "Upload a video: the model looks for faces several times a second, follows each person from frame to frame "
@@ -335,7 +342,7 @@ def video_file(model: settings.ModelChoice) -> None:
     if upload is None:
         st.info("Upload a video to see how the emotion of each face in it changes over time.")
         return
-    if (limits := read_setting(settings.video_limits, "The video limits are not set right")) is None:
+    if (limits := read_setting(video_limits.video_limits, "The video limits are not set right")) is None:
         return
     if (loaded := loaded_predictor(model)) is None:
         return
@@ -357,7 +364,7 @@ def video_file(model: settings.ModelChoice) -> None:
         st.session_state[VIDEO_ANALYSIS] = saved
     analysis = saved[1]
     if isinstance(analysis, str):
-        st.error(charts.escape_markdown(analysis), icon=":material/error:")
+        st.error(wording.escape_markdown(analysis), icon=":material/error:")
         return
     if not analysis.done and not analysis.stopped:
         run_video(analysis)
@@ -367,7 +374,7 @@ def video_file(model: settings.ModelChoice) -> None:
 def run_video(analysis) -> None:
     """A progress bar and a Stop button while the video is analysed. A rerun (any click) resumes where it was;
     Stop keeps what was analysed."""
-    from mtfer import video_view
+    from mtfer.app import video_view
 
     running = st.empty()
     with running.container():
@@ -392,7 +399,8 @@ def video_results(analysis, min_confidence: dict[str, float]) -> None:
     """What the analysis found: notes, a summary per person, the emotion timeline, a chosen frame, the CSV."""
     from pathlib import Path
 
-    from mtfer import video, video_view
+    from mtfer.app import video_view
+    from mtfer.media import video
 
     for note in analysis.notes:
         st.warning(note, icon=":material/info:")
@@ -537,28 +545,28 @@ results: list[tuple[str, list[FacePrediction]]] = []
 refused: list[tuple[str, str]] = []  # (file, why it could not be read): rows of the CSV too
 for i, (name, data) in enumerate(items):
     with st.container(border=True):
-        st.subheader(charts.escape_markdown(name))
+        st.subheader(wording.escape_markdown(name))
         predictions, error, found = analyse(str(model.path), modified, name, data, largest_only)
         if predictions is None:
-            st.error(charts.escape_markdown(error or ""), icon=":material/error:")
+            st.error(wording.escape_markdown(error or ""), icon=":material/error:")
             refused.append((name, error or ""))
             continue
-        image = faces.decode_image(data)  # read fine just now; decoded again, as whole photos are not cached
+        image = decoding.decode_image(data)  # read fine just now; decoded again, as whole photos are not cached
         results.append((name, predictions))
         if not predictions:
             st.warning(NO_FACE_TIPS, icon=":material/sentiment_neutral:")
-            st.image(predict_view.draw_faces(image, [], []), caption=charts.escape_markdown(name))
+            st.image(draw.draw_faces(image, [], []), caption=wording.escape_markdown(name))
             continue
-        verdicts = [predict_view.face_verdicts(p, min_confidence) for p in predictions]
-        labels = [predict_view.photo_lines(k, v) for k, v in enumerate(verdicts, start=1)]
+        verdicts = [answers.face_verdicts(p, min_confidence) for p in predictions]
+        labels = [answers.photo_lines(k, v) for k, v in enumerate(verdicts, start=1)]
         st.image(
-            predict_view.draw_faces(image, [p.box for p in predictions], labels),
+            draw.draw_faces(image, [p.box for p in predictions], labels),
             caption=predict_view.faces_found_caption(len(predictions), found),
         )
         for k, (p, face_verdicts) in enumerate(zip(predictions, verdicts, strict=True), start=1):
-            st.markdown(predict_view.face_line(k, face_verdicts))
+            st.markdown(answers.face_line(k, face_verdicts))
             face_column, chart_column = st.columns([1, 3])
-            face_column.image(charts.enlarge(p.aligned), caption=predict_view.aligned_caption(p))
+            face_column.image(figures.enlarge(p.aligned), caption=predict_view.aligned_caption(p))
             with face_column:
                 show_why(str(model.path), modified, p, key=f"why-{i}-{k}")
             with chart_column:

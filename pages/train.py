@@ -8,11 +8,16 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from mtfer import charts, planning, pseudo, runs, settings
+from mtfer.app import cards, figures, job_view
+from mtfer.core import bundles
+from mtfer.core.model import ARCHITECTURES
+from mtfer.core.tasks import TASK_NAMES
 from mtfer.datasets import FORMATS
-from mtfer.model import ARCHITECTURES
-from mtfer.tasks import TASK_NAMES
-from mtfer.training import (
+from mtfer.store import runs, settings
+from mtfer.store import jobs
+from mtfer.store import runs
+from mtfer.train import planning, pseudo
+from mtfer.train.config import (
     AUGMENTATIONS,
     CLASS_WEIGHTINGS,
     LOSS_WEIGHTS_MODES,
@@ -157,7 +162,7 @@ def pseudo_labels_section(datasets: list[dict]) -> str:
 
 def current_run(runs_dir: Path) -> Path | None:
     """The job to follow: a running one, else the one this session started or last followed, else the newest run."""
-    active = runs.active_jobs(runs_dir)
+    active = jobs.active_jobs(runs_dir)
     if active:
         return active[0]
     mine = st.session_state.get("train_run")
@@ -168,11 +173,11 @@ def current_run(runs_dir: Path) -> Path | None:
 
 
 st.title("Train")
-runs_dir = runs.default_runs_dir()
+runs_dir = bundles.default_runs_dir()
 runs.reap_children()  # training processes this server started and that have ended: no zombies
 roots = settings.data_roots()
 found = find_datasets(tuple(str(r) for r in roots))
-busy = runs.active_jobs(runs_dir)
+busy = jobs.active_jobs(runs_dir)
 # Poll while a job runs (whoever started it); the monitor reruns the whole page once it ends.
 st.session_state["train_was_active"] = bool(busy)
 if "train_preset" not in st.session_state:
@@ -225,7 +230,7 @@ with st.expander("New training run", expanded=not busy):
     architecture = left.selectbox(
         "Network",
         list(ARCHITECTURES),
-        format_func=lambda a: f"{a}: {charts.ARCHITECTURE_TEXT.get(a, a)}",
+        format_func=lambda a: f"{a}: {cards.ARCHITECTURE_TEXT.get(a, a)}",
         key="train_architecture",
     )
     epochs = middle.number_input("Epochs (at most)", 1, 1000, key="train_epochs")
@@ -344,7 +349,7 @@ with st.expander("New training run", expanded=not busy):
         try:
             # Found under the data roots a while ago (cached): still inside them, symlinks resolved?
             config.datasets = [{**d.to_config(), "root": str(settings.confine(d.root, roots))} for d in chosen]
-            folder = runs.start_job(config.to_dict(), runs_dir)
+            folder = jobs.start_job(config.to_dict(), runs_dir)
         except ValueError as error:  # data outside the roots, RunError (busy, unwritable or full)
             st.error(f"Training was not started: {error}")
         else:
@@ -359,7 +364,7 @@ def ask_to_stop() -> None:
 def stop(run: Path) -> None:
     """Button callback: runs before the rerun, so the page shows "Stopping ..." at once."""
     st.session_state["train_confirm_stop"] = False
-    runs.stop_job(run)
+    jobs.stop_job(run)
 
 
 def keep_training() -> None:
@@ -368,8 +373,8 @@ def keep_training() -> None:
 
 def activate(run: Path) -> None:
     try:
-        runs.set_active_model(run, runs.default_runs_dir())
-    except runs.RunError as error:
+        bundles.set_active_model(run, bundles.default_runs_dir())
+    except bundles.RunError as error:
         st.session_state["train_activate_error"] = str(error)
 
 
@@ -412,14 +417,14 @@ def resume_controls(run: Path) -> None:
         "Resume training",
         key="train_resume",
         icon=":material/play_circle:",
-        disabled=bool(runs.active_jobs(runs_dir)),
+        disabled=bool(jobs.active_jobs(runs_dir)),
         help="Continues this run in the background from its last complete epoch.",
     )
     if not clicked:
         return
     try:
-        runs.resume_job(run, runs_dir)
-    except runs.RunError as error:
+        jobs.resume_job(run, runs_dir)
+    except bundles.RunError as error:
         st.error(f"Training was not resumed: {error}")
     else:
         st.session_state["train_run"] = str(run)
@@ -433,7 +438,7 @@ def monitor() -> None:
         st.info("No training run yet.")
         return
     progress = runs.read_progress(run)
-    status = charts.job_status(progress)
+    status = job_view.job_status(progress)
     if status.active:  # keep following this run once it ends (stopped, failed, finished)
         st.session_state["train_run"] = str(run)
     if st.session_state.get("train_was_active") and not status.active:  # ended since the last full run
@@ -443,40 +448,40 @@ def monitor() -> None:
     st.subheader(f"Run {run.name}")
     st.progress(status.fraction, text=status.headline)
     try:
-        config = runs.read_json(run / runs.CONFIG_FILE)
-    except runs.RunError:
+        config = bundles.read_json(run / bundles.CONFIG_FILE)
+    except bundles.RunError:
         config = {}
     tasks = config.get("tasks", list(TASK_NAMES))
 
     if status.active:
         stop_controls(run, progress, status.state)
-    elif runs.can_resume(run, progress):
+    elif jobs.can_resume(run, progress):
         resume_controls(run)
 
     if status.finished:  # progress.json then holds the held-out evaluations' summary
-        cards = charts.summary_cards(progress.get("metrics") or {}, len(tasks) > 1)
-        columns = st.columns(min(4, len(cards))) if cards else []
-        for i, card in enumerate(cards):
+        summary = cards.summary_cards(progress.get("metrics") or {}, len(tasks) > 1)
+        columns = st.columns(min(4, len(summary))) if summary else []
+        for i, card in enumerate(summary):
             columns[i % len(columns)].metric(card.label, card.value, card.delta, help=card.help, border=True)
-    elif metrics := charts.epoch_metrics(progress.get("metrics"), tasks):
+    elif metrics := job_view.epoch_metrics(progress.get("metrics"), tasks):
         columns = st.columns(len(metrics))
         for column, (label, value) in zip(columns, metrics, strict=True):
             column.metric(label, value)
-    history_path = run / runs.HISTORY_FILE
+    history_path = run / bundles.HISTORY_FILE
     if history_path.is_file():
         try:
             history = pd.read_csv(history_path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError):
             history = None
         if history is not None and len(history):
-            shown = charts.history_tasks(history)
+            shown = figures.history_tasks(history)
             columns = st.columns(2 if len(shown) > 1 else 1)
             for i, task in enumerate(shown):
                 columns[i % len(columns)].plotly_chart(
-                    charts.history_figure(history, task), key=f"train-history-{task}"
+                    figures.history_figure(history, task), key=f"train-history-{task}"
                 )
-            if (figure := charts.loss_weights_figure(history)) is not None:
-                st.caption(charts.LOSS_WEIGHTS_NOTE)
+            if (figure := figures.loss_weights_figure(history)) is not None:
+                st.caption(figures.LOSS_WEIGHTS_NOTE)
                 st.plotly_chart(figure, key="train-history-loss-weights")
     with st.expander("Log (last lines)", expanded=status.state == "failed"):
         st.code(runs.log_tail(run, 30, clean=True) or "(nothing written yet)", language=None)
@@ -487,7 +492,7 @@ def monitor() -> None:
         if left.button("Evaluate this run", key="train_evaluate"):
             st.session_state["evaluate_request"] = str(run)
             st.switch_page("pages/evaluate.py")
-        if runs.resolve_model(None, runs_dir).resolve() == run.resolve():
+        if bundles.resolve_model(None, runs_dir).resolve() == run.resolve():
             right.success("This run is the model that Predict uses.", icon=":material/check_circle:")
         else:
             right.button("Use this model for Predict", key="train_activate", on_click=activate, args=(run,))

@@ -11,7 +11,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mtfer.training import Split, TrainConfig, train
+from mtfer.datasets.splits import Split
+from mtfer.train.config import TrainConfig
+from mtfer.train.trainer import train
 
 
 def random_split(n: int, seed: int = 0, size: int = 50) -> Split:
@@ -54,7 +56,7 @@ def write_utkface_tree(root: Path, n: int = 40, seed: int = 0) -> Path:
 
 def write_fer_tree(root: Path, per_class: int = 4, seed: int = 0) -> Path:
     """FER2013-style image folders train|test/<emotion>/*.jpg with random 48x48 content."""
-    from mtfer.tasks import EMOTION
+    from mtfer.core.tasks import EMOTION
 
     rng = np.random.default_rng(seed)
     for split in ("train", "test"):

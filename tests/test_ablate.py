@@ -82,52 +82,52 @@ def test_reproduce_rows_are_the_recipe_with_their_own_settings(tmp_path):
 
 def _with_val(folder: Path, accuracy: float) -> Path:
     """A run or bundle whose metadata says: holdout, four tasks, this FER2013 validation emotion accuracy."""
-    from mtfer import runs
+    from mtfer.core import bundles
 
-    meta = runs.read_json(folder / runs.METADATA_FILE)
+    meta = bundles.read_json(folder / bundles.METADATA_FILE)
     meta["protocol"] = "holdout"
     meta["metrics"]["fer2013-val"] = {"emotion": {"accuracy": accuracy, "n": 10}}
-    runs.atomic_write_json(folder / runs.METADATA_FILE, meta)
+    bundles.atomic_write_json(folder / bundles.METADATA_FILE, meta)
     return folder
 
 
 def test_ship_replaces_the_shipped_model_only_with_a_better_one_on_validation(tmp_path, monkeypatch, capsys):
     from helpers import tiny_run
 
-    from mtfer import runs
+    from mtfer.core import bundles
 
     spec = importlib.util.spec_from_file_location("reproduce_ship", ABLATE.parent / "reproduce.py")
     reproduce = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(reproduce)
     shipped = _with_val(tiny_run(tmp_path / "models" / "default"), 0.60)
-    monkeypatch.setattr(runs, "DEFAULT_BUNDLE", shipped)
+    monkeypatch.setattr(bundles, "DEFAULT_BUNDLE", shipped)
     runs_dir = tmp_path / "runs"
     worse = _with_val(tiny_run(runs_dir / "20990101-000000-worse"), 0.55)
-    before = (shipped / runs.METADATA_FILE).read_text()
+    before = (shipped / bundles.METADATA_FILE).read_text()
 
     # A fresh checkout has only its own runs: a worse one must not replace the shipped model.
     assert reproduce.ship(runs_dir, tmp_path) is None
     assert "kept the shipped model" in capsys.readouterr().out
-    assert (shipped / runs.METADATA_FILE).read_text() == before
+    assert (shipped / bundles.METADATA_FILE).read_text() == before
 
     _with_val(worse, 0.65)
     assert reproduce.ship(runs_dir, tmp_path) == worse
-    meta = runs.read_json(shipped / runs.METADATA_FILE)
+    meta = bundles.read_json(shipped / bundles.METADATA_FILE)
     assert meta["metrics"]["fer2013-val"]["emotion"]["accuracy"] == 0.65 and meta["title"].startswith("mtfer default")
 
 
 def test_the_shipped_run_is_one_row_of_the_results_table_under_its_name(tmp_path, monkeypatch):
     from helpers import tiny_run
 
-    from mtfer import runs
+    from mtfer.core import bundles
 
     spec = importlib.util.spec_from_file_location("reproduce_table", ABLATE.parent / "reproduce.py")
     reproduce = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(reproduce)
     shipped = _with_val(tiny_run(tmp_path / "models" / "default"), 0.60)
-    meta = runs.read_json(shipped / runs.METADATA_FILE)
-    runs.atomic_write_json(shipped / runs.METADATA_FILE, {**meta, "created": "2026-11-30T10:41:46+00:00"})
-    monkeypatch.setattr(runs, "DEFAULT_BUNDLE", shipped)
+    meta = bundles.read_json(shipped / bundles.METADATA_FILE)
+    bundles.atomic_write_json(shipped / bundles.METADATA_FILE, {**meta, "created": "2026-11-30T10:41:46+00:00"})
+    monkeypatch.setattr(bundles, "DEFAULT_BUNDLE", shipped)
     runs_dir = tmp_path / "runs"
     _with_val(tiny_run(runs_dir / "reproduce-recipe-multi-pseudo"), 0.65)
     _with_val(tiny_run(runs_dir / "reproduce-recipe-multi"), 0.50)
@@ -148,9 +148,10 @@ def test_the_shipped_run_is_one_row_of_the_results_table_under_its_name(tmp_path
 def test_the_readme_results_table_shows_the_shipped_model_as_its_card_does(tmp_path):
     """README, Home and Evaluate agree: the README's shipped row is what reproduce.py makes of models/default now
     (accuracies, macro-F1, epochs and wall time over every stage), and the card's training time is the same time."""
-    from mtfer import charts, runs
+    from mtfer.app import cards
+    from mtfer.core import bundles
 
-    if not (runs.DEFAULT_BUNDLE / runs.METADATA_FILE).exists():
+    if not (bundles.DEFAULT_BUNDLE / bundles.METADATA_FILE).exists():
         pytest.skip("no shipped model in models/default")
     spec = importlib.util.spec_from_file_location("reproduce_readme", ABLATE.parent / "reproduce.py")
     reproduce = importlib.util.module_from_spec(spec)
@@ -163,7 +164,9 @@ def test_the_readme_results_table_shows_the_shipped_model_as_its_card_does(tmp_p
     assert cells(shown)[1:] == cells(made)[1:], "regenerate: python training/reproduce.py --table-only"
     minutes = round(records[0]["seconds"] / 60)
     facts = dict(
-        charts.model_card(runs.read_json(runs.DEFAULT_BUNDLE / runs.METADATA_FILE), str(runs.DEFAULT_BUNDLE)).facts
+        cards.model_card(
+            bundles.read_json(bundles.DEFAULT_BUNDLE / bundles.METADATA_FILE), str(bundles.DEFAULT_BUNDLE)
+        ).facts
     )
     hours, rest = divmod(minutes, 60)
     assert facts["Training time"].startswith(f"{hours} h {rest:02d} min" if hours else f"{minutes} min")

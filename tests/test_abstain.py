@@ -9,9 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtfer import abstain
-from mtfer.evaluation import evaluate_predictions, save_evaluation
-from mtfer.tasks import TASK_NAMES, TASKS
+from mtfer.assess import abstain
+from mtfer.assess.evaluation import evaluate_predictions, save_evaluation
+from mtfer.core.tasks import TASK_NAMES, TASKS
+from mtfer.datasets import utkface
+from mtfer.train import finalize
 
 
 def test_the_smallest_threshold_whose_faces_reach_the_target():
@@ -93,7 +95,7 @@ def test_thresholds_from_evaluation_samples_count_indian_faces_for_race():
     assert thresholds["emotion"].n == 300 and thresholds["emotion"].n_outside == 0
     assert thresholds["race"].n == 200 and thresholds["race"].n_outside == 100
     assert thresholds["race"].min_confidence >= abstain.clear_winner_floor("race")
-    assert list(abstain.outside_race_mask(["a/20_1_3_1.jpg.chip.jpg", "20_1_0_1.jpg", "x.jpg", "9_0_4_1.jpg"])) == [
+    assert list(utkface.outside_race_mask(["a/20_1_3_1.jpg.chip.jpg", "20_1_0_1.jpg", "x.jpg", "9_0_4_1.jpg"])) == [
         True, False, False, True,
     ]  # fmt: skip
 
@@ -136,8 +138,8 @@ def _bundle_with_val_evaluation(folder: Path, rng: np.random.Generator) -> Path:
 def test_calibrate_bundle_writes_thresholds_that_min_confidences_reads(tmp_path, monkeypatch):
     monkeypatch.setenv("MTFER_RUNS", str(tmp_path / "runs"))
     bundle = _bundle_with_val_evaluation(tmp_path / "bundle", np.random.default_rng(2))
-    assert abstain.validation_evaluations(bundle) == [bundle / "evaluation" / "utkface-val"]
-    thresholds = abstain.thresholds_for_bundle(bundle, {"emotion": 0.5}, min_support=10)
+    assert finalize.validation_evaluations(bundle) == [bundle / "evaluation" / "utkface-val"]
+    thresholds = finalize.thresholds_for_bundle(bundle, {"emotion": 0.5}, min_support=10)
     assert set(thresholds) == {"emotion", "gender"}  # the tasks with labels in the evaluation
     assert thresholds["emotion"].target_accuracy == 0.5 and thresholds["gender"].target_accuracy == 0.7
     metadata = json.loads((bundle / "metadata.json").read_text())
@@ -146,7 +148,7 @@ def test_calibrate_bundle_writes_thresholds_that_min_confidences_reads(tmp_path,
     got = abstain.min_confidences(metadata)
     assert got["emotion"] == thresholds["emotion"].min_confidence and got["race"] == 0.55
     with pytest.raises(ValueError, match="no saved validation evaluation"):
-        abstain.thresholds_for_bundle(_empty_bundle(tmp_path / "empty"))
+        finalize.thresholds_for_bundle(_empty_bundle(tmp_path / "empty"))
 
 
 def _empty_bundle(folder: Path) -> Path:

@@ -18,10 +18,17 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from mtfer import charts, planning, runs, settings, training
-from mtfer.evaluation import confusion_frame, load_evaluation
-from mtfer.tasks import TASK_NAMES, TASKS, display_name
-from mtfer.training import Split, TrainConfig, train
+from mtfer.app import cards, figures, job_view, wording
+from mtfer.assess import paper
+from mtfer.assess.evaluation import confusion_frame, load_evaluation
+from mtfer.core import bundles
+from mtfer.core.tasks import TASK_NAMES, TASKS, display_name
+from mtfer.datasets.splits import Split
+from mtfer.store import runs, settings
+from mtfer.store import jobs
+from mtfer.train import callbacks, planning
+from mtfer.train.config import TrainConfig
+from mtfer.train.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
@@ -197,11 +204,11 @@ def _bundle_with_thresholds(app_env: Path, folder: Path, min_confidence: float) 
     """tiny-multi's model with a metadata.json whose abstain thresholds are all `min_confidence`."""
     folder.mkdir()
     for f in (app_env / "tiny-multi").iterdir():
-        if f.is_file() and f.name != runs.METADATA_FILE:
+        if f.is_file() and f.name != bundles.METADATA_FILE:
             (folder / f.name).symlink_to(f)
-    metadata = json.loads((app_env / "tiny-multi" / runs.METADATA_FILE).read_text())
+    metadata = json.loads((app_env / "tiny-multi" / bundles.METADATA_FILE).read_text())
     metadata["abstain"] = {t: {"min_confidence": min_confidence} for t in TASK_NAMES}
-    (folder / runs.METADATA_FILE).write_text(json.dumps(metadata))
+    (folder / bundles.METADATA_FILE).write_text(json.dumps(metadata))
     return folder
 
 
@@ -340,7 +347,7 @@ def test_evaluate_shows_how_far_the_confidence_can_be_trusted(app_env):
         reliability = metrics["tasks"][task]["reliability"]
         assert bars["y"] == [a for a, n in zip(reliability["accuracy"], reliability["count"], strict=True) if n]
     captions = _texts(at)
-    assert charts.RELIABILITY_NOTE in captions and "confidences are calibrated" in captions
+    assert figures.RELIABILITY_NOTE in captions and "confidences are calibrated" in captions
 
 
 def test_evaluate_explains_an_evaluation_saved_before_calibration(app_env):
@@ -447,15 +454,15 @@ def test_evaluate_explains_accuracy_by_group_and_hides_what_no_data_teaches(app_
 
 def _continued(app_env: Path, tmp_path: Path) -> Path:
     """A bundle that continued tiny-multi's training and records its lineage (as the trainer now writes it)."""
-    from mtfer.lineage import parent_lineage
+    from mtfer.store.lineage import parent_lineage
 
     parent = app_env / "tiny-multi"
     folder = tmp_path / "models" / "continued"
     folder.mkdir(parents=True)
-    for name in (runs.MODEL_FILE, runs.HISTORY_FILE):
+    for name in (bundles.MODEL_FILE, bundles.HISTORY_FILE):
         (folder / name).write_bytes((parent / name).read_bytes())
-    shutil.copytree(parent / runs.EVALUATION_DIR, folder / runs.EVALUATION_DIR)
-    metadata = runs.read_json(parent / runs.METADATA_FILE)
+    shutil.copytree(parent / bundles.EVALUATION_DIR, folder / bundles.EVALUATION_DIR)
+    metadata = bundles.read_json(parent / bundles.METADATA_FILE)
     metadata["config"]["init_from"] = str(parent)
     metadata.update(
         title="Demo reader",
@@ -465,7 +472,7 @@ def _continued(app_env: Path, tmp_path: Path) -> Path:
         machine="x86_64 2 cpu",
         lineage=[{**stage, "train_seconds": 1200.0} for stage in parent_lineage(str(parent), app_env)],
     )
-    runs.atomic_write_json(folder / runs.METADATA_FILE, metadata)
+    bundles.atomic_write_json(folder / bundles.METADATA_FILE, metadata)
     return folder
 
 
@@ -476,7 +483,7 @@ def test_home_and_evaluate_show_a_continued_model_whole(app_env, tmp_path, monke
     text = _texts(at)
     assert "#### Demo reader" in text and "Reads emotion, gender, race and age group from one face." in text
     assert "**Trained:** 30 November 2026" in text
-    epochs = len(pd.read_csv(model / runs.HISTORY_FILE))
+    epochs = len(pd.read_csv(model / bundles.HISTORY_FILE))
     line = f"**Training time:** 30 min in all on a 2-core computer\\: {2 * epochs} epochs, {epochs} in an earlier run"
     assert line in text  # 1,200 s for tiny-multi + 600 s for its continuation
 
@@ -519,7 +526,7 @@ def test_train_starts_a_background_job_and_sees_it_finish(app_env, tmp_path):
     assert len(started) == 1
     run = started[0]
     assert at.button(key="train_start").disabled  # one job at a time
-    config = runs.read_json(run / runs.CONFIG_FILE)
+    config = bundles.read_json(run / bundles.CONFIG_FILE)
     assert config["epochs"] == 1 and config["tasks"] == list(TASK_NAMES) and len(config["datasets"]) == 2
 
     try:
@@ -529,7 +536,7 @@ def test_train_starts_a_background_job_and_sees_it_finish(app_env, tmp_path):
             at.run()
             assert not at.exception
     finally:
-        runs.stop_job(run)  # a no-op once finished; never leave a job behind a failed test
+        jobs.stop_job(run)  # a no-op once finished; never leave a job behind a failed test
     at.run()
     assert runs.read_progress(run)["state"] == "finished", runs.log_tail(run)
     progress = at.get("progress")[0].proto
@@ -538,7 +545,7 @@ def test_train_starts_a_background_job_and_sees_it_finish(app_env, tmp_path):
     assert not at.button(key="train_start").disabled
 
     at.button(key="train_activate").click().run()
-    assert runs.resolve_model(None, app_env).resolve() == run.resolve()
+    assert bundles.resolve_model(None, app_env).resolve() == run.resolve()
     assert "the model that Predict uses" in "\n".join(s.value for s in at.success)
 
     at.button(key="train_evaluate").click().run()
@@ -572,7 +579,7 @@ def test_train_stop_ends_a_job_gracefully(app_env, tmp_path):
     at.number_input(key="train_epochs").set_value(500)
     at.number_input(key="train_batch_size").set_value(4).run()
     at.button(key="train_start").click().run()
-    (run,) = runs.active_jobs(app_env)
+    (run,) = jobs.active_jobs(app_env)
     try:
         # Stop once the first epoch is done, so that there is a complete epoch to keep.
         progress = _wait(run, lambda p: p.get("metrics") or p["state"] not in runs.ACTIVE_STATES)
@@ -590,21 +597,21 @@ def test_train_stop_ends_a_job_gracefully(app_env, tmp_path):
         assert runs.read_progress(run)["state"] in ("stopping", "stopped")
         progress = _wait(run, lambda p: p["state"] not in runs.ACTIVE_STATES)
     finally:
-        runs.stop_job(run)
+        jobs.stop_job(run)
     assert progress["state"] == "stopped", runs.log_tail(run)
     at.run()
     complete = progress["stop"]["completed_epochs"]
     headline = at.get("progress")[0].proto.text
     assert headline.startswith(("Stopped during epoch", "Stopped after epoch")) and complete >= 1, headline
     assert f"Resume continues from epoch {complete + 1}." in headline
-    assert len(pd.read_csv(run / runs.HISTORY_FILE)) == complete  # complete epochs only
-    assert runs.read_json(run / runs.CONFIG_FILE)["tasks"] == ["emotion"]
+    assert len(pd.read_csv(run / bundles.HISTORY_FILE)) == complete  # complete epochs only
+    assert bundles.read_json(run / bundles.CONFIG_FILE)["tasks"] == ["emotion"]
     assert not at.button(key="train_start").disabled
 
     at.button(key="train_resume").click().run()  # continues in the background from the last complete epoch
     assert not at.exception and not at.error
     try:
-        assert runs.active_jobs(app_env) == [run] and at.button(key="train_start").disabled
+        assert jobs.active_jobs(app_env) == [run] and at.button(key="train_start").disabled
         progress = _wait(
             run,
             lambda p: p.get("step", 0) >= 1 and p.get("epoch", 0) > complete or p["state"] not in runs.ACTIVE_STATES,
@@ -612,7 +619,7 @@ def test_train_stop_ends_a_job_gracefully(app_env, tmp_path):
         assert progress["state"] == "running" and progress["epoch"] >= complete + 1, runs.log_tail(run)
         assert f"resuming after epoch {complete}" in runs.log_tail(run, 100)
     finally:
-        runs.stop_job(run)
+        jobs.stop_job(run)
         progress = _wait(run, lambda p: p["state"] not in runs.ACTIVE_STATES)
     assert progress["state"] == "stopped", runs.log_tail(run)
 
@@ -634,7 +641,7 @@ def test_train_presets_fill_every_setting_and_the_estimate_comes_before_start(ap
 
     def start_job(config, runs_dir=None, **kwargs):  # records what Start would run, and starts nothing
         started.append(config)
-        raise runs.RunError("not started in this test")
+        raise bundles.RunError("not started in this test")
 
     monkeypatch.setattr(runs, "start_job", start_job)
     at = _app("pages/train.py")
@@ -684,14 +691,14 @@ def test_train_presets_fill_every_setting_and_the_estimate_comes_before_start(ap
 
 
 def test_train_offers_pseudo_labels_once_they_exist(app_env, tmp_path, monkeypatch):
-    from mtfer.pseudo import pseudo_label
+    from mtfer.train.pseudo import pseudo_label
 
     _make_data(tmp_path / "data")
     started: list[dict] = []
 
     def start_job(config, runs_dir=None, **kwargs):
         started.append(config)
-        raise runs.RunError("not started in this test")
+        raise bundles.RunError("not started in this test")
 
     monkeypatch.setattr(runs, "start_job", start_job)
     at = _app("pages/train.py")
@@ -716,9 +723,11 @@ def test_train_asks_before_a_job_of_hours(app_env, tmp_path):
     _make_data(tmp_path / "data")
     # A slow machine, as an earlier run measured it: 1,000 faces per epoch in 10,000 s.
     slow = app_env / "20991231-slow"
-    runs.atomic_write_json(slow / runs.CONFIG_FILE, {"architecture": "paper", "batch_size": 32, "tasks": ["emotion"]})
+    bundles.atomic_write_json(
+        slow / bundles.CONFIG_FILE, {"architecture": "paper", "batch_size": 32, "tasks": ["emotion"]}
+    )
     runs.write_progress(slow, state="failed", epoch_faces=1000, precision=planning.resolved_precision("auto"))
-    pd.DataFrame({"epoch": [1, 2], "seconds": [10_000.0, 10_000.0]}).to_csv(slow / runs.HISTORY_FILE, index=False)
+    pd.DataFrame({"epoch": [1, 2], "seconds": [10_000.0, 10_000.0]}).to_csv(slow / bundles.HISTORY_FILE, index=False)
     at = _app("pages/train.py")
     (warning,) = [w.value for w in at.warning if w.value.startswith("Estimated time")]
     assert "measured on this machine in run 20991231-slow" in warning and " h " in warning
@@ -736,7 +745,7 @@ def test_train_page_shows_preparation_a_clean_log_and_where_a_stop_left_off(app_
     sleeper = subprocess.Popen(["sleep", "300"])  # the job's process
     run = app_env / "20991231-job"
     try:
-        runs.atomic_write_json(run / runs.CONFIG_FILE, {"tasks": list(TASK_NAMES), "epochs": 30})
+        bundles.atomic_write_json(run / bundles.CONFIG_FILE, {"tasks": list(TASK_NAMES), "epochs": 30})
         runs.write_progress(
             run, state="running", pid=sleeper.pid, phase="preparing", dataset="fer2013", dataset_index=1, datasets=2,
             done=12_345, total=35_887, rate=95.0, eta_s=241, epoch=0, epochs=30,
@@ -760,7 +769,7 @@ def test_train_page_shows_preparation_a_clean_log_and_where_a_stop_left_off(app_
     finally:
         sleeper.kill()
         sleeper.wait()
-    runs.write_progress(run, state="stopped", stop=training.stop_point(2, 216, 808, 1), epoch=2)
+    runs.write_progress(run, state="stopped", stop=callbacks.stop_point(2, 216, 808, 1), epoch=2)
     resumed: list[Path] = []
     monkeypatch.setattr(runs, "resume_job", lambda r, runs_dir=None: resumed.append(Path(r)) or Path(r))
     at.run()
@@ -805,10 +814,10 @@ def test_discover_datasets_finds_each_layout_once(tmp_path):
 def test_model_choices_and_evaluations(app_env, tmp_path):
     choices = settings.model_choices(app_env)
     assert [(c.kind, c.path.name) for c in choices] == [("active", "tiny-multi"), ("run", "tiny-single")]
-    runs.set_active_model(app_env / "tiny-single", app_env)
+    bundles.set_active_model(app_env / "tiny-single", app_env)
     assert [c.path.name for c in settings.model_choices(app_env)] == ["tiny-single", "tiny-multi"]
     (app_env / "broken").mkdir()
-    (app_env / "broken" / runs.CONFIG_FILE).write_text("{}")
+    (app_env / "broken" / bundles.CONFIG_FILE).write_text("{}")
     assert "broken" not in [c.path.name for c in settings.model_choices(app_env)]
     names = settings.list_evaluations(app_env / "tiny-multi")
     assert names == ["fer2013-test", "rafdb-test", "fer2013-val", "rafdb-val"]
@@ -819,16 +828,16 @@ def test_model_choices_and_evaluations(app_env, tmp_path):
 
 
 def test_paper_references_match_the_data_set_and_setting():
-    paper, same = charts.paper_reference("fer2013", "emotion", multi_task=True)
-    assert (paper.accuracy, same) == (0.6791, True)
-    assert charts.paper_reference("fer2013-csv", "emotion", False)[0].accuracy == 0.6791
-    assert charts.paper_reference("rafdb", "emotion", True)[0].accuracy == 0.7926
-    assert charts.paper_reference("rafdb", "emotion", False)[0].accuracy == 0.4538
-    paper, same = charts.paper_reference("utkface", "age", True)
-    assert (paper.accuracy, same) == (0.7476, False)
-    assert charts.paper_reference("folders", "emotion", False) == (None, False)
-    assert charts.evaluation_dataset("fer2013-csv-test") == "fer2013-csv"
-    assert charts.evaluation_dataset("custom") == "custom"
+    ref, same = paper.paper_reference("fer2013", "emotion", multi_task=True)
+    assert (ref.accuracy, same) == (0.6791, True)
+    assert paper.paper_reference("fer2013-csv", "emotion", False)[0].accuracy == 0.6791
+    assert paper.paper_reference("rafdb", "emotion", True)[0].accuracy == 0.7926
+    assert paper.paper_reference("rafdb", "emotion", False)[0].accuracy == 0.4538
+    ref, same = paper.paper_reference("utkface", "age", True)
+    assert (ref.accuracy, same) == (0.7476, False)
+    assert paper.paper_reference("folders", "emotion", False) == (None, False)
+    assert wording.evaluation_dataset("fer2013-csv-test") == "fer2013-csv"
+    assert wording.evaluation_dataset("custom") == "custom"
 
 
 def test_accuracy_cards_compare_only_on_the_same_data():
@@ -837,18 +846,18 @@ def test_accuracy_cards_compare_only_on_the_same_data():
         "utkface-test": {"gender": {"accuracy": 0.9, "n": 50}, "emotion": {"accuracy": None, "n": 0}},
         "fer2013-val": {"emotion": {"accuracy": 0.9, "n": 10}},
     }
-    cards = charts.summary_cards(summary, multi_task=True)
-    assert [(c.label, c.value) for c in cards] == [
+    shown = cards.summary_cards(summary, multi_task=True)
+    assert [(c.label, c.value) for c in shown] == [
         ("Emotion · fer2013-test", "70.0%"),
         ("Gender · utkface-test", "90.0%"),
     ]
     # A test score against the paper's optimistic 90/10 figure is not like for like: no coloured difference.
     assert cards[0].delta is None and cards[0].badge == "Paper: 67.9%" and "not directly" in cards[0].paper_text
     assert cards[1].delta is None and "different data set" in cards[1].paper_text
-    paper_protocol = charts.summary_cards({"fer2013-val": summary["fer2013-val"]}, multi_task=False, protocol="paper")
+    paper_protocol = cards.summary_cards({"fer2013-val": summary["fer2013-val"]}, multi_task=False, protocol="paper")
     assert paper_protocol[0].delta == "+22.1 pts vs paper"  # same data set, protocol and setting
     assert "100 labelled faces" in cards[0].help
-    only_val = charts.summary_cards({"fer2013-val": summary["fer2013-val"]}, multi_task=False)
+    only_val = cards.summary_cards({"fer2013-val": summary["fer2013-val"]}, multi_task=False)
     assert [c.evaluation for c in only_val] == ["fer2013-val"]
 
 
@@ -863,7 +872,7 @@ def test_model_card_in_plain_words():
         "train_seconds": 3725,
         "metrics": {"fer2013-val": {"emotion": {"accuracy": 0.5, "n": 200}}},
     }
-    card = charts.model_card(metadata, "/runs/my-run")
+    card = cards.model_card(metadata, "/runs/my-run")
     facts = dict(card.facts)
     assert card.name == "Multi-task network (the paper's design)" and card.optimistic and card.multi_task
     assert card.folder == "my-run"
@@ -872,7 +881,7 @@ def test_model_card_in_plain_words():
     assert "optimistic" in facts["How it was scored"] and facts["Training time"] == "1 h 02 min"
     assert facts["Trained"] == "date not recorded"
     assert [c.label for c in card.cards] == ["Emotion · fer2013-val"]
-    assert not charts.model_card({"tasks": {"emotion": []}}, "m").optimistic
+    assert not cards.model_card({"tasks": {"emotion": []}}, "m").optimistic
     assert "Extra labels" not in facts
 
     metadata["pseudo_labels"] = [
@@ -884,7 +893,7 @@ def test_model_card_in_plain_words():
         },
         {"dataset": {"format": "utkface"}, "teacher": {"path": "/work/models/default"}, "filled": {"emotion": 40}},
     ]
-    facts = charts.model_card(metadata, "/runs/my-run").facts
+    facts = cards.model_card(metadata, "/runs/my-run").facts
     assert facts[2] == (
         "Extra labels",
         "Gender, race and age group for up to 100 FER2013 faces and emotion for 40 UTKFace faces, from the model default "
@@ -895,77 +904,77 @@ def test_model_card_in_plain_words():
         entry["teacher"]["created"] = "2026-11-30T10:41:46+00:00"
     assert (
         "from the model default made 30 November 2026, 10:41 (its probabilities"
-        in charts.model_card(metadata, "/work/models/default").facts[2][1]
+        in cards.model_card(metadata, "/work/models/default").facts[2][1]
     )
 
 
 def test_markdown_escapes_and_enlarged_faces():
-    assert charts.escape_markdown("my_[photo]*<b>.jpg") == r"my\_\[photo\]\*\<b\>.jpg"
-    assert charts.enlarge(np.eye(50, dtype=np.uint8) * 255, 200).shape == (200, 200)
+    assert wording.escape_markdown("my_[photo]*<b>.jpg") == r"my\_\[photo\]\*\<b\>.jpg"
+    assert figures.enlarge(np.eye(50, dtype=np.uint8) * 255, 200).shape == (200, 200)
 
 
 def test_confusion_history_slices_and_comparison_figures():
     metrics = {
         "tasks": {"gender": {"classes": list(TASKS["gender"].classes), "confusion": [[3, 1, 0], [2, 2, 0], [0, 0, 0]]}}
     }
-    counts = charts.confusion_figure(confusion_frame(metrics, "gender"), normalized=False, title="Gender")
+    counts = figures.confusion_figure(confusion_frame(metrics, "gender"), normalized=False, title="Gender")
     assert counts.data[0].text[0] == ["3", "1", "0"] and counts.data[0].zmax == 3
-    shares = charts.confusion_figure(confusion_frame(metrics, "gender", normalize=True), normalized=True)
+    shares = figures.confusion_figure(confusion_frame(metrics, "gender", normalize=True), normalized=True)
     assert shares.data[0].text[0] == ["75%", "25%", "0%"] and shares.data[0].zmax == 1
 
     history = pd.DataFrame(
         {"epoch": [1, 2], "emotion_loss": [2.0, 1.5], "val_emotion_loss": [2.1, 1.9], "emotion_accuracy": [0.2, 0.3],
          "val_emotion_accuracy": [0.2, 0.25], "age_loss": [1.0, 0.9], "learning_rate": [3e-4, 6e-5]}
     )  # fmt: skip
-    assert charts.history_tasks(history) == ["emotion", "age"]
-    assert [t.name for t in charts.history_figure(history, "emotion").data] == ["training", "validation"] * 2
-    assert charts.learning_rate_figure(history).layout.yaxis.type == "linear"  # a factor of 5: linear reads best
-    assert charts.learning_rate_figure(history.assign(learning_rate=[3e-4, 1e-6])).layout.yaxis.type == "log"
-    assert charts.learning_rate_figure(history.drop(columns="learning_rate")) is None
+    assert figures.history_tasks(history) == ["emotion", "age"]
+    assert [t.name for t in figures.history_figure(history, "emotion").data] == ["training", "validation"] * 2
+    assert figures.learning_rate_figure(history).layout.yaxis.type == "linear"  # a factor of 5: linear reads best
+    assert figures.learning_rate_figure(history.assign(learning_rate=[3e-4, 1e-6])).layout.yaxis.type == "log"
+    assert figures.learning_rate_figure(history.drop(columns="learning_rate")) is None
 
     slices = pd.DataFrame(
         {"attribute": ["gender", "gender", "age"], "group": ["male", "female", "0-3"], "n": [10, 0, 4],
          "accuracy": [0.5, np.nan, 0.25]}
     )  # fmt: skip
-    fig = charts.slices_figure(slices)
+    fig = figures.slices_figure(slices)
     assert [list(t.x) for t in fig.data] == [["Male<br>10 faces"], ["0-3 years<br>4 faces"]]
-    assert charts.slices_figure(slices[slices["n"] == 0]) is None
+    assert figures.slices_figure(slices[slices["n"] == 0]) is None
 
     table = pd.DataFrame({"emotion": [0.6, 0.5], "age": [0.7, np.nan]}, index=pd.Index(["a", "b"], name="run"))
-    fig = charts.comparison_figure(table)
+    fig = figures.comparison_figure(table)
     assert [t.name for t in fig.data] == ["a", "b"] and list(fig.data[1].text) == ["50.0%", "n/a"]
 
 
 def test_sample_face_frames_files_and_skips_what_it_cannot_read(tmp_path):
     path = tmp_path / "face.png"
     cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 255, (48, 48), dtype=np.uint8))
-    face = charts.sample_face(str(path))
+    face = figures.sample_face(str(path))
     assert face.shape == (50, 50) and face.dtype == np.uint8
     (tmp_path / "bad.jpg").write_bytes(b"nope")
-    assert charts.sample_face(str(tmp_path / "bad.jpg")) is None
-    assert charts.sample_face(str(tmp_path / "fer2013.csv") + "#12") is None
-    assert charts.sample_face("") is None
+    assert figures.sample_face(str(tmp_path / "bad.jpg")) is None
+    assert figures.sample_face(str(tmp_path / "fer2013.csv") + "#12") is None
+    assert figures.sample_face("") is None
     # Relative sources (the shipped model's evaluations) are found under the data roots.
-    assert charts.sample_face("face.png") is None
-    assert charts.sample_face("face.png", None, [tmp_path / "elsewhere", tmp_path]).shape == (50, 50)
+    assert figures.sample_face("face.png") is None
+    assert figures.sample_face("face.png", None, [tmp_path / "elsewhere", tmp_path]).shape == (50, 50)
     row = {"emotion_true": "sad", "emotion_pred": "happy", "emotion_confidence": "0.87"}
-    assert charts.gallery_caption(row, "emotion") == "True: Sad → predicted: Happy (87% sure)"
+    assert figures.gallery_caption(row, "emotion") == "True: Sad → predicted: Happy (87% sure)"
 
 
 def test_job_status_lines():
     running = {"state": "running", "epoch": 2, "epochs": 4, "step": 5, "steps": 10, "eta_s": 130}
-    status = charts.job_status(running)
+    status = job_view.job_status(running)
     assert status.active and status.fraction == pytest.approx(0.375)
     assert status.headline == "Epoch 2 of 4 · step 5 of 10 · about 2 min 10 s left"
-    assert charts.job_status({"state": "finished", "epoch": 3, "epochs": 4}).fraction == 1.0
-    failed = charts.job_status({"state": "failed", "error": "boom"})
+    assert job_view.job_status({"state": "finished", "epoch": 3, "epochs": 4}).fraction == 1.0
+    failed = job_view.job_status({"state": "failed", "error": "boom"})
     assert not failed.active and failed.headline == "Failed: boom"
-    assert charts.job_status({"state": "running", "epoch": 0, "epochs": 4}).headline.startswith("Preparing")
-    assert charts.job_status({"state": "queued"}).active
+    assert job_view.job_status({"state": "running", "epoch": 0, "epochs": 4}).headline.startswith("Preparing")
+    assert job_view.job_status({"state": "queued"}).active
     row = {"val_emotion_accuracy": 0.5, "age_accuracy": 0.25, "val_loss": 1.23456}
-    assert charts.epoch_metrics(row, ["emotion", "age"]) == [
+    assert job_view.epoch_metrics(row, ["emotion", "age"]) == [
         ("emotion val accuracy", "50.0%"),
         ("age accuracy", "25.0%"),
         ("val loss", "1.235"),
     ]
-    assert charts.format_duration(None) == "unknown" and charts.format_duration(59.6) == "1 min 00 s"
+    assert wording.format_duration(None) == "unknown" and wording.format_duration(59.6) == "1 min 00 s"

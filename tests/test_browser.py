@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from helpers import wait_healthy
 
-from mtfer import faces, runs
+from mtfer.core import bundles, faces
 
 pytestmark = pytest.mark.browser
 
@@ -98,9 +98,9 @@ def face_photo(shared_data: Path, model_path: Path, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory) -> Path:
     """The shipped models/default when it is complete, else a tiny run trained here in seconds."""
-    default = Path(runs.DEFAULT_BUNDLE)
+    default = Path(bundles.DEFAULT_BUNDLE)
     default = default if default.is_absolute() else REPO / default
-    if (default / runs.METADATA_FILE).is_file() and (default / runs.MODEL_FILE).is_file():
+    if (default / bundles.METADATA_FILE).is_file() and (default / bundles.MODEL_FILE).is_file():
         return default
     from helpers import tiny_run
 
@@ -108,7 +108,9 @@ def model_path(tmp_path_factory) -> Path:
 
 
 def _model_config(model_path: Path) -> faces.PreprocessConfig:
-    return faces.PreprocessConfig.from_dict(json.loads((model_path / runs.METADATA_FILE).read_text())["preprocessing"])
+    return faces.PreprocessConfig.from_dict(
+        json.loads((model_path / bundles.METADATA_FILE).read_text())["preprocessing"]
+    )
 
 
 @pytest.fixture(scope="module")

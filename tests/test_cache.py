@@ -13,8 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mtfer.core.faces import PreprocessConfig
+from mtfer.core.tasks import TASK_NAMES, TASKS
 from mtfer.datasets import cache as cache_module
-from mtfer.datasets import read_dataset, samples_frame
+from mtfer.datasets import read_dataset
+from mtfer.datasets.base import samples_frame
 from mtfer.datasets.cache import (
     CacheError,
     Prepared,
@@ -24,8 +27,6 @@ from mtfer.datasets.cache import (
     prepare,
     subset_indices,
 )
-from mtfer.faces import PreprocessConfig
-from mtfer.tasks import TASK_NAMES, TASKS
 
 # name -> (age, gender, race); race 3 (Indian) has no class in the 3-class race task.
 UTK_FACES = {

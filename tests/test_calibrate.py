@@ -13,11 +13,18 @@ import numpy as np
 import pytest
 from helpers import random_split, write_fer_tree, write_utkface_tree
 
-from mtfer import abstain, calibration, cli, runs, training
-from mtfer.evaluation import evaluate_calibrated, evaluate_predictions, load_evaluation, save_evaluation
-from mtfer.inference import Predictor, predict_arrays
-from mtfer.tasks import TASK_NAMES, TASKS
-from mtfer.training import TrainConfig, train
+from mtfer import cli
+from mtfer.assess import abstain, calibration
+from mtfer.assess.evaluation import evaluate_calibrated, evaluate_predictions, load_evaluation, save_evaluation
+from mtfer.core import bundles
+from mtfer.core import backends
+from mtfer.core.backends import predict_arrays
+from mtfer.core.inference import Predictor
+from mtfer.core.tasks import TASK_NAMES, TASKS
+from mtfer.datasets import splits as data_splits
+from mtfer.train import finalize
+from mtfer.train.config import TrainConfig
+from mtfer.train.trainer import train
 
 SHARPEN = 12.0  # the synthetic model's logits are this many times too large: far too sure of itself
 
@@ -48,7 +55,7 @@ def synthetic(trained) -> dict:
             for i in np.flatnonzero(labels[:, j] >= 0):
                 p = probs[task][i].astype(np.float64)
                 labels[i, j] = rng.choice(len(p), p=p / p.sum())
-        out[name] = training.Split(split.images, labels, split.sources, split.datasets)
+        out[name] = data_splits.Split(split.images, labels, split.sources, split.datasets)
     return out
 
 
@@ -57,19 +64,19 @@ def overconfident(trained, tmp_path) -> Path:
     """A copy of the run whose heads' logits are multiplied by SHARPEN and whose calibration is removed: an
     over-confident, never calibrated bundle."""
     run, _ = trained
-    bundle = runs.load_bundle(run)
+    bundle = bundles.load_bundle(run)
     for task in bundle.tasks:
         layer = bundle.model.get_layer(f"{task}_logits")
         layer.set_weights([w * SHARPEN for w in layer.get_weights()])
     metadata = dict(bundle.metadata)
-    metadata.pop(calibration.METADATA_KEY)
+    metadata.pop(backends.METADATA_KEY)
     folder = tmp_path / "overconfident"
-    runs.save_bundle(bundle.model, metadata, folder)
+    bundles.save_bundle(bundle.model, metadata, folder)
     return folder
 
 
 def _raw(bundle_path: Path, images: np.ndarray) -> dict[str, np.ndarray]:
-    bundle = runs.load_bundle(bundle_path)
+    bundle = bundles.load_bundle(bundle_path)
     return predict_arrays(bundle.model, images, flip=bool(bundle.metadata["input"]["tta_flip"]))
 
 
@@ -106,7 +113,7 @@ def test_every_evaluation_reports_ece_and_reliability_bins(tmp_path):
 
 def test_training_fits_a_temperature_per_head_on_validation_and_evaluates_with_it(trained):
     run, splits = trained
-    metadata = runs.read_json(run / runs.METADATA_FILE)
+    metadata = bundles.read_json(run / bundles.METADATA_FILE)
     section = metadata["calibration"]
     assert set(section["temperature"]) == set(TASK_NAMES)
     assert all(t > 0 for t in section["temperature"].values())
@@ -126,7 +133,7 @@ def test_training_fits_a_temperature_per_head_on_validation_and_evaluates_with_i
 
 def test_a_calibration_failure_never_fails_a_run(trained, monkeypatch, caplog):
     run, splits = trained
-    bundle = runs.load_bundle(run)
+    bundle = bundles.load_bundle(run)
 
     def broken(*args, **kwargs):
         raise FloatingPointError("simulated")
@@ -134,10 +141,10 @@ def test_a_calibration_failure_never_fails_a_run(trained, monkeypatch, caplog):
     monkeypatch.setattr(calibration, "fit_calibration", broken)
     metadata: dict = {}
     config = TrainConfig(tta_flip=True)
-    with caplog.at_level(logging.ERROR, logger="mtfer.training"):
-        assert training.calibrate_at_end(bundle.model, config, splits, metadata) == {}
+    with caplog.at_level(logging.ERROR, logger="mtfer.train"):
+        assert finalize.calibrate_at_end(bundle.model, config, splits, metadata) == {}
     assert "calibration" not in metadata and "saved uncalibrated" in caplog.text
-    assert training.calibrate_at_end(bundle.model, config, {"train": splits["train"]}, metadata) == {}  # no val
+    assert finalize.calibrate_at_end(bundle.model, config, {"train": splits["train"]}, metadata) == {}  # no val
 
 
 # --- mtfer calibrate ------------------------------------------------------------------------------------------------
@@ -149,17 +156,17 @@ def test_calibrate_fixes_an_overconfident_model_without_changing_any_answer(synt
     raw_val, raw_test = _raw(overconfident, val.images), _raw(overconfident, test.images)
     before = evaluate_predictions(raw_test, test.labels, test.sources)
 
-    result = calibration.calibrate_bundle(overconfident, splits=splits)
+    result = finalize.calibrate_bundle(overconfident, splits=splits)
 
     section = result.calibration
-    metadata = runs.read_json(overconfident / runs.METADATA_FILE)
-    assert metadata["calibration"] == section and calibration.temperatures(metadata) == section["temperature"]
+    metadata = bundles.read_json(overconfident / bundles.METADATA_FILE)
+    assert metadata["calibration"] == section and backends.temperatures(metadata) == section["temperature"]
     for task in TASK_NAMES:
         assert section["temperature"][task] > 1.5  # over-confident: softened
         assert section["ece_before"][task] > 0.05 and section["ece_after"][task] < section["ece_before"][task] / 2
         assert section["nll_after"][task] < section["nll_before"][task]
     # The "not sure" thresholds were chosen again, on the calibrated validation probabilities, with their targets.
-    scaled = calibration.calibrated(raw_val, section["temperature"])
+    scaled = backends.calibrated(raw_val, section["temperature"])
     samples = evaluate_predictions(scaled, val.labels, val.sources, ["val"] * len(val)).samples
     expected = abstain.thresholds_from_samples(samples, TASK_NAMES)
     assert metadata["abstain"] == {t: th.to_dict() for t, th in expected.items()} == result.abstain
@@ -180,7 +187,7 @@ def test_calibrate_fixes_an_overconfident_model_without_changing_any_answer(synt
             assert list(ev.samples[f"{task}_pred"]) == list(before.samples[f"{task}_pred"][part])
     assert metadata["metrics"]["emo-test"]["emotion"]["accuracy"] == before.metrics["tasks"]["emotion"]["accuracy"]
     # Fitting again starts from the network's own probabilities: the same temperatures.
-    again = calibration.calibrate_bundle(overconfident, splits=splits, evaluate=False)
+    again = finalize.calibrate_bundle(overconfident, splits=splits, evaluate=False)
     assert again.calibration["temperature"] == section["temperature"] and again.evaluations == []
 
 
@@ -193,21 +200,21 @@ def test_predictor_applies_the_temperatures_and_a_legacy_bundle_still_works(synt
     for task, p in legacy.predict_faces(faces).items():
         np.testing.assert_array_equal(p, raw[task])
 
-    temperatures = calibration.calibrate_bundle(overconfident, splits=splits, evaluate=False).calibration["temperature"]
+    temperatures = finalize.calibrate_bundle(overconfident, splits=splits, evaluate=False).calibration["temperature"]
     predictor = Predictor(overconfident)
     assert predictor.temperatures == temperatures
     got = predictor.predict_faces(faces)
     for task in TASK_NAMES:
-        np.testing.assert_allclose(got[task], calibration.apply_temperature(raw[task], temperatures[task]), atol=1e-6)
+        np.testing.assert_allclose(got[task], backends.apply_temperature(raw[task], temperatures[task]), atol=1e-6)
         np.testing.assert_array_equal(got[task].argmax(1), raw[task].argmax(1))  # same answers
         assert got[task].max(1).mean() < raw[task].max(1).mean()  # less sure
         np.testing.assert_allclose(got[task].sum(1), 1.0, atol=1e-6)
 
     broken = tmp_path / "broken"
     shutil.copytree(overconfident, broken)
-    metadata = runs.read_json(broken / runs.METADATA_FILE)
+    metadata = bundles.read_json(broken / bundles.METADATA_FILE)
     metadata["calibration"]["temperature"]["emotion"] = -1
-    runs.atomic_write_json(broken / runs.METADATA_FILE, metadata)
+    bundles.atomic_write_json(broken / bundles.METADATA_FILE, metadata)
     with pytest.raises(ValueError, match="calibration.temperature.emotion must be a positive number"):
         Predictor(broken)
 
@@ -230,7 +237,7 @@ def test_cli_calibrate_errors_are_one_line_and_non_zero(trained, overconfident, 
     assert cli.main(["calibrate", "--model", str(overconfident)]) == 2
     err = capsys.readouterr().err.strip()
     assert "names no data set" in err and "\n" not in err
-    assert "calibration" not in runs.read_json(overconfident / runs.METADATA_FILE)
+    assert "calibration" not in bundles.read_json(overconfident / bundles.METADATA_FILE)
 
 
 def test_cli_calibrate_finds_the_validation_faces_of_a_run_trained_on_folders(tmp_path, monkeypatch, capsys):
@@ -245,7 +252,7 @@ def test_cli_calibrate_finds_the_validation_faces_of_a_run_trained_on_folders(tm
         augment=False,
     )
     run = train(config, tmp_path / "run", install_signal_handler=False)
-    trained_with = runs.read_json(run / runs.METADATA_FILE)
+    trained_with = bundles.read_json(run / bundles.METADATA_FILE)
     (run / "evaluation" / "fer2013-test" / "metrics.json").unlink()  # rewritten by calibrate
     shipped_style = load_evaluation(run / "evaluation" / "fer2013-val")  # images named relative to the data root
     shipped_style.samples["source"] = [str(Path(s).relative_to(tmp_path)) for s in shipped_style.samples["source"]]
@@ -253,7 +260,7 @@ def test_cli_calibrate_finds_the_validation_faces_of_a_run_trained_on_folders(tm
 
     assert cli.main(["calibrate", "--model", str(run)]) == 0
     out = capsys.readouterr().out
-    metadata = runs.read_json(run / runs.METADATA_FILE)
+    metadata = bundles.read_json(run / bundles.METADATA_FILE)
     assert f"calibrated {run} on its {trained_with['samples']['val']:,} validation faces" in out
     assert metadata["calibration"]["faces"] == trained_with["samples"]["val"]
     assert metadata["calibration"]["temperature"] == trained_with["calibration"]["temperature"]
@@ -280,10 +287,10 @@ def test_cli_calibrate_finds_the_validation_faces_of_a_run_trained_on_folders(tm
 
 def test_training_chooses_the_not_sure_thresholds_on_its_own_calibrated_validation(trained):
     run, _ = trained
-    metadata = runs.read_json(run / runs.METADATA_FILE)
-    folders = sorted((run / runs.EVALUATION_DIR).glob("*-val"))
+    metadata = bundles.read_json(run / bundles.METADATA_FILE)
+    folders = sorted((run / bundles.EVALUATION_DIR).glob("*-val"))
     assert folders, "training saves its validation evaluations"
-    expected = abstain.thresholds_for_bundle(run, evaluations=folders, write=False)
+    expected = finalize.thresholds_for_bundle(run, evaluations=folders, write=False)
     assert expected and metadata["abstain"] == {t: th.to_dict() for t, th in expected.items()}
     # what the app reads: every task with labelled validation faces has its own threshold, not the default
     assert set(abstain.min_confidences(metadata)) >= set(expected)

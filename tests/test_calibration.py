@@ -5,15 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mtfer.calibration import (
-    apply_temperature,
-    calibrated,
-    expected_calibration_error,
-    fit_calibration,
-    fit_temperature,
-    reliability,
-    temperatures,
-)
+from mtfer.assess.calibration import expected_calibration_error, fit_calibration, fit_temperature, reliability
+from mtfer.core.backends import apply_temperature, calibrated, temperatures
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

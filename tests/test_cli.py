@@ -15,8 +15,11 @@ import cv2
 import numpy as np
 import pytest
 
-from mtfer import charts, cli, quiet, runs, settings
+from mtfer import cli
+from mtfer.app import wording
+from mtfer.core import bundles, quiet
 from mtfer.datasets.cache import load_prepared
+from mtfer.store import settings
 
 REPO = Path(__file__).resolve().parents[1]
 NOISE = ("cuInit", "cuda", "CUDA", "absl::InitializeLog", "oneDNN", "cpu_feature_guard")
@@ -134,7 +137,7 @@ def test_format_metrics_prints_accuracy_macro_f1_and_recall_per_class():
 
 
 def test_evaluate_default_model_writes_under_runs_not_into_the_bundle(fer_tree, tmp_path):
-    shipped = runs.DEFAULT_BUNDLE / runs.EVALUATION_DIR
+    shipped = bundles.DEFAULT_BUNDLE / bundles.EVALUATION_DIR
     before = tree_digest(shipped)
     runs_dir, cache = tmp_path / "runs", tmp_path / "cache"
     proc = mtfer("evaluate", "--model", "default", "--format", "fer2013", "--data", str(fer_tree), "--split", "test",
@@ -142,11 +145,11 @@ def test_evaluate_default_model_writes_under_runs_not_into_the_bundle(fer_tree, 
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert tree_digest(shipped) == before  # the shipped evaluations are untouched
 
-    (out,) = (runs_dir / runs.EVALUATIONS_DIR).iterdir()
+    (out,) = (runs_dir / bundles.EVALUATIONS_DIR).iterdir()
     assert out.name.startswith("default-") and out.name.endswith("-fer2013-test")
     assert f"evaluation saved in {out}" in proc.stdout
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["n"] == 4 and metrics["model"] == str(runs.DEFAULT_BUNDLE.resolve())
+    assert metrics["n"] == 4 and metrics["model"] == str(bundles.DEFAULT_BUNDLE.resolve())
     # Per task: accuracy, macro-F1 and a recall table; tasks without labels say so.
     assert "emotion: accuracy" in proc.stdout and "macro-F1" in proc.stdout
     assert any(line.split()[:1] == ["happy"] for line in proc.stdout.splitlines())
@@ -158,11 +161,11 @@ def test_evaluate_default_model_writes_under_runs_not_into_the_bundle(fer_tree, 
     assert not noise_lines(proc.stderr), proc.stderr
 
     # The Evaluate page lists it beside the shipped evaluations and finds its folder.
-    names = settings.list_evaluations(runs.DEFAULT_BUNDLE, runs_dir)
+    names = settings.list_evaluations(bundles.DEFAULT_BUNDLE, runs_dir)
     assert out.name in names and "fer2013-test" in names
-    assert settings.evaluation_dir(runs.DEFAULT_BUNDLE, out.name, runs_dir) == out
-    assert settings.evaluation_dir(runs.DEFAULT_BUNDLE, "fer2013-test", runs_dir) == shipped / "fer2013-test"
-    assert charts.evaluation_dataset(out.name) == "fer2013"  # the paper's FER2013 figure still applies
+    assert settings.evaluation_dir(bundles.DEFAULT_BUNDLE, out.name, runs_dir) == out
+    assert settings.evaluation_dir(bundles.DEFAULT_BUNDLE, "fer2013-test", runs_dir) == shipped / "fer2013-test"
+    assert wording.evaluation_dataset(out.name) == "fer2013"  # the paper's FER2013 figure still applies
 
 
 # --- TensorFlow's start-up noise -----------------------------------------------------------------------------

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtfer import charts, runs, settings
-from mtfer.evaluation import (
+from mtfer.app import wording
+from mtfer.assess.evaluation import (
     Evaluation,
     compare_runs,
     confusion_frame,
@@ -26,7 +26,9 @@ from mtfer.evaluation import (
     save_evaluation,
     untaught_unseen,
 )
-from mtfer.tasks import AGE, EMOTION, GENDER, RACE, TASK_NAMES
+from mtfer.core import bundles
+from mtfer.core.tasks import AGE, EMOTION, GENDER, RACE, TASK_NAMES
+from mtfer.store import settings
 
 E = EMOTION.index
 
@@ -327,7 +329,7 @@ def _bundle(folder: Path, run: bool = True) -> Path:
     """A folder that list_runs takes for a run (config.json); default_evaluation_dir needs nothing more."""
     folder.mkdir(parents=True)
     if run:
-        (folder / runs.CONFIG_FILE).write_text("{}")
+        (folder / bundles.CONFIG_FILE).write_text("{}")
     return folder
 
 
@@ -344,11 +346,11 @@ def test_a_run_of_the_runs_folder_keeps_its_evaluations(tmp_path):
 @pytest.mark.parametrize("where", ["shipped", "elsewhere"])
 def test_other_bundles_are_never_written_to(tmp_path, where):
     runs_dir = tmp_path / "runs"
-    bundle = runs.DEFAULT_BUNDLE if where == "shipped" else _bundle(tmp_path / "models" / "mine")
+    bundle = bundles.DEFAULT_BUNDLE if where == "shipped" else _bundle(tmp_path / "models" / "mine")
     out = default_evaluation_dir(bundle, "fer2013", "test", runs_dir)
     assert out.parent == runs_dir / "evaluations"
     assert re.fullmatch(rf"{bundle.name}-\d{{8}}-\d{{6}}-fer2013-test", out.name), out.name
-    assert charts.evaluation_dataset(out.name) == "fer2013" and out.name.endswith("-test")
+    assert wording.evaluation_dataset(out.name) == "fer2013" and out.name.endswith("-test")
     # A second evaluation in the same second gets its own folder.
     out.mkdir(parents=True)
     second = default_evaluation_dir(bundle, "fer2013", "test", runs_dir)
@@ -383,11 +385,11 @@ def test_list_evaluations_finds_those_saved_under_the_runs_folder(tmp_path):
 
 
 def test_evaluation_dataset_of_saved_names():
-    assert charts.evaluation_dataset("fer2013-test") == "fer2013"
-    assert charts.evaluation_dataset("fer2013-csv-val") == "fer2013-csv"
-    assert charts.evaluation_dataset("default-20250101-120000-fer2013-csv-test") == "fer2013-csv"
-    assert charts.evaluation_dataset("default-20250101-120000.2-utkface-all") == "utkface"
-    assert charts.evaluation_dataset("bands-test") == "bands"
+    assert wording.evaluation_dataset("fer2013-test") == "fer2013"
+    assert wording.evaluation_dataset("fer2013-csv-val") == "fer2013-csv"
+    assert wording.evaluation_dataset("default-20250101-120000-fer2013-csv-test") == "fer2013-csv"
+    assert wording.evaluation_dataset("default-20250101-120000.2-utkface-all") == "utkface"
+    assert wording.evaluation_dataset("bands-test") == "bands"
 
 
 # --- macro F1 over the classes present, untaught classes, accuracy by group ---------------------------------------

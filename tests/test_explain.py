@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from helpers import random_split, tiny_run
 
-from mtfer import explain, faces, runs
+from mtfer.assess import explain
 from mtfer.cli import main
-from mtfer.inference import Predictor
+from mtfer.core import bundles, faces
+from mtfer.core.inference import Predictor
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +26,9 @@ def run_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def shipped() -> Predictor:
-    if not (runs.DEFAULT_BUNDLE / runs.METADATA_FILE).exists():
+    if not (bundles.DEFAULT_BUNDLE / bundles.METADATA_FILE).exists():
         pytest.skip("no shipped model in models/default")
-    return Predictor(runs.DEFAULT_BUNDLE)
+    return Predictor(bundles.DEFAULT_BUNDLE)
 
 
 def brightness_model(size: int = 50) -> keras.Model:

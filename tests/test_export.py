@@ -12,10 +12,14 @@ import numpy as np
 import pytest
 from helpers import random_split, tiny_run
 
-from mtfer import calibration, export, faces, runs
 from mtfer.cli import main
-from mtfer.inference import predict_arrays
-from mtfer.tasks import TASK_NAMES
+from mtfer.core import bundles, faces
+from mtfer.core import backends
+from mtfer.core import convert
+from mtfer.core import convert
+from mtfer.core import export
+from mtfer.core.backends import predict_arrays
+from mtfer.core.tasks import TASK_NAMES
 
 TOLERANCE = 1e-4
 
@@ -53,14 +57,14 @@ def assert_close(got: dict[str, np.ndarray], want: dict[str, np.ndarray], tolera
 def test_tflite_export_runs_in_litert_like_keras_on_real_faces(default_export, shared_data):
     from ai_edge_litert.interpreter import Interpreter
 
-    bundle = runs.load_bundle(runs.DEFAULT_BUNDLE)
+    bundle = bundles.load_bundle(bundles.DEFAULT_BUNDLE)
     result = default_export
     assert result.path.is_file() and result.metadata_path == result.path.with_name("mtfer.tflite.json")
     aligned = real_faces(shared_data, faces.PreprocessConfig.from_dict(bundle.metadata["preprocessing"]))
     assert len(aligned) >= 14
     # The shipped model computes in bfloat16 (trained under mixed_bfloat16); the export is its float32 twin, which
     # is what Keras is compared with here (bf16 rounding alone moves probabilities by ~1e-3).
-    keras_probs = predict_arrays(export.float32_model(bundle.model), aligned)
+    keras_probs = predict_arrays(convert.float32_model(bundle.model), aligned)
 
     # Plain LiteRT, as a phone app would call it: the signature's input 'face', one output per task.
     interpreter = Interpreter(model_path=str(result.path))
@@ -73,13 +77,13 @@ def test_tflite_export_runs_in_litert_like_keras_on_real_faces(default_export, s
     # The wrapper mtfer gives for exported files applies the bundle's test-time flip and calibration, as the
     # Predictor does.
     flip = bool(bundle.metadata["input"].get("tta_flip", False))
-    temperatures = calibration.temperatures(bundle.metadata)
-    want = predict_arrays(export.float32_model(bundle.model), aligned, flip=flip, temperatures=temperatures)
-    assert_close(export.ExportedModel(result.path).predict(aligned), want)
+    temperatures = backends.temperatures(bundle.metadata)
+    want = predict_arrays(convert.float32_model(bundle.model), aligned, flip=flip, temperatures=temperatures)
+    assert_close(backends.ExportedModel(result.path).predict(aligned), want)
 
 
 def test_the_metadata_beside_the_file_says_how_to_use_it(default_export):
-    bundle = runs.load_bundle(runs.DEFAULT_BUNDLE)
+    bundle = bundles.load_bundle(bundles.DEFAULT_BUNDLE)
     result = default_export
     meta = json.loads(result.metadata_path.read_text())
     assert meta["tasks"] == bundle.metadata["tasks"]  # class order, per head
@@ -92,23 +96,23 @@ def test_the_metadata_beside_the_file_says_how_to_use_it(default_export):
     assert info["sha256"] == hashlib.sha256(result.path.read_bytes()).hexdigest()
     assert info["input"] == {"name": "face", "shape": [-1, 50, 50, 1], "dtype": "float32", "layout": "NHWC"}
     assert {t: o["classes"] for t, o in info["outputs"].items()} == bundle.metadata["tasks"]
-    runs.validate_metadata(meta)  # the JSON is a valid bundle metadata
+    bundles.validate_metadata(meta)  # the JSON is a valid bundle metadata
 
 
 def test_a_bfloat16_run_exports_a_float32_graph(bf16_run, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
-    bundle = runs.load_bundle(bf16_run)
+    bundle = bundles.load_bundle(bf16_run)
     assert bundle.metadata["precision"] == "bfloat16"
-    assert not export.is_float32(bundle.model)
-    float32 = export.float32_model(bundle.model)
-    assert export.is_float32(float32)
+    assert not convert.is_float32(bundle.model)
+    float32 = convert.float32_model(bundle.model)
+    assert convert.is_float32(float32)
 
     result = export.export_bundle(bundle, "tflite", tmp_path / "bf16.tflite")
     dtypes = {np.dtype(t["dtype"]).name for t in Interpreter(model_path=str(result.path)).get_tensor_details()}
     assert "float32" in dtypes and not dtypes & {"float16", "bfloat16"}
     aligned = random_split(16, seed=5).images
-    exported = export.ExportedModel(result.path).predict(aligned)
+    exported = backends.ExportedModel(result.path).predict(aligned)
     assert_close(exported, predict_arrays(float32, aligned))  # the float32 network, exactly
     assert_close(exported, predict_arrays(bundle.model, aligned), tolerance=0.1)  # bfloat16 rounding only
     assert json.loads(result.metadata_path.read_text())["export"]["source_precision"] == "bfloat16"
@@ -120,8 +124,8 @@ def test_exported_model_mirrors_faces_when_the_bundle_says_so(bf16_run, tmp_path
     meta["input"]["tta_flip"] = True
     result.metadata_path.write_text(json.dumps(meta))
     aligned = random_split(8, seed=6).images
-    float32 = export.float32_model(runs.load_bundle(bf16_run).model)
-    assert_close(export.ExportedModel(result.path).predict(aligned), predict_arrays(float32, aligned, flip=True))
+    float32 = convert.float32_model(bundles.load_bundle(bf16_run).model)
+    assert_close(backends.ExportedModel(result.path).predict(aligned), predict_arrays(float32, aligned, flip=True))
 
 
 def test_onnx_export_runs_in_onnxruntime_like_keras(bf16_run, tmp_path):
@@ -132,14 +136,14 @@ def test_onnx_export_runs_in_onnxruntime_like_keras(bf16_run, tmp_path):
     assert [i.name for i in session.get_inputs()] == ["face"]
     assert sorted(o.name for o in session.get_outputs()) == sorted(TASK_NAMES)
     aligned = random_split(16, seed=7).images
-    float32 = export.float32_model(runs.load_bundle(bf16_run).model)
-    assert_close(export.ExportedModel(result.path).predict(aligned), predict_arrays(float32, aligned))
+    float32 = convert.float32_model(bundles.load_bundle(bf16_run).model)
+    assert_close(backends.ExportedModel(result.path).predict(aligned), predict_arrays(float32, aligned))
     assert json.loads(result.metadata_path.read_text())["export"]["format"] == "onnx"
 
 
 def test_onnx_without_tf2onnx_says_why_in_one_line(bf16_run, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "tf2onnx", None)  # import tf2onnx now raises ImportError
-    reason = export.onnx_unavailable_reason()
+    reason = convert.onnx_unavailable_reason()
     assert reason and "tf2onnx" in reason and "pip install" in reason and "\n" not in reason
     assert main(["export", "--model", str(bf16_run), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err.strip()
@@ -151,7 +155,7 @@ def test_cli_export_writes_the_file_and_reports_its_size(bf16_run, tmp_path, cap
     out = tmp_path / "phone" / "mtfer.tflite"
     assert main(["export", "--model", str(bf16_run), "--out", str(out)]) == 0  # format from the suffix
     printed = capsys.readouterr().out
-    assert out.is_file() and export.metadata_path(out).is_file()
+    assert out.is_file() and backends.metadata_path(out).is_file()
     assert out.stat().st_mode & 0o044 == 0o044  # readable by others (umask 022): for copying to a phone
     assert str(out) in printed and "MB" in printed and "float32" in printed
 

@@ -15,14 +15,13 @@ import cv2
 import numpy as np
 import pytest
 
-from mtfer.faces import (
+from mtfer.core.decoding import ImageError, decode_image
+from mtfer.core.faces import (
     Face,
-    ImageError,
     PreprocessConfig,
     align,
     alignment_matrix,
     crop_face_box,
-    decode_image,
     eye_tilt,
     find_eyes,
     find_faces,
@@ -590,7 +589,7 @@ def test_blazeface_frames_dataset_crops_with_its_eyes(
 
 def test_blazeface_runtimes_agree(utk_chips: list[np.ndarray]) -> None:
     """LiteRT (fast) and OpenCV's DNN (the fallback where LiteRT has no wheel) run the same model: same faces."""
-    from mtfer import detectors
+    from mtfer.core import detectors
 
     if detectors.runtime() != "litert":
         pytest.skip("ai-edge-litert is not installed here")

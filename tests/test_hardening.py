@@ -28,13 +28,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from streamlit.testing.v1 import AppTest
 
-from mtfer import charts, faces, runs
-from mtfer import settings as app_settings
-from mtfer.faces import MAX_PIXELS, ImageError, PreprocessConfig, decode_image
-from mtfer.inference import FacePrediction, Predictor
-from mtfer.model import build_model
-from mtfer.tasks import TASK_NAMES, TASKS
-from mtfer.uploads import UploadResult, analyse_upload, upload_error
+from mtfer.app import job_view, wording
+from mtfer.core import bundles, decoding
+from mtfer.core.decoding import MAX_PIXELS, ImageError, decode_image
+from mtfer.core.faces import PreprocessConfig
+from mtfer.core.inference import FacePrediction, Predictor
+from mtfer.core.model import build_model
+from mtfer.core.tasks import TASK_NAMES, TASKS
+from mtfer.media.uploads import UploadResult, analyse_upload, upload_error
+from mtfer.store import runs
+from mtfer.store import jobs
+from mtfer.store import settings as app_settings
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
@@ -53,7 +57,7 @@ def _metadata(tasks=TASK_NAMES) -> dict:
 def bundle(tmp_path_factory) -> Path:
     """An untrained four-head bundle: real weights file, real metadata, no training."""
     path = tmp_path_factory.mktemp("bundle") / "untrained"
-    runs.save_bundle(build_model("fast", TASK_NAMES), _metadata(), path)
+    bundles.save_bundle(build_model("fast", TASK_NAMES), _metadata(), path)
     return path
 
 
@@ -95,7 +99,7 @@ def _multi_page_tiff() -> bytes:
 def _with_size(data: bytes, width: int, height: int) -> bytes:
     """`data` (an encoded image) with its header's declared size replaced; the pixel data is left as it was."""
     out = bytearray(data)
-    kind = faces._sniff(data)
+    kind = decoding._sniff(data)
     if kind == "PNG":
         struct.pack_into(">II", out, 16, width, height)
     elif kind == "JPEG":
@@ -172,7 +176,7 @@ def test_streamlit_caps_upload_size_and_keeps_its_protections():
 
 def test_every_format_is_size_checked_from_its_header_before_decoding(count_decodes):
     for name, data in _samples().items():
-        assert faces._declared_size(data, faces._sniff(data)) == (60, 40), name
+        assert decoding._declared_size(data, decoding._sniff(data)) == (60, 40), name
         assert decode_image(data).shape == (40, 60, 3), name
         with pytest.raises(ImageError, match=r"too large: 60x40 pixels \(at most 2,000\)"):
             decode_image(data, max_pixels=2000)
@@ -308,7 +312,7 @@ def hostile_uploads(draw) -> tuple[str, str, bytes]:
     if kind == "empty":
         return kind, name, b""
     if kind == "random":
-        return kind, name, draw(st.binary(min_size=1, max_size=3000).filter(lambda b: faces._sniff(b) is None))
+        return kind, name, draw(st.binary(min_size=1, max_size=3000).filter(lambda b: decoding._sniff(b) is None))
     if kind == "magic":  # a real signature, then garbage
         return kind, name, draw(st.sampled_from(MAGICS)) + draw(st.binary(max_size=3000))
     if kind == "truncated":
@@ -486,15 +490,15 @@ def test_evaluate_page_refuses_a_data_set_that_now_leads_out_of_the_roots(app_en
 
 def test_run_ids_cannot_leave_the_runs_folder(tmp_path):
     for bad in ("../x", "a/b", "/etc", ".hidden", "-x", "", "x..y", "a\x00b", "a" * 101):
-        with pytest.raises(runs.RunError, match="invalid run id"):
-            runs.run_dir(bad, tmp_path)
+        with pytest.raises(bundles.RunError, match="invalid run id"):
+            bundles.run_dir(bad, tmp_path)
     for label in ("../../etc/passwd", "..", "a/../../b", "<script>"):
         run_id = runs.new_run_id(label)  # what the Train page makes of its "Run name" box
-        assert runs.validate_run_id(run_id) == run_id and "/" not in run_id and ".." not in run_id
-        assert runs.run_dir(run_id, tmp_path).parent == tmp_path
+        assert bundles.validate_run_id(run_id) == run_id and "/" not in run_id and ".." not in run_id
+        assert bundles.run_dir(run_id, tmp_path).parent == tmp_path
     for name in ("ok-run", ".hidden", "-dash"):
         (tmp_path / name).mkdir()
-        (tmp_path / name / runs.CONFIG_FILE).write_text("{}")
+        (tmp_path / name / bundles.CONFIG_FILE).write_text("{}")
     assert [p.name for p in runs.list_runs(tmp_path)] == ["ok-run"]  # what the pages list
 
 
@@ -506,7 +510,7 @@ def test_pages_never_render_raw_html():
         for risky in ("unsafe_allow_html", "st.html(", "components.html", "components.v1"):
             assert risky not in text, f"{path.name} uses {risky}"
     # What the pages do instead: user text is escaped before it reaches markdown.
-    assert charts.escape_markdown("<img src=x onerror=alert(1)>") == r"\<img src=x onerror=alert(1)\>"
+    assert wording.escape_markdown("<img src=x onerror=alert(1)>") == r"\<img src=x onerror=alert(1)\>"
 
 
 def test_predict_page_shows_hostile_uploads_escaped_and_one_error_each(app_env):
@@ -521,10 +525,12 @@ def test_predict_page_shows_hostile_uploads_escaped_and_one_error_each(app_env):
         ]
     ).run()
     assert not at.exception, [e.value for e in at.exception]
-    assert [s.value for s in at.subheader] == [charts.escape_markdown(n) for n in (html_name, "bomb.png", "moving.gif")]
+    assert [s.value for s in at.subheader] == [
+        wording.escape_markdown(n) for n in (html_name, "bomb.png", "moving.gif")
+    ]
     errors = [e.value for e in at.error]
     assert len(errors) == 2 and all("\n" not in e for e in errors)
-    assert errors[0].startswith(charts.escape_markdown(upload_error(html_name, "")))  # the page's own message
+    assert errors[0].startswith(wording.escape_markdown(upload_error(html_name, "")))  # the page's own message
     assert "unrecognised file format" in errors[0]
     assert "too large\\: 40000x30000 pixels" in errors[1]
     assert "No face was found" in at.warning[0].value  # the GIF's first frame was read and searched
@@ -539,13 +545,13 @@ def test_a_bundle_with_a_lambda_layer_is_refused(tmp_path):
     x = keras.layers.Flatten()(x)
     outputs = {t: keras.layers.Dense(TASKS[t].num_classes, activation="softmax", name=t)(x) for t in TASK_NAMES}
     path = tmp_path / "lambda-bundle"
-    runs.save_bundle(keras.Model(inputs, outputs), _metadata(), path)
+    bundles.save_bundle(keras.Model(inputs, outputs), _metadata(), path)
     # The bundle is otherwise complete: without safe mode Keras would load it (and run its code).
-    assert keras.saving.load_model(path / runs.MODEL_FILE, compile=False, safe_mode=False) is not None
-    with pytest.raises(runs.RunError, match=r"could not load .*(Lambda|safe_mode)") as info:
-        runs.load_bundle(path)
+    assert keras.saving.load_model(path / bundles.MODEL_FILE, compile=False, safe_mode=False) is not None
+    with pytest.raises(bundles.RunError, match=r"could not load .*(Lambda|safe_mode)") as info:
+        bundles.load_bundle(path)
     assert "\n" not in str(info.value)
-    with pytest.raises(runs.RunError):
+    with pytest.raises(bundles.RunError):
         Predictor(path)
 
 
@@ -561,7 +567,7 @@ def _fake_job(runs_dir: Path, name: str = "20250101-000000-fake"):
     """A run folder whose job is a live `sleep` process, mid-epoch, with a log."""
     proc = subprocess.Popen(["sleep", "300"])
     run = runs_dir / name
-    runs.atomic_write_json(run / runs.CONFIG_FILE, {"tasks": list(TASK_NAMES), "epochs": 5})
+    bundles.atomic_write_json(run / bundles.CONFIG_FILE, {"tasks": list(TASK_NAMES), "epochs": 5})
     runs.write_progress(run, state="running", pid=proc.pid, epoch=2, epochs=5, step=3, steps=10)
     lines = [f"epoch 2 step {i}: loss 1.{i}" for i in range(40)]
     (run / runs.LOG_FILE).write_text("\n".join(lines) + "\n")
@@ -592,8 +598,8 @@ def test_killed_job_shows_failed_with_its_log_tail_within_seconds(app_env, tmp_p
     code = at.code[0].value
     assert code.splitlines() == [f"epoch 2 step {i}: loss 1.{i}" for i in range(10, 40)]  # the last 30 lines
     assert not at.button(key="train_start").disabled  # a new run can start
-    assert runs.read_json(run / runs.PROGRESS_FILE)["state"] == "failed"  # recorded, not only shown
-    assert charts.job_status(runs.read_progress(run)).state == "failed"
+    assert bundles.read_json(run / runs.PROGRESS_FILE)["state"] == "failed"  # recorded, not only shown
+    assert job_view.job_status(runs.read_progress(run)).state == "failed"
 
 
 def test_a_second_start_while_a_job_runs_is_refused(app_env, tmp_path):
@@ -606,8 +612,8 @@ def test_a_second_start_while_a_job_runs_is_refused(app_env, tmp_path):
         assert runs.list_runs(app_env) == [run]  # nothing started
         assert any(i.value.startswith(f"A training job is already running ({run.name})") for i in at.info)
         assert at.button(key="train_start").disabled
-        with pytest.raises(runs.RunError, match=f"a training job is already running \\({run.name}\\)"):
-            runs.start_job({"name": "x"}, app_env)
+        with pytest.raises(bundles.RunError, match=f"a training job is already running \\({run.name}\\)"):
+            jobs.start_job({"name": "x"}, app_env)
 
 
 def test_simultaneous_starts_start_one_job(tmp_path, monkeypatch):
@@ -626,8 +632,8 @@ def test_simultaneous_starts_start_one_job(tmp_path, monkeypatch):
     def start(i: int) -> str:
         barrier.wait()
         try:
-            return runs.start_job({"run_id": f"run-{i}"}, tmp_path)
-        except runs.RunError as error:
+            return jobs.start_job({"run_id": f"run-{i}"}, tmp_path)
+        except bundles.RunError as error:
             return str(error)
 
     try:
@@ -636,7 +642,7 @@ def test_simultaneous_starts_start_one_job(tmp_path, monkeypatch):
         started = [r for r in results if isinstance(r, Path)]
         assert len(started) == 1 and len(children) == 1, results
         assert all("a training job is already running" in r for r in results if isinstance(r, str))
-        assert runs.active_jobs(tmp_path) == started
+        assert jobs.active_jobs(tmp_path) == started
     finally:
         for child in children:
             child.kill()
@@ -661,12 +667,12 @@ def test_full_runs_folder_gives_a_clear_error(tmp_path, monkeypatch):
 
     with monkeypatch.context() as m:
         m.setattr(Path, "write_text", full)  # the write probe
-        with pytest.raises(runs.RunError, match="cannot write to the runs folder .*: No space left on device"):
-            runs.start_job({"name": "x"}, tmp_path / "runs")
+        with pytest.raises(bundles.RunError, match="cannot write to the runs folder .*: No space left on device"):
+            jobs.start_job({"name": "x"}, tmp_path / "runs")
     with monkeypatch.context() as m:
         m.setattr(runs, "atomic_write_json", full)  # the disk fills up just after the probe
-        with pytest.raises(runs.RunError, match="cannot write run .*: No space left on device"):
-            runs.start_job({"name": "x"}, tmp_path / "runs")
+        with pytest.raises(bundles.RunError, match="cannot write run .*: No space left on device"):
+            jobs.start_job({"name": "x"}, tmp_path / "runs")
 
 
 def test_a_starting_job_is_not_taken_for_dead(tmp_path):

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from helpers import tiny_run
 
-from mtfer import runs
-from mtfer.faces import ImageError
-from mtfer.inference import Predictor, predictions_table
-from mtfer.tasks import TASK_NAMES, TASKS
+from mtfer.core import bundles
+from mtfer.core.decoding import ImageError
+from mtfer.core.inference import Predictor
+from mtfer.core.tasks import TASK_NAMES, TASKS
+from mtfer.media.tables import predictions_table
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def test_predictor_returns_every_face_with_all_four_heads(run_folder, photo):
 
 
 def test_the_face_shown_is_the_face_the_network_saw(run_folder, photo):
-    from mtfer.inference import predict_arrays
+    from mtfer.core.backends import predict_arrays
 
     predictor = Predictor(run_folder)
     face = predictor.predict_image(photo)[0]
@@ -73,7 +74,7 @@ def test_old_bundles_with_blur_settings_still_load_and_are_not_blurred(run_folde
 
 
 def test_predictor_averages_each_face_with_its_mirror_when_the_bundle_says_so(run_folder, photo, tmp_path):
-    from mtfer.inference import predict_arrays
+    from mtfer.core.backends import predict_arrays
 
     flipped = tmp_path / "flipped"
     shutil.copytree(run_folder, flipped)
@@ -137,33 +138,33 @@ def test_bundles_with_wrong_metadata_are_refused(run_folder, tmp_path):
     meta = json.loads((broken / "metadata.json").read_text())
     meta["tasks"]["emotion"] = list(reversed(meta["tasks"]["emotion"]))
     (broken / "metadata.json").write_text(json.dumps(meta))
-    with pytest.raises(runs.RunError, match="classes"):
-        runs.load_bundle(broken)
+    with pytest.raises(bundles.RunError, match="classes"):
+        bundles.load_bundle(broken)
     (broken / "metadata.json").write_text("{not json")
-    with pytest.raises(runs.RunError, match="not valid JSON"):
-        runs.load_bundle(broken)
-    with pytest.raises(runs.RunError, match="not found"):
-        runs.load_bundle(tmp_path / "missing")
+    with pytest.raises(bundles.RunError, match="not valid JSON"):
+        bundles.load_bundle(broken)
+    with pytest.raises(bundles.RunError, match="not found"):
+        bundles.load_bundle(tmp_path / "missing")
 
 
 def test_active_model_pointer(run_folder, tmp_path):
-    assert runs.resolve_model(None, tmp_path) in (runs.DEFAULT_BUNDLE, Path(runs.DEFAULT_BUNDLE))
-    runs.set_active_model(run_folder, tmp_path)
-    assert runs.resolve_model(None, tmp_path) == run_folder.resolve()
-    assert runs.resolve_model("default", tmp_path) == runs.DEFAULT_BUNDLE
-    with pytest.raises(runs.RunError):
-        runs.resolve_model("no-such-run", tmp_path)
-    with pytest.raises(runs.RunError, match="invalid run id"):
-        runs.run_dir("../escape", tmp_path)
+    assert bundles.resolve_model(None, tmp_path) in (bundles.DEFAULT_BUNDLE, Path(bundles.DEFAULT_BUNDLE))
+    bundles.set_active_model(run_folder, tmp_path)
+    assert bundles.resolve_model(None, tmp_path) == run_folder.resolve()
+    assert bundles.resolve_model("default", tmp_path) == bundles.DEFAULT_BUNDLE
+    with pytest.raises(bundles.RunError):
+        bundles.resolve_model("no-such-run", tmp_path)
+    with pytest.raises(bundles.RunError, match="invalid run id"):
+        bundles.run_dir("../escape", tmp_path)
 
 
 def test_shipped_default_model_loads_and_carries_its_evaluation():
-    if not (runs.DEFAULT_BUNDLE / runs.METADATA_FILE).exists():
+    if not (bundles.DEFAULT_BUNDLE / bundles.METADATA_FILE).exists():
         pytest.skip("no shipped model in models/default yet")
-    bundle = runs.load_bundle(runs.DEFAULT_BUNDLE)
+    bundle = bundles.load_bundle(bundles.DEFAULT_BUNDLE)
     assert bundle.tasks == list(TASK_NAMES)
     assert bundle.metadata["protocol"] == "holdout"
-    assert (runs.DEFAULT_BUNDLE / "history.csv").exists()
-    assert any((runs.DEFAULT_BUNDLE / "evaluation").glob("*/metrics.json"))
-    size = sum(p.stat().st_size for p in runs.DEFAULT_BUNDLE.rglob("*") if p.is_file())
+    assert (bundles.DEFAULT_BUNDLE / "history.csv").exists()
+    assert any((bundles.DEFAULT_BUNDLE / "evaluation").glob("*/metrics.json"))
+    size = sum(p.stat().st_size for p in bundles.DEFAULT_BUNDLE.rglob("*") if p.is_file())
     assert size < 25 * 1024 * 1024

@@ -13,10 +13,15 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from mtfer import charts, explain, runs
-from mtfer.evaluation import emotion_by_predicted_group, evaluate_predictions, group_accuracy, load_evaluation
-from mtfer.tasks import TASK_NAMES, TASKS, display_name
-from mtfer.training import Split, TrainConfig, train
+from mtfer.app import figures
+from mtfer.assess import explain
+from mtfer.assess.evaluation import emotion_by_predicted_group, evaluate_predictions, group_accuracy, load_evaluation
+from mtfer.core import bundles
+from mtfer.core.tasks import TASK_NAMES, TASKS, display_name
+from mtfer.datasets.splits import Split
+from mtfer.store import jobs
+from mtfer.train.config import TrainConfig
+from mtfer.train.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
@@ -126,26 +131,26 @@ def test_predicted_groups_from_a_whole_evaluation_of_emotion_only_faces():
 
 def test_slices_figure_marks_predicted_groups():
     groups = group_accuracy(_samples(), tasks=["emotion"], groups_from="predicted")
-    figure = charts.slices_figure(groups, "emotion", overall=0.75, overall_n=4, predicted=True)
+    figure = figures.slices_figure(groups, "emotion", overall=0.75, overall_n=4, predicted=True)
     assert figure.layout.title.text == "Emotion accuracy by predicted group"
     assert [a.text for a in figure.layout.annotations] == ["By predicted gender", "By predicted age group"]
     gender = figure.data[0]
     assert list(gender.x)[0].startswith("<b>All faces</b>") and list(gender.y) == [0.75, 0.5, 1.0]
     assert list(gender.marker.pattern.shape) == ["", "/", "/"]  # hatched: the groups are guesses
-    plain = charts.slices_figure(groups, "emotion", overall=0.75, overall_n=4)
+    plain = figures.slices_figure(groups, "emotion", overall=0.75, overall_n=4)
     assert plain.layout.title.text == "Emotion accuracy by group" and set(plain.data[0].marker.pattern.shape) == {""}
 
 
 def test_loss_weights_figure_draws_each_learned_weight_per_epoch():
     history = pd.DataFrame({"epoch": [1, 2, 3], "loss": [2.0, 1.5, 1.2], "emotion_loss": [1.9, 1.4, 1.1]})
-    assert charts.loss_weights_figure(history) is None  # fixed weights: nothing learned to draw
+    assert figures.loss_weights_figure(history) is None  # fixed weights: nothing learned to draw
     history["weight_emotion"] = [1.0, 0.8, 0.7]
     history["weight_age"] = [1.0, 1.3, 1.6]
-    figure = charts.loss_weights_figure(history, starts=[(3, "continued")])
+    figure = figures.loss_weights_figure(history, starts=[(3, "continued")])
     assert figure.layout.title.text == "Learned task weights"
     assert [t.name for t in figure.data] == ["Emotion (0.70)", "Age group (1.60)"]  # model order, the last weight
     assert list(figure.data[1].y) == [1.0, 1.3, 1.6] and list(figure.data[1].x) == [1, 2, 3]
-    assert charts.loss_weight_tasks(history) == ["emotion", "age"]
+    assert figures.loss_weight_tasks(history) == ["emotion", "age"]
 
 
 # --- the pages ----------------------------------------------------------------------------------------------
@@ -208,10 +213,10 @@ def _titles(at: AppTest) -> list[str]:
 
 def test_learned_weights_are_stored_and_drawn_on_the_evaluate_page(app_env):
     run = app_env / "learned"
-    metadata = runs.load_bundle(run).metadata
+    metadata = bundles.load_bundle(run).metadata
     assert metadata["config"]["loss_weights_mode"] == "learned"
     assert set(metadata["loss_weights_learned"]) == set(TASK_NAMES)
-    history = pd.read_csv(run / runs.HISTORY_FILE)
+    history = pd.read_csv(run / bundles.HISTORY_FILE)
     assert len(history) == 2 and all(history[f"weight_{t}"].notna().all() for t in TASK_NAMES)
 
     at = _app("pages/evaluate.py")
@@ -222,7 +227,7 @@ def test_learned_weights_are_stored_and_drawn_on_the_evaluate_page(app_env):
     assert lines["Age group"] == pytest.approx(history["weight_age"].tolist())
     # The last epoch's weights are those the metadata stores (the run kept its last epoch's weights or its best).
     assert any(metadata["loss_weights_learned"]["age"] == pytest.approx(w, rel=1e-4) for w in history["weight_age"])
-    assert charts.LOSS_WEIGHTS_NOTE in [c.value for c in at.caption]
+    assert figures.LOSS_WEIGHTS_NOTE in [c.value for c in at.caption]
 
 
 def test_evaluate_shows_emotion_accuracy_by_predicted_group_on_fer2013(app_env):
@@ -276,7 +281,7 @@ def test_train_page_offers_learned_loss_weights(app_env, tmp_path, monkeypatch):
         started.append(config)
         raise ValueError("not started in this test")
 
-    monkeypatch.setattr(runs, "start_job", fake_start)
+    monkeypatch.setattr(jobs, "start_job", fake_start)
     at = _app("pages/train.py")
     mode = at.radio(key="train_loss_weights_mode")
     assert mode.value == "fixed" and mode.options == [

@@ -11,8 +11,16 @@ import pandas as pd
 import pytest
 from helpers import tiny_splits, write_fer_tree
 
-from mtfer import charts, runs, training
-from mtfer.training import PreparationProgress, StopRequested, TrainConfig, TrainingStopped, load_prepared, train
+from mtfer.app import job_view
+from mtfer.core import bundles
+from mtfer.store import runs
+from mtfer.store import jobs
+from mtfer.store import runs
+from mtfer.train import callbacks
+from mtfer.train.callbacks import PreparationProgress, StopRequested, TrainingStopped
+from mtfer.train.config import TrainConfig
+from mtfer.train.pipeline import load_prepared
+from mtfer.train.trainer import train
 
 # --- preparation progress -------------------------------------------------------------------------------------
 
@@ -53,12 +61,12 @@ def test_preparation_progress_gives_faces_rate_and_time_left():
     clock.now += 0.1
     progress(0, 1000, 1000)  # the end of a data set is always written
     assert (written[-1]["done"], written[-1]["eta_s"]) == (1000, 0)
-    status = charts.job_status({**written[-2], "epochs": 3})
+    status = job_view.job_status({**written[-2], "epochs": 3})
     assert status.headline == (
         "Preparing fer2013 (1 of 2), the first time only: 200 of 1,000 faces · 100 faces/s · about 8 s left"
     )
     assert status.fraction == pytest.approx(0.2) and status.active
-    assert charts.job_status({**written[0], "epochs": 3}).headline == "Loading fer2013 (1 of 2) ..."
+    assert job_view.job_status({**written[0], "epochs": 3}).headline == "Loading fer2013 (1 of 2) ..."
     stop.flag = True
     with pytest.raises(TrainingStopped):
         progress(1, 10, 2000)
@@ -82,7 +90,7 @@ def test_load_prepared_reports_each_data_set(tmp_path, monkeypatch):
 def stop_at(monkeypatch, epoch: int | None, batch: int | str | None) -> None:
     """Make the next train() receive a stop (as SIGTERM would) in 0-based `epoch` after step `batch` + 1, or during
     that epoch's validation when `batch` is None, or once model.fit has returned when `batch` is "end"."""
-    real = training._callbacks_module
+    real = callbacks._callbacks_module
 
     def patched():
         RunCallback, AfterEpoch = real()
@@ -104,7 +112,7 @@ def stop_at(monkeypatch, epoch: int | None, batch: int | str | None) -> None:
 
         return StopThere, AfterEpoch
 
-    monkeypatch.setattr(training, "_callbacks_module", patched)
+    monkeypatch.setattr(callbacks, "_callbacks_module", patched)
 
 
 CONFIG = {"architecture": "fast", "epochs": 3, "batch_size": 16, "augment": False, "precision": "float32"}
@@ -128,20 +136,20 @@ def test_a_stop_keeps_complete_epochs_only_and_resume_continues_after_them(
     train(config, run, splits=tiny_splits(), install_signal_handler=False)
     progress = runs.read_progress(run)
     assert progress["state"] == "stopped"
-    assert progress["stop"]["completed_epochs"] == completed == training.completed_epochs(run)
-    assert charts.job_status(progress).headline == headline
-    assert charts.job_status(progress).fraction == pytest.approx(completed / 3)
-    history = pd.read_csv(run / runs.HISTORY_FILE) if completed else None
+    assert progress["stop"]["completed_epochs"] == completed == callbacks.completed_epochs(run)
+    assert job_view.job_status(progress).headline == headline
+    assert job_view.job_status(progress).fraction == pytest.approx(completed / 3)
+    history = pd.read_csv(run / bundles.HISTORY_FILE) if completed else None
     assert completed == 0 or list(history["epoch"]) == list(range(1, completed + 1))  # no unfinished epoch
-    assert runs.can_resume(run)
+    assert jobs.can_resume(run)
 
     monkeypatch.undo()
     train(config, run, splits=tiny_splits(), resume=True, install_signal_handler=False)
     progress = runs.read_progress(run)
     assert progress["state"] == "finished" and progress["stop"] is None
-    assert list(pd.read_csv(run / runs.HISTORY_FILE)["epoch"]) == [1, 2, 3]
-    assert runs.load_bundle(run).tasks == list(config.tasks)
-    assert not runs.can_resume(run)
+    assert list(pd.read_csv(run / bundles.HISTORY_FILE)["epoch"]) == [1, 2, 3]
+    assert bundles.load_bundle(run).tasks == list(config.tasks)
+    assert not jobs.can_resume(run)
 
 
 def test_a_stop_while_preparing_is_a_stop_not_a_failure(tmp_path, monkeypatch):
@@ -156,7 +164,7 @@ def test_a_stop_while_preparing_is_a_stop_not_a_failure(tmp_path, monkeypatch):
     train(config, tmp_path / "run", install_signal_handler=False)
     progress = runs.read_progress(tmp_path / "run")
     assert progress["state"] == "stopped" and progress["stop"]["phase"] == "preparing"
-    assert charts.job_status(progress).headline == (
+    assert job_view.job_status(progress).headline == (
         "Stopped while preparing the data sets; no epoch complete yet; Resume starts again from epoch 1."
     )
 
@@ -188,8 +196,8 @@ def short_lived_trainer(monkeypatch):
 
 
 def test_ended_job_processes_are_reaped_not_left_as_zombies(tmp_path, short_lived_trainer):
-    folder = runs.start_job({"run_id": "short"}, tmp_path)
-    pid = runs.read_json(folder / runs.PROGRESS_FILE)["pid"]
+    folder = jobs.start_job({"run_id": "short"}, tmp_path)
+    pid = bundles.read_json(folder / runs.PROGRESS_FILE)["pid"]
     runs.write_progress(folder, state="stopped")  # as the job leaves it; nothing has waited for the process yet
     deadline = time.monotonic() + 30
     while _process_state(pid) != "Z" and time.monotonic() < deadline:
@@ -201,32 +209,32 @@ def test_ended_job_processes_are_reaped_not_left_as_zombies(tmp_path, short_live
 
 
 def test_resume_job_continues_a_stopped_run_in_the_background(tmp_path, short_lived_trainer):
-    folder = runs.start_job({"run_id": "to-resume"}, tmp_path)
-    runs.write_progress(folder, state="stopped", error="old", stop=training.stop_point(2, 5, 10, 1), epoch=2, epochs=3)
-    assert runs.can_resume(folder)
+    folder = jobs.start_job({"run_id": "to-resume"}, tmp_path)
+    runs.write_progress(folder, state="stopped", error="old", stop=callbacks.stop_point(2, 5, 10, 1), epoch=2, epochs=3)
+    assert jobs.can_resume(folder)
 
-    assert runs.resume_job(folder, tmp_path) == folder
+    assert jobs.resume_job(folder, tmp_path) == folder
     assert short_lived_trainer[-1][-3:] == ["train", "--resume", str(folder)]
-    progress = runs.read_json(folder / runs.PROGRESS_FILE)
+    progress = bundles.read_json(folder / runs.PROGRESS_FILE)
     assert progress["state"] == "queued" and "error" not in progress and "stop" not in progress
     assert progress["pid"] != progress["starter"] and progress["epochs"] == 3
     assert "--- resumed " in (folder / runs.LOG_FILE).read_text()
 
     runs.write_progress(folder, state="finished")
-    (folder / runs.METADATA_FILE).write_text("{}")
-    with pytest.raises(runs.RunError, match="cannot be resumed"):
-        runs.resume_job(folder, tmp_path)
+    (folder / bundles.METADATA_FILE).write_text("{}")
+    with pytest.raises(bundles.RunError, match="cannot be resumed"):
+        jobs.resume_job(folder, tmp_path)
 
 
 def test_resume_is_refused_while_another_job_runs(tmp_path):
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
         runs.write_progress(tmp_path / "busy", state="running", pid=sleeper.pid)
-        runs.atomic_write_json(tmp_path / "busy" / runs.CONFIG_FILE, {})
+        bundles.atomic_write_json(tmp_path / "busy" / bundles.CONFIG_FILE, {})
         runs.write_progress(tmp_path / "stopped", state="stopped")
-        runs.atomic_write_json(tmp_path / "stopped" / runs.CONFIG_FILE, {})
-        with pytest.raises(runs.RunError, match=r"already running \(busy\)"):
-            runs.resume_job(tmp_path / "stopped", tmp_path)
+        bundles.atomic_write_json(tmp_path / "stopped" / bundles.CONFIG_FILE, {})
+        with pytest.raises(bundles.RunError, match=r"already running \(busy\)"):
+            jobs.resume_job(tmp_path / "stopped", tmp_path)
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -286,25 +294,25 @@ def test_stop_and_the_dead_job_check_never_undo_what_the_job_wrote_last(tmp_path
     runs.write_progress(run, state="stopping", pid=999_999_999)
 
     def job_ends_meanwhile(pid):
-        runs.write_progress(run, state="stopped", stop=training.stop_point(2, 5, 10, 1))
+        runs.write_progress(run, state="stopped", stop=callbacks.stop_point(2, 5, 10, 1))
         return False
 
     monkeypatch.setattr(runs, "pid_alive", job_ends_meanwhile)
     assert runs.read_progress(run)["state"] == "stopped"
-    assert runs.read_json(run / runs.PROGRESS_FILE)["state"] == "stopped"
+    assert bundles.read_json(run / runs.PROGRESS_FILE)["state"] == "stopped"
 
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
         runs.write_progress(run, state="running", pid=sleeper.pid, stop=None)
 
         def job_finishes_meanwhile(pid):
-            if runs.read_json(run / runs.PROGRESS_FILE)["state"] == "running":
+            if bundles.read_json(run / runs.PROGRESS_FILE)["state"] == "running":
                 runs.write_progress(run, state="finished")
             return True
 
         monkeypatch.setattr(runs, "pid_alive", job_finishes_meanwhile)
-        assert not runs.stop_job(run)
-        assert runs.read_json(run / runs.PROGRESS_FILE)["state"] == "finished"
+        assert not jobs.stop_job(run)
+        assert bundles.read_json(run / runs.PROGRESS_FILE)["state"] == "finished"
         assert sleeper.poll() is None  # not signalled
     finally:
         sleeper.kill()
@@ -312,7 +320,7 @@ def test_stop_and_the_dead_job_check_never_undo_what_the_job_wrote_last(tmp_path
 
 
 def test_a_stop_in_the_last_step_of_an_epoch_is_not_after_it():
-    progress = {"state": "stopped", "epochs": 3, "stop": training.stop_point(1, 4, 4, 0)}
-    assert charts.job_status(progress).headline == (
+    progress = {"state": "stopped", "epochs": 3, "stop": callbacks.stop_point(1, 4, 4, 0)}
+    assert job_view.job_status(progress).headline == (
         "Stopped during epoch 1 at step 4 of 4; no epoch complete yet; Resume starts again from epoch 1."
     )

@@ -16,8 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtfer import abstain, faces, live, runs, settings
-from mtfer.inference import Predictor, table_columns
+from mtfer.app import live_view
+from mtfer.assess import abstain
+from mtfer.core import bundles, faces
+from mtfer.core import backends
+from mtfer.core.inference import Predictor
+from mtfer.media import live, webrtc
+from mtfer.media.tables import table_columns
 
 REPO = Path(__file__).resolve().parents[1]
 FPS = 30.0
@@ -29,9 +34,9 @@ FPS = 30.0
 @pytest.fixture(scope="module")
 def predictor(tmp_path_factory) -> Predictor:
     """The shipped models/default when complete, else a tiny run trained here in seconds."""
-    default = Path(runs.DEFAULT_BUNDLE)
+    default = Path(bundles.DEFAULT_BUNDLE)
     default = default if default.is_absolute() else REPO / default
-    if (default / runs.METADATA_FILE).is_file() and (default / runs.MODEL_FILE).is_file():
+    if (default / bundles.METADATA_FILE).is_file() and (default / bundles.MODEL_FILE).is_file():
         return Predictor(default)
     from helpers import tiny_run
 
@@ -136,7 +141,7 @@ def test_a_real_face_gets_its_box_and_four_labels_drawn(predictor, clip, mirror)
     assert _color_pixels(block, (255, 255, 255), 30).sum() > 300, "white text in the label"
     # the frames per second badge in the top-left corner (dark, with a red dot)
     assert _color_pixels(out[:40, :40], (60, 60, 235), 10).any()
-    assert "1 face" in live.live_caption(status)
+    assert "1 face" in live_view.live_caption(status)
 
 
 def test_a_frame_without_a_face_is_returned_as_it_was_with_the_badge(predictor):
@@ -145,7 +150,7 @@ def test_a_frame_without_a_face_is_returned_as_it_was_with_the_badge(predictor):
     out = processor.process(blank, 0.0)
     assert processor.status().faces == ()
     assert np.array_equal(out[100:], blank[100:])  # only the corner badge is drawn
-    assert "no face in view" in live.live_caption(processor.status())
+    assert "no face in view" in live_view.live_caption(processor.status())
 
 
 def test_frames_that_queue_up_are_dropped_not_queued(predictor, clip):
@@ -161,7 +166,7 @@ def test_frames_that_queue_up_are_dropped_not_queued(predictor, clip):
     assert len(returned) == 1 and network.calls == 1 and network.faces == 1
     status = processor.status()
     assert (status.received, status.processed, status.dropped) == (5, 1, 4)
-    image = live.frame_to_bgr(returned[0])
+    image = webrtc.frame_to_bgr(returned[0])
     assert image.shape == (480, 640, 3)
     green = np.full((30, 30, 3), (0, 255, 0), np.uint8)
     assert np.abs(image[450:, 610:].astype(int) - green).max() <= 4, "the newest frame"
@@ -176,7 +181,7 @@ def test_frames_that_queue_up_are_dropped_not_queued(predictor, clip):
 def test_recv_processes_one_frame(predictor, clip):
     processor = live.LiveProcessor(predictor)
     out = processor.recv(_av_frame(clip[3], 3))
-    assert live.frame_to_bgr(out).shape == (480, 640, 3) and out.pts == 9000
+    assert webrtc.frame_to_bgr(out).shape == (480, 640, 3) and out.pts == 9000
     assert len(processor.status().faces) == 1
 
 
@@ -186,7 +191,7 @@ def test_a_failing_frame_does_not_end_the_stream(predictor, clip):
 
     processor = live.LiveProcessor(predictor, network=broken)
     (out,) = asyncio.run(processor.recv_queued([_av_frame(clip[0], 0)]))
-    assert np.array_equal(live.frame_to_bgr(out), live.frame_to_bgr(live.bgr_to_frame(clip[0])))  # unlabelled
+    assert np.array_equal(webrtc.frame_to_bgr(out), webrtc.frame_to_bgr(webrtc.bgr_to_frame(clip[0])))  # unlabelled
     assert "network unavailable" in processor.status().error
     processor.network = predictor.predict_faces
     asyncio.run(processor.recv_queued([_av_frame(clip[1], 1)]))
@@ -199,19 +204,19 @@ def test_frames_convert_without_ffmpeg_scaler_in_the_usual_format():
     import av
 
     image = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 256, (480, 640, 3), np.uint8), (9, 9), 3)
-    frame = live.bgr_to_frame(image)
+    frame = webrtc.bgr_to_frame(image)
     assert frame.format.name == "yuv420p" and (frame.width, frame.height) == (640, 480)
-    back = live.frame_to_bgr(frame)
+    back = webrtc.frame_to_bgr(frame)
     assert np.abs(back.astype(int) - image).mean() < 3  # chroma subsampling only
     assert np.abs(back.astype(int) - frame.to_ndarray(format="bgr24")).max() <= 4  # PyAV agrees
     # what PyAV makes of a bgr24 frame reads back the same way
     converted = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p")
-    assert np.abs(live.frame_to_bgr(converted).astype(int) - image).mean() < 3
+    assert np.abs(webrtc.frame_to_bgr(converted).astype(int) - image).mean() < 3
     # other formats and odd sizes still work, through PyAV
     rgb = av.VideoFrame.from_ndarray(image[:, :, ::-1].copy(), format="rgb24")
-    assert np.array_equal(live.frame_to_bgr(rgb), image)
-    odd = live.bgr_to_frame(image[:479, :639])
-    assert odd.format.name == "bgr24" and np.array_equal(live.frame_to_bgr(odd), image[:479, :639])
+    assert np.array_equal(webrtc.frame_to_bgr(rgb), image)
+    odd = webrtc.bgr_to_frame(image[:479, :639])
+    assert odd.format.name == "bgr24" and np.array_equal(webrtc.frame_to_bgr(odd), image[:479, :639])
 
 
 def test_bad_frames_and_settings_say_what_is_wrong(predictor):
@@ -362,7 +367,7 @@ def test_webrtc_on_localhost_needs_no_stun_server_and_survives_tensorflow(predic
     """Two aiortc peers in this process (TensorFlow already loaded: see live.prepare_webrtc_import), no ICE servers:
     host candidates connect; the clip's frames go over DTLS/SRTP as VP8, then through streamlit-webrtc's
     asynchronous processing track and the LiveProcessor, which labels the face."""
-    live.prepare_webrtc_import()
+    webrtc.prepare_webrtc_import()
     from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection
     from streamlit_webrtc.process import AsyncVideoProcessTrack
 
@@ -374,7 +379,7 @@ def test_webrtc_on_localhost_needs_no_stun_server_and_survives_tensorflow(predic
             self.sent = 0
 
         async def recv(self):
-            frame = live.bgr_to_frame(clip[self.sent % len(clip)])  # a browser's camera frames are yuv420p
+            frame = webrtc.bgr_to_frame(clip[self.sent % len(clip)])  # a browser's camera frames are yuv420p
             frame.pts, frame.time_base = self.sent * 3000, fractions.Fraction(1, 90000)
             self.sent += 1
             await asyncio.sleep(0)  # lets the connection run between frames (no waiting)
@@ -394,7 +399,7 @@ def test_webrtc_on_localhost_needs_no_stun_server_and_survives_tensorflow(predic
                 while not labelled.done():
                     # The track hands back the newest processed frame, or the incoming one while none is ready
                     # (a busy machine): wait for one that carries the face's label.
-                    image = live.frame_to_bgr(await processed.recv())
+                    image = webrtc.frame_to_bgr(await processed.recv())
                     faces = processor.status().faces
                     if faces and _color_pixels(image, live.face_color(faces[0].number), 8).sum() > 2000:
                         labelled.set_result(image)
@@ -429,7 +434,7 @@ def test_lite_network_gives_the_keras_probabilities(predictor, clip):
     pytest.importorskip("ai_edge_litert")
     found = faces.find_faces(clip[0], predictor.config)
     aligned = np.stack([f.aligned for f in found] + [np.zeros_like(found[0].aligned)])
-    network = live.LiteNetwork(predictor)
+    network = backends.LiteNetwork(predictor)
     got, expected = network(aligned), predictor.predict_faces(aligned)
     for task in predictor.tasks:
         np.testing.assert_allclose(got[task], expected[task], atol=0.02)
@@ -473,22 +478,22 @@ def test_moving_face_clip_and_y4m(face_photo, tmp_path):
 
 
 def test_no_stun_or_turn_server_unless_set():
-    assert settings.ice_servers({}) == []
-    assert settings.rtc_configuration({}) == {"iceServers": []}  # explicit: no public STUN server filled in
+    assert webrtc.ice_servers({}) == []
+    assert webrtc.rtc_configuration({}) == {"iceServers": []}  # explicit: no public STUN server filled in
 
 
 def test_stun_and_turn_servers_from_the_environment():
     env = {
-        settings.ENV_ICE_SERVERS: "stun:stun.example.org:3478, turn:turn.example.org:3478?transport=tcp",
-        settings.ENV_TURN_USERNAME: "demo",
-        settings.ENV_TURN_CREDENTIAL: "secret",
+        webrtc.ENV_ICE_SERVERS: "stun:stun.example.org:3478, turn:turn.example.org:3478?transport=tcp",
+        webrtc.ENV_TURN_USERNAME: "demo",
+        webrtc.ENV_TURN_CREDENTIAL: "secret",
     }
-    assert settings.ice_servers(env) == [
+    assert webrtc.ice_servers(env) == [
         {"urls": ["stun:stun.example.org:3478"]},
         {"urls": ["turn:turn.example.org:3478?transport=tcp"], "username": "demo", "credential": "secret"},
     ]
     servers = [{"urls": ["turns:t.example.org:443"], "username": "u", "credential": "c"}]
-    assert settings.ice_servers({settings.ENV_ICE_SERVERS: json.dumps(servers)}) == servers
+    assert webrtc.ice_servers({webrtc.ENV_ICE_SERVERS: json.dumps(servers)}) == servers
 
 
 @pytest.mark.parametrize(
@@ -503,7 +508,7 @@ def test_stun_and_turn_servers_from_the_environment():
 )
 def test_a_wrong_stun_turn_setting_says_what_is_wrong(value, message):
     with pytest.raises(ValueError, match=message):
-        settings.ice_servers({settings.ENV_ICE_SERVERS: value})
+        webrtc.ice_servers({webrtc.ENV_ICE_SERVERS: value})
 
 
 # --- the Predict page with Live mode on (AppTest) ---------------------------------------------------------------
@@ -515,7 +520,7 @@ def live_app(tmp_path, monkeypatch):
     running server, which AppTest only mocks: the lookup answers 'no session', as outside a server."""
     from helpers import tiny_run
 
-    live.prepare_webrtc_import()  # TensorFlow is loaded in this process already
+    webrtc.prepare_webrtc_import()  # TensorFlow is loaded in this process already
     import streamlit_webrtc.component
     from streamlit.testing.v1 import AppTest
 
@@ -524,7 +529,7 @@ def live_app(tmp_path, monkeypatch):
     monkeypatch.setenv("MTFER_MODEL", str(model))
     monkeypatch.setenv("MTFER_DATA_ROOTS", str(tmp_path / "data"))
     monkeypatch.setenv("MTFER_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv(settings.ENV_ICE_SERVERS, raising=False)
+    monkeypatch.delenv(webrtc.ENV_ICE_SERVERS, raising=False)
     monkeypatch.setattr(streamlit_webrtc.component, "get_this_session_info", lambda: None)
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
     at.switch_page("pages/predict.py").run()
@@ -574,7 +579,7 @@ def test_predict_page_renders_with_live_mode_on(live_app):
 
 
 def test_predict_page_says_when_the_stun_turn_setting_is_wrong(live_app, monkeypatch):
-    monkeypatch.setenv(settings.ENV_ICE_SERVERS, "http://not-a-stun-server")
+    monkeypatch.setenv(webrtc.ENV_ICE_SERVERS, "http://not-a-stun-server")
     at = live_app
     at.toggle(key="predict_live").set_value(True).run()
     assert not at.exception

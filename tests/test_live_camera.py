@@ -32,8 +32,9 @@ from test_browser import (  # noqa: F401  (fixtures: the server, the model, the 
     server,
 )
 
-from mtfer import faces, live, runs
-from mtfer.inference import table_columns
+from mtfer.core import bundles, faces
+from mtfer.media import live
+from mtfer.media.tables import table_columns
 
 pytestmark = pytest.mark.browser
 
@@ -158,7 +159,7 @@ def test_live_camera_labels_a_real_face_in_the_returned_stream(
             download.value.save_as(path)
             with open(path, newline="") as f:
                 rows = list(csv.DictReader(f))
-            classes = json.loads((model_path / runs.METADATA_FILE).read_text())["tasks"]
+            classes = json.loads((model_path / bundles.METADATA_FILE).read_text())["tasks"]
             assert rows and list(rows[0]) == table_columns(classes, video=True)
             assert {r["source"] for r in rows} == {"camera"} and any(r["track"] for r in rows)
 

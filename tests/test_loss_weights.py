@@ -11,8 +11,14 @@ import pandas as pd
 import pytest
 from helpers import random_split
 
-from mtfer import calibration, runs
-from mtfer.loss_weights import (
+from mtfer.core import bundles
+from mtfer.core import backends
+from mtfer.core.model import build_model
+from mtfer.core.tasks import TASK_NAMES
+from mtfer.datasets.splits import Split
+from mtfer.store import runs
+from mtfer.train.config import TrainConfig
+from mtfer.train.loss_weights import (
     METADATA_KEY,
     LearnedLossWeightsModel,
     inference_model,
@@ -20,9 +26,8 @@ from mtfer.loss_weights import (
     uncertainty_total,
     with_learned_weights,
 )
-from mtfer.model import build_model
-from mtfer.tasks import TASK_NAMES
-from mtfer.training import Split, TrainConfig, compile_model, make_dataset, train
+from mtfer.train.pipeline import make_dataset
+from mtfer.train.trainer import compile_model, train
 
 
 def _learned_model(tasks=TASK_NAMES, size: int = 50) -> LearnedLossWeightsModel:
@@ -122,7 +127,8 @@ def _two_task_split(n: int, seed: int, size: int = 16) -> Split:
 
 
 def test_learned_weights_move_favour_the_clean_task_and_leave_a_plain_bundle(tmp_path):
-    from mtfer.inference import Predictor, predict_arrays
+    from mtfer.core.backends import predict_arrays
+    from mtfer.core.inference import Predictor
 
     splits = {"train": _two_task_split(256, 0), "val": _two_task_split(64, 1), "test": _two_task_split(64, 2)}
     config = TrainConfig(
@@ -137,7 +143,7 @@ def test_learned_weights_move_favour_the_clean_task_and_leave_a_plain_bundle(tmp
     )
     run = train(config, tmp_path / "run", splits=splits, install_signal_handler=False)
 
-    history = pd.read_csv(run / runs.HISTORY_FILE)
+    history = pd.read_csv(run / bundles.HISTORY_FILE)
     weights = history[["weight_gender", "weight_race"]].to_numpy()
     assert np.all(np.isfinite(weights)) and "val_weight_race" not in history
     assert np.abs(weights[0] - 1.0).max() > 0.02  # they moved from 1 in the first epoch already
@@ -145,10 +151,10 @@ def test_learned_weights_move_favour_the_clean_task_and_leave_a_plain_bundle(tmp
     assert weights[-1, 1] > weights[-1, 0]  # noisy gender labels: the smaller weight
     assert history["race_accuracy"].iloc[-1] > 0.8  # the clean task was learned
 
-    meta = runs.load_bundle(run).metadata
+    meta = bundles.load_bundle(run).metadata
     learned = meta[METADATA_KEY]
     assert set(learned) == {"gender", "race"} and learned["race"] > learned["gender"]
-    assert json.loads((run / runs.CONFIG_FILE).read_text())["loss_weights_mode"] == "learned"
+    assert json.loads((run / bundles.CONFIG_FILE).read_text())["loss_weights_mode"] == "learned"
 
     # The checkpoint keeps the log-variances (Keras safe mode loads it); the bundle is the plain network, and the
     # Predictor gives the probabilities of the best epoch's training model.
@@ -157,19 +163,19 @@ def test_learned_weights_move_favour_the_clean_task_and_leave_a_plain_bundle(tmp
     with np.load(run / runs.CHECKPOINT_DIR / "best.npz") as best:
         checkpoint.set_weights([best[f"arr_{i}"] for i in range(len(best.files))])
     assert learned_weights(checkpoint) == pytest.approx(learned, rel=1e-6)
-    bundle = runs.load_bundle(run)
+    bundle = bundles.load_bundle(run)
     assert not isinstance(bundle.model, LearnedLossWeightsModel)
     assert len(bundle.model.get_weights()) == len(checkpoint.get_weights()) - 1
     faces = splits["test"].images
     # the bundle's calibration (fitted at the end of training) applied as the Predictor applies it
-    expected = calibration.calibrated(predict_arrays(checkpoint, faces), calibration.temperatures(meta))
+    expected = backends.calibrated(predict_arrays(checkpoint, faces), backends.temperatures(meta))
     got = Predictor(run).predict_faces(faces)
     for task in ("gender", "race"):
         np.testing.assert_allclose(got[task], expected[task], atol=1e-6)
 
     # A resumed run goes on from the checkpoint's log-variances (compiled as saved), not from weight 1.
     train(dataclasses.replace(config, epochs=7), run, splits=splits, resume=True, install_signal_handler=False)
-    resumed = pd.read_csv(run / runs.HISTORY_FILE)[["weight_gender", "weight_race"]].to_numpy()
+    resumed = pd.read_csv(run / bundles.HISTORY_FILE)[["weight_gender", "weight_race"]].to_numpy()
     assert len(resumed) == 7 and np.allclose(resumed[:6], weights)
     assert np.abs(np.log(resumed[6]) - np.log(resumed[5])).max() < 0.2 and resumed[6, 1] > resumed[6, 0]
 

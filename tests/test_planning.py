@@ -10,11 +10,13 @@ import pandas as pd
 import pytest
 from helpers import write_fer_tree
 
-from mtfer import planning, runs
+from mtfer.core import bundles
+from mtfer.core.faces import PreprocessConfig
 from mtfer.datasets.cache import find_entry, preparation_rate, prepare
-from mtfer.faces import PreprocessConfig
-from mtfer.settings import FoundDataset
-from mtfer.training import PRESETS, TrainConfig
+from mtfer.store import runs
+from mtfer.store.settings import FoundDataset
+from mtfer.train import planning
+from mtfer.train.config import PRESETS, TrainConfig
 
 PRECISION = planning.resolved_precision("auto")
 
@@ -31,11 +33,11 @@ def fake_run(
 ) -> Path:
     """A run folder as the trainer leaves it, with the epoch seconds given."""
     run = runs_dir / name
-    runs.atomic_write_json(run / runs.CONFIG_FILE, {"architecture": architecture, "batch_size": batch_size})
+    bundles.atomic_write_json(run / bundles.CONFIG_FILE, {"architecture": architecture, "batch_size": batch_size})
     runs.write_progress(run, **{"state": "finished", **(progress or {})})
-    pd.DataFrame({"epoch": range(1, len(seconds) + 1), "seconds": seconds}).to_csv(run / runs.HISTORY_FILE)
+    pd.DataFrame({"epoch": range(1, len(seconds) + 1), "seconds": seconds}).to_csv(run / bundles.HISTORY_FILE)
     if metadata is not None:
-        runs.atomic_write_json(run / runs.METADATA_FILE, metadata)
+        bundles.atomic_write_json(run / bundles.METADATA_FILE, metadata)
     return run
 
 
@@ -74,7 +76,7 @@ def test_rates_are_measured_from_earlier_runs_newest_first(tmp_path):
     fake_run(tmp_path, "20260103-tiny", seconds=[2, 2], progress={"epoch_faces": 64, "precision": "float32"})
     assert planning.measured_rate(tmp_path / "20260103-tiny") is None
     (tmp_path / "20260104-empty").mkdir()
-    runs.atomic_write_json(tmp_path / "20260104-empty" / runs.CONFIG_FILE, {"architecture": "fast"})
+    bundles.atomic_write_json(tmp_path / "20260104-empty" / bundles.CONFIG_FILE, {"architecture": "fast"})
     assert planning.measured_rate(tmp_path / "20260104-empty") is None
     paper = planning.training_rate("paper", "float32", tmp_path)
     assert paper.source == "benchmark" and paper.faces_per_s == pytest.approx(73.0 * planning.VALIDATION_SHARE)

@@ -10,9 +10,10 @@ import re
 import numpy as np
 import pytest
 
-from mtfer import predict_view as pv
-from mtfer.inference import FacePrediction
-from mtfer.tasks import TASK_NAMES, TASKS
+from mtfer.app import predict_view
+from mtfer.core.inference import FacePrediction
+from mtfer.core.tasks import TASK_NAMES, TASKS
+from mtfer.media import answers, draw
 
 MIN_CONFIDENCE = {"emotion": 0.45, "gender": 0.6, "race": 0.55, "age": 0.3}
 IDENTIFIER = re.compile(r"african_american|\bunsure\b")
@@ -42,7 +43,7 @@ def _unsure_emotion() -> FacePrediction:
 
 
 def test_face_line_uses_names_for_people():
-    line = pv.face_line(1, pv.face_verdicts(_prediction(), MIN_CONFIDENCE))
+    line = answers.face_line(1, answers.face_verdicts(_prediction(), MIN_CONFIDENCE))
     assert line == (
         "**Face 1:** Emotion: Happy (100%) · Gender: Female (90%) · Race: African American (80%) · "
         "Age group: 20-39 years (70%)"
@@ -50,42 +51,42 @@ def test_face_line_uses_names_for_people():
 
 
 def test_a_weak_top_class_says_not_sure_with_the_runner_up():
-    verdicts = pv.face_verdicts(_unsure_emotion(), MIN_CONFIDENCE)
+    verdicts = answers.face_verdicts(_unsure_emotion(), MIN_CONFIDENCE)
     assert not verdicts["emotion"].sure and not verdicts["race"].sure and verdicts["gender"].sure
-    line = pv.face_line(2, verdicts)
+    line = answers.face_line(2, verdicts)
     assert "Emotion: **not sure** (Sad 28% or Angry 21%)" in line
     assert "Race: **other / not sure** (Caucasian 50% or Asian 40%)" in line
-    assert pv.answer(verdicts["emotion"]) == "Not sure (Sad or Angry)"
-    assert pv.answer(verdicts["race"]) == "Other / not sure (Caucasian or Asian)"
-    assert pv.photo_lines(2, verdicts) == [
+    assert answers.answer(verdicts["emotion"]) == "Not sure (Sad or Angry)"
+    assert answers.answer(verdicts["race"]) == "Other / not sure (Caucasian or Asian)"
+    assert answers.photo_lines(2, verdicts) == [
         "2. Emotion: not sure",
         "Female 90%",
         "Race: other / not sure",
         "20-39 years 70%",
     ]
     # The same face is stated once the model is sure enough.
-    assert pv.face_verdicts(_unsure_emotion(), {"emotion": 0.25})["emotion"].sure
+    assert answers.face_verdicts(_unsure_emotion(), {"emotion": 0.25})["emotion"].sure
 
 
 def test_untaught_gender_unsure_is_never_the_answer():
     p = _prediction(gender={"male": 0.3, "female": 0.25, "unsure": 0.45})
-    v = pv.face_verdicts(p, {"gender": 0.0})["gender"]
+    v = answers.face_verdicts(p, {"gender": 0.0})["gender"]
     assert v.label == "male" and v.runner_up == "female"
-    assert pv.shown_classes("gender", TASKS["gender"].classes) == ["male", "female"]
-    assert pv.shown_classes("age", TASKS["age"].classes) == list(TASKS["age"].classes)
+    assert answers.shown_classes("gender", TASKS["gender"].classes) == ["male", "female"]
+    assert answers.shown_classes("age", TASKS["age"].classes) == list(TASKS["age"].classes)
 
 
 def test_captions():
-    assert pv.faces_found_caption(1, 1) == "1 face found"
-    assert pv.faces_found_caption(2, 2) == "2 faces found"
-    assert pv.faces_found_caption(1, 3) == "3 faces found, showing the largest"
-    assert pv.faces_found_caption(0, 0) == "0 faces found"
+    assert predict_view.faces_found_caption(1, 1) == "1 face found"
+    assert predict_view.faces_found_caption(2, 2) == "2 faces found"
+    assert predict_view.faces_found_caption(1, 3) == "3 faces found, showing the largest"
+    assert predict_view.faces_found_caption(0, 0) == "0 faces found"
     assert (
-        pv.aligned_caption(_prediction())
+        predict_view.aligned_caption(_prediction())
         == "The face as the model saw it: turned 2° to level the eyes, in grey, 50×50 pixels"
     )
     level = FacePrediction((0, 0, 1, 1), None, 0.2, np.zeros((50, 50), np.uint8), {})
-    assert pv.aligned_caption(level) == "The face as the model saw it: in grey, 50×50 pixels"
+    assert predict_view.aligned_caption(level) == "The face as the model saw it: in grey, 50×50 pixels"
 
 
 # --- the photo --------------------------------------------------------------------------------------------------
@@ -95,29 +96,29 @@ def _no_overlaps(size, boxes, rects, canvas):
     for r in rects:
         assert r[0] >= 0 and r[1] >= 0 and r[0] + r[2] <= canvas[0] and r[1] + r[3] <= canvas[1], (r, canvas)
         for b in boxes:
-            assert not pv.intersects(r, b), f"label {r} over face {b}"
+            assert not draw.intersects(r, b), f"label {r} over face {b}"
     for a, b in itertools.combinations(rects, 2):
-        assert not pv.intersects(a, b), f"labels {a} and {b} overlap"
+        assert not draw.intersects(a, b), f"labels {a} and {b} overlap"
     assert canvas[0] >= size[0] and canvas[1] >= size[1]
 
 
 def test_a_label_goes_below_its_face_when_there_is_room():
-    rects, canvas = pv.place_labels((800, 600), [(300, 100, 200, 200)], [(180, 90)], gap=4)
+    rects, canvas = draw.place_labels((800, 600), [(300, 100, 200, 200)], [(180, 90)], gap=4)
     assert rects == [(310, 304, 180, 90)] and canvas == (800, 600)
 
 
 def test_a_face_filling_the_photo_gets_its_label_under_the_photo():
     size, boxes = (800, 800), [(10, 5, 780, 790)]
-    rects, canvas = pv.place_labels(size, boxes, [(200, 100)], gap=5)
+    rects, canvas = draw.place_labels(size, boxes, [(200, 100)], gap=5)
     _no_overlaps(size, boxes, rects, canvas)
     assert rects[0][1] >= 800 and canvas[1] >= 800 + 100
 
 
 def test_a_face_at_the_bottom_gets_its_label_above_or_beside():
     size = (800, 600)
-    above, _ = pv.place_labels(size, [(300, 400, 200, 200)], [(180, 90)], gap=4)
+    above, _ = draw.place_labels(size, [(300, 400, 200, 200)], [(180, 90)], gap=4)
     assert above[0][1] + above[0][3] <= 400
-    beside, canvas = pv.place_labels(size, [(300, 50, 200, 550)], [(180, 90)], gap=4)
+    beside, canvas = draw.place_labels(size, [(300, 50, 200, 550)], [(180, 90)], gap=4)
     assert beside[0][0] >= 500 and canvas == size
 
 
@@ -125,12 +126,12 @@ def test_labels_of_a_group_photo_avoid_every_face_and_each_other():
     size = (800, 400)
     boxes = [(40 + 190 * i, 150, 60, 60) for i in range(4)]
     blocks = [(230, 100)] * 4  # wider than the space between faces
-    rects, canvas = pv.place_labels(size, boxes, blocks, gap=4)
+    rects, canvas = draw.place_labels(size, boxes, blocks, gap=4)
     assert len(rects) == 4
     _no_overlaps(size, boxes, rects, canvas)
     # a crowd: 12 faces in a tight grid, labels in a band under the photo when they fit nowhere else
     boxes = [(20 + 95 * (i % 6), 20 + 100 * (i // 6), 80, 80) for i in range(12)]
-    rects, canvas = pv.place_labels((600, 220), boxes, [(150, 90)] * 12, gap=3)
+    rects, canvas = draw.place_labels((600, 220), boxes, [(150, 90)] * 12, gap=3)
     _no_overlaps((600, 220), boxes, rects, canvas)
 
 
@@ -142,22 +143,26 @@ def test_random_layouts_never_cover_a_face(seed):
     for _ in range(int(rng.integers(1, 8))):
         side = int(rng.integers(20, min(size) // 2))
         box = (int(rng.integers(0, size[0] - side)), int(rng.integers(0, size[1] - side)), side, side)
-        if not any(pv.intersects(box, b) for b in boxes):
+        if not any(draw.intersects(box, b) for b in boxes):
             boxes.append(box)
     blocks = [(int(rng.integers(80, 400)), int(rng.integers(40, 150))) for _ in boxes]
-    rects, canvas = pv.place_labels(size, boxes, blocks, gap=4)
+    rects, canvas = draw.place_labels(size, boxes, blocks, gap=4)
     assert [r[2:] for r in rects] == blocks
     _no_overlaps(size, boxes, rects, canvas)
 
 
 def test_text_scales_with_the_photo_and_stays_legible():
-    assert pv.text_px(200) == pv.MIN_TEXT_PX and pv.text_px(800) == pv.MIN_TEXT_PX
-    assert pv.text_px(1280) > pv.MIN_TEXT_PX and pv.text_px(1280) == round(pv.TEXT_FRACTION * 1280)
-    small, big = pv.LabelStyle.for_width(800), pv.LabelStyle.for_width(1280)
+    assert draw.text_px(200) == draw.MIN_TEXT_PX and draw.text_px(800) == draw.MIN_TEXT_PX
+    assert draw.text_px(1280) > draw.MIN_TEXT_PX and draw.text_px(1280) == round(draw.TEXT_FRACTION * 1280)
+    small, big = draw.LabelStyle.for_width(800), draw.LabelStyle.for_width(1280)
     lines = ["1. Emotion: not sure", "Female 90%", "Race: other / not sure", "20-39 years 70%"]
-    assert big.block_size(lines)[1] > small.block_size(lines)[1] >= 4 * pv.MIN_TEXT_PX
+    assert big.block_size(lines)[1] > small.block_size(lines)[1] >= 4 * draw.MIN_TEXT_PX
     # small photos are enlarged before drawing, big ones reduced: the text never ends up tiny beside the photo
-    assert pv.canvas_scale(400, 300) == 2.0 and pv.canvas_scale(4000, 3000) == 0.32 and pv.canvas_scale(1000, 500) == 1
+    assert (
+        draw.canvas_scale(400, 300) == 2.0
+        and draw.canvas_scale(4000, 3000) == 0.32
+        and draw.canvas_scale(1000, 500) == 1
+    )
 
 
 def _label_pixels(drawn: np.ndarray, photo_value: int) -> np.ndarray:
@@ -168,7 +173,7 @@ def _label_pixels(drawn: np.ndarray, photo_value: int) -> np.ndarray:
 def test_draw_faces_leaves_the_face_uncovered_when_it_fills_the_photo():
     photo = np.full((900, 900, 3), 128, np.uint8)
     box = (40, 20, 840, 860)
-    drawn = pv.draw_faces(photo, [box], [["1. Happy 87%", "Female 90%", "Asian 61%", "20-39 years 70%"]])
+    drawn = draw.draw_faces(photo, [box], [["1. Happy 87%", "Female 90%", "Asian 61%", "20-39 years 70%"]])
     assert drawn.shape[1] == 900 and drawn.shape[0] > 900  # a band for the label under the photo
     x, y, w, h = box
     inside = drawn[y + 4 : y + h - 4, x + 4 : x + w - 4]
@@ -182,7 +187,7 @@ def test_draw_faces_labels_small_faces_legibly_and_outside_them():
     photo = np.full((300, 500, 3), 128, np.uint8)  # a small group photo: enlarged to 800 wide
     boxes = [(30 + 120 * i, 100, 40, 40) for i in range(4)]
     lines = [[f"{k}. Happy 87%", "Female 90%", "African American 80%", "20-39 years 70%"] for k in range(1, 5)]
-    drawn = pv.draw_faces(photo, boxes, lines)
+    drawn = draw.draw_faces(photo, boxes, lines)
     assert drawn.shape[1] == 800
     scale = 800 / 500
     for x, y, w, h in boxes:
@@ -190,15 +195,15 @@ def test_draw_faces_labels_small_faces_legibly_and_outside_them():
         assert (drawn[sy + 4 : sy + sh - 4, sx + 4 : sx + sw - 4] == 128).all()
     # every face's label block is at least four lines of MIN_TEXT_PX text tall
     marked = _label_pixels(drawn, 128)
-    assert marked.sum() > 4 * (4 * pv.MIN_TEXT_PX) * 100
+    assert marked.sum() > 4 * (4 * draw.MIN_TEXT_PX) * 100
 
 
 def test_draw_faces_without_faces_and_other_formats():
     photo = np.full((300, 400, 3), 255, np.uint8)
-    assert pv.draw_faces(photo, [], []).shape == (600, 800, 3)  # enlarged, nothing drawn
-    assert (pv.draw_faces(photo, [], []) == 255).all()
-    assert pv.draw_faces(np.zeros((3000, 2000), np.uint8), [(1000, 1000, 600, 600)], [["x"]]).shape[:2] == (1280, 853)
-    assert pv.draw_faces(np.zeros((50, 60, 4), np.uint8), [], []).shape == (667, 800, 3)
+    assert draw.draw_faces(photo, [], []).shape == (600, 800, 3)  # enlarged, nothing drawn
+    assert (draw.draw_faces(photo, [], []) == 255).all()
+    assert draw.draw_faces(np.zeros((3000, 2000), np.uint8), [(1000, 1000, 600, 600)], [["x"]]).shape[:2] == (1280, 853)
+    assert draw.draw_faces(np.zeros((50, 60, 4), np.uint8), [], []).shape == (667, 800, 3)
 
 
 # --- charts and downloads ---------------------------------------------------------------------------------------
@@ -206,23 +211,23 @@ def test_draw_faces_without_faces_and_other_formats():
 
 def test_probability_figure_names_for_people_and_hides_untaught_classes():
     p = _prediction()
-    verdicts = pv.face_verdicts(p, MIN_CONFIDENCE)
-    fig = pv.probability_figure("race", p.probabilities["race"], verdicts["race"], 0.55)
+    verdicts = answers.face_verdicts(p, MIN_CONFIDENCE)
+    fig = predict_view.probability_figure("race", p.probabilities["race"], verdicts["race"], 0.55)
     bar = fig.data[0]
     assert list(bar.y) == ["Caucasian", "African American", "Asian"]
-    assert list(bar.marker.color) == [pv.MUTED, pv.ACCENT, pv.MUTED] and fig.layout.title.text == "Race"
-    gender = pv.probability_figure("gender", p.probabilities["gender"], verdicts["gender"])
+    assert list(bar.marker.color) == [draw.MUTED, draw.ACCENT, draw.MUTED] and fig.layout.title.text == "Race"
+    gender = predict_view.probability_figure("gender", p.probabilities["gender"], verdicts["gender"])
     assert list(gender.data[0].y) == ["Male", "Female"]
-    age = pv.probability_figure("age", p.probabilities["age"])
+    age = predict_view.probability_figure("age", p.probabilities["age"])
     assert list(age.data[0].y) == ["0-3 years", "4-19 years", "20-39 years", "40-69 years", "70+ years"]
 
 
 def test_probability_figure_when_not_sure():
     p = _unsure_emotion()
-    v = pv.face_verdicts(p, MIN_CONFIDENCE)["emotion"]
-    fig = pv.probability_figure("emotion", p.probabilities["emotion"], v, 0.45)
+    v = answers.face_verdicts(p, MIN_CONFIDENCE)["emotion"]
+    fig = predict_view.probability_figure("emotion", p.probabilities["emotion"], v, 0.45)
     assert fig.layout.title.text == "Emotion: not sure"
-    assert pv.ACCENT not in list(fig.data[0].marker.color)
+    assert draw.ACCENT not in list(fig.data[0].marker.color)
     assert (
         fig.layout.shapes[0].x0 == 0.45 and fig.layout.xaxis.title.text == "dotted line: how sure it needed to be (45%)"
     )
@@ -230,7 +235,7 @@ def test_probability_figure_when_not_sure():
 
 def test_downloads_are_in_words_for_people():
     named = [("a.jpg", [_prediction(), _unsure_emotion()]), ("b.png", [])]
-    table = pv.people_table(named, MIN_CONFIDENCE)
+    table = predict_view.people_table(named, MIN_CONFIDENCE)
     assert list(table["Photo"]) == ["a.jpg", "a.jpg"] and list(table["Face"]) == [1, 2]
     assert list(table["Emotion"]) == ["Happy", "Not sure (Sad or Angry)"]
     assert list(table["Race"]) == ["African American", "Other / not sure (Caucasian or Asian)"]
@@ -239,20 +244,20 @@ def test_downloads_are_in_words_for_people():
     assert "Gender: Unsure (%)" not in table.columns
     assert not IDENTIFIER.search(table.to_csv(index=False))
 
-    data = json.loads(pv.people_json(named, MIN_CONFIDENCE))
+    data = json.loads(predict_view.people_json(named, MIN_CONFIDENCE))
     assert data[0]["photo"] == "a.jpg" and data[1] == {"photo": "b.png", "faces": []}
     face = data[0]["faces"][1]
     assert face["face"] == 2 and face["position"] == {"left": 40, "top": 30, "width": 100, "height": 100}
     assert face["Emotion"]["answer"] == "Not sure (Sad or Angry)" and face["Emotion"]["sure"] is False
     assert face["Race"]["probabilities"] == {"Caucasian": 0.5, "African American": 0.1, "Asian": 0.4}
     assert list(face["Gender"]["probabilities"]) == ["Male", "Female"]
-    assert not IDENTIFIER.search(pv.people_json(named, MIN_CONFIDENCE))
+    assert not IDENTIFIER.search(predict_view.people_json(named, MIN_CONFIDENCE))
 
 
 def test_notes_explain_not_sure_and_race_in_plain_words():
-    assert "three groups" in pv.RACE_NOTE and "Other / not sure" in pv.RACE_NOTE
-    assert "African American" in pv.RACE_NOTE and "_" not in pv.RACE_NOTE
-    assert '"Not sure"' in pv.NOT_SURE_NOTE
+    assert "three groups" in predict_view.RACE_NOTE and "Other / not sure" in predict_view.RACE_NOTE
+    assert "African American" in predict_view.RACE_NOTE and "_" not in predict_view.RACE_NOTE
+    assert '"Not sure"' in predict_view.NOT_SURE_NOTE
 
 
 # --- the upload behind the page ---------------------------------------------------------------------------------
@@ -263,18 +268,18 @@ def test_upload_counts_every_face_and_uses_the_predictors_mirror_averaging(share
     many faces were found when only the largest is shown."""
     import cv2
 
-    from mtfer import runs
-    from mtfer.faces import PreprocessConfig
-    from mtfer.inference import Predictor
-    from mtfer.model import build_model
-    from mtfer.uploads import analyse_upload
+    from mtfer.core import bundles
+    from mtfer.core.faces import PreprocessConfig
+    from mtfer.core.inference import Predictor
+    from mtfer.core.model import build_model
+    from mtfer.media.uploads import analyse_upload
 
     metadata = {
         "tasks": {t: list(TASKS[t].classes) for t in TASK_NAMES},
         "input": {"size": 50, "tta_flip": True},
         "preprocessing": PreprocessConfig().to_dict(),
     }
-    runs.save_bundle(build_model("fast", TASK_NAMES), metadata, tmp_path / "bundle")
+    bundles.save_bundle(build_model("fast", TASK_NAMES), metadata, tmp_path / "bundle")
     predictor = Predictor(tmp_path / "bundle")
     assert predictor.flip
 
@@ -287,7 +292,7 @@ def test_upload_counts_every_face_and_uses_the_predictors_mirror_averaging(share
     every = analyse_upload(predictor, "two.jpg", data)
     largest = analyse_upload(predictor, "two.jpg", data, largest_only=True)
     assert (len(every.faces), every.found) == (2, 2) and (len(largest.faces), largest.found) == (1, 2)
-    assert pv.faces_found_caption(len(largest.faces), largest.found) == "2 faces found, showing the largest"
+    assert predict_view.faces_found_caption(len(largest.faces), largest.found) == "2 faces found, showing the largest"
     face = largest.faces[0]
     mirrored = predictor.predict_faces(np.stack([face.aligned, face.aligned[:, ::-1]]))
     predictor.flip = False

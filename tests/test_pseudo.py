@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from helpers import tiny_run, write_fer_tree, write_utkface_tree
 
-from mtfer import runs
-from mtfer.pseudo import (
+from mtfer.core import bundles
+from mtfer.core.tasks import TASK_NAMES
+from mtfer.train.pseudo import (
     RECORD_FILE,
     apply_pseudo_labels,
     auto_threshold,
@@ -21,7 +22,6 @@ from mtfer.pseudo import (
     pseudo_label,
     teacher_hash,
 )
-from mtfer.tasks import TASK_NAMES
 
 ATTRIBUTES = ["gender", "race", "age"]
 
@@ -39,10 +39,10 @@ def world(tmp_path_factory) -> dict:
 
 
 def _prepared(world: dict, fmt: str):
+    from mtfer.core.faces import PreprocessConfig
     from mtfer.datasets.cache import prepare
-    from mtfer.faces import PreprocessConfig
 
-    meta = runs.load_bundle(world["teacher"]).metadata
+    meta = bundles.load_bundle(world["teacher"]).metadata
     return prepare(
         fmt, world[fmt[:3]], config=PreprocessConfig.from_dict(meta["preprocessing"]), cache_dir=world["cache"]
     )
@@ -50,7 +50,7 @@ def _prepared(world: dict, fmt: str):
 
 def _quick_config(datasets: list[dict], **overrides):
     """Two steps of one epoch of the fast network on `datasets` with pseudo-labels "auto"."""
-    from mtfer.training import TrainConfig
+    from mtfer.train.config import TrainConfig
 
     settings = {"architecture": "fast", "epochs": 1, "batch_size": 16, "steps_per_epoch": 2, "augment": False}
     return TrainConfig(datasets=datasets, pseudo_labels=["auto"], **{**settings, **overrides})
@@ -76,10 +76,10 @@ def test_auto_threshold_is_the_lowest_confidence_reaching_the_target():
 
 
 def test_pseudo_labels_fill_what_a_data_set_lacks_with_thresholds_from_validation_faces(world):
-    from mtfer.inference import predict_arrays
-    from mtfer.training import make_splits
+    from mtfer.core.backends import predict_arrays
+    from mtfer.datasets.splits import make_splits
 
-    teacher = runs.load_bundle(world["teacher"])
+    teacher = bundles.load_bundle(world["teacher"])
     result = pseudo_label(
         world["teacher"],
         "fer2013",
@@ -117,7 +117,7 @@ def test_pseudo_labels_fill_what_a_data_set_lacks_with_thresholds_from_validatio
         assert sum(meta["counts"][task]["by_split"].values()) == int(keep.sum())
 
     # Provenance, beside the cache.
-    digest = hashlib.sha256((Path(world["teacher"]) / runs.METADATA_FILE).read_bytes()).hexdigest()
+    digest = hashlib.sha256((Path(world["teacher"]) / bundles.METADATA_FILE).read_bytes()).hexdigest()
     assert result.path == (world["cache"] / "pseudo" / f"{Path(fer.path).name}-{digest[:12]}").resolve()
     assert teacher_hash(world["teacher"]) == digest[:12]
     stored = json.loads((result.path / "meta.json").read_text())
@@ -149,7 +149,9 @@ def test_pseudo_label_refuses_what_it_cannot_do(world):
 
 
 def test_trainer_fills_only_training_labels_and_records_the_pseudo_labels(world, tmp_path, monkeypatch):
-    from mtfer.training import load_prepared, make_splits, train
+    from mtfer.datasets.splits import make_splits
+    from mtfer.train.pipeline import load_prepared
+    from mtfer.train.trainer import train
 
     monkeypatch.setenv("MTFER_CACHE", str(world["cache"]))
     made = {
@@ -174,7 +176,7 @@ def test_trainer_fills_only_training_labels_and_records_the_pseudo_labels(world,
     assert by_set["fer2013"]["gender"] == int(is_fer.sum()) and by_set["utkface"]["emotion"] == int((~is_fer).sum())
 
     run = train(config, tmp_path / "run", install_signal_handler=False)
-    meta = runs.load_bundle(run).metadata
+    meta = bundles.load_bundle(run).metadata
     assert {r["path"] for r in meta["pseudo_labels"]} == {str(p.path) for p in made.values()}
     assert all(r["teacher"]["metadata_sha256"] and r["thresholds"] for r in meta["pseudo_labels"])
     assert json.loads((run / RECORD_FILE).read_text())["pseudo_labels"] == meta["pseudo_labels"]
@@ -184,17 +186,20 @@ def test_trainer_fills_only_training_labels_and_records_the_pseudo_labels(world,
         assert set(metrics) == ({"emotion"} if key.startswith("fer2013") else {"gender", "race", "age"}), key
 
     # Finishing the run again from its checkpoint (learned weights reloaded in safe mode) uses the same pseudo-labels.
-    from mtfer.training import finish
+    from mtfer.train.finalize import finish
 
-    (run / runs.METADATA_FILE).unlink()
+    (run / bundles.METADATA_FILE).unlink()
     finish(run)
-    again = runs.load_bundle(run).metadata
+    again = bundles.load_bundle(run).metadata
     assert again["pseudo_labels"] == meta["pseudo_labels"]
     assert again["loss_weights_learned"] == pytest.approx(meta["loss_weights_learned"], rel=1e-5)
 
 
 def test_soft_pseudo_labels_are_the_teachers_probabilities_on_the_same_faces(world, tmp_path, monkeypatch):
-    from mtfer.training import Split, TrainConfig, load_prepared, make_dataset, make_splits, train
+    from mtfer.datasets.splits import Split, make_splits
+    from mtfer.train.config import TrainConfig
+    from mtfer.train.pipeline import load_prepared, make_dataset
+    from mtfer.train.trainer import train
 
     monkeypatch.setenv("MTFER_CACHE", str(world["cache"]))
     everything = pseudo_label(world["teacher"], "fer2013", world["fer"], threshold=0.0)
@@ -246,7 +251,7 @@ def test_soft_pseudo_labels_are_the_teachers_probabilities_on_the_same_faces(wor
         tmp_path / "soft",
         install_signal_handler=False,
     )
-    meta = runs.load_bundle(run).metadata
+    meta = bundles.load_bundle(run).metadata
     assert meta["config"]["pseudo_targets"] == "soft" and {r["targets"] for r in meta["pseudo_labels"]} == {"soft"}
     np.save(fer_set.path / "probabilities_age.npy", np.zeros((2, 5), np.float32))
     with pytest.raises(ValueError, match="probabilities_age.npy is <f4 \\[2, 5\\]"):
@@ -256,8 +261,8 @@ def test_soft_pseudo_labels_are_the_teachers_probabilities_on_the_same_faces(wor
 
 
 def test_ensure_makes_pseudo_labels_only_where_none_exist(world, tmp_path, monkeypatch):
-    from mtfer import pseudo
-    from mtfer.pseudo import ensure_pseudo_labels, find_pseudo_labels
+    from mtfer.train import pseudo
+    from mtfer.train.pseudo import ensure_pseudo_labels, find_pseudo_labels
 
     cache = tmp_path / "fresh-cache"
     datasets = [{"format": "fer2013", "root": str(world["fer"])}, {"format": "utkface", "root": str(world["utk"])}]
@@ -272,8 +277,8 @@ def test_ensure_makes_pseudo_labels_only_where_none_exist(world, tmp_path, monke
     # Another teacher's sets do not count: a chosen teacher gets its own (reproduce.py --teacher).
     other = tmp_path / "other-teacher"
     shutil.copytree(world["teacher"], other)
-    meta = runs.read_json(other / runs.METADATA_FILE)
-    runs.atomic_write_json(other / runs.METADATA_FILE, {**meta, "created": "2026-12-01T09:00:00+00:00"})
+    meta = bundles.read_json(other / bundles.METADATA_FILE)
+    bundles.atomic_write_json(other / bundles.METADATA_FILE, {**meta, "created": "2026-12-01T09:00:00+00:00"})
     monkeypatch.undo()
     theirs = ensure_pseudo_labels(datasets, other, threshold=0.0, cache_dir=cache)
     assert {p.path for p in theirs}.isdisjoint(p.path for p in made)

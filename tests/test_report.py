@@ -11,45 +11,47 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mtfer import charts, lineage, runs, settings
-from mtfer.evaluation import confusion_frame
-from mtfer.tasks import TASKS
+from mtfer.app import cards, figures, wording
+from mtfer.assess.evaluation import confusion_frame
+from mtfer.core import bundles
+from mtfer.core.tasks import TASKS
+from mtfer.store import lineage, settings
 
 # --- names --------------------------------------------------------------------------------------------------
 
 
 def test_data_sets_and_evaluations_as_people_write_them():
-    assert [charts.dataset_title(f) for f in ("fer2013", "fer2013-csv", "utkface", "rafdb", "mine")] == [
+    assert [wording.dataset_title(f) for f in ("fer2013", "fer2013-csv", "utkface", "rafdb", "mine")] == [
         "FER2013",
         "FER2013",
         "UTKFace",
         "RAF-DB",
         "mine",
     ]
-    assert charts.evaluation_title("fer2013-test") == "FER2013, test images"
-    assert charts.evaluation_title("utkface-val") == "UTKFace, validation images"
+    assert wording.evaluation_title("fer2013-test") == "FER2013, test images"
+    assert wording.evaluation_title("utkface-val") == "UTKFace, validation images"
     assert (
-        charts.evaluation_title("default-20261130-101500-utkface-val")
+        wording.evaluation_title("default-20261130-101500-utkface-val")
         == "UTKFace, validation images (evaluated 30 Nov 2026, 10:15)"
     )
-    assert charts.evaluation_title("default-20261130-101500.2-fer2013-csv-all").startswith("FER2013, all images")
-    assert charts.evaluation_title("custom") == "custom"
-    assert charts.evaluation_split("rafdb-test") == "test" and charts.evaluation_split("custom") is None
+    assert wording.evaluation_title("default-20261130-101500.2-fer2013-csv-all").startswith("FER2013, all images")
+    assert wording.evaluation_title("custom") == "custom"
+    assert wording.evaluation_split("rafdb-test") == "test" and wording.evaluation_split("custom") is None
 
 
 def test_confusion_frames_and_captions_use_display_names():
     metrics = {
         "tasks": {"race": {"classes": list(TASKS["race"].classes), "confusion": [[1, 0, 0], [0, 2, 0], [0, 0, 3]]}}
     }
-    frame = charts.display_frame(confusion_frame(metrics, "race"), "race")
+    frame = wording.display_frame(confusion_frame(metrics, "race"), "race")
     assert list(frame.index) == ["Caucasian", "African American", "Asian"] == list(frame.columns)
     assert frame.loc["African American", "African American"] == 2
     per_class = pd.DataFrame({"f1": [0.5]}, index=pd.Index(["0-3"], name="class"))
-    assert list(charts.display_frame(per_class, "age").index) == ["0-3 years"]
+    assert list(wording.display_frame(per_class, "age").index) == ["0-3 years"]
     row = {"emotion_true": "fear", "emotion_pred": "disgust", "emotion_confidence": 0.996}
-    assert charts.gallery_caption(row, "emotion") == "True: Fear → predicted: Disgust (100% sure)"
+    assert figures.gallery_caption(row, "emotion") == "True: Fear → predicted: Disgust (100% sure)"
     row = {"race_true": "african_american", "race_pred": "asian", "race_confidence": "0.61"}
-    assert charts.gallery_caption(row, "race") == "True: African American → predicted: Asian (61% sure)"
+    assert figures.gallery_caption(row, "race") == "True: African American → predicted: Asian (61% sure)"
 
 
 # --- the model card -------------------------------------------------------------------------------------------
@@ -75,8 +77,8 @@ OLD_BUNDLE = {  # the keys of the bundle shipped before the demo polish (no titl
 def test_model_card_of_an_old_bundle_reads_like_a_sentence(tmp_path):
     folder = tmp_path / "default"
     folder.mkdir()
-    pd.DataFrame({"epoch": range(1, 16), "seconds": [120.0] * 15}).to_csv(folder / runs.HISTORY_FILE, index=False)
-    card = charts.model_card(OLD_BUNDLE, folder)
+    pd.DataFrame({"epoch": range(1, 16), "seconds": [120.0] * 15}).to_csv(folder / bundles.HISTORY_FILE, index=False)
+    card = cards.model_card(OLD_BUNDLE, folder)
     assert card.name == "Multi-task network (fast), trained 28 Nov 2026"
     assert card.description == (
         "One network that reads emotion, gender, race and age group from a face, taught with FER2013 and UTKFace."
@@ -96,35 +98,34 @@ def test_model_card_of_an_old_bundle_reads_like_a_sentence(tmp_path):
 def test_model_card_uses_the_title_description_and_whole_lineage_of_a_new_bundle(tmp_path):
     folder = tmp_path / "default"
     folder.mkdir()
-    pd.DataFrame({"epoch": range(1, 16)}).to_csv(folder / runs.HISTORY_FILE, index=False)
+    pd.DataFrame({"epoch": range(1, 16)}).to_csv(folder / bundles.HISTORY_FILE, index=False)
     metadata = {
         **OLD_BUNDLE,
         "title": "Emotion, gender, race and age reader",
         "description": "Our demo model.",
         "lineage": [{"name": "first", "epochs": 10, "train_seconds": 1620.0, "history": [{"epoch": 1}] * 10}],
     }
-    card = charts.model_card(metadata, folder)
+    card = cards.model_card(metadata, folder)
     assert (card.name, card.description) == ("Emotion, gender, race and age reader", "Our demo model.")
     # 1620 + 1846.5 s = 57.8 min: the README's 57-58 min for 25 epochs
     assert dict(card.facts)["Training time"] == (
         "58 min in all on a 2-core computer: 25 epochs, 10 in an earlier run and 15 more in this one"
     )
     single = {"tasks": {"emotion": []}, "architecture": "paper", "created": "2026-11-30T08:00:00+00:00"}
-    assert charts.model_title(single) == "Emotion-only network (the paper's design), trained 30 Nov 2026"
-    assert charts.model_title({"tasks": {}, "title": "  "}) == "Single-task network"
-    assert charts.format_date("not a date") is None and charts.format_date("2026-11-30") == "30 November 2026"
-    assert charts.about_duration(1846.5) == "31 min" and charts.about_duration(3725) == "1 h 02 min"
-    assert charts.about_duration(42) == "42 s" and charts.about_duration(None) == "unknown"
+    assert cards.model_title(single) == "Emotion-only network (the paper's design), trained 30 Nov 2026"
+    assert cards.model_title({"tasks": {}, "title": "  "}) == "Single-task network"
+    assert wording.format_date("not a date") is None and wording.format_date("2026-11-30") == "30 November 2026"
+    assert wording.about_duration(1846.5) == "31 min" and wording.about_duration(3725) == "1 h 02 min"
+    assert wording.about_duration(42) == "42 s" and wording.about_duration(None) == "unknown"
 
 
 def test_choice_titles_and_url_slugs(tmp_path):
     meta = {"tasks": {"emotion": [], "age": []}, "architecture": "fast", "created": "2026-11-30T08:00:00+00:00"}
     assert (
-        charts.choice_title("active", "default", meta)
-        == "Active model · Multi-task network (fast), trained 30 Nov 2026"
+        cards.choice_title("active", "default", meta) == "Active model · Multi-task network (fast), trained 30 Nov 2026"
     )
-    assert charts.choice_title("run", "r1", meta) == "Run r1 · Multi-task network (fast), trained 30 Nov 2026"
-    assert charts.choice_title("run", "r1", {}) == "Run r1"
+    assert cards.choice_title("run", "r1", meta) == "Run r1 · Multi-task network (fast), trained 30 Nov 2026"
+    assert cards.choice_title("run", "r1", {}) == "Run r1"
     choices = [
         settings.ModelChoice("Active model (default)", tmp_path / "default", "active"),
         settings.ModelChoice("Run r1", tmp_path / "runs" / "r1", "run"),
@@ -139,7 +140,7 @@ def test_choice_titles_and_url_slugs(tmp_path):
 
 
 def test_a_difference_to_the_paper_is_coloured_only_like_for_like():
-    held_out = charts.accuracy_cards("fer2013-test", {"emotion": {"accuracy": 0.5213, "n": 7178}}, True, "holdout")
+    held_out = cards.accuracy_cards("fer2013-test", {"emotion": {"accuracy": 0.5213, "n": 7178}}, True, "holdout")
     (card,) = held_out
     assert card.title == "Emotion · FER2013"
     assert not card.comparable and card.delta is None
@@ -147,21 +148,21 @@ def test_a_difference_to_the_paper_is_coloured_only_like_for_like():
     assert card.paper_text == (
         "Paper: 67.9% on FER2013 (single-task) with its own optimistic split; not directly comparable."
     )
-    other_data = charts.accuracy_cards("utkface-test", {"age": {"accuracy": 0.73, "n": 10}}, True, "holdout")[0]
+    other_data = cards.accuracy_cards("utkface-test", {"age": {"accuracy": 0.73, "n": 10}}, True, "holdout")[0]
     assert other_data.badge_color == "off" and "a different data set" in other_data.paper_text
     assert other_data.title == "Age group · UTKFace"
-    val = charts.accuracy_cards("utkface-val", {"age": {"accuracy": 0.73, "n": 10}}, True, "holdout")[0]
+    val = cards.accuracy_cards("utkface-val", {"age": {"accuracy": 0.73, "n": 10}}, True, "holdout")[0]
     assert val.title == "Age group · UTKFace (validation images)"
     # The paper's protocol on the paper's data set and setting: like for like, coloured.
-    same = charts.accuracy_cards("rafdb-val", {"emotion": {"accuracy": 0.80, "n": 10}}, True, "paper")[0]
+    same = cards.accuracy_cards("rafdb-val", {"emotion": {"accuracy": 0.80, "n": 10}}, True, "paper")[0]
     assert same.comparable and same.badge == "+0.7 pts vs paper" and same.badge_color == "normal"
     assert same.paper_text.startswith("Same data set and protocol as the paper's 79.3%")
     # ... but not its test split, another setting, or an unknown protocol.
-    assert not charts.accuracy_cards("rafdb-test", {"emotion": {"accuracy": 0.8, "n": 1}}, True, "paper")[0].comparable
-    assert not charts.accuracy_cards("fer2013-val", {"emotion": {"accuracy": 0.8, "n": 1}}, True, "paper")[0].comparable
-    assert charts.accuracy_cards("fer2013-val", {"emotion": {"accuracy": 0.7, "n": 1}}, False, "paper")[0].comparable
-    assert not charts.accuracy_cards("rafdb-val", {"emotion": {"accuracy": 0.8, "n": 1}}, True)[0].comparable
-    none = charts.accuracy_cards("folders-test", {"emotion": {"accuracy": 0.5, "n": 3}}, True)[0]
+    assert not cards.accuracy_cards("rafdb-test", {"emotion": {"accuracy": 0.8, "n": 1}}, True, "paper")[0].comparable
+    assert not cards.accuracy_cards("fer2013-val", {"emotion": {"accuracy": 0.8, "n": 1}}, True, "paper")[0].comparable
+    assert cards.accuracy_cards("fer2013-val", {"emotion": {"accuracy": 0.7, "n": 1}}, False, "paper")[0].comparable
+    assert not cards.accuracy_cards("rafdb-val", {"emotion": {"accuracy": 0.8, "n": 1}}, True)[0].comparable
+    none = cards.accuracy_cards("folders-test", {"emotion": {"accuracy": 0.5, "n": 3}}, True)[0]
     assert none.badge is None and none.paper_text == "The paper reports no figure for this."
 
 
@@ -169,7 +170,7 @@ def test_a_difference_to_the_paper_is_coloured_only_like_for_like():
 
 
 def test_learning_rates_read_as_numbers_on_a_readable_axis():
-    assert [charts.format_rate(v) for v in (3e-4, 1e-3, 2e-3, 6e-5, 1e-6, 0.05, 0.0)] == [
+    assert [wording.format_rate(v) for v in (3e-4, 1e-3, 2e-3, 6e-5, 1e-6, 0.05, 0.0)] == [
         "3×10⁻⁴",
         "10⁻³",
         "2×10⁻³",
@@ -178,18 +179,18 @@ def test_learning_rates_read_as_numbers_on_a_readable_axis():
         "0.05",
         "0",
     ]
-    constant = charts.rate_axis([3e-4] * 15)  # plotly's own log ticks read "1, 1e-3, 5, 2, 1e-4, 5" here
+    constant = figures.rate_axis([3e-4] * 15)  # plotly's own log ticks read "1, 1e-3, 5, 2, 1e-4, 5" here
     assert constant["type"] == "linear" and constant["ticktext"] == ["0", "10⁻⁴", "2×10⁻⁴", "3×10⁻⁴"]
-    plateau = charts.rate_axis([3e-4, 3e-4, 6e-5, 1.2e-5, 2.4e-6])
+    plateau = figures.rate_axis([3e-4, 3e-4, 6e-5, 1.2e-5, 2.4e-6])
     assert plateau["type"] == "log" and plateau["ticktext"][-1] == "2×10⁻⁴" and "10⁻⁵" in plateau["ticktext"]
     assert all(math.log10(v) >= plateau["range"][0] for v in plateau["tickvals"])
-    cosine = charts.rate_axis([2e-3 * (1 + math.cos(math.pi * i / 30)) / 2 for i in range(30)])
+    cosine = figures.rate_axis([2e-3 * (1 + math.cos(math.pi * i / 30)) / 2 for i in range(30)])
     assert cosine["type"] == "log" and cosine["ticktext"] == ["10⁻⁵", "10⁻⁴", "10⁻³"]
-    with_zero = charts.rate_axis([2e-3, 1e-3, 0.0])
+    with_zero = figures.rate_axis([2e-3, 1e-3, 0.0])
     assert with_zero["type"] == "linear" and with_zero["range"][0] == 0
-    assert charts.rate_axis([]) == {}
+    assert figures.rate_axis([]) == {}
     history = pd.DataFrame({"epoch": [1, 2, 3], "learning_rate": [3e-4, 3e-4, 3e-4]})
-    fig = charts.learning_rate_figure(history, starts=[(3, "second")])
+    fig = figures.learning_rate_figure(history, starts=[(3, "second")])
     assert list(fig.layout.yaxis.ticktext) == ["0", "10⁻⁴", "2×10⁻⁴", "3×10⁻⁴"]
     assert [s.x0 for s in fig.layout.shapes] == [2.5]  # the continuation starts before epoch 3
     assert fig.layout.annotations[0].text == "training continued"
@@ -199,10 +200,10 @@ def test_history_figures_mark_where_training_continued():
     history = pd.DataFrame(
         {"epoch": [1, 2, 3, 4], "emotion_loss": [2, 1.8, 1.7, 1.6], "emotion_accuracy": [0.2, 0.3, 0.35, 0.4]}
     )
-    fig = charts.history_figure(history, "emotion", [(3, "second")])
+    fig = figures.history_figure(history, "emotion", [(3, "second")])
     assert fig.layout.title.text == "Emotion" and len(fig.layout.shapes) == 2  # one line in each panel
-    assert charts.history_figure(history, "age").layout.title.text == "Age group"
-    assert not charts.history_figure(history, "emotion").layout.shapes
+    assert figures.history_figure(history, "age").layout.title.text == "Age group"
+    assert not figures.history_figure(history, "emotion").layout.shapes
 
 
 def test_group_figures_name_groups_and_show_the_overall_accuracy():
@@ -211,17 +212,17 @@ def test_group_figures_name_groups_and_show_the_overall_accuracy():
          "group": ["african_american", "asian", "70+", "male"], "n": [10, 1200, 5, 7],
          "accuracy": [0.8, 0.9, 0.6, 0.5]}
     )  # fmt: skip
-    fig = charts.slices_figure(groups, "gender")
+    fig = figures.slices_figure(groups, "gender")
     assert fig.layout.title.text == "Gender accuracy by group"
     assert [a.text for a in fig.layout.annotations] == ["By race", "By age group"]
     assert list(fig.data[0].x) == ["African American<br>10 faces", "Asian<br>1,200 faces"]
     assert list(fig.data[1].x) == ["70+ years<br>5 faces"]
     # With the accuracy on all faces, each panel starts with it, in a darker colour.
-    fig = charts.slices_figure(groups, "gender", overall=0.85, overall_n=1215)
+    fig = figures.slices_figure(groups, "gender", overall=0.85, overall_n=1215)
     assert list(fig.data[1].x) == ["<b>All faces</b><br>1,215 faces", "70+ years<br>5 faces"]
     assert list(fig.data[1].y) == [0.85, 0.6] and list(fig.data[1].text) == ["85%", "60%"]
-    assert fig.data[1].marker.color[0] == charts.OVERALL_COLOR != fig.data[1].marker.color[1]
-    assert charts.slices_figure(groups, "race") is None
+    assert fig.data[1].marker.color[0] == figures.OVERALL_COLOR != fig.data[1].marker.color[1]
+    assert figures.slices_figure(groups, "race") is None
 
 
 # --- lineage ------------------------------------------------------------------------------------------------------
@@ -234,10 +235,10 @@ def _run(folder: Path, epochs: int, seconds: float | None = None, init_from: str
         {"epoch": range(1, epochs + 1), "val_emotion_accuracy": np.linspace(0.1, 0.1 * epochs, epochs),
          "learning_rate": [3e-4] * epochs, "seconds": [60.0] * epochs}
     )  # fmt: skip
-    history.to_csv(folder / runs.HISTORY_FILE, index=False)
-    (folder / runs.CONFIG_FILE).write_text(json.dumps({"init_from": init_from}))
+    history.to_csv(folder / bundles.HISTORY_FILE, index=False)
+    (folder / bundles.CONFIG_FILE).write_text(json.dumps({"init_from": init_from}))
     metadata = {"train_seconds": seconds, "config": {"init_from": init_from}, **meta}
-    (folder / runs.METADATA_FILE).write_text(json.dumps(metadata))
+    (folder / bundles.METADATA_FILE).write_text(json.dumps(metadata))
     return folder
 
 
@@ -283,9 +284,9 @@ def test_read_lineage_numbers_epochs_continuously(tmp_path):
     assert found.starts == [(11, "second")]
     assert (found.total_epochs, found.total_seconds) == (25, 1500.0)
     # A new bundle records its lineage: the parent's folder is no longer needed.
-    metadata = json.loads((second / runs.METADATA_FILE).read_text())
+    metadata = json.loads((second / bundles.METADATA_FILE).read_text())
     metadata["lineage"] = lineage.parent_lineage(str(first), runs_dir)
-    (second / runs.METADATA_FILE).write_text(json.dumps(metadata))
+    (second / bundles.METADATA_FILE).write_text(json.dumps(metadata))
     for path in first.iterdir():
         path.unlink()
     first.rmdir()
@@ -306,7 +307,8 @@ def test_read_lineage_of_a_model_whose_parent_is_gone(tmp_path):
 
 
 def test_bundle_metadata_records_the_lineage(tmp_path, monkeypatch):
-    from mtfer.training import TrainConfig, bundle_metadata
+    from mtfer.train.config import TrainConfig
+    from mtfer.train.finalize import bundle_metadata
 
     runs_dir = tmp_path / "runs"
     monkeypatch.setenv("MTFER_RUNS", str(runs_dir))

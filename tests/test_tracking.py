@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mtfer.tracking import Tracker, iou
+from mtfer.media.tracking import Tracker, iou
 
 
 def test_iou_of_known_boxes():

@@ -16,23 +16,16 @@ import pandas as pd
 import pytest
 from helpers import random_split, tiny_run, write_fer_tree, write_utkface_tree
 
-from mtfer import runs
-from mtfer.model import build_model, count_flops
-from mtfer.tasks import PAPER_LOSS_WEIGHTS, TASK_NAMES
-from mtfer.training import (
-    PRESETS,
-    Split,
-    TrainConfig,
-    class_weights_for,
-    compile_model,
-    make_augmenter,
-    make_dataset,
-    make_splits,
-    mix_batch,
-    monitor_metric,
-    paper_callbacks,
-    train,
-)
+from mtfer.core import bundles
+from mtfer.core.model import build_model, count_flops
+from mtfer.core.tasks import PAPER_LOSS_WEIGHTS, TASK_NAMES
+from mtfer.datasets.splits import Split, make_splits
+from mtfer.store import runs
+from mtfer.store import jobs
+from mtfer.train.callbacks import paper_callbacks
+from mtfer.train.config import PRESETS, TrainConfig
+from mtfer.train.pipeline import class_weights_for, make_augmenter, make_dataset, mix_batch
+from mtfer.train.trainer import compile_model, monitor_metric, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -155,44 +148,44 @@ def test_holdout_carves_validation_from_train_and_paper_pools_everything():
 def test_tiny_run_gives_a_loadable_bundle_history_and_evaluations(tmp_path):
     run = tiny_run(tmp_path / "run", epochs=2)
     assert runs.read_progress(run)["state"] == "finished"
-    bundle = runs.load_bundle(run)
+    bundle = bundles.load_bundle(run)
     assert bundle.tasks == list(TASK_NAMES) and bundle.input_size == 50
     meta = bundle.metadata
     assert meta["protocol"] == "holdout" and meta["preprocessing"]["size"] == 50
     assert meta["metrics"]["emo-test"]["emotion"]["n"] == 16
     assert "emotion" not in meta["metrics"]["attr-test"]  # no emotion labels there: not reported
-    history = pd.read_csv(run / runs.HISTORY_FILE)
+    history = pd.read_csv(run / bundles.HISTORY_FILE)
     assert list(history["epoch"]) == [1, 2]
     for column in ("loss", "val_loss", "emotion_loss", "val_age_accuracy", "learning_rate"):
         assert column in history
     assert (run / "evaluation" / "emo-test" / "metrics.json").exists()
-    assert json.loads((run / runs.CONFIG_FILE).read_text())["epochs"] == 2
+    assert json.loads((run / bundles.CONFIG_FILE).read_text())["epochs"] == 2
 
 
 def test_single_task_run_logs_under_the_task_name(tmp_path):
     run = tiny_run(tmp_path / "run", tasks=["emotion"], epochs=2)
-    history = pd.read_csv(run / runs.HISTORY_FILE)
+    history = pd.read_csv(run / bundles.HISTORY_FILE)
     assert {"emotion_accuracy", "val_emotion_accuracy", "emotion_loss"} <= set(history)
-    assert runs.load_bundle(run).tasks == ["emotion"]
+    assert bundles.load_bundle(run).tasks == ["emotion"]
 
 
 def test_learning_rate_floor_stops_training(tmp_path):
     run = tiny_run(tmp_path / "run", epochs=6, min_learning_rate=1.0)
-    assert len(pd.read_csv(run / runs.HISTORY_FILE)) == 1
+    assert len(pd.read_csv(run / bundles.HISTORY_FILE)) == 1
 
 
 def test_sequential_training_starts_from_a_previous_run(tmp_path):
-    from mtfer.training import _copy_matching_weights
+    from mtfer.train.trainer import _copy_matching_weights
 
     first = tiny_run(tmp_path / "first", tasks=["emotion"])
-    source = runs.load_bundle(first).model
+    source = bundles.load_bundle(first).model
     target = build_model("fast", TASK_NAMES)
     _copy_matching_weights(source, target)
     for name in ("stem_conv", "block1a_conv", "dense", "emotion_logits"):
         for a, b in zip(source.get_layer(name).get_weights(), target.get_layer(name).get_weights(), strict=True):
             np.testing.assert_array_equal(a, b)
     second = tiny_run(tmp_path / "second", init_from=str(first), epochs=1)
-    assert runs.load_bundle(second).tasks == list(TASK_NAMES)
+    assert bundles.load_bundle(second).tasks == list(TASK_NAMES)
     with pytest.raises(ValueError, match="shares no layers"):
         _copy_matching_weights(source, keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="other")]))
 
@@ -208,7 +201,7 @@ def test_end_to_end_from_data_set_folders_with_partial_labels(tmp_path, monkeypa
         batch_size=16,
     )
     run = train(config, tmp_path / "run", install_signal_handler=False)
-    meta = runs.load_bundle(run).metadata
+    meta = bundles.load_bundle(run).metadata
     assert meta["metrics"]["fer2013-test"]["emotion"]["n"] == 28
     assert set(meta["metrics"]["utkface-val"]) <= {"gender", "race", "age"}
     assert meta["datasets"][0]["format"] == "fer2013"
@@ -240,18 +233,18 @@ def _write_npz_config(tmp_path: Path, **overrides) -> dict:
 def test_sigterm_saves_and_stops_then_resume_finishes(tmp_path, monkeypatch):
     monkeypatch.setenv("MTFER_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("MTFER_RUNS", str(tmp_path / "runs"))
-    folder = runs.start_job(_write_npz_config(tmp_path), tmp_path / "runs")
-    with pytest.raises(runs.RunError, match="already running"):
-        runs.start_job(_write_npz_config(tmp_path / "again"), tmp_path / "runs")
+    folder = jobs.start_job(_write_npz_config(tmp_path), tmp_path / "runs")
+    with pytest.raises(bundles.RunError, match="already running"):
+        jobs.start_job(_write_npz_config(tmp_path / "again"), tmp_path / "runs")
     _wait_for(lambda: runs.read_progress(folder).get("step", 0) >= 2 or None, 120, "training steps")
-    assert runs.stop_job(folder)
+    assert jobs.stop_job(folder)
     _wait_for(lambda: runs.read_progress(folder)["state"] in ("stopped", "failed") or None, 60, "stop")
     progress = runs.read_progress(folder)
     assert progress["state"] == "stopped", runs.log_tail(folder)
     # The checkpoint is the last complete epoch's (none when the stop came inside the first epoch).
     complete = progress["stop"]["completed_epochs"]
     assert (folder / "checkpoint" / "model.keras").exists() == (complete > 0)
-    assert not (folder / runs.METADATA_FILE).exists()  # a stopped run never looks finished
+    assert not (folder / bundles.METADATA_FILE).exists()  # a stopped run never looks finished
     proc = subprocess.run(
         [sys.executable, "-m", "mtfer.cli", "train", "--resume", str(folder)],
         capture_output=True,
@@ -260,14 +253,14 @@ def test_sigterm_saves_and_stops_then_resume_finishes(tmp_path, monkeypatch):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert runs.read_progress(folder)["state"] == "finished"
-    history = pd.read_csv(folder / runs.HISTORY_FILE)
+    history = pd.read_csv(folder / bundles.HISTORY_FILE)
     assert list(history["epoch"]) == list(range(1, len(history) + 1)) and len(history) == 3
-    runs.load_bundle(folder)
+    bundles.load_bundle(folder)
 
 
 def test_killed_job_is_reported_failed_with_its_checkpoint_intact(tmp_path, monkeypatch):
     monkeypatch.setenv("MTFER_CACHE", str(tmp_path / "cache"))
-    folder = runs.start_job(_write_npz_config(tmp_path, name="kill"), tmp_path / "runs")
+    folder = jobs.start_job(_write_npz_config(tmp_path, name="kill"), tmp_path / "runs")
     _wait_for(lambda: (folder / "checkpoint" / "state.json").exists() or None, 180, "first checkpoint")
     pid = runs.read_progress(folder)["pid"]
     os.kill(pid, signal.SIGKILL)
@@ -275,17 +268,17 @@ def test_killed_job_is_reported_failed_with_its_checkpoint_intact(tmp_path, monk
     state = json.loads((folder / "checkpoint" / "state.json").read_text())
     assert state["completed_epochs"] >= 1
     keras.saving.load_model(folder / "checkpoint" / "model.keras")
-    assert runs.active_jobs(tmp_path / "runs") == []
+    assert jobs.active_jobs(tmp_path / "runs") == []
     # A run that cannot go on (out of time) is finished from its best checkpointed epoch without more training.
-    from mtfer import training
+    from mtfer.train import finalize
 
-    training.finish(folder)
+    finalize.finish(folder)
     assert runs.read_progress(folder)["state"] == "finished"
-    meta = runs.read_json(folder / runs.METADATA_FILE)
+    meta = bundles.read_json(folder / bundles.METADATA_FILE)
     assert meta["finished_early"]["completed_epochs"] == state["completed_epochs"]
     assert meta["finished_early"]["planned_epochs"] == 3
     assert set(meta["metrics"]["utkface-test"]) == {"gender", "race", "age"}
-    runs.load_bundle(folder)
+    bundles.load_bundle(folder)
 
 
 MIRRORED_SCRIPT = """
@@ -294,7 +287,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 sys.path.insert(0, sys.argv[2])
 from helpers import tiny_splits
-from mtfer.training import TrainConfig, train
+from mtfer.train.trainer import TrainConfig, train
 config = TrainConfig(architecture="fast", epochs=1, batch_size=8, strategy="mirrored",
                      devices=["/cpu:0", "/cpu:1"], steps_per_epoch=3, precision="float32")
 train(config, sys.argv[1], splits=tiny_splits(), install_signal_handler=False)
@@ -309,7 +302,7 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert runs.load_bundle(tmp_path / "run").metadata["replicas"] == 2
+    assert bundles.load_bundle(tmp_path / "run").metadata["replicas"] == 2
     assert runs.read_progress(tmp_path / "run")["state"] == "finished"
 
 
@@ -397,7 +390,7 @@ def test_bfloat16_training_reaches_the_accuracy_of_float32(tmp_path):
             learning_rate=1e-3,
         )
         run = train(config, tmp_path / precision, splits=splits, install_signal_handler=False)
-        meta = runs.load_bundle(run).metadata
+        meta = bundles.load_bundle(run).metadata
         assert meta["precision"] == precision
         accuracy[precision] = meta["metrics"]["bands-test"]["emotion"]["accuracy"]
     keras.mixed_precision.set_global_policy("float32")
@@ -431,11 +424,11 @@ def test_cli_inspect_prints_counts_and_the_skip_report(tmp_path):
 
 def test_old_configs_with_blur_settings_still_load(caplog):
     old = {**TrainConfig().to_dict(), "blur_sigma": 3.0, "blur_threshold": 50.0}
-    with caplog.at_level("WARNING", logger="mtfer.training"):
+    with caplog.at_level("WARNING", logger="mtfer.train"):
         assert TrainConfig.from_dict(old) == TrainConfig()
     assert "blur_sigma" in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="mtfer.training"):
+    with caplog.at_level("WARNING", logger="mtfer.train"):
         assert TrainConfig.from_dict({**old, "blur_sigma": 0.0}) == TrainConfig()
     assert not caplog.text
 
@@ -608,7 +601,7 @@ def test_mixup_mixes_labels_only_where_present_and_keeps_unlabelled_pairs_at_zer
 
 
 def test_predict_arrays_with_flip_averages_the_face_and_its_mirror():
-    from mtfer.inference import predict_arrays
+    from mtfer.core.backends import predict_arrays
 
     model = build_model("fast", TASK_NAMES)
     images = random_split(7).images
@@ -623,7 +616,7 @@ def test_predict_arrays_with_flip_averages_the_face_and_its_mirror():
 def test_recipe_run_warms_up_then_decays_and_records_its_settings(tmp_path):
     from helpers import tiny_splits
 
-    from mtfer.inference import predict_arrays
+    from mtfer.core.backends import predict_arrays
 
     run = tiny_run(
         tmp_path / "run",
@@ -638,12 +631,12 @@ def test_recipe_run_warms_up_then_decays_and_records_its_settings(tmp_path):
         mixup=0.2,
         tta_flip=True,
     )
-    history = pd.read_csv(run / runs.HISTORY_FILE)
+    history = pd.read_csv(run / bundles.HISTORY_FILE)
     # 64 faces in batches of 16: 4 steps an epoch, 8 of warmup; the LR-floor stop does not end the schedule.
     np.testing.assert_allclose(history["learning_rate"], [5e-3, 1e-2, 5e-3, 0.0], rtol=1e-4, atol=1e-9)
-    config = json.loads((run / runs.CONFIG_FILE).read_text())
+    config = json.loads((run / bundles.CONFIG_FILE).read_text())
     assert (config["lr_schedule"], config["augment"], config["early_stopping_patience"]) == ("cosine", "strong", 4)
-    meta = runs.load_bundle(run).metadata
+    meta = bundles.load_bundle(run).metadata
     assert meta["input"]["tta_flip"] is True
     emotion = tiny_splits()["train"].labels[:, 0]
     expected = class_weights_for(emotion, "sqrt", 7)
@@ -651,7 +644,7 @@ def test_recipe_run_warms_up_then_decays_and_records_its_settings(tmp_path):
     # The recorded test accuracy is that of the face averaged with its mirror image.
     test = tiny_splits()["test"]
     emo = test.subset(np.flatnonzero(test.datasets == "emo"))
-    probs = predict_arrays(runs.load_bundle(run).model, emo.images, flip=True)["emotion"]
+    probs = predict_arrays(bundles.load_bundle(run).model, emo.images, flip=True)["emotion"]
     accuracy = float(np.mean(probs.argmax(axis=1) == emo.labels[:, 0]))
     assert meta["metrics"]["emo-test"]["emotion"]["accuracy"] == pytest.approx(accuracy)
 
@@ -662,8 +655,8 @@ def test_ema_validates_and_saves_the_moving_average_of_the_best_epoch(tmp_path):
     histories, weights = {}, {}
     for ema in (0.0, 0.5):
         run = tiny_run(tmp_path / f"ema{ema}", epochs=3, learning_rate=3e-3, ema=ema)
-        histories[ema] = pd.read_csv(run / runs.HISTORY_FILE)
-        model = runs.load_bundle(run).model
+        histories[ema] = pd.read_csv(run / bundles.HISTORY_FILE)
+        model = bundles.load_bundle(run).model
         weights[ema] = model.get_weights()
         # The saved model is the one validated at the best epoch: evaluating it again gives that epoch's numbers.
         compile_model(model, TrainConfig(architecture="fast"))

@@ -20,11 +20,15 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from mtfer import cli, folders, runs, settings, video, video_view
-from mtfer.folders import photo_files, photos_to_csv
-from mtfer.inference import Predictor, predictions_table
-from mtfer.tasks import TASK_NAMES, TASKS
-from mtfer.video import VideoAnalysis, VideoError, VideoLimits
+from mtfer import cli
+from mtfer.app import video_view
+from mtfer.core import bundles
+from mtfer.core.inference import Predictor
+from mtfer.core.tasks import TASK_NAMES, TASKS
+from mtfer.media import folders, video, video_limits
+from mtfer.media.folders import photo_files, photos_to_csv
+from mtfer.media.tables import predictions_table
+from mtfer.media.video import VideoAnalysis, VideoError, VideoLimits
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (640, 360)  # width, height of the test videos
@@ -55,9 +59,9 @@ def blank_frames(n: int) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def predictor() -> Predictor:
-    if not (runs.DEFAULT_BUNDLE / runs.METADATA_FILE).exists():
+    if not (bundles.DEFAULT_BUNDLE / bundles.METADATA_FILE).exists():
         pytest.skip("no shipped model in models/default")
-    return Predictor(runs.DEFAULT_BUNDLE)
+    return Predictor(bundles.DEFAULT_BUNDLE)
 
 
 @pytest.fixture(scope="module")
@@ -176,13 +180,13 @@ def test_the_duration_and_frame_limits_are_honoured_and_said(blank_video, predic
 
 
 def test_video_limits_come_from_settings_and_bad_values_are_named():
-    assert settings.video_limits({}) == VideoLimits(600.0, 3000)
-    limits = settings.video_limits({"MTFER_VIDEO_MAX_SECONDS": "90", "MTFER_VIDEO_MAX_FRAMES": "450"})
+    assert video_limits.video_limits({}) == VideoLimits(600.0, 3000)
+    limits = video_limits.video_limits({"MTFER_VIDEO_MAX_SECONDS": "90", "MTFER_VIDEO_MAX_FRAMES": "450"})
     assert limits == VideoLimits(90.0, 450)
     with pytest.raises(ValueError, match="MTFER_VIDEO_MAX_FRAMES must be a positive whole number"):
-        settings.video_limits({"MTFER_VIDEO_MAX_FRAMES": "2.5"})
+        video_limits.video_limits({"MTFER_VIDEO_MAX_FRAMES": "2.5"})
     with pytest.raises(ValueError, match="MTFER_VIDEO_MAX_SECONDS must be a positive number, got 'soon'"):
-        settings.video_limits({"MTFER_VIDEO_MAX_SECONDS": "soon"})
+        video_limits.video_limits({"MTFER_VIDEO_MAX_SECONDS": "soon"})
     with pytest.raises(ValueError, match="sampling rate"):
         VideoAnalysis(Path("unused.mp4"), None, fps=0)  # type: ignore[arg-type]
 
@@ -512,10 +516,10 @@ def test_cli_end_to_end_has_no_start_up_noise_and_json_for_photos_is_unchanged(f
 @pytest.fixture
 def page(tmp_path, monkeypatch) -> AppTest:
     """The Predict page with the shipped model, its Video file mode on."""
-    if not (runs.DEFAULT_BUNDLE / runs.METADATA_FILE).exists():
+    if not (bundles.DEFAULT_BUNDLE / bundles.METADATA_FILE).exists():
         pytest.skip("no shipped model in models/default")
     monkeypatch.setenv("MTFER_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setenv("MTFER_MODEL", str(runs.DEFAULT_BUNDLE))
+    monkeypatch.setenv("MTFER_MODEL", str(bundles.DEFAULT_BUNDLE))
     monkeypatch.setenv("MTFER_DATA_ROOTS", str(tmp_path / "data"))
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=300).run()
     at.switch_page("pages/predict.py").run()

@@ -26,8 +26,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from mtfer import runs  # noqa: E402
-from mtfer.training import TrainConfig, setup_logging, train  # noqa: E402
+from mtfer.core import bundles
+from mtfer.store import runs  # noqa: E402
+from mtfer.train.config import TrainConfig
+from mtfer.train.trainer import setup_logging, train  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 MULTI = ["emotion", "gender", "race", "age"]
@@ -118,16 +120,16 @@ def rescore(row: str, seed: int, data: Path, runs_dir: Path | None) -> None:
     row's change (no test-time flip), saved as runs/ablate-<row>-s<seed>/rescored.json."""
     from sklearn.metrics import accuracy_score, f1_score, recall_score
 
+    from mtfer.core.backends import predict_arrays
+    from mtfer.core.faces import PreprocessConfig
+    from mtfer.core.tasks import TASK_NAMES, TASKS
     from mtfer.datasets.cache import prepare
-    from mtfer.faces import PreprocessConfig
-    from mtfer.inference import predict_arrays
-    from mtfer.tasks import TASK_NAMES, TASKS
 
-    source = runs.run_dir(run_name(RESCORED[row], seed), runs_dir)
-    folder = runs.run_dir(run_name(row, seed), runs_dir)
-    if (folder / "rescored.json").exists() or not (source / runs.METADATA_FILE).exists():
+    source = bundles.run_dir(run_name(RESCORED[row], seed), runs_dir)
+    folder = bundles.run_dir(run_name(row, seed), runs_dir)
+    if (folder / "rescored.json").exists() or not (source / bundles.METADATA_FILE).exists():
         return
-    bundle = runs.load_bundle(source)
+    bundle = bundles.load_bundle(source)
     config = PreprocessConfig.from_dict(bundle.metadata["preprocessing"])
     prepared = prepare("fer2013", data / "fer2013", config=config, splits="test")
     index = prepared.splits == "test"
@@ -137,7 +139,7 @@ def rescore(row: str, seed: int, data: Path, runs_dir: Path | None) -> None:
     p = predict_arrays(bundle.model, prepared.images[index][keep], flip=flip)["emotion"].argmax(1)
     names = TASKS["emotion"].classes
     recall = recall_score(y[keep], p, labels=list(range(len(names))), average=None, zero_division=0)
-    history = pd.read_csv(source / runs.HISTORY_FILE)
+    history = pd.read_csv(source / bundles.HISTORY_FILE)
     record = {
         "test_accuracy": float(accuracy_score(y[keep], p)),
         "test_macro_f1": float(f1_score(y[keep], p, average="macro")),
@@ -148,14 +150,14 @@ def rescore(row: str, seed: int, data: Path, runs_dir: Path | None) -> None:
         "source": source.name,
     }
     folder.mkdir(parents=True, exist_ok=True)
-    runs.atomic_write_json(folder / "rescored.json", record)
+    bundles.atomic_write_json(folder / "rescored.json", record)
 
 
 def run_row(row: str, seed: int, data: Path, epochs: int, runs_dir: Path | None) -> None:
     if row in RESCORED:
         rescore(row, seed, data, runs_dir)
         return
-    folder = runs.run_dir(run_name(row, seed), runs_dir)
+    folder = bundles.run_dir(run_name(row, seed), runs_dir)
     progress = runs.read_progress(folder) if folder.exists() else {}
     if progress.get("state") == "finished":
         print(f"{folder.name}: already finished")
@@ -167,22 +169,22 @@ def run_row(row: str, seed: int, data: Path, epochs: int, runs_dir: Path | None)
     setup_logging(folder)
     resume = (folder / runs.CHECKPOINT_DIR / "state.json").exists()
     config = (
-        TrainConfig.from_dict(runs.read_json(folder / runs.CONFIG_FILE))
+        TrainConfig.from_dict(bundles.read_json(folder / bundles.CONFIG_FILE))
         if resume
         else row_config(row, seed, data, epochs)
     )
     if not resume and folder.exists():
         shutil.rmtree(folder)
     if not resume and config.pseudo_labels == ["auto"]:  # the shipped model's sets, made first on a fresh checkout
-        from mtfer.pseudo import ensure_pseudo_labels
+        from mtfer.train.pseudo import ensure_pseudo_labels
 
-        made = ensure_pseudo_labels(config.datasets, runs.DEFAULT_BUNDLE)
+        made = ensure_pseudo_labels(config.datasets, bundles.DEFAULT_BUNDLE)
         config = replace(config, pseudo_labels=[str(p.path) for p in made])
     train(config, folder, resume=resume)
 
 
 def _recall(folder: Path, split: str, cls: str) -> float | None:
-    path = folder / runs.EVALUATION_DIR / f"fer2013-{split}" / "metrics.json"
+    path = folder / bundles.EVALUATION_DIR / f"fer2013-{split}" / "metrics.json"
     if not path.exists():
         return None
     per_class = json.loads(path.read_text())["tasks"]["emotion"].get("per_class", {})
@@ -193,19 +195,19 @@ def _recall(folder: Path, split: str, cls: str) -> float | None:
 def collect(runs_dir: Path | None) -> list[dict]:
     records = []
     for row in ROWS:
-        for folder in sorted(Path(runs_dir or runs.default_runs_dir()).glob(f"ablate-{row}-s*")):
+        for folder in sorted(Path(runs_dir or bundles.default_runs_dir()).glob(f"ablate-{row}-s*")):
             if (folder / "rescored.json").exists():
-                scored = runs.read_json(folder / "rescored.json")
+                scored = bundles.read_json(folder / "rescored.json")
                 records.append(
                     {"row": row, "seed": int(folder.name.rsplit("-s", 1)[1]), "val_accuracy": None, **scored}
                     | {f"utkface_{t}": None for t in ("gender", "race", "age")}
                 )
                 continue
-            if not (folder / runs.METADATA_FILE).exists():
+            if not (folder / bundles.METADATA_FILE).exists():
                 continue
-            meta = runs.read_json(folder / runs.METADATA_FILE)
+            meta = bundles.read_json(folder / bundles.METADATA_FILE)
             m = meta["metrics"]
-            history = pd.read_csv(folder / runs.HISTORY_FILE)
+            history = pd.read_csv(folder / bundles.HISTORY_FILE)
             record = {
                 "row": row,
                 "seed": int(folder.name.rsplit("-s", 1)[1]),

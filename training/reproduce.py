@@ -31,9 +31,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from mtfer import runs  # noqa: E402
-from mtfer.lineage import read_lineage  # noqa: E402
-from mtfer.training import TrainConfig, setup_logging, train  # noqa: E402
+from mtfer.core import bundles
+from mtfer.store import runs  # noqa: E402
+from mtfer.store.lineage import read_lineage  # noqa: E402
+from mtfer.train.config import TrainConfig
+from mtfer.train.trainer import setup_logging, train  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 MULTI = ["emotion", "gender", "race", "age"]
@@ -85,18 +87,22 @@ def row_config(row: str, data: Path, args: argparse.Namespace) -> TrainConfig:
 
 def run_row(row: str, data: Path, args: argparse.Namespace) -> Path:
     """Train one row under runs/reproduce-<row>/: skipped when finished, resumed when stopped."""
-    folder = runs.run_dir(f"reproduce-{row}", args.runs)
+    folder = bundles.run_dir(f"reproduce-{row}", args.runs)
     state = runs.read_progress(folder).get("state") if folder.exists() else None
     if state == "finished":
         print(f"{row}: already finished")
         return folder
     setup_logging(folder)
     resume = (folder / runs.CHECKPOINT_DIR / "state.json").exists()
-    config = TrainConfig.from_dict(runs.read_json(folder / runs.CONFIG_FILE)) if resume else row_config(row, data, args)
+    config = (
+        TrainConfig.from_dict(bundles.read_json(folder / bundles.CONFIG_FILE))
+        if resume
+        else row_config(row, data, args)
+    )
     if not resume and folder.exists():
         shutil.rmtree(folder)
     if not resume and config.pseudo_labels == ["auto"]:  # the teacher's sets, made first on a fresh checkout
-        from mtfer.pseudo import ensure_pseudo_labels
+        from mtfer.train.pseudo import ensure_pseudo_labels
 
         made = ensure_pseudo_labels(config.datasets, args.teacher)
         config = replace(config, pseudo_labels=[str(p.path) for p in made])
@@ -124,12 +130,14 @@ def table(runs_dir: Path | None) -> tuple[str, list[dict]]:
         "| epochs | wall time |"
     )
     lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    sources = [("shipped", runs.DEFAULT_BUNDLE, "multi-task fast, recipe")]
-    sources += [(row, runs.run_dir(f"reproduce-{row}", runs_dir), label) for row, (_, _, _, label, _) in ROWS.items()]
+    sources = [("shipped", bundles.DEFAULT_BUNDLE, "multi-task fast, recipe")]
+    sources += [
+        (row, bundles.run_dir(f"reproduce-{row}", runs_dir), label) for row, (_, _, _, label, _) in ROWS.items()
+    ]
     sources = [
-        (row, folder, label, runs.read_json(m))
+        (row, folder, label, bundles.read_json(m))
         for row, folder, label in sources
-        if (m := folder / runs.METADATA_FILE).exists()
+        if (m := folder / bundles.METADATA_FILE).exists()
     ]
     # The row that was shipped is shown once, as the shipped model, under its row's name.
     if sources and sources[0][0] == "shipped":
@@ -156,7 +164,7 @@ def table(runs_dir: Path | None) -> tuple[str, list[dict]]:
         # The same figures as the app's model card: epochs and wall time over every stage of the model's training
         # (a run continued from another with --init-from counts its parent's epochs and time too).
         line = read_lineage(folder, meta, runs_dir)
-        epochs = line.total_epochs or len(pd.read_csv(folder / runs.HISTORY_FILE))
+        epochs = line.total_epochs or len(pd.read_csv(folder / bundles.HISTORY_FILE))
         seconds = float(line.total_seconds or meta.get("train_seconds") or 0.0)
         if line.continued:
             label += f" ({len(line.stages)} stages)"
@@ -222,11 +230,11 @@ def ship(runs_dir: Path | None, data_root: Path) -> Path | None:
     """Copy the multi-task holdout run with the best validation emotion accuracy to models/default, unless the model
     shipped now is better on validation than every run (then it stays, and None is returned)."""
     candidates = []
-    for folder in [runs.DEFAULT_BUNDLE, *runs.list_runs(runs_dir)]:
-        meta_path = folder / runs.METADATA_FILE
+    for folder in [bundles.DEFAULT_BUNDLE, *runs.list_runs(runs_dir)]:
+        meta_path = folder / bundles.METADATA_FILE
         if not meta_path.exists():
             continue
-        meta = runs.read_json(meta_path)
+        meta = bundles.read_json(meta_path)
         if meta.get("protocol") != "holdout" or len(meta.get("tasks", {})) < 4:
             continue
         val = meta["metrics"].get("fer2013-val", {}).get("emotion", {}).get("accuracy")
@@ -235,14 +243,14 @@ def ship(runs_dir: Path | None, data_root: Path) -> Path | None:
     if not candidates:
         return None
     val, best = max(candidates, key=lambda c: c[0])  # ties: the first, i.e. the model shipped now
-    target = runs.DEFAULT_BUNDLE
+    target = bundles.DEFAULT_BUNDLE
     if best == target:
         print(f"kept the shipped model: its validation emotion accuracy ({val:.2%}) is the best")
         return None
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    bundle = runs.load_bundle(best)
+    bundle = bundles.load_bundle(best)
     metadata = {
         **bundle.metadata,
         "title": "mtfer default model: one small network, four answers",
@@ -252,13 +260,13 @@ def ship(runs_dir: Path | None, data_root: Path) -> Path | None:
             "recipe preset; chosen on validation data, scored once on the test splits."
         ),
     }
-    runs.save_bundle(bundle.model, metadata, target)  # without optimizer state: a third of the size
-    for name in (runs.HISTORY_FILE, runs.CONFIG_FILE):
+    bundles.save_bundle(bundle.model, metadata, target)  # without optimizer state: a third of the size
+    for name in (bundles.HISTORY_FILE, bundles.CONFIG_FILE):
         shutil.copy2(best / name, target / name)
-    shutil.copytree(best / runs.EVALUATION_DIR, target / runs.EVALUATION_DIR)
+    shutil.copytree(best / bundles.EVALUATION_DIR, target / bundles.EVALUATION_DIR)
     # Sources relative to the data root, not this machine's absolute paths: the Evaluate page finds the images
     # under whichever data roots the user has.
-    for samples in (target / runs.EVALUATION_DIR).glob("*/samples.csv"):
+    for samples in (target / bundles.EVALUATION_DIR).glob("*/samples.csv"):
         table = pd.read_csv(samples, dtype=str, keep_default_na=False)
         table["source"] = [
             str(Path(s).relative_to(data_root)) if Path(s).is_relative_to(data_root) else s for s in table["source"]
@@ -280,7 +288,7 @@ def main() -> int:
     parser.add_argument(
         "--teacher",
         type=Path,
-        default=runs.DEFAULT_BUNDLE,
+        default=bundles.DEFAULT_BUNDLE,
         help="the model whose pseudo-labels rows that use them train with, made first where it has none yet (default: "
         "the shipped model; the shipped model itself was taught by the one shipped before it)",
     )

@@ -41,10 +41,11 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from mtfer import faces
-from mtfer.datasets import SPLITS, read_dataset
-from mtfer.faces import PreprocessConfig
-from mtfer.tasks import TASK_NAMES
+from mtfer.core import decoding, faces
+from mtfer.core.faces import PreprocessConfig
+from mtfer.core.tasks import TASK_NAMES
+from mtfer.datasets import read_dataset
+from mtfer.datasets.base import SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def default_cache_dir() -> Path:
 def frame_sample(source: str, pixels: np.ndarray | None, config: PreprocessConfig) -> tuple[faces.Face, bool]:
     """Decode one sample (a file, or the pixels of a CSV row), frame it as the network sees it
     (:func:`mtfer.faces.frame_crop`), and tell whether the face detector found the face in the crop."""
-    image = faces.decode_image(source) if pixels is None else pixels
+    image = decoding.decode_image(source) if pixels is None else pixels
     face = faces.frame_crop(image, config)
     return face, _face_detected(face, image.shape[:2], config)
 

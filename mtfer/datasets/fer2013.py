@@ -20,16 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mtfer.datasets import (
-    DatasetFormatError,
-    Row,
-    SkipReport,
-    describe_dir,
-    existing_dir,
-    samples_frame,
-)
+from mtfer.core.tasks import FER2013_CSV_CODES, FER2013_USAGE_SPLITS
+from mtfer.datasets.base import DatasetFormatError, Row, SkipReport, describe_dir, existing_dir, samples_frame
 from mtfer.datasets.folders import read_split_tree
-from mtfer.tasks import FER2013_CSV_CODES, FER2013_USAGE_SPLITS
 
 FER2013_SPLIT_FOLDERS: dict[str, str] = {"train": "train", "test": "test"}
 FER2013_LAYOUT = "<root>/train/<emotion>/*.jpg and <root>/test/<emotion>/*.jpg"

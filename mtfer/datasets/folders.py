@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from mtfer.datasets import (
+from mtfer.core.tasks import emotion_from_name
+from mtfer.datasets.base import (
     DatasetFormatError,
     Row,
     SkipReport,
@@ -31,7 +32,6 @@ from mtfer.datasets import (
     is_image_name,
     samples_frame,
 )
-from mtfer.tasks import emotion_from_name
 
 SPLIT_FOLDERS: dict[str, str] = {
     "train": "train",

@@ -23,15 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from mtfer.datasets import (
-    DatasetFormatError,
-    Row,
-    SkipReport,
-    describe_dir,
-    existing_dir,
-    samples_frame,
-)
-from mtfer.tasks import rafdb_attribute, rafdb_emotion
+from mtfer.core.tasks import rafdb_attribute, rafdb_emotion
+from mtfer.datasets.base import DatasetFormatError, Row, SkipReport, describe_dir, existing_dir, samples_frame
 
 LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"
 IMAGE_DIR = Path("Image") / "aligned"

@@ -16,11 +16,14 @@ carves validation out of "train".
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from mtfer.datasets import (
+from mtfer.core.tasks import UTKFACE_GENDER, UTKFACE_RACE, age_group
+from mtfer.datasets.base import (
     DatasetFormatError,
     Row,
     SkipReport,
@@ -30,7 +33,6 @@ from mtfer.datasets import (
     is_image_name,
     samples_frame,
 )
-from mtfer.tasks import UTKFACE_GENDER, UTKFACE_RACE, age_group
 
 UTKFACE_LAYOUT = "<root>/<age>_<gender>_<race>_<date>.jpg.chip.jpg files"
 
@@ -95,3 +97,13 @@ def read_utkface(root: str | os.PathLike) -> tuple[pd.DataFrame, SkipReport]:
         gender, race, age = parsed
         rows.append((str(folder / name), hash_split(name), None, gender, race, age))
     return samples_frame(rows), report
+
+
+def outside_race_mask(sources: Iterable[str]) -> np.ndarray:
+    """True for UTKFace files whose race code has no class in the three-group race task (Indian, Others)."""
+
+    mask = []
+    for source in sources:
+        parsed = parse_name(Path(str(source)).name)
+        mask.append(isinstance(parsed, tuple) and parsed[1] is None)
+    return np.asarray(mask, dtype=bool)

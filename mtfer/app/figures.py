@@ -1,0 +1,405 @@
+"""mtfer.app.figures."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from mtfer.app.wording import faces_text, format_rate, percent
+from mtfer.core import decoding, faces
+from mtfer.core.tasks import TASK_NAMES, display_name
+from mtfer.media.draw import ACCENT, MUTED
+
+
+def enlarge(face: np.ndarray, side: int = 200) -> np.ndarray:
+    """A small grayscale face scaled up with visible pixels (nearest neighbour), for display."""
+    return cv2.resize(np.asarray(face, dtype=np.uint8), (side, side), interpolation=cv2.INTER_NEAREST)
+
+
+def confusion_figure(frame: pd.DataFrame, normalized: bool = False, title: str = "") -> go.Figure:
+    """Heatmap of a confusion frame (rows true, columns predicted, as evaluation.confusion_frame gives it)."""
+    z = frame.to_numpy(dtype=np.float64)
+    text = [[f"{v:.0%}" if normalized else f"{int(v):,}" for v in row] for row in z]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=[str(c) for c in frame.columns],
+            y=[str(i) for i in frame.index],
+            text=text,
+            texttemplate="%{text}",
+            colorscale="Blues",
+            zmin=0,
+            zmax=1 if normalized else max(1.0, float(z.max()) if z.size else 1.0),
+            hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<extra></extra>",
+            colorbar={"tickformat": ".0%"} if normalized else {},
+        )
+    )
+    fig.update_layout(
+        title={"text": title, "x": 0},
+        xaxis={"title": "predicted class", "side": "bottom"},
+        yaxis={"title": "true class", "autorange": "reversed"},
+        height=140 + 42 * len(frame.index),
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+    )
+    return fig
+
+
+def history_tasks(history: pd.DataFrame) -> list[str]:
+    """Tasks with per-epoch loss or accuracy columns in a history.csv table, in model order."""
+    return [t for t in TASK_NAMES if any(f"{p}{t}_{m}" in history for p in ("", "val_") for m in ("loss", "accuracy"))]
+
+
+def _epoch_tick(history: pd.DataFrame) -> int:
+    """Whole epochs on the x axis, at most about ten ticks."""
+    return max(1, math.ceil(len(history) / 10))
+
+
+def _epochs(history: pd.DataFrame) -> pd.Series:
+    return history["epoch"] if "epoch" in history else pd.Series(range(1, len(history) + 1))
+
+
+def _mark_starts(fig: go.Figure, starts: Sequence[tuple[int, str]]) -> None:
+    """A dotted line before the first epoch of each continuation of a training lineage."""
+    for epoch, _ in starts:
+        fig.add_vline(
+            x=epoch - 0.5,
+            line={"dash": "dot", "color": "#7f7f7f", "width": 1},
+            annotation_text="training continued",
+            annotation_position="top left",
+            annotation_font={"size": 11, "color": "#7f7f7f"},
+        )
+
+
+def history_figure(history: pd.DataFrame, task: str, starts: Sequence[tuple[int, str]] = ()) -> go.Figure:
+    """Loss and accuracy per epoch of one task, training (solid) vs validation (dashed); `starts` marks where a
+    continued run's epochs begin (:class:`mtfer.lineage.Lineage`)."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"))
+    epochs = _epochs(history)
+    for col, metric in enumerate(("loss", "accuracy"), start=1):
+        for prefix, name, dash in (("", "training", "solid"), ("val_", "validation", "dash")):
+            column = f"{prefix}{task}_{metric}"
+            if column in history:
+                fig.add_trace(
+                    go.Scatter(
+                        x=epochs,
+                        y=history[column],
+                        name=name,
+                        mode="lines+markers",
+                        line={"dash": dash, "color": ACCENT if prefix else "#1f77b4"},
+                        showlegend=col == 1,
+                        legendgroup=name,
+                    ),
+                    row=1,
+                    col=col,
+                )
+    fig.update_yaxes(tickformat=".0%", row=1, col=2)
+    fig.update_xaxes(title_text="epoch", dtick=_epoch_tick(history))
+    _mark_starts(fig, starts)
+    fig.update_layout(
+        title={"text": display_name(task), "x": 0}, height=300, margin={"l": 10, "r": 10, "t": 60, "b": 10}
+    )
+    return fig
+
+
+def rate_axis(values: Sequence[float]) -> dict:
+    """A readable y axis for learning rates: a log axis with ticks at 1, 2 and 5 (or whole powers of ten) when the
+    rates span more than a factor of 20 and are all positive, else a linear axis from 0; every tick labelled with
+    :func:`format_rate` (plotly's own log ticks read '1, 1e-3, 5, 2, 1e-4, 5')."""
+    rates = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not rates:
+        return {}
+    low, high = min(rates), max(rates)
+    if low > 0 and high / low > 20:
+        lo, hi = math.log10(low) - 0.15, math.log10(high) + 0.15
+        decades = range(math.floor(lo), math.ceil(hi) + 1)
+        steps = (1,) if len(decades) > 4 else (1, 2, 5)
+        ticks = [m * 10.0**k for k in decades for m in steps if lo <= math.log10(m * 10.0**k) <= hi]
+        if len(ticks) > 8:
+            ticks = ticks[:: math.ceil(len(ticks) / 8)]
+        return {"type": "log", "range": [lo, hi], "tickvals": ticks, "ticktext": [format_rate(t) for t in ticks]}
+    top = high * 1.15 if high > 0 else 1.0
+    raw = top / 4
+    base = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * base for m in (1, 2, 5, 10) if m * base >= raw)
+    ticks = [i * step for i in range(int(top // step) + 1)]
+    return {"type": "linear", "range": [0, top], "tickvals": ticks, "ticktext": [format_rate(t) for t in ticks]}
+
+
+def learning_rate_figure(history: pd.DataFrame, starts: Sequence[tuple[int, str]] = ()) -> go.Figure | None:
+    """The learning rate per epoch on a readable axis (:func:`rate_axis`), None when history.csv has no
+    learning_rate column; `starts` marks where a continued run's epochs begin."""
+    if "learning_rate" not in history or history["learning_rate"].dropna().empty:
+        return None
+    rates = pd.to_numeric(history["learning_rate"], errors="coerce")
+    fig = go.Figure(
+        go.Scatter(
+            x=_epochs(history),
+            y=rates,
+            mode="lines+markers",
+            text=[format_rate(r) if pd.notna(r) else "" for r in rates],
+            hovertemplate="epoch %{x}: %{text}<extra></extra>",
+        )
+    )
+    _mark_starts(fig, starts)
+    fig.update_layout(
+        title={"text": "Learning rate", "x": 0},
+        xaxis={"title": "epoch", "dtick": _epoch_tick(history)},
+        yaxis=rate_axis(rates.dropna().tolist()),
+        height=260,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+    )
+    return fig
+
+
+LOSS_WEIGHT_PREFIX = "weight_"  # history.csv's learned task weights (mtfer.loss_weights.WEIGHT_PREFIX)
+
+
+LOSS_WEIGHTS_NOTE = (
+    "How much each task counted in training. With learned weights, each starts at 1 and training adjusts it: a task "
+    "whose answers stay uncertain gets a smaller weight, so it pulls less on what the tasks share."
+)
+
+
+def loss_weight_tasks(history: pd.DataFrame) -> list[str]:
+    """Tasks whose learned loss weight history.csv logs per epoch (weight_<task> columns), in model order."""
+    return [t for t in TASK_NAMES if f"{LOSS_WEIGHT_PREFIX}{t}" in history]
+
+
+def loss_weights_figure(history: pd.DataFrame, starts: Sequence[tuple[int, str]] = ()) -> go.Figure | None:
+    """The learned weight of each task's loss per epoch, one line per task named with its last weight
+    (TrainConfig loss_weights_mode "learned"); None when history.csv has no weight_<task> column (fixed weights).
+    `starts` marks where a continued run's epochs begin."""
+    tasks = loss_weight_tasks(history)
+    if not tasks:
+        return None
+    epochs = _epochs(history)
+    fig = go.Figure()
+    for task in tasks:
+        weights = pd.to_numeric(history[f"{LOSS_WEIGHT_PREFIX}{task}"], errors="coerce")
+        last = weights.dropna()
+        fig.add_trace(
+            go.Scatter(
+                x=epochs,
+                y=weights.tolist(),
+                name=f"{display_name(task)} ({last.iloc[-1]:.2f})" if len(last) else display_name(task),
+                mode="lines+markers",
+                hovertemplate=f"{display_name(task)}, epoch %{{x}}: weight %{{y:.2f}}<extra></extra>",
+            )
+        )
+    _mark_starts(fig, starts)
+    fig.add_hline(y=1.0, line={"dash": "dot", "color": "#9aa5b1", "width": 1})  # where every weight starts
+    fig.update_layout(
+        title={"text": "Learned task weights", "x": 0},
+        xaxis={"title": "epoch", "dtick": _epoch_tick(history)},
+        yaxis={"title": "weight", "rangemode": "tozero"},
+        height=300,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        legend={"orientation": "h", "y": -0.25},
+    )
+    return fig
+
+
+OVERALL_COLOR = "#52667a"
+
+
+def slices_figure(
+    slices: pd.DataFrame,
+    task: str = "emotion",
+    overall: float | None = None,
+    overall_n: int | None = None,
+    predicted: bool = False,
+) -> go.Figure | None:
+    """A task's accuracy per gender, race and age group (one panel each) from a table with the columns attribute,
+    group, n, accuracy (an evaluation's slices, or :func:`mtfer.evaluation.group_accuracy` with its `task` column).
+    With `overall` (the task's accuracy on all `overall_n` faces) each panel starts with a darker "All faces" bar to
+    compare the groups with. `predicted`: the groups are the model's own answers (group_accuracy with
+    groups_from="predicted"), which the titles say and a hatch on the groups' bars marks. None when no group has a
+    face."""
+    usable = slices[(slices["n"] > 0) & slices["accuracy"].notna()]
+    if "task" in usable.columns:
+        usable = usable[usable["task"] == task]
+    if usable.empty:
+        return None
+    attributes = list(dict.fromkeys(usable["attribute"]))
+    fig = make_subplots(
+        rows=1,
+        cols=len(attributes),
+        subplot_titles=[f"By {'predicted ' if predicted else ''}{display_name(a).lower()}" for a in attributes],
+        shared_yaxes=True,
+    )
+    with_overall = overall is not None and math.isfinite(overall)
+    for col, attribute in enumerate(attributes, start=1):
+        part = usable[usable["attribute"] == attribute]
+        x = [
+            f"{display_name(attribute, str(g))}<br>{faces_text(n)}"
+            for g, n in zip(part["group"], part["n"], strict=True)
+        ]
+        y, colors = part["accuracy"].tolist(), [MUTED] * len(part)
+        if with_overall:
+            x = [f"<b>All faces</b><br>{faces_text(overall_n)}" if overall_n else "<b>All faces</b>", *x]
+            y, colors = [float(overall), *y], [OVERALL_COLOR, *colors]
+        fig.add_trace(
+            go.Bar(
+                x=x,
+                y=y,
+                text=[f"{a:.0%}" for a in y],
+                textposition="outside",
+                cliponaxis=False,
+                hovertemplate="%{x}: %{y:.1%} right<extra></extra>",
+                marker_color=colors,
+                marker_pattern_shape=["/" if predicted and c == MUTED else "" for c in colors],  # guessed groups
+                showlegend=False,
+            ),
+            row=1,
+            col=col,
+        )
+    fig.update_yaxes(range=[0, 1.12], tickformat=".0%")
+    fig.update_layout(
+        title={"text": f"{display_name(task)} accuracy by {'predicted ' if predicted else ''}group", "x": 0},
+        height=340,
+        margin={"l": 10, "r": 10, "t": 60, "b": 10},
+    )
+    return fig
+
+
+def comparison_figure(table: pd.DataFrame) -> go.Figure:
+    """Grouped bars of accuracy per task (columns) for each run (rows), as evaluation.compare_runs gives it."""
+    fig = go.Figure()
+    for run, row in table.iterrows():
+        fig.add_trace(
+            go.Bar(
+                name=str(run),
+                x=list(table.columns),
+                y=row.to_numpy(dtype=np.float64),
+                text=[percent(v) for v in row],
+                textposition="outside",
+                cliponaxis=False,
+            )
+        )
+    fig.update_layout(
+        barmode="group",
+        yaxis={"range": [0, 1.1], "tickformat": ".0%", "title": "accuracy"},
+        height=340,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        legend={"orientation": "h", "y": -0.15},
+    )
+    return fig
+
+
+RELIABILITY_NOTE = (
+    "When the model says it is 80% sure, it should be right 8 times in 10. Each bar shows how often it was right "
+    "among the faces where it was about that sure; on the dashed line the two agree, bars below it mean too sure, "
+    "above it too modest (pale bars rest on few faces). The calibration error is the average gap, weighted by "
+    "faces: 0% is perfect."
+)
+
+
+RELIABILITY_COLOR = "#1f77b4"
+
+
+SPARSE_BIN_SHARE = 0.01  # bins with fewer faces than this share (or 10) are drawn faint: their accuracy is noise
+
+
+def calibration_summary(metrics: Mapping, task: str) -> str | None:
+    """One line on a task's calibration in an evaluation's metrics ("Calibration error 2.1% (4.8% before temperature
+    scaling)."), None when the evaluation has no ECE (saved before calibration was measured, or no labelled face)."""
+    entry = metrics.get("tasks", {}).get(task, {})
+    ece = entry.get("ece")
+    if ece is None:
+        return None
+    before = entry.get("ece_uncalibrated")
+    temperature = metrics.get("calibration", {}).get("temperature", {}).get(task)
+    if before is None or temperature in (None, 1.0):
+        return f"Calibration error {ece:.1%}."
+    return f"Calibration error {ece:.1%} ({before:.1%} before temperature scaling)."
+
+
+def reliability_figure(entry: Mapping, title: str = "") -> go.Figure | None:
+    """A reliability diagram from one task of an evaluation's metrics (tasks.<task>: its ``reliability`` bins,
+    ``ece`` and, for a calibrated bundle, ``ece_uncalibrated``): per confidence bin (x: how sure the model said it
+    was) a bar up to how often it was right (y), the dashed diagonal where the two agree, faces per bin in the hover;
+    bins with few faces faint. The title carries the calibration error. None without a labelled face."""
+    diagram = entry.get("reliability") or {}
+    counts = [int(c) for c in diagram.get("count", [])]
+    total = sum(counts)
+    if not total:
+        return None
+    edges = [float(e) for e in diagram["edges"]]
+    rows = [
+        (edges[i], edges[i + 1], float(diagram["confidence"][i]), float(diagram["accuracy"][i]), n)
+        for i, n in enumerate(counts)
+        if n
+    ]
+    sparse = max(10, SPARSE_BIN_SHARE * total)
+    hover = [
+        f"Said {lo:.0%}–{hi:.0%} sure (on average {conf:.0%}):<br>right {acc:.0%} of the time<br>{n:,} faces"
+        + (" (few: a rough figure)" if n < sparse else "")
+        for lo, hi, conf, acc, n in rows
+    ]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Bar(
+            x=[(lo + hi) / 2 for lo, hi, *_ in rows],
+            y=[acc for *_, acc, _ in rows],
+            width=[(hi - lo) * 0.92 for lo, hi, *_ in rows],
+            marker={"color": RELIABILITY_COLOR, "opacity": [0.35 if n < sparse else 0.85 for *_, n in rows]},
+            name="how often it was right",
+            hovertext=hover,
+            hoverinfo="text",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[0, 1],
+            y=[0, 1],
+            mode="lines",
+            line={"dash": "dash", "color": "#7f7f7f", "width": 1.5},
+            name="perfect: right as often as it says",
+            hoverinfo="skip",
+        )
+    )
+    ece = entry.get("ece")
+    before = entry.get("ece_uncalibrated")
+    subtitle = "" if ece is None else f"calibration error {ece:.1%}"
+    if ece is not None and before is not None and round(before, 3) != round(ece, 3):
+        subtitle += f" ({before:.1%} before calibration)"
+    fig.update_layout(
+        title={"text": f"{title} · {subtitle}" if title and subtitle else title or subtitle, "x": 0},
+        xaxis={"title": "how sure the model said it was", "range": [0, 1], "tickformat": ".0%", "dtick": 0.2},
+        yaxis={"title": "how often it was right", "range": [0, 1.02], "tickformat": ".0%", "dtick": 0.2},
+        height=360,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        legend={"orientation": "h", "y": -0.22, "x": 0},
+        bargap=0,
+    )
+    return fig
+
+
+def sample_face(
+    source: str, config: faces.PreprocessConfig | None = None, roots: Sequence[Path] = ()
+) -> np.ndarray | None:
+    """The face of one evaluated sample as the network saw it (framed like training data), from its `source`
+    image path (a relative one, as in the shipped model's evaluations, is looked up under the data `roots`);
+    None when the file is gone or the source is a CSV row."""
+    path = Path(source)
+    if source and not path.is_absolute():
+        path = next((root / path for root in roots if (root / path).is_file()), path)
+    if not source or not path.is_file():
+        return None
+    try:
+        return faces.frame_crop(decoding.decode_image(path), config or faces.PreprocessConfig()).aligned
+    except (ValueError, OSError, cv2.error):
+        return None
+
+
+def gallery_caption(row: Mapping, task: str) -> str:
+    """'True: Happy → predicted: Sad (87% sure)' for a row of a misclassified table."""
+    true, predicted = display_name(task, str(row[f"{task}_true"])), display_name(task, str(row[f"{task}_pred"]))
+    return f"True: {true} → predicted: {predicted} ({float(row[f'{task}_confidence']):.0%} sure)"

@@ -1,0 +1,165 @@
+"""mtfer.app.wording."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from datetime import datetime
+
+import pandas as pd
+
+from mtfer.core.tasks import display_name
+from mtfer.datasets import FORMATS
+
+EVAL_SPLIT_NAMES = ("train", "val", "test", "all")
+
+
+def evaluation_dataset(key: str) -> str:
+    """The data set part of an evaluation folder name: 'fer2013-test' -> 'fer2013', 'fer2013-csv-val' ->
+    'fer2013-csv', and for one saved under the runs folder 'default-20250101-120000-fer2013-test' -> 'fer2013'."""
+    name, sep, split = key.rpartition("-")
+    if not (sep and split in EVAL_SPLIT_NAMES):
+        return key
+    return next((fmt for fmt in sorted(FORMATS, key=len, reverse=True) if name.endswith(f"-{fmt}")), name)
+
+
+def percent(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}%}"
+
+
+# Data set formats (mtfer.datasets.FORMATS) and splits as people write them.
+DATASET_TITLES = {
+    "fer2013": "FER2013",
+    "fer2013-csv": "FER2013",
+    "rafdb": "RAF-DB",
+    "utkface": "UTKFace",
+    "folders": "image folders",
+}
+
+
+SPLIT_TITLES = {"train": "training images", "val": "validation images", "test": "test images", "all": "all images"}
+
+
+def dataset_title(fmt: str) -> str:
+    """'fer2013' -> 'FER2013', 'utkface' -> 'UTKFace', 'rafdb' -> 'RAF-DB'; unknown names unchanged."""
+    return DATASET_TITLES.get(fmt, fmt)
+
+
+def evaluation_split(key: str) -> str | None:
+    """The split part of an evaluation folder name ('fer2013-test' -> 'test'), None when it has none."""
+    _, sep, split = key.rpartition("-")
+    return split if sep and split in EVAL_SPLIT_NAMES else None
+
+
+def evaluation_title(key: str) -> str:
+    """An evaluation folder name for people: 'fer2013-test' -> 'FER2013, test images', and one saved under the
+    runs folder, 'default-20261130-101500-utkface-val' -> 'UTKFace, validation images (evaluated 30 Nov 2026,
+    10:15)'."""
+    split = evaluation_split(key)
+    if split is None:
+        return key
+    dataset = evaluation_dataset(key)
+    text = f"{dataset_title(dataset)}, {SPLIT_TITLES[split]}"
+    name = key[: -len(split) - 1]
+    stamp = re.search(rf"(\d{{8}}-\d{{6}})(?:\.\d+)?-{re.escape(dataset)}$", name)
+    if stamp:
+        try:
+            when = datetime.strptime(stamp.group(1), "%Y%m%d-%H%M%S")
+        except ValueError:
+            return text
+        text += f" (evaluated {when.day} {when:%b %Y, %H:%M})"
+    return text
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "unknown"
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, s = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {s:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+ARCHITECTURE_NAMES = {"paper": "the paper's design", "fast": "fast"}
+
+
+# Which labels each data set gave the model, by format.
+DATASET_LABELS = {
+    "fer2013": "emotions",
+    "fer2013-csv": "emotions",
+    "utkface": "gender, race, age",
+    "rafdb": "emotion, gender, race, age",
+}
+
+
+SAMPLE_TITLES = {"train": "to learn from", "val": "to check progress", "test": "held back for the final test"}
+
+
+def format_date(iso: str | None, short: bool = False) -> str | None:
+    """'2026-11-30T08:58:06+00:00' -> '30 November 2026' ('30 Nov 2026' when short); None when not a date."""
+    try:
+        when = datetime.fromisoformat(str(iso))
+    except ValueError:
+        return None
+    return f"{when.day} {when:%b %Y}" if short else f"{when.day} {when:%B %Y}"
+
+
+def _joined(items: Sequence[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    items = [i for i in items if i]
+    return " and ".join(items) if len(items) < 3 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def about_duration(seconds: float | None) -> str:
+    """A duration rounded as people say it: '45 s', '31 min', '1 h 05 min' (results tables round to minutes)."""
+    if seconds is None or not math.isfinite(seconds):
+        return "unknown"
+    if seconds < 60:
+        return f"{max(0, round(seconds))} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+# Characters that make markdown (or HTML, or LaTeX) anywhere in a line; file names cannot hold a newline.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~$#:])")
+
+
+def escape_markdown(text: str) -> str:
+    """User text (a file name) shown literally inside Streamlit markdown."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def display_frame(frame: pd.DataFrame, task: str) -> pd.DataFrame:
+    """A frame indexed (and, for a confusion matrix, with columns) by class names, with the names as people write
+    them ('african_american' -> 'African American')."""
+    out = frame.rename(index=lambda c: display_name(task, str(c)))
+    if frame.columns.name == "predicted":
+        out = out.rename(columns=lambda c: display_name(task, str(c)))
+    return out
+
+
+_SUPERSCRIPTS = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def format_rate(value: float) -> str:
+    """A learning rate as people read it: 3e-4 -> '3×10⁻⁴', 1e-3 -> '10⁻³', 0.05 -> '0.05', 0 -> '0'."""
+    if not math.isfinite(value) or value <= 0:
+        return "0" if value == 0 else str(value)
+    exponent = math.floor(math.log10(value))
+    mantissa = float(f"{value / 10**exponent:.2g}")
+    if mantissa >= 10:
+        mantissa, exponent = mantissa / 10, exponent + 1
+    if exponent >= -2:
+        return f"{value:.3g}"
+    power = f"10{str(exponent).translate(_SUPERSCRIPTS)}"
+    return power if mantissa == 1 else f"{mantissa:g}×{power}"
+
+
+def faces_text(n: int) -> str:
+    """'1 face', '1,234 faces'."""
+    return f"{n:,} face{'' if n == 1 else 's'}"

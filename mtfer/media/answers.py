@@ -1,0 +1,73 @@
+"""Answers in people's words: each task's verdict (its class, or "not sure" below the bundle's threshold)
+as the page, the live overlay, the CSVs and the CLI say it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from mtfer.assess.abstain import Verdict, verdict
+from mtfer.core.tasks import UNTAUGHT_CLASSES, display_name
+
+NOT_SURE = "Not sure"
+
+
+ABSTAIN_NAMES: dict[str, str] = {"race": "Other / not sure"}
+
+
+def shown_classes(task: str, classes: Sequence[str]) -> list[str]:
+    """The classes of a task that people see: those no data set can teach (UNTAUGHT_CLASSES) left out."""
+    hidden = UNTAUGHT_CLASSES.get(task, ())
+    return [c for c in classes if c not in hidden]
+
+
+def face_verdicts(prediction: Any, min_confidence: Mapping[str, float]) -> dict[str, Verdict]:
+    """{task: Verdict} of a FacePrediction, in model order, untaught classes never chosen."""
+    return {
+        task: verdict(task, probs, float(min_confidence.get(task, 0.0)), UNTAUGHT_CLASSES.get(task, ()))
+        for task, probs in prediction.probabilities.items()
+    }
+
+
+def abstain_name(task: str) -> str:
+    """'Other / not sure' for race (a face may belong to none of its groups), 'Not sure' otherwise."""
+    return ABSTAIN_NAMES.get(task, NOT_SURE)
+
+
+def answer(v: Verdict) -> str:
+    """'Happy' when sure; 'Not sure (Sad or Angry)' / 'Other / not sure (Caucasian or Asian)' when not."""
+    if v.sure:
+        return display_name(v.task, v.label)
+    options = display_name(v.task, v.label)
+    if v.runner_up is not None:
+        options += f" or {display_name(v.task, v.runner_up)}"
+    return f"{abstain_name(v.task)} ({options})"
+
+
+def verdict_text(v: Verdict) -> str:
+    """'Happy (87%)' when sure; 'not sure (Sad 28% or Angry 21%)', for race 'other / not sure (...)', when not."""
+    if v.sure:
+        return f"{display_name(v.task, v.label)} ({v.confidence:.0%})"
+    options = f"{display_name(v.task, v.label)} {v.confidence:.0%}"
+    if v.runner_up is not None and v.runner_up_confidence is not None:
+        options += f" or {display_name(v.task, v.runner_up)} {v.runner_up_confidence:.0%}"
+    return f"**{abstain_name(v.task).lower()}** ({options})"
+
+
+def face_line(number: int, verdicts: Mapping[str, Verdict]) -> str:
+    """'**Face 1:** Emotion: Happy (87%) · Gender: Female (90%) · Race: Asian (61%) · Age group: 20-39 years (70%)'."""
+    parts = [f"{display_name(task)}: {verdict_text(v)}" for task, v in verdicts.items()]
+    return f"**Face {number}:** " + " · ".join(parts)
+
+
+def photo_lines(number: int, verdicts: Mapping[str, Verdict]) -> list[str]:
+    """The short label drawn beside a face on the photo: one line per task, the face's number on the first."""
+    lines = []
+    for task, v in verdicts.items():
+        if v.sure:
+            lines.append(f"{display_name(task, v.label)} {v.confidence:.0%}")
+        else:
+            lines.append(f"{display_name(task)}: {abstain_name(task).lower()}")
+    if lines:
+        lines[0] = f"{number}. {lines[0]}"
+    return lines

@@ -1,0 +1,89 @@
+"""The CSV of photos, folders and videos: one row per face, the same columns everywhere."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from mtfer.core.inference import FacePrediction
+
+PHOTO_COLUMNS = ("source", "face", "x", "y", "w", "h")
+
+
+VIDEO_COLUMNS = ("source", "time_s", "frame", "track", "face", "x", "y", "w", "h")
+
+
+ERROR_COLUMN = "error"  # photo tables: why a file could not be read (empty when it was)
+
+
+_INTEGER_COLUMNS = ("frame", "track", "face", "x", "y", "w", "h")
+
+
+def table_columns(classes: Mapping[str, Sequence[str]], video: bool = False, error: bool = False) -> list[str]:
+    """The CSV's columns: where the face is (VIDEO_COLUMNS or PHOTO_COLUMNS), then the top label and its confidence
+    per task (`emotion`, `emotion_confidence`, ...), then every class probability (`emotion_happy`, ...), then
+    `error` when asked (photo tables)."""
+    tops = [name for task in classes for name in (task, f"{task}_confidence")]
+    probabilities = [f"{task}_{c}" for task, names in classes.items() for c in names]
+    return [*(VIDEO_COLUMNS if video else PHOTO_COLUMNS), *tops, *probabilities, *([ERROR_COLUMN] if error else [])]
+
+
+def face_columns(probabilities: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
+    """One face's top label and confidence per task, then every class probability, under table_columns' names."""
+    row: dict[str, Any] = {}
+    for task, probs in probabilities.items():
+        label = max(probs, key=probs.__getitem__)
+        row[task] = label
+        row[f"{task}_confidence"] = round(float(probs[label]), 4)
+    for task, probs in probabilities.items():
+        for c, v in probs.items():
+            row[f"{task}_{c}"] = round(float(v), 6)
+    return row
+
+
+def box_columns(box: Sequence[int]) -> dict[str, int]:
+    x, y, w, h = (int(v) for v in box)
+    return {"x": x, "y": y, "w": w, "h": h}
+
+
+def photo_rows(source: str, preds: Sequence[FacePrediction], error: str | None = None) -> list[dict[str, Any]]:
+    """The rows of one photo: one per face (numbered from 1, largest first); a photo without a face, or one that
+    could not be read (`error`), is one row with the face columns empty."""
+    if error is not None:
+        return [{"source": source, ERROR_COLUMN: error}]
+    if not preds:
+        return [{"source": source}]
+    return [
+        {"source": source, "face": k, **box_columns(p.box), **face_columns(p.probabilities)}
+        for k, p in enumerate(preds, start=1)
+    ]
+
+
+def rows_frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]):
+    """A DataFrame of `rows` with exactly `columns`, in that order; counts and pixels as integers that may be empty
+    (so a CSV says 3, not 3.0, and nothing where a frame had no face)."""
+
+    frame = pd.DataFrame(list(rows), columns=list(columns))
+    for name in _INTEGER_COLUMNS:
+        if name in frame:
+            frame[name] = frame[name].astype("Int64")
+    return frame
+
+
+def predictions_table(
+    named: Sequence[tuple[str, Sequence[FacePrediction]]],
+    classes: Mapping[str, Sequence[str]] | None = None,
+    errors: Sequence[tuple[str, str]] = (),
+):
+    """The photo CSV (the columns of `mtfer predict DIR --csv`): one row per face with `source, face, x, y, w, h`,
+    the top label and confidence per task, every class probability (`emotion_happy`, ...) and `error`; a photo
+    without a face is one row with the face columns empty, and each (file, reason) of `errors` one row with its
+    reason. `classes` ({task: class names}, a Predictor's) fixes the columns; by default, those of the first face."""
+    if classes is None:
+        first = next((p for _, preds in named for p in preds), None)
+        classes = {t: list(probs) for t, probs in first.probabilities.items()} if first else {}
+    rows = [row for name, preds in named for row in photo_rows(name, preds)]
+    rows += [row for name, reason in errors for row in photo_rows(name, [], reason)]
+    return rows_frame(rows, table_columns(classes, error=True))

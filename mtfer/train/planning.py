@@ -1,0 +1,287 @@
+"""Planning a training run before it starts: the presets the Train page offers and an estimate of how long a run
+will take on this machine.
+
+How the estimate is made (the choice, and why):
+
+- **Training speed is measured, not probed.** Every run records, per epoch, its wall-clock ``seconds`` (history.csv,
+  validation included) and its faces per epoch (progress.json ``epoch_faces``; older runs: ``steps`` x batch size).
+  The newest run in the runs folder with the same network and precision, and at least
+  :data:`MIN_MEASURED_FACES` faces per epoch, gives faces/s = faces per epoch / median epoch seconds (the first
+  epoch, which includes TensorFlow's tracing, is left out when there are others). This is what a run really costs
+  here, with the data pipeline, augmentation and validation, at no cost to the page. A timed probe was not chosen:
+  it would load TensorFlow into the app server, and on a small machine it would compete with (and be slowed by) a
+  job that is already running.
+- **Without such a run**, the rates of ``benchmarks/train_throughput.py`` on this machine (README) are used,
+  times :data:`VALIDATION_SHARE` for validation; the page says which source it used.
+- **Preparing a data set** the first time is estimated from the faces/s of the cache's earlier preparations with
+  the same face detector (:func:`mtfer.datasets.cache.preparation_rate`), else :data:`DEFAULT_PREPARE_RATE`; a data
+  set already in the cache with these settings (:func:`mtfer.datasets.cache.find_entry`) costs nothing.
+- Precision "auto" is taken as bfloat16 when the CPU has AMX or AVX512-BF16 (as the trainer does; a GPU is not
+  looked for, which would need TensorFlow).
+
+The estimate is for all epochs: early stopping (the paper's rule) may end a run sooner.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from mtfer.core import bundles
+from mtfer.core.faces import PreprocessConfig
+from mtfer.datasets.cache import find_entry, preparation_rate
+from mtfer.store import runs
+from mtfer.train.config import PRESETS, TrainConfig, cpu_has_bf16
+
+# faces/s of training alone on this machine (README, benchmarks/train_throughput.py, 2 cores): the fallback.
+REFERENCE_RATES: dict[tuple[str, str], float] = {
+    ("paper", "float32"): 73.0,
+    ("paper", "bfloat16"): 153.0,
+    ("fast", "float32"): 228.0,
+    ("fast", "bfloat16"): 183.0,
+}
+VALIDATION_SHARE = 0.85  # training faces/s -> faces/s over a whole epoch with its validation
+UNKNOWN_RATE = 50.0  # a network without a reference rate
+DEFAULT_PREPARE_RATE = 150.0  # faces framed per second when the cache has no earlier preparation to go by
+MIN_MEASURED_FACES = 1000  # smaller epochs are dominated by fixed costs and say little about the rate
+STARTUP_S = 45.0  # TensorFlow's import, loading the data, building the model, tracing the first step
+EVALUATION_RATE = 500.0  # faces/s of the final evaluation on the validation and test faces
+LONG_JOB_S = 3600.0  # the page asks for a confirmation before starting a longer job
+
+
+@dataclass(frozen=True)
+class Preset:
+    label: str
+    description: str
+    settings: dict[str, Any]
+
+    def config(self, **overrides: Any) -> TrainConfig:
+        return TrainConfig(**{**self.settings, **overrides})
+
+
+# What the Train page offers, in its order. "recipe": the shipped model was trained for 15 epochs with it.
+PAGE_PRESETS: dict[str, Preset] = {
+    "demo": Preset(
+        "Quick demo (minutes)",
+        "The fast network with the shipped recipe on about 4,000 faces per data set for 3 epochs: a trained model "
+        "in minutes, to show the whole flow. It is far less accurate than a full run.",
+        dict(PRESETS["demo"]),
+    ),
+    "recipe": Preset(
+        "Recipe",
+        "The settings of the shipped model: the fast network with a modern recipe (cosine learning-rate schedule, "
+        "weight decay, label smoothing, strong augmentation, mirrored test faces), 15 epochs on every face.",
+        {**PRESETS["recipe"], "epochs": 15},
+    ),
+    "paper": Preset(
+        "Paper",
+        "The paper's settings: its network, Haar face detection, Adam at 3e-4, batch 32, up to 100 epochs with "
+        "early stopping. Hours on a CPU.",
+        {**PRESETS["paper"], "epochs": TrainConfig().epochs},
+    ),
+}
+DEFAULT_PRESET = "paper"  # SPEC: the Train page's defaults are the paper's
+
+
+@dataclass(frozen=True)
+class Rate:
+    """Training speed: faces per second over a whole epoch (validation included)."""
+
+    faces_per_s: float
+    source: str  # "measured" (a run in the runs folder) or "benchmark"
+    run: str | None = None  # the run it was measured in
+
+
+def resolved_precision(precision: str) -> str:
+    """The precision a run would use on this machine ("auto": bfloat16 with AMX/AVX512-BF16, else float32)."""
+    if precision == "auto":
+        return "bfloat16" if cpu_has_bf16() else "float32"
+    return precision
+
+
+def _read(path: Path) -> dict:
+    try:
+        return bundles.read_json(path)
+    except bundles.RunError:
+        return {}
+
+
+def measured_rate(run: str | os.PathLike) -> tuple[str, str, float] | None:
+    """(architecture, precision, faces/s) measured in a run folder from history.csv's epoch seconds and the faces
+    per epoch; None when the run does not tell (no complete epoch, too few faces)."""
+    run = Path(run)
+    config, progress, metadata = (
+        _read(run / name) for name in (bundles.CONFIG_FILE, runs.PROGRESS_FILE, "metadata.json")
+    )
+    try:
+        seconds = pd.read_csv(run / bundles.HISTORY_FILE)["seconds"].dropna().to_numpy(float)
+    except (OSError, KeyError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return None
+    seconds = seconds[seconds > 0]
+    if not len(seconds) or "architecture" not in config:
+        return None
+    if len(seconds) > 1:
+        seconds = seconds[1:]  # the first epoch also traces the model
+    faces = progress.get("epoch_faces")
+    if not faces:
+        steps, batch = progress.get("steps"), config.get("batch_size")
+        if not steps or not batch:
+            return None
+        faces = int(steps) * int(batch)
+        train = (metadata.get("samples") or {}).get("train") or progress.get("train_faces")
+        if train:
+            faces = min(faces, int(train))
+    if faces < MIN_MEASURED_FACES:
+        return None
+    precision = (
+        progress.get("precision") or metadata.get("precision") or resolved_precision(config.get("precision", "auto"))
+    )
+    return str(config["architecture"]), str(precision), float(faces) / float(np.median(seconds))
+
+
+def training_rate(architecture: str, precision: str, runs_dir: str | os.PathLike | None = None) -> Rate:
+    """faces/s for this network and (resolved) precision: measured in the newest run that tells, else the
+    benchmark's rate times VALIDATION_SHARE."""
+    for run in runs.list_runs(runs_dir):
+        measured = measured_rate(run)
+        if measured and measured[:2] == (architecture, precision):
+            return Rate(measured[2], "measured", run.name)
+    reference = REFERENCE_RATES.get((architecture, precision), UNKNOWN_RATE)
+    return Rate(reference * VALIDATION_SHARE, "benchmark")
+
+
+class DataSize(Protocol):
+    """What a data set adds to a run (mtfer.settings.FoundDataset has it): its format and root, to find it in the
+    cache, and its faces in all and per split."""
+
+    @property
+    def format(self) -> str: ...
+
+    @property
+    def root(self) -> str: ...
+
+    @property
+    def samples(self) -> int: ...
+
+    @property
+    def splits(self) -> Mapping[str, int]: ...
+
+
+def split_sizes(data: Sequence[DataSize], config: TrainConfig) -> dict[str, float]:
+    """Expected faces in train / val / test (mtfer.train.trainer.make_splits): `limit` keeps each split's share;
+    "holdout" carves val_fraction of train for validation, "paper" pools everything and carves val_fraction."""
+    out = {"train": 0.0, "val": 0.0, "test": 0.0}
+    for d in data:
+        scale = min(1.0, config.limit / d.samples) if config.limit and d.samples else 1.0
+        if config.protocol == "paper":
+            pool = d.samples * scale
+            out["train"] += pool * (1 - config.val_fraction)
+            out["val"] += pool * config.val_fraction
+            continue
+        train = d.splits.get("train", 0) * scale
+        out["train"] += train * (1 - config.val_fraction)
+        out["val"] += train * config.val_fraction + d.splits.get("val", 0) * scale
+        out["test"] += d.splits.get("test", 0) * scale
+    return out
+
+
+@dataclass(frozen=True)
+class Estimate:
+    seconds: float  # all of it
+    train_seconds: float
+    prepare_seconds: float
+    epochs: int
+    epoch_faces: int
+    rate: Rate
+    to_prepare: list[str]  # data sets not in the cache with these settings
+    prepare_faces: int
+    prepare_rate: float
+    may_stop_early: bool  # the plateau rule's early stopping can end the run before `epochs`
+
+    @property
+    def long(self) -> bool:
+        return self.seconds > LONG_JOB_S
+
+
+def estimate(
+    config: TrainConfig,
+    data: Sequence[DataSize],
+    runs_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    rate: Rate | None = None,
+) -> Estimate:
+    """How long `config` should take on this machine with these data sets (see the module docstring)."""
+
+    sizes = split_sizes(data, config)
+    epoch_faces = sizes["train"]
+    if config.steps_per_epoch:
+        epoch_faces = min(epoch_faces, config.steps_per_epoch * config.batch_size)
+    rate = rate or training_rate(config.architecture, resolved_precision(config.precision), runs_dir)
+    train_seconds = config.epochs * epoch_faces / rate.faces_per_s
+    train_seconds += STARTUP_S + (sizes["val"] + sizes["test"]) / EVALUATION_RATE
+
+    pre = PreprocessConfig.named(config.preprocessing, size=config.image_size)
+    missing = [d for d in data if find_entry(d.format, d.root, pre, limit=config.limit, cache_dir=cache_dir) is None]
+    prepare_faces = sum(min(config.limit or d.samples, d.samples) for d in missing)
+    prepare_rate = preparation_rate(pre.detector, cache_dir) or DEFAULT_PREPARE_RATE
+    prepare_seconds = prepare_faces / prepare_rate
+    return Estimate(
+        seconds=train_seconds + prepare_seconds,
+        train_seconds=train_seconds,
+        prepare_seconds=prepare_seconds,
+        epochs=config.epochs,
+        epoch_faces=int(round(epoch_faces)),
+        rate=rate,
+        to_prepare=[d.format for d in missing],
+        prepare_faces=int(prepare_faces),
+        prepare_rate=prepare_rate,
+        may_stop_early=config.lr_schedule == "plateau" and (config.early_stopping_patience or 0) < config.epochs,
+    )
+
+
+def rough_duration(seconds: float) -> str:
+    """An estimate's duration, no more precise than it is: "under a minute", "12 min", "3 h 25 min" (5-minute
+    steps from 2 hours on)."""
+    if seconds < 60:
+        return "under a minute"
+    minutes = int(round(seconds / 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes >= 120:
+        minutes = int(round(minutes / 5)) * 5
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if minutes else f"{hours} h"
+
+
+def about(seconds: float) -> str:
+    """ "under a minute" or "about 12 min" (rough_duration)."""
+    return "under a minute" if seconds < 60 else f"about {rough_duration(seconds)}"
+
+
+def describe(e: Estimate) -> str:
+    """The estimate in a sentence or two for people (Markdown)."""
+    if e.rate.source == "measured":
+        source = f"measured on this machine in run {e.rate.run}"
+    else:
+        source = "from the benchmark on this machine; no earlier run to measure yet"
+    epochs = f"{e.epochs} epoch{'s' if e.epochs != 1 else ''}"
+    total = about(e.seconds)
+    text = (
+        f"**{total[0].upper()}{total[1:]}{' at most' if e.may_stop_early else ''}.** Training: {epochs} × "
+        f"{e.epoch_faces:,} faces at about {e.rate.faces_per_s:,.0f} faces/s ({source})."
+    )
+    if e.to_prepare:
+        text += (
+            f" Before that, {' and '.join(e.to_prepare)} {'are' if len(e.to_prepare) > 1 else 'is'} prepared "
+            f"({e.prepare_faces:,} faces at about {e.prepare_rate:,.0f} faces/s, {about(e.prepare_seconds)}); "
+            "later runs reuse them."
+        )
+    if e.may_stop_early:
+        text += " Early stopping usually ends it sooner."
+    return text

@@ -27,11 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mtfer.core import bundles, faces, quiet
-from mtfer.core import backends
-from mtfer.core import convert
-from mtfer.core import convert
-from mtfer.core import export
+from mtfer.core import backends, bundles, convert, export, faces, quiet
 
 
 def cpu_name() -> str:

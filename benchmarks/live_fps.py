@@ -28,8 +28,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mtfer.assess import abstain
-from mtfer.core import faces
-from mtfer.core import backends
+from mtfer.core import backends, faces
 from mtfer.core.inference import Predictor  # noqa: E402
 from mtfer.media import live  # noqa: E402
 

@@ -8,14 +8,13 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from mtfer.app import cards, figures, job_view
+from mtfer.app import cards, figures, job_view, wording
 from mtfer.core import bundles
 from mtfer.core.model import ARCHITECTURES
 from mtfer.core.tasks import TASK_NAMES
 from mtfer.datasets import FORMATS
-from mtfer.store import runs, settings
-from mtfer.store import jobs
-from mtfer.store import runs
+from mtfer.store import jobs, runs, settings
+from mtfer.train import config as train_config
 from mtfer.train import planning, pseudo
 from mtfer.train.config import (
     AUGMENTATIONS,
@@ -106,7 +105,7 @@ def widget_values(config: TrainConfig) -> dict[str, Any]:
 
 def apply_preset() -> None:
     """Preset callback (and first visit): every settings widget takes the preset's value."""
-    preset = planning.PAGE_PRESETS[st.session_state["train_preset"]]
+    preset = train_config.PRESETS[st.session_state["train_preset"]]
     st.session_state.update(widget_values(preset.config()))
 
 
@@ -181,7 +180,7 @@ busy = jobs.active_jobs(runs_dir)
 # Poll while a job runs (whoever started it); the monitor reruns the whole page once it ends.
 st.session_state["train_was_active"] = bool(busy)
 if "train_preset" not in st.session_state:
-    st.session_state["train_preset"] = planning.DEFAULT_PRESET
+    st.session_state["train_preset"] = train_config.DEFAULT_PRESET
     apply_preset()
 
 with st.expander("New training run", expanded=not busy):
@@ -216,14 +215,14 @@ with st.expander("New training run", expanded=not busy):
 
     preset_name = st.radio(
         "Preset",
-        list(planning.PAGE_PRESETS),
-        format_func=lambda p: planning.PAGE_PRESETS[p].label,
+        list(train_config.PRESETS),
+        format_func=lambda p: train_config.PRESETS[p].label,
         key="train_preset",
         on_change=apply_preset,
         horizontal=True,
         help="Fills in every setting below; change any of them afterwards.",
     )
-    preset = planning.PAGE_PRESETS[preset_name]
+    preset = train_config.PRESETS[preset_name]
     st.caption(preset.description)
 
     left, middle, right = st.columns(3)
@@ -325,10 +324,10 @@ with st.expander("New training run", expanded=not busy):
         rate = training_rate(config.architecture, planning.resolved_precision(config.precision), str(runs_dir))
         estimate = planning.estimate(config, chosen, runs_dir, rate=rate)
         show = st.warning if estimate.long else st.info
-        show(f"Estimated time: {planning.describe(estimate)}", icon=":material/schedule:")
+        show(f"Estimated time: {job_view.estimate_text(estimate)}", icon=":material/schedule:")
         if estimate.long and not busy:
             long_job_confirmed = st.checkbox(
-                f"Yes, start a job of about {planning.rough_duration(estimate.seconds)} (the Quick demo preset "
+                f"Yes, start a job of about {wording.format_duration(estimate.seconds, 'rough')} (the Quick demo preset "
                 "takes minutes)",
                 key="train_confirm_long",
             )

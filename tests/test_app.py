@@ -24,8 +24,7 @@ from mtfer.assess.evaluation import confusion_frame, load_evaluation
 from mtfer.core import bundles
 from mtfer.core.tasks import TASK_NAMES, TASKS, display_name
 from mtfer.datasets.splits import Split
-from mtfer.store import runs, settings
-from mtfer.store import jobs
+from mtfer.store import jobs, runs, settings
 from mtfer.train import callbacks, planning
 from mtfer.train.config import TrainConfig
 from mtfer.train.trainer import train

@@ -16,8 +16,7 @@ from helpers import random_split, write_fer_tree, write_utkface_tree
 from mtfer import cli
 from mtfer.assess import abstain, calibration
 from mtfer.assess.evaluation import evaluate_calibrated, evaluate_predictions, load_evaluation, save_evaluation
-from mtfer.core import bundles
-from mtfer.core import backends
+from mtfer.core import backends, bundles
 from mtfer.core.backends import predict_arrays
 from mtfer.core.inference import Predictor
 from mtfer.core.tasks import TASK_NAMES, TASKS

@@ -13,11 +13,7 @@ import pytest
 from helpers import random_split, tiny_run
 
 from mtfer.cli import main
-from mtfer.core import bundles, faces
-from mtfer.core import backends
-from mtfer.core import convert
-from mtfer.core import convert
-from mtfer.core import export
+from mtfer.core import backends, bundles, convert, export, faces
 from mtfer.core.backends import predict_arrays
 from mtfer.core.tasks import TASK_NAMES
 

@@ -36,8 +36,7 @@ from mtfer.core.inference import FacePrediction, Predictor
 from mtfer.core.model import build_model
 from mtfer.core.tasks import TASK_NAMES, TASKS
 from mtfer.media.uploads import UploadResult, analyse_upload, upload_error
-from mtfer.store import runs
-from mtfer.store import jobs
+from mtfer.store import jobs, runs
 from mtfer.store import settings as app_settings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,9 +13,7 @@ from helpers import tiny_splits, write_fer_tree
 
 from mtfer.app import job_view
 from mtfer.core import bundles
-from mtfer.store import runs
-from mtfer.store import jobs
-from mtfer.store import runs
+from mtfer.store import jobs, runs
 from mtfer.train import callbacks
 from mtfer.train.callbacks import PreparationProgress, StopRequested, TrainingStopped
 from mtfer.train.config import TrainConfig

@@ -56,7 +56,9 @@ def test_import_linter_contracts_hold():
 
 def test_every_package_module_sits_in_a_layer():
     layers = _layers()
-    top = {p.name.removesuffix(".py") for p in PACKAGE.iterdir() if p.name != "__init__.py" and not p.name.startswith(".")}
+    top = {
+        p.name.removesuffix(".py") for p in PACKAGE.iterdir() if p.name != "__init__.py" and not p.name.startswith(".")
+    }
     top.discard("__pycache__")
     assert {f"mtfer.{name}" for name in top} == set(layers)
 

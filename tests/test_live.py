@@ -18,10 +18,9 @@ import pytest
 
 from mtfer.app import live_view
 from mtfer.assess import abstain
-from mtfer.core import bundles, faces
-from mtfer.core import backends
+from mtfer.core import backends, bundles, faces
 from mtfer.core.inference import Predictor
-from mtfer.media import live, webrtc
+from mtfer.media import draw, live, webrtc
 from mtfer.media.tables import table_columns
 
 REPO = Path(__file__).resolve().parents[1]
@@ -277,7 +276,7 @@ def test_emotion_history_covers_the_last_ten_seconds_with_gaps_where_no_face_was
     chart = live.emotion_chart(history)
     assert chart.shape == (340, 600, 3) and chart.dtype == np.uint8
     top = faced.iloc[-1][predictor.classes["emotion"]].astype(float).idxmax()
-    rgb = tuple(int(live.EMOTION_COLORS[top][i : i + 2], 16) for i in (1, 3, 5))
+    rgb = tuple(int(draw.EMOTION_COLORS[top][i : i + 2], 16) for i in (1, 3, 5))
     assert _color_pixels(chart, rgb, 10).sum() > 200, "the likeliest emotion's line and legend"
     with pytest.raises(ValueError, match="at least 400x200"):
         live.emotion_chart(history, size=(100, 100))

@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 from helpers import random_split
 
-from mtfer.core import bundles
-from mtfer.core import backends
+from mtfer.core import backends, bundles
 from mtfer.core.model import build_model
 from mtfer.core.tasks import TASK_NAMES
 from mtfer.datasets.splits import Split

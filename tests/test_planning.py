@@ -3,6 +3,7 @@ cache's preparation rate and entries, and the time estimate. Every runs and cach
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -10,11 +11,13 @@ import pandas as pd
 import pytest
 from helpers import write_fer_tree
 
+from mtfer.app import job_view, wording
 from mtfer.core import bundles
 from mtfer.core.faces import PreprocessConfig
 from mtfer.datasets.cache import find_entry, preparation_rate, prepare
 from mtfer.store import runs
 from mtfer.store.settings import FoundDataset
+from mtfer.train import config as train_config
 from mtfer.train import planning
 from mtfer.train.config import PRESETS, TrainConfig
 
@@ -42,16 +45,17 @@ def fake_run(
 
 
 def test_page_presets_fill_every_setting():
-    assert list(planning.PAGE_PRESETS) == ["demo", "recipe", "paper"] and planning.DEFAULT_PRESET == "paper"
-    demo = planning.PAGE_PRESETS["demo"].config()
-    assert planning.PAGE_PRESETS["demo"].label == "Quick demo (minutes)"
+    assert list(train_config.PRESETS) == ["demo", "recipe", "paper"] and train_config.DEFAULT_PRESET == "paper"
+    demo = train_config.PRESETS["demo"].config()
+    assert train_config.PRESETS["demo"].label == "Quick demo (minutes)"
     assert (demo.architecture, demo.epochs, demo.limit, demo.lr_schedule) == ("fast", 3, 4000, "cosine")
     assert demo == TrainConfig.from_preset("demo")
-    recipe = planning.PAGE_PRESETS["recipe"].config()
-    assert recipe == TrainConfig.from_preset("recipe", epochs=15)  # as the shipped model was trained
-    paper = planning.PAGE_PRESETS["paper"].config()
+    recipe = train_config.PRESETS["recipe"].config()
+    assert recipe == TrainConfig.from_preset("recipe") and recipe.epochs == 30  # as the shipped model was trained
+    paper = train_config.PRESETS["paper"].config()
     assert paper == TrainConfig.from_preset("paper") and paper.epochs == 100 and paper.preprocessing == "haar"
-    assert {k for k in PRESETS["demo"] if PRESETS["demo"][k] != PRESETS["recipe"].get(k)} == {"epochs", "limit"}
+    demo_settings, recipe_settings = PRESETS["demo"].settings, PRESETS["recipe"].settings
+    assert {k for k in demo_settings if demo_settings[k] != recipe_settings.get(k)} == {"epochs", "limit"}
 
 
 def test_rates_are_measured_from_earlier_runs_newest_first(tmp_path):
@@ -120,14 +124,14 @@ def test_estimate_adds_training_and_first_preparation(tmp_path):
     assert e.train_seconds == pytest.approx(4860 + planning.STARTUP_S + 5700 / planning.EVALUATION_RATE)
     assert e.prepare_seconds == pytest.approx(20000 / planning.DEFAULT_PREPARE_RATE)
     assert e.may_stop_early and e.long  # 20 epochs, early stopping after 11 without progress
-    text = planning.describe(e)
+    text = job_view.estimate_text(e)
     assert text.startswith("**About 1 h 24 min at most.** Training: 20 epochs × 24,300 faces at about 100 faces/s")
     assert "measured on this machine in run r1" in text and "utkface is prepared (20,000 faces" in text
 
-    demo = planning.PAGE_PRESETS["demo"].config()
+    demo = train_config.PRESETS["demo"].config()
     quick = planning.estimate(demo, data, tmp_path / "runs", tmp_path / "cache", rate=rate)
     assert not quick.long and not quick.may_stop_early and quick.seconds < 600
-    assert planning.PAGE_PRESETS["paper"].config().epochs * 24300 / 100 > planning.LONG_JOB_S
+    assert train_config.PRESETS["paper"].config().epochs * 24300 / 100 > planning.LONG_JOB_S
     capped = planning.estimate(
         TrainConfig(steps_per_epoch=10, batch_size=8), data, tmp_path / "runs", tmp_path / "cache", rate=rate
     )
@@ -135,7 +139,8 @@ def test_estimate_adds_training_and_first_preparation(tmp_path):
 
 
 def test_durations_are_rounded_as_estimates():
-    assert planning.rough_duration(30) == "under a minute" and planning.about(30) == "under a minute"
-    assert planning.rough_duration(12.4 * 60) == "12 min" and planning.about(90) == "about 2 min"
-    assert planning.rough_duration(3600) == "1 h" and planning.rough_duration(100 * 60) == "1 h 40 min"
-    assert planning.rough_duration(3 * 3600 + 23 * 60) == "3 h 25 min"
+    rough = functools.partial(wording.format_duration, style="rough")
+    assert rough(30) == "under a minute" and wording.about(30) == "under a minute"
+    assert rough(12.4 * 60) == "12 min" and wording.about(90) == "about 2 min"
+    assert rough(3600) == "1 h" and rough(100 * 60) == "1 h 40 min"
+    assert rough(3 * 3600 + 23 * 60) == "3 h 25 min"

@@ -115,8 +115,11 @@ def test_model_card_uses_the_title_description_and_whole_lineage_of_a_new_bundle
     assert cards.model_title(single) == "Emotion-only network (the paper's design), trained 30 Nov 2026"
     assert cards.model_title({"tasks": {}, "title": "  "}) == "Single-task network"
     assert wording.format_date("not a date") is None and wording.format_date("2026-11-30") == "30 November 2026"
-    assert wording.about_duration(1846.5) == "31 min" and wording.about_duration(3725) == "1 h 02 min"
-    assert wording.about_duration(42) == "42 s" and wording.about_duration(None) == "unknown"
+    assert (
+        wording.format_duration(1846.5, "minutes") == "31 min"
+        and wording.format_duration(3725, "minutes") == "1 h 02 min"
+    )
+    assert wording.format_duration(42, "minutes") == "42 s" and wording.format_duration(None, "minutes") == "unknown"
 
 
 def test_choice_titles_and_url_slugs(tmp_path):

@@ -20,8 +20,7 @@ from mtfer.core import bundles
 from mtfer.core.model import build_model, count_flops
 from mtfer.core.tasks import PAPER_LOSS_WEIGHTS, TASK_NAMES
 from mtfer.datasets.splits import Split, make_splits
-from mtfer.store import runs
-from mtfer.store import jobs
+from mtfer.store import jobs, runs
 from mtfer.train.callbacks import paper_callbacks
 from mtfer.train.config import PRESETS, TrainConfig
 from mtfer.train.pipeline import class_weights_for, make_augmenter, make_dataset, mix_batch
@@ -441,7 +440,7 @@ def test_presets_and_the_recipe_settings_are_checked():
     # The paper preset is the defaults, except for the face detector (the paper's Haar pipeline).
     assert _differing_settings(TrainConfig.from_preset("paper"), TrainConfig()) <= {"preprocessing"}
     recipe = TrainConfig.from_preset("recipe", epochs=3)
-    assert recipe == TrainConfig(**{**PRESETS["recipe"], "epochs": 3})
+    assert recipe == TrainConfig(**{**PRESETS["recipe"].settings, "epochs": 3})
     assert (recipe.architecture, recipe.batch_size, recipe.learning_rate, recipe.epochs) == ("fast", 64, 2e-3, 3)
     assert (recipe.lr_schedule, recipe.warmup_epochs, recipe.weight_decay) == ("cosine", 1.0, 1e-2)
     assert (recipe.label_smoothing, recipe.class_weighting, recipe.augment) == (0.1, "sqrt", "strong")

@@ -25,7 +25,7 @@ from mtfer.app import video_view
 from mtfer.core import bundles
 from mtfer.core.inference import Predictor
 from mtfer.core.tasks import TASK_NAMES, TASKS
-from mtfer.media import folders, video, video_limits
+from mtfer.media import draw, folders, video, video_limits
 from mtfer.media.folders import photo_files, photos_to_csv
 from mtfer.media.tables import predictions_table
 from mtfer.media.video import VideoAnalysis, VideoError, VideoLimits
@@ -307,7 +307,7 @@ def test_the_timeline_draws_each_persons_emotions_with_gaps_where_they_are_not_s
     assert fig.layout.yaxis.title.text == "<b>Person 1</b>" and fig.layout.yaxis2.title.text == "<b>Person 2</b>"
     assert fig.layout.yaxis.title.font.color == video_view.person_hex(1)
     assert any(s.x0 == 2.4 for s in fig.layout.shapes)
-    assert all(t.line.color == video_view.EMOTION_COLORS[t.legendgroup] for t in fig.data)
+    assert all(t.line.color == draw.EMOTION_COLORS[t.legendgroup] for t in fig.data)
     assert "0:02.0" in fig.layout.xaxis2.ticktext
 
 

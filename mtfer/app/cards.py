@@ -17,11 +17,11 @@ from mtfer.app.wording import (
     SAMPLE_TITLES,
     SPLIT_TITLES,
     _joined,
-    about_duration,
     dataset_title,
     evaluation_dataset,
     evaluation_split,
     format_date,
+    format_duration,
     percent,
 )
 from mtfer.assess.paper import PAPER_DATASET_NAMES, PaperResult, paper_reference
@@ -276,12 +276,12 @@ def training_time_text(metadata: Mapping, lineage: Lineage) -> str:
     own_epochs = own.epochs if own else None
     epochs = f"{own_epochs} epochs" if own_epochs else ""
     if not lineage.continued:
-        return f"{about_duration(own_seconds)}{machine}" + (f" ({epochs})" if epochs else "")
+        return f"{format_duration(own_seconds, 'minutes')}{machine}" + (f" ({epochs})" if epochs else "")
     runs_before = len(lineage.stages) - 1
     before = "an earlier run" if runs_before == 1 else f"{runs_before} earlier runs"
     total, total_epochs = lineage.total_seconds, lineage.total_epochs
     if total is not None:
-        text = f"{about_duration(total)} in all{machine}"
+        text = f"{format_duration(total, 'minutes')} in all{machine}"
         if total_epochs and runs_before == 1:
             first = lineage.stages[0].epochs
             return f"{text}: {total_epochs} epochs, {first} in an earlier run and {own_epochs} more in this one"
@@ -289,7 +289,7 @@ def training_time_text(metadata: Mapping, lineage: Lineage) -> str:
             return f"{text}: {total_epochs} epochs over {runs_before + 1} runs, each continuing the one before"
         return f"{text}; this model continued {before}"
     return (
-        f"{about_duration(own_seconds)} for its last {epochs or 'stage'}{machine}; it continued {before} whose "
+        f"{format_duration(own_seconds, 'minutes')} for its last {epochs or 'stage'}{machine}; it continued {before} whose "
         "time is not recorded with it"
     )
 

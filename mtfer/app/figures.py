@@ -1,4 +1,5 @@
-"""mtfer.app.figures."""
+"""The app's plotly figures as pure functions: confusion matrices, training curves and learning rate, learned
+task weights, accuracy by group, two runs compared, reliability diagrams, and faces for the mistakes gallery."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""mtfer.app.job_view."""
+"""A training job in words and numbers for the Train page: its status line, the latest epoch's metrics, and
+the time estimate before it starts."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from mtfer.app.wording import format_duration, percent
+from mtfer.app.wording import about, format_duration, percent
+from mtfer.train.planning import Estimate
 
 
 @dataclass(frozen=True)
@@ -113,3 +115,26 @@ def epoch_metrics(row: Mapping[str, Any] | None, tasks: Sequence[str]) -> list[t
             out.append((key.replace("_", " "), f"{float(row[key]):.3f}"))
             break
     return out
+
+
+def estimate_text(e: Estimate) -> str:
+    """The estimate in a sentence or two for people (Markdown)."""
+    if e.rate.source == "measured":
+        source = f"measured on this machine in run {e.rate.run}"
+    else:
+        source = "from the benchmark on this machine; no earlier run to measure yet"
+    epochs = f"{e.epochs} epoch{'s' if e.epochs != 1 else ''}"
+    total = about(e.seconds)
+    text = (
+        f"**{total[0].upper()}{total[1:]}{' at most' if e.may_stop_early else ''}.** Training: {epochs} × "
+        f"{e.epoch_faces:,} faces at about {e.rate.faces_per_s:,.0f} faces/s ({source})."
+    )
+    if e.to_prepare:
+        text += (
+            f" Before that, {' and '.join(e.to_prepare)} {'are' if len(e.to_prepare) > 1 else 'is'} prepared "
+            f"({e.prepare_faces:,} faces at about {e.prepare_rate:,.0f} faces/s, {about(e.prepare_seconds)}); "
+            "later runs reuse them."
+        )
+    if e.may_stop_early:
+        text += " Early stopping usually ends it sooner."
+    return text

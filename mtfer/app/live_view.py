@@ -1,4 +1,4 @@
-"""mtfer.app.live_view."""
+"""The live camera in one line for people: how many faces, the largest face's answers and the frame rate."""
 
 from __future__ import annotations
 

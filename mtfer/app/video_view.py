@@ -18,19 +18,10 @@ from plotly.subplots import make_subplots
 from mtfer.assess.abstain import verdict
 from mtfer.core.tasks import UNTAUGHT_CLASSES, display_name
 from mtfer.media.answers import abstain_name, answer, face_verdicts, shown_classes
-from mtfer.media.draw import BOX_COLORS, draw_faces
+from mtfer.media.draw import BOX_COLORS, EMOTION_COLORS, draw_faces
 from mtfer.media.video import VideoFrame, format_time
 
 # One colour per emotion, the same in every chart (plotly's default cycle would change with the classes shown).
-EMOTION_COLORS: dict[str, str] = {
-    "surprise": "#17becf",
-    "fear": "#9467bd",
-    "disgust": "#2ca02c",
-    "happy": "#f2b701",
-    "sad": "#1f77b4",
-    "angry": "#d62728",
-    "neutral": "#7f7f7f",
-}
 TIMELINE_PEOPLE = 3  # people drawn on the timeline at first: those seen the longest
 
 

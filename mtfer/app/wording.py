@@ -1,4 +1,5 @@
-"""mtfer.app.wording."""
+"""Words and numbers as people read them: percentages, durations, dates, data-set and evaluation titles,
+Markdown-safe file names."""
 
 from __future__ import annotations
 
@@ -72,9 +73,33 @@ def evaluation_title(key: str) -> str:
     return text
 
 
-def format_duration(seconds: float | None) -> str:
+def format_duration(seconds: float | None, style: str = "exact") -> str:
+    """A duration as people read it, in one of three styles:
+
+    - "exact": a job's time so far or left, to the second: '45 s', '12 min 05 s', '1 h 05 min';
+    - "minutes": how long something took, rounded to minutes (as results tables round): '45 s', '31 min', '1 h 05 min';
+    - "rough": an estimate, no more precise than it is: 'under a minute', '12 min', '3 h 25 min' (5-minute steps
+      from 2 hours on, whole hours without minutes: '1 h').
+    """
     if seconds is None or not math.isfinite(seconds):
         return "unknown"
+    if style == "rough":
+        if seconds < 60:
+            return "under a minute"
+        minutes = int(round(seconds / 60))
+        if minutes >= 120:
+            minutes = int(round(minutes / 5)) * 5
+        if minutes < 60:
+            return f"{minutes} min"
+        hours, minutes = divmod(minutes, 60)
+        return f"{hours} h {minutes:02d} min" if minutes else f"{hours} h"
+    if style == "minutes":
+        if seconds < 60:
+            return f"{max(0, round(seconds))} s"
+        minutes = round(seconds / 60)
+        return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+    if style != "exact":
+        raise ValueError(f"unknown duration style {style!r}; expected exact, minutes or rough")
     seconds = max(0, int(round(seconds)))
     if seconds < 60:
         return f"{seconds} s"
@@ -83,6 +108,11 @@ def format_duration(seconds: float | None) -> str:
         return f"{minutes} min {s:02d} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
+
+
+def about(seconds: float) -> str:
+    """An estimate in words: "under a minute" or "about 12 min"."""
+    return "under a minute" if seconds < 60 else f"about {format_duration(seconds, 'rough')}"
 
 
 ARCHITECTURE_NAMES = {"paper": "the paper's design", "fast": "fast"}
@@ -113,16 +143,6 @@ def _joined(items: Sequence[str]) -> str:
     """'a', 'a and b', 'a, b and c'."""
     items = [i for i in items if i]
     return " and ".join(items) if len(items) < 3 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def about_duration(seconds: float | None) -> str:
-    """A duration rounded as people say it: '45 s', '31 min', '1 h 05 min' (results tables round to minutes)."""
-    if seconds is None or not math.isfinite(seconds):
-        return "unknown"
-    if seconds < 60:
-        return f"{max(0, round(seconds))} s"
-    minutes = round(seconds / 60)
-    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 # Characters that make markdown (or HTML, or LaTeX) anywhere in a line; file names cannot hold a newline.

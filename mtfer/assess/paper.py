@@ -1,4 +1,5 @@
-"""mtfer.assess.paper."""
+"""The paper's reported accuracies (Saroop et al., 2021, its results tables), to show beside ours only where
+the data set and the setting are the same."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""mtfer.core.backends."""
+"""Runtimes that run a bundle's network, with ONE post-processing of its outputs: the Keras model (a traced
+forward pass), LiteRT for live video, and exported .tflite/.onnx files. Each returns, for aligned uint8 faces,
+{task: probabilities} averaged with the mirror image when the bundle says so and calibrated by its temperatures."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""mtfer.media.draw."""
+"""Drawing on photos and frames: the one palette (box colours, emotion colours, accents) and numbered labels
+placed beside faces, never over them, with text sized to stay legible."""
 
 from __future__ import annotations
 
@@ -12,6 +13,18 @@ ACCENT = "#e4572e"
 
 
 MUTED = "#9fb3c8"
+
+# The colour of each emotion (RGB hex), one per class of mtfer.core.tasks.EMOTION: the same in the live chart,
+# the video timeline and its shares, so that a colour means one emotion everywhere.
+EMOTION_COLORS: dict[str, str] = {
+    "surprise": "#f28e2b",
+    "fear": "#9c6ade",
+    "disgust": "#59a14f",
+    "happy": "#e6b800",
+    "sad": "#4e79a7",
+    "angry": "#e15759",
+    "neutral": "#8c8c8c",
+}
 
 
 # BGR colours of successive faces, dark enough for white text.

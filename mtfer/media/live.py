@@ -34,7 +34,7 @@ from mtfer.assess.abstain import Verdict, verdict
 from mtfer.core import faces
 from mtfer.core.tasks import UNTAUGHT_CLASSES, display_name
 from mtfer.media.answers import abstain_name, photo_lines
-from mtfer.media.draw import BOX_COLORS, FONT, LabelStyle, draw_label, place_labels
+from mtfer.media.draw import BOX_COLORS, EMOTION_COLORS, FONT, LabelStyle, draw_label, place_labels
 from mtfer.media.tracking import Tracker
 from mtfer.media.video import FrameFace, VideoFrame, video_table
 
@@ -69,18 +69,6 @@ FPS_WINDOW_S = 2.0  # processed frames per second are counted over this many sec
 
 
 RESTART_S = 2.0  # a frame time this far before the previous one means a new stream: start afresh
-
-
-# Line colours of the emotions in the live chart (RGB hex), one per class of mtfer.tasks.EMOTION.
-EMOTION_COLORS: dict[str, str] = {
-    "surprise": "#f28e2b",
-    "fear": "#9c6ade",
-    "disgust": "#59a14f",
-    "happy": "#e6b800",
-    "sad": "#4e79a7",
-    "angry": "#e15759",
-    "neutral": "#8c8c8c",
-}
 
 
 @dataclass(frozen=True)

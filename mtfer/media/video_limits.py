@@ -1,4 +1,4 @@
-"""mtfer.media.video_limits."""
+"""How much of a video is analysed: the length and frame caps, from the environment or the defaults."""
 
 from __future__ import annotations
 

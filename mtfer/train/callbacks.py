@@ -1,4 +1,5 @@
-"""mtfer.train.callbacks."""
+"""Keras callbacks of the trainer: progress and heartbeat in progress.json, stop requests, checkpoints every
+epoch, history.csv, and the paper's learning-rate and early-stopping rules."""
 
 from __future__ import annotations
 

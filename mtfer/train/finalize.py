@@ -1,4 +1,6 @@
-"""mtfer.train.finalize."""
+"""Everything that rewrites a bundle after training: its metadata, the temperature calibration, the "not sure"
+thresholds chosen on validation faces, and its evaluations on the held-out splits. `mtfer calibrate` and the
+end of every training run both come here."""
 
 from __future__ import annotations
 

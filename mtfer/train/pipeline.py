@@ -1,4 +1,5 @@
-"""mtfer.train.pipeline."""
+"""The training data pipeline: prepared data sets (with pseudo-labels where asked), class weights, augmentation,
+mixup, and the tf.data datasets with per-task label masks."""
 
 from __future__ import annotations
 

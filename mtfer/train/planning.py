@@ -28,7 +28,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -37,7 +37,7 @@ from mtfer.core import bundles
 from mtfer.core.faces import PreprocessConfig
 from mtfer.datasets.cache import find_entry, preparation_rate
 from mtfer.store import runs
-from mtfer.train.config import PRESETS, TrainConfig, cpu_has_bf16
+from mtfer.train.config import TrainConfig, cpu_has_bf16
 
 # faces/s of training alone on this machine (README, benchmarks/train_throughput.py, 2 cores): the fallback.
 REFERENCE_RATES: dict[tuple[str, str], float] = {
@@ -53,40 +53,6 @@ MIN_MEASURED_FACES = 1000  # smaller epochs are dominated by fixed costs and say
 STARTUP_S = 45.0  # TensorFlow's import, loading the data, building the model, tracing the first step
 EVALUATION_RATE = 500.0  # faces/s of the final evaluation on the validation and test faces
 LONG_JOB_S = 3600.0  # the page asks for a confirmation before starting a longer job
-
-
-@dataclass(frozen=True)
-class Preset:
-    label: str
-    description: str
-    settings: dict[str, Any]
-
-    def config(self, **overrides: Any) -> TrainConfig:
-        return TrainConfig(**{**self.settings, **overrides})
-
-
-# What the Train page offers, in its order. "recipe": the shipped model was trained for 15 epochs with it.
-PAGE_PRESETS: dict[str, Preset] = {
-    "demo": Preset(
-        "Quick demo (minutes)",
-        "The fast network with the shipped recipe on about 4,000 faces per data set for 3 epochs: a trained model "
-        "in minutes, to show the whole flow. It is far less accurate than a full run.",
-        dict(PRESETS["demo"]),
-    ),
-    "recipe": Preset(
-        "Recipe",
-        "The settings of the shipped model: the fast network with a modern recipe (cosine learning-rate schedule, "
-        "weight decay, label smoothing, strong augmentation, mirrored test faces), 15 epochs on every face.",
-        {**PRESETS["recipe"], "epochs": 15},
-    ),
-    "paper": Preset(
-        "Paper",
-        "The paper's settings: its network, Haar face detection, Adam at 3e-4, batch 32, up to 100 epochs with "
-        "early stopping. Hours on a CPU.",
-        {**PRESETS["paper"], "epochs": TrainConfig().epochs},
-    ),
-}
-DEFAULT_PRESET = "paper"  # SPEC: the Train page's defaults are the paper's
 
 
 @dataclass(frozen=True)
@@ -243,45 +209,3 @@ def estimate(
         prepare_rate=prepare_rate,
         may_stop_early=config.lr_schedule == "plateau" and (config.early_stopping_patience or 0) < config.epochs,
     )
-
-
-def rough_duration(seconds: float) -> str:
-    """An estimate's duration, no more precise than it is: "under a minute", "12 min", "3 h 25 min" (5-minute
-    steps from 2 hours on)."""
-    if seconds < 60:
-        return "under a minute"
-    minutes = int(round(seconds / 60))
-    if minutes < 60:
-        return f"{minutes} min"
-    if minutes >= 120:
-        minutes = int(round(minutes / 5)) * 5
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if minutes else f"{hours} h"
-
-
-def about(seconds: float) -> str:
-    """ "under a minute" or "about 12 min" (rough_duration)."""
-    return "under a minute" if seconds < 60 else f"about {rough_duration(seconds)}"
-
-
-def describe(e: Estimate) -> str:
-    """The estimate in a sentence or two for people (Markdown)."""
-    if e.rate.source == "measured":
-        source = f"measured on this machine in run {e.rate.run}"
-    else:
-        source = "from the benchmark on this machine; no earlier run to measure yet"
-    epochs = f"{e.epochs} epoch{'s' if e.epochs != 1 else ''}"
-    total = about(e.seconds)
-    text = (
-        f"**{total[0].upper()}{total[1:]}{' at most' if e.may_stop_early else ''}.** Training: {epochs} × "
-        f"{e.epoch_faces:,} faces at about {e.rate.faces_per_s:,.0f} faces/s ({source})."
-    )
-    if e.to_prepare:
-        text += (
-            f" Before that, {' and '.join(e.to_prepare)} {'are' if len(e.to_prepare) > 1 else 'is'} prepared "
-            f"({e.prepare_faces:,} faces at about {e.prepare_rate:,.0f} faces/s, {about(e.prepare_seconds)}); "
-            "later runs reuse them."
-        )
-    if e.may_stop_early:
-        text += " Early stopping usually ends it sooner."
-    return text

@@ -10,7 +10,7 @@ detection's centre lies within 0.35 face sides of the pasted face's centre and i
 face's. The chips are aligned (eyes level), so the true eye-line tilt of a pasted face is the angle it was turned
 by: the eye error is |measured tilt - that angle|, for found faces whose eyes the detector located.
 
-Prints one Markdown table (paste it into the README) with, per detector: recall per group (white, black, asian,
+Prints one Markdown table (paste it between the detection markers of docs/choices.md) with, per detector: recall per group (white, black, asian,
 indian, others), group-photo recall, false faces per 100 face-free scenes, median eye-line error, share of found
 faces with eyes, and median ms per 640x480 photo (one face, textured background) on this machine.
 """

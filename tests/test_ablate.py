@@ -145,8 +145,8 @@ def test_the_shipped_run_is_one_row_of_the_results_table_under_its_name(tmp_path
     assert after[1].startswith("| multi-task fast, recipe, true labels only |")
 
 
-def test_the_readme_results_table_shows_the_shipped_model_as_its_card_does(tmp_path):
-    """README, Home and Evaluate agree: the README's shipped row is what reproduce.py makes of models/default now
+def test_the_docs_results_table_shows_the_shipped_model_as_its_card_does(tmp_path):
+    """docs/results.md, Home and Evaluate agree: its shipped row is what reproduce.py makes of models/default now
     (accuracies, macro-F1, epochs and wall time over every stage), and the card's training time is the same time."""
     from mtfer.app import cards
     from mtfer.core import bundles
@@ -158,8 +158,8 @@ def test_the_readme_results_table_shows_the_shipped_model_as_its_card_does(tmp_p
     spec.loader.exec_module(reproduce)
     text, records = reproduce.table(tmp_path / "no-runs")
     (made,) = [line for line in text.splitlines() if "**the shipped model**" in line]
-    readme = (ABLATE.parent.parent / "README.md").read_text()
-    (shown,) = [line for line in readme.splitlines() if "**the shipped model**" in line and line.startswith("|")]
+    results = (ABLATE.parent.parent / "docs" / "results.md").read_text()
+    (shown,) = [line for line in results.splitlines() if "**the shipped model**" in line and line.startswith("|")]
     cells = lambda line: [c.strip() for c in line.strip("|").split("|")]  # noqa: E731
     assert cells(shown)[1:] == cells(made)[1:], "regenerate: python training/reproduce.py --table-only"
     minutes = round(records[0]["seconds"] / 60)
@@ -171,3 +171,31 @@ def test_the_readme_results_table_shows_the_shipped_model_as_its_card_does(tmp_p
     hours, rest = divmod(minutes, 60)
     assert facts["Training time"].startswith(f"{hours} h {rest:02d} min" if hours else f"{minutes} min")
     assert f"({records[0]['epochs']} epochs)" in facts["Training time"]
+
+
+def test_both_scripts_rewrite_only_their_own_table_in_docs_results(ablate, tmp_path, monkeypatch):
+    """reproduce.py and ablate.py write between their markers in docs/results.md; the rest of the page stays."""
+    spec = importlib.util.spec_from_file_location("reproduce_write", ABLATE.parent / "reproduce.py")
+    reproduce = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reproduce)
+    (tmp_path / "training").mkdir()
+    (tmp_path / "docs").mkdir()
+    page = tmp_path / "docs" / "results.md"
+    page.write_text(
+        "# Results\n\n<!-- results:start -->\nold\n<!-- results:end -->\n\nbetween\n\n"
+        "<!-- ablation:start -->\nold\n<!-- ablation:end -->\n\nafter\n"
+    )
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:start -->\nuntouched\n<!-- results:end -->\n")
+    monkeypatch.setattr(ablate, "HERE", tmp_path / "training")
+    monkeypatch.setattr(reproduce, "HERE", tmp_path / "training")
+    ablation = ablate.write(tmp_path / "no-runs")
+    results = reproduce.write_table(tmp_path / "no-runs")
+    assert ablation == "No ablation runs yet.\n" and results.startswith("| run | protocol |")
+    assert page.read_text() == (
+        f"# Results\n\n<!-- results:start -->\n{results}<!-- results:end -->\n\nbetween\n\n"
+        f"<!-- ablation:start -->\n{ablation}<!-- ablation:end -->\n\nafter\n"
+    )
+    assert (tmp_path / "training" / "results.md").read_text() == results
+    assert (tmp_path / "training" / "ablation.md").read_text() == ablation
+    assert readme.read_text() == "<!-- results:start -->\nuntouched\n<!-- results:end -->\n"

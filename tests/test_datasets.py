@@ -376,7 +376,7 @@ def test_rafdb_real_label_file_alone(shared_data):
     assert report.total == 0
     assert len(df) == 15_339 and df["name"].is_unique
     assert (df["split"] == "train").sum() == 12_271 and (df["split"] == "test").sum() == 3_068
-    # Labels 1..7 of the file, counted per split (SOURCES.md), are class indices 0..6.
+    # Labels 1..7 of the file are class indices 0..6; these are the file's own counts per split and label.
     counts = df.groupby(["split", "emotion"]).size()
     assert [counts["train", i] for i in range(7)] == [1290, 281, 717, 4772, 1982, 705, 2524]
     assert [counts["test", i] for i in range(7)] == [329, 74, 160, 1185, 478, 162, 680]

@@ -1,4 +1,4 @@
-"""Hardening (issue 6): hostile uploads, data-root confinement, safe model loading, training job faults.
+"""Hardening: hostile uploads, data-root confinement, safe model loading, training job faults.
 
 Uploads go through mtfer.uploads.analyse_upload, the function the Predict page calls; the model is an untrained
 bundle built here in a second (no training). Training jobs are stood in for by `sleep` processes, so no test here

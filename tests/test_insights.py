@@ -1,6 +1,6 @@
-"""The "why" heatmap on the Predict page (issue 12 part 4), learned loss weights on the Train and Evaluate pages
-(issue 13 part 1) and emotion accuracy by predicted group (issue 13 part 2): the pure helpers on synthetic data, and
-the pages through streamlit.testing.v1.AppTest on a tiny run trained here with learned weights."""
+"""The "why" heatmap on the Predict page, learned loss weights on the Train and Evaluate pages and emotion accuracy
+by predicted group: the pure helpers on synthetic data, and the pages through streamlit.testing.v1.AppTest on a tiny
+run trained here with learned weights."""
 
 from __future__ import annotations
 

@@ -107,7 +107,7 @@ def test_model_card_uses_the_title_description_and_whole_lineage_of_a_new_bundle
     }
     card = cards.model_card(metadata, folder)
     assert (card.name, card.description) == ("Emotion, gender, race and age reader", "Our demo model.")
-    # 1620 + 1846.5 s = 57.8 min: the README's 57-58 min for 25 epochs
+    # 1620 + 1846.5 s = 57.8 min for 25 epochs, rounded to 58
     assert dict(card.facts)["Training time"] == (
         "58 min in all on a 2-core computer: 25 epochs, 10 in an earlier run and 15 more in this one"
     )

@@ -37,7 +37,7 @@ BLANK = 200  # grey of the background
 
 
 def expected_columns(video_table: bool, error: bool = False) -> list[str]:
-    """The issue's columns, written out from the task definitions (not from the code under test)."""
+    """The CSV columns docs/live.md documents, written out from the task definitions (not from the code under test)."""
     head = ["source", "time_s", "frame", "track", "face"] if video_table else ["source", "face"]
     tops = [name for t in TASK_NAMES for name in (t, f"{t}_confidence")]
     probabilities = [f"{t}_{c}" for t in TASK_NAMES for c in TASKS[t].classes]
@@ -137,7 +137,7 @@ def test_a_frame_without_a_face_is_a_row_with_an_empty_track(walk, tmp_path):
     assert re.match(r"walk\.mp4,3\.8,38,2,2,\d+,\d+,\d+,\d+,[a-z]", lines[-1])  # integers, not 2.0
 
 
-def test_the_csv_has_exactly_the_issues_columns_and_real_probabilities(walk):
+def test_the_csv_has_exactly_the_documented_columns_and_real_probabilities(walk):
     table = walk.table()
     assert list(table.columns) == expected_columns(video_table=True)
     faces = table[table["track"].notna()]

@@ -1,4 +1,4 @@
-"""The README's ablation table and the multi- vs single-task comparison over seeds, at one fixed budget.
+"""The ablation table of docs/results.md and the multi- vs single-task comparison over seeds, at one fixed budget.
 
     python training/ablate.py --data ../shared/data [--epochs 3] [--seeds 1 2 3] [--only recipe-single ...]
     python training/ablate.py --table-only            # rebuild the tables from finished runs
@@ -7,7 +7,8 @@ Every row is the shipped recipe (`mtfer train --preset recipe`, the `fast` netwo
 for the same number of epochs (the cosine schedule is fitted to that budget) on the holdout protocol: validation
 carved from the training split, test split scored once at the end. Runs live in runs/ablate-<row>-s<seed>/ and
 are skipped when already finished, so the script can be rerun (or resumed in a later session) to add rows or seeds.
-Writes training/ablation.md and training/ablation.json, and the table between the ablation markers in README.md.
+Writes training/ablation.md and training/ablation.json, and the table between the ablation markers in
+docs/results.md.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ ROWS: dict[str, tuple[str, dict]] = {
 }
 # rows scored again from another row's models instead of trained: row -> (source row, what changes at scoring)
 RESCORED = {"no-test-time-flip": "recipe-single"}
-# rows compared with recipe-single over seeds (the multi-task question, issue 13)
+# rows compared with recipe-single over seeds: does multi-task training help emotion, and with which labels?
 MULTI_ROWS = [
     "recipe-multi",
     "multi-learned-weights",
@@ -306,12 +307,12 @@ def write(runs_dir: Path | None) -> str:
     text = tables(records)
     (HERE / "ablation.md").write_text(text)
     (HERE / "ablation.json").write_text(json.dumps(records, indent=2) + "\n")
-    readme = HERE.parent / "README.md"
+    page = HERE.parent / "docs" / "results.md"
     start, end = "<!-- ablation:start -->\n", "<!-- ablation:end -->"
-    content = readme.read_text()
+    content = page.read_text()
     if start in content and end in content:
         head, rest = content.split(start, 1)
-        readme.write_text(head + start + text + end + rest.split(end, 1)[1])
+        page.write_text(head + start + text + end + rest.split(end, 1)[1])
     return text
 
 
@@ -322,7 +323,9 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=3, help="the fixed budget of every row")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--only", action="append", choices=sorted(ROWS), help="rows to run (repeatable)")
-    parser.add_argument("--table-only", action="store_true")
+    parser.add_argument(
+        "--table-only", action="store_true", help="train nothing: rebuild the tables (and docs/results.md) from runs"
+    )
     args = parser.parse_args()
     if not args.table_only:
         for seed in args.seeds:  # seed by seed, so that an interrupted session still has paired rows

@@ -1,4 +1,4 @@
-"""Regenerate the README's results table and reproduce the shipped model.
+"""Regenerate the results table of docs/results.md and reproduce the shipped model.
 
     python training/reproduce.py --data ../shared/data --ship      # the shipped model's recipe (recipe-multi-pseudo)
     python training/reproduce.py --data ../shared/data --ship --teacher OLD/models/default   # ... with its teacher
@@ -7,13 +7,13 @@
 
 Each row is one `mtfer train` run under runs/reproduce-<row>/ (skipped when already finished, resumed when stopped:
 rerun the same command in a later session to continue). The table is written to training/results.md and
-training/results.json and into README.md; it also summarises the seed runs of training/ablate.py (multi- vs
+training/results.json and between the results markers of docs/results.md; it also summarises the seed runs of training/ablate.py (multi- vs
 single-task at a reduced budget). Nothing here chooses a model by test numbers: `--ship` copies the multi-task
 holdout run with the best *validation* emotion accuracy to models/default, unless the model shipped now is better.
 
 Rows with pseudo-labels need a teacher: --teacher (default: the shipped model) labels the data sets first when its
 labels do not exist yet. The shipped model was taught by the model shipped before it (its metadata names it by
-date and checksum; README "Results" says which commit holds it).
+date and checksum; docs/results.md says which commit holds it).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ ROWS: dict[str, tuple[str, list[str], int, str, dict]] = {
         "multi-task fast, recipe, soft pseudo-labels",
         {
             "pseudo_labels": ["auto"],
-            "pseudo_targets": "soft",  # at least as good as hard ones at the ablation budget (README)
+            "pseudo_targets": "soft",  # at least as good as hard ones at the ablation budget (docs/results.md)
             "loss_weights": {"emotion": 2.0, "gender": 1.0, "race": 1.5, "age": 4.0},
         },
     ),
@@ -112,7 +112,7 @@ def run_row(row: str, data: Path, args: argparse.Namespace) -> Path:
     return folder
 
 
-# training/ablate.py rows summarised over seeds in the results table (issue 13's question): row -> label
+# training/ablate.py rows summarised over seeds in the results table (does multi-task help emotion?): row -> label
 SEED_ROWS = {
     "recipe-single": "single-task (emotion only)",
     "recipe-multi": "multi-task, masked labels",
@@ -213,16 +213,16 @@ def table(runs_dir: Path | None) -> tuple[str, list[dict]]:
 
 
 def write_table(runs_dir: Path | None) -> str:
-    """training/results.md and .json, and the table between the results markers in README.md."""
+    """training/results.md and .json, and the table between the results markers in docs/results.md."""
     text, records = table(runs_dir)
     (HERE / "results.md").write_text(text)
     (HERE / "results.json").write_text(json.dumps(records, indent=2) + "\n")
-    readme = HERE.parent / "README.md"
+    page = HERE.parent / "docs" / "results.md"
     start, end = "<!-- results:start -->\n", "<!-- results:end -->"
-    content = readme.read_text()
+    content = page.read_text()
     if start in content and end in content:
         head, rest = content.split(start, 1)
-        readme.write_text(head + start + text + end + rest.split(end, 1)[1])
+        page.write_text(head + start + text + end + rest.split(end, 1)[1])
     return text
 
 
@@ -283,7 +283,9 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=None, help="override the row's epochs (recipe 30, paper 100)")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--only", action="append", choices=sorted(ROWS), help="run only these rows (repeatable)")
-    parser.add_argument("--table-only", action="store_true")
+    parser.add_argument(
+        "--table-only", action="store_true", help="train nothing: rebuild the table (and docs/results.md) from runs"
+    )
     parser.add_argument("--ship", action="store_true", help="copy the best holdout multi-task run to models/default")
     parser.add_argument(
         "--teacher",

@@ -160,7 +160,6 @@ PROTOCOL_TEXT = {
     ),
 }
 
-
 ARCHITECTURE_TEXT = {
     "paper": "the paper's network (three convolution blocks, 2.4M weights)",
     "fast": "a smaller, faster network",

@@ -161,7 +161,6 @@ def learning_rate_figure(history: pd.DataFrame, starts: Sequence[tuple[int, str]
 
 LOSS_WEIGHT_PREFIX = "weight_"  # history.csv's learned task weights (mtfer.loss_weights.WEIGHT_PREFIX)
 
-
 LOSS_WEIGHTS_NOTE = (
     "How much each task counted in training. With learned weights, each starts at 1 and training adjusts it: a task "
     "whose answers stay uncertain gets a smaller weight, so it pulls less on what the tasks share."
@@ -301,10 +300,7 @@ RELIABILITY_NOTE = (
     "faces: 0% is perfect."
 )
 
-
 RELIABILITY_COLOR = "#1f77b4"
-
-
 SPARSE_BIN_SHARE = 0.01  # bins with fewer faces than this share (or 10) are drawn faint: their accuracy is noise
 
 

@@ -25,16 +25,12 @@ RACE_NOTE = (
     'were labelled with: for anyone else, or when the model is unsure, it says "Other / not sure".'
 )
 
-
 NOT_SURE_NOTE = (
     '"Not sure" means the model\'s best guess was too weak to state: on faces it was tested on, guesses that weak '
     "were wrong too often. The two likeliest answers are shown instead."
 )
 
-
 NEEDED_TEXT = "dotted line: how sure it needed to be ({:.0%})"
-
-
 NEEDED_COLOR = "#6b7c8f"
 
 

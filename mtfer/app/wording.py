@@ -38,7 +38,6 @@ DATASET_TITLES = {
     "folders": "image folders",
 }
 
-
 SPLIT_TITLES = {"train": "training images", "val": "validation images", "test": "test images", "all": "all images"}
 
 
@@ -125,7 +124,6 @@ DATASET_LABELS = {
     "utkface": "gender, race, age",
     "rafdb": "emotion, gender, race, age",
 }
-
 
 SAMPLE_TITLES = {"train": "to learn from", "val": "to check progress", "test": "held back for the final test"}
 

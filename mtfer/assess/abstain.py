@@ -33,22 +33,14 @@ from mtfer.core.tasks import UNTAUGHT_CLASSES, get_task
 from mtfer.datasets.utkface import outside_race_mask
 
 METADATA_KEY = "abstain"
-
-
 DEFAULT_TARGET_ACCURACY = 0.7
-
-
 MIN_SUPPORT = 30
-
-
 FLOOR_MARGIN = 0.1
 
 
 # Used when a bundle's metadata has no abstain section: the thresholds that the rule above chose for the first
 # shipped model (its fer2013-val and utkface-val evaluations, Indian and Others faces counted for race), rounded.
 DEFAULT_MIN_CONFIDENCE: dict[str, float] = {"emotion": 0.45, "gender": 0.6, "race": 0.55, "age": 0.3}
-
-
 FALLBACK_MIN_CONFIDENCE = 0.4  # a task without a default of its own
 
 

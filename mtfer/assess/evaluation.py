@@ -432,8 +432,6 @@ def misclassified(
 
 
 GROUP_COLUMNS: tuple[str, ...] = ("task", "attribute", "group", "n", "accuracy")
-
-
 GROUPINGS = ("true", "predicted")
 
 

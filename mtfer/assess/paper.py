@@ -27,7 +27,6 @@ PAPER_RESULTS: tuple[PaperResult, ...] = (
     PaperResult("fer2013", "RAF-DB model fine-tuned on FER2013", "emotion", 0.5312),
 )
 
-
 PAPER_DATASET_NAMES = {"rafdb": "RAF-DB", "fer2013": "FER2013"}
 
 

@@ -9,19 +9,18 @@ import os
 import re
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mtfer.core import bundles, faces
+from mtfer.core import bundles, convert, faces
+from mtfer.core.convert import INPUT_NAME, SIGNATURE_KEY, ExportError
+from mtfer.core.quiet import native_stderr_without
 
 if TYPE_CHECKING:
     from mtfer.core.inference import Predictor
-from mtfer.core import convert
-from mtfer.core.convert import INPUT_NAME, SIGNATURE_KEY, ExportError
-from mtfer.core.quiet import native_stderr_without
 
 _EPS = 1e-12
 
@@ -81,8 +80,6 @@ def calibrated(probs: Mapping[str, np.ndarray], temps: Mapping[str, float]) -> d
 
 
 PREDICT_BATCH = 256
-
-
 _FORWARD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -99,6 +96,52 @@ def _forward(model: Any):
     return fn
 
 
+# A network as a function: input (N,S,S,1) float32 in [0,1] -> {task: probabilities (N, classes)}.
+Forward = Callable[[np.ndarray], Mapping[str, Any]]
+
+
+def run_network(
+    forward: Forward,
+    aligned: np.ndarray,
+    classes: Mapping[str, int],
+    *,
+    size: int | None = None,
+    flip: bool = False,
+    temperatures: Mapping[str, float] | None = None,
+    batch_size: int | None = None,
+    one_pass: bool = False,
+) -> dict[str, np.ndarray]:
+    """The one post-processing of every runtime: aligned uint8 faces (N,S,S) -> {task: (N, classes) probabilities}.
+
+    `classes`: the number of classes per task (the shape of an empty answer). flip: test-time augmentation, the mean
+    of the probabilities of each face and of its mirror image, as two passes, or as one pass of twice the faces with
+    `one_pass` (cheaper for LiteRT; the same numbers within float rounding). temperatures: the bundle's calibration
+    ({task: T}, :func:`temperatures`), applied to the log of the (averaged) probabilities; the heads it scales come
+    back as float64, their top classes unchanged. batch_size: faces per pass (all at once by default)."""
+    aligned = np.asarray(aligned)
+    if len(aligned) == 0:
+        return {t: np.zeros((0, int(n)), np.float32) for t, n in classes.items()}
+    out: dict[str, list[np.ndarray]] = {t: [] for t in classes}
+    step = batch_size or len(aligned)
+    for start in range(0, len(aligned), step):
+        x = faces.to_network_input(aligned[start : start + step], size=size)
+        if flip and one_pass:
+            result = forward(np.ascontiguousarray(np.concatenate([x, x[:, :, ::-1]]), np.float32))
+            m = len(x)
+            probs = {t: np.asarray(result[t], np.float32) for t in classes}
+            probs = {t: (p[:m] + p[m:]) / 2 for t, p in probs.items()}
+        else:
+            result = forward(x)
+            probs = {t: np.asarray(result[t], np.float32) for t in classes}
+            if flip:
+                mirrored = forward(np.ascontiguousarray(x[:, :, ::-1]))
+                probs = {t: (p + np.asarray(mirrored[t], np.float32)) / 2 for t, p in probs.items()}
+        for t, p in probs.items():
+            out[t].append(p)
+    joined = {t: np.concatenate(v) for t, v in out.items()}
+    return calibrated(joined, temperatures) if temperatures else joined
+
+
 def predict_arrays(
     model: Any,
     images: np.ndarray,
@@ -107,32 +150,13 @@ def predict_arrays(
     flip: bool = False,
     temperatures: Mapping[str, float] | None = None,
 ) -> dict[str, np.ndarray]:
-    """uint8 faces (N,S,S) -> {task: (N, classes) float32 probabilities}.
-
-    flip: test-time augmentation, the mean of the probabilities of each face and of its mirror image.
-    temperatures: a bundle's calibration ({task: T}, mtfer.calibration.temperatures), applied to the log of the
-    (averaged) probabilities; the heads it scales come back as float64, their top classes unchanged."""
-    names = list(model.output)
-    out: dict[str, list[np.ndarray]] = {t: [] for t in names}
-    forward = _forward(model)
-    for start in range(0, len(images), batch_size):
-        x = faces.to_network_input(images[start : start + batch_size])
-        result = forward(x)
-        mirrored = forward(np.ascontiguousarray(x[:, :, ::-1])) if flip else None
-        for t in names:
-            probs = np.asarray(result[t], dtype=np.float32)
-            if mirrored is not None:
-                probs = (probs + np.asarray(mirrored[t], dtype=np.float32)) / 2
-            out[t].append(probs)
-    probs = {
-        t: np.concatenate(v) if v else np.zeros((0, int(model.output[t].shape[-1])), np.float32) for t, v in out.items()
-    }
-    return calibrated(probs, temperatures) if temperatures else probs
+    """A Keras model's probabilities for uint8 faces (N,S,S), through :func:`run_network` (a traced forward pass,
+    `batch_size` faces at a time)."""
+    classes = {t: int(model.output[t].shape[-1]) for t in model.output}
+    return run_network(_forward(model), images, classes, flip=flip, temperatures=temperatures, batch_size=batch_size)
 
 
 FORMATS = ("tflite", "onnx")
-
-
 SUFFIXES = {"tflite": ".tflite", "onnx": ".onnx"}
 
 
@@ -192,14 +216,8 @@ class ExportedModel:
         return {t: np.asarray(result[t], np.float32) for t in self.tasks}
 
     def predict(self, aligned: np.ndarray) -> dict[str, np.ndarray]:
-        if len(aligned) == 0:
-            return {t: np.zeros((0, len(c)), np.float32) for t, c in self.tasks.items()}
-        x = faces.to_network_input(np.asarray(aligned), size=self.size)
-        probs = self.run(x)
-        if self.flip:
-            mirrored = self.run(x[:, :, ::-1])
-            probs = {t: (probs[t] + mirrored[t]) / 2 for t in probs}
-        return calibrated(probs, self.temperatures)
+        classes = {t: len(c) for t, c in self.tasks.items()}
+        return run_network(self.run, aligned, classes, size=self.size, flip=self.flip, temperatures=self.temperatures)
 
 
 class LiteNetwork:
@@ -237,22 +255,14 @@ class LiteNetwork:
             runner = self._local.runner = interpreter.get_signature_runner(SIGNATURE_KEY)
         return runner
 
-    def __call__(self, aligned: np.ndarray) -> dict[str, np.ndarray]:
+    def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        return self._runner()(**{INPUT_NAME: np.ascontiguousarray(x, np.float32)})
 
-        aligned = np.asarray(aligned)
-        n = len(aligned)
-        if n == 0:
-            return {t: np.zeros((0, len(c)), np.float32) for t, c in self.classes.items()}
-        x = faces.to_network_input(aligned, size=self.size)
-        if self.flip:  # the faces and their mirror images in one pass
-            x = np.concatenate([x, x[:, :, ::-1]])
-        out = self._runner()(**{INPUT_NAME: np.ascontiguousarray(x, np.float32)})
-        probs = {t: np.asarray(out[t], np.float32) for t in self.classes}
-        if self.flip:
-            probs = {t: (p[:n] + p[n:]) / 2 for t, p in probs.items()}
-        if self.temperatures:
-            probs = calibrated(probs, self.temperatures)
-        return probs
+    def __call__(self, aligned: np.ndarray) -> dict[str, np.ndarray]:
+        classes = {t: len(c) for t, c in self.classes.items()}
+        return run_network(
+            self._run, aligned, classes, size=self.size, flip=self.flip, temperatures=self.temperatures, one_pass=True
+        )
 
 
 _XNNPACK_NOTICE = re.compile(r"^INFO: Created TensorFlow Lite XNNPACK delegate")

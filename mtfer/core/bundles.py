@@ -17,31 +17,17 @@ from typing import Any
 from mtfer.core.tasks import TASKS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
 DEFAULT_BUNDLE = REPO_ROOT / "models" / "default"
-
-
 MODEL_FILE = "model.keras"
-
-
 METADATA_FILE = "metadata.json"
-
-
 CONFIG_FILE = "config.json"
-
-
 HISTORY_FILE = "history.csv"
-
-
 EVALUATION_DIR = "evaluation"
 METRICS_FILE = "metrics.json"  # an evaluation folder is one that holds this file
 
 
 # Under the runs folder: evaluations of bundles that are not runs there (the shipped model, read-only ones).
 EVALUATIONS_DIR = "evaluations"
-
-
 BUNDLE_FORMAT_VERSION = 1
 
 
@@ -180,8 +166,6 @@ def save_bundle(model: Any, metadata: dict, path: str | os.PathLike) -> None:
 
 
 ACTIVE_FILE = "ACTIVE"
-
-
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -209,6 +193,15 @@ def set_active_model(bundle_path: str | os.PathLike, runs_dir: str | os.PathLike
     atomic_write_text(active_model_file(runs_dir), str(path) + "\n")
 
 
+ENV_MODEL = "MTFER_MODEL"
+
+
+def default_model() -> Path:
+    """The model used when none was made active: $MTFER_MODEL, else the shipped models/default (an empty
+    $MTFER_MODEL counts as unset, so that `MTFER_MODEL= mtfer ...` never means the current folder)."""
+    return Path(os.environ.get(ENV_MODEL) or DEFAULT_BUNDLE)
+
+
 def resolve_model(spec: str | os.PathLike | None = None, runs_dir: str | os.PathLike | None = None) -> Path:
     """A bundle folder from 'default', 'active' (or None), a run id, or a path."""
     if spec in (None, "", "active"):
@@ -217,7 +210,7 @@ def resolve_model(spec: str | os.PathLike | None = None, runs_dir: str | os.Path
             path = Path(active.read_text(encoding="utf-8").strip())
             if (path / METADATA_FILE).exists():
                 return path
-        return Path(os.environ.get("MTFER_MODEL", DEFAULT_BUNDLE))
+        return default_model()
     if spec == "default":
         return DEFAULT_BUNDLE
     path = Path(spec)

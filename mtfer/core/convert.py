@@ -3,15 +3,12 @@ anywhere), TensorFlow Lite bytes for LiteRT, ONNX bytes for ONNX Runtime. Files 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
-
-if TYPE_CHECKING:
-    pass
 import importlib.util
 import logging
 import tempfile
+from typing import Any
+
+import numpy as np
 
 ONNX_OPSET = 17  # ONNX Runtime 1.14+ (desktop and mobile) runs it
 
@@ -148,8 +145,6 @@ def onnx_bytes(model: Any, opset: int = ONNX_OPSET) -> bytes:
 
 
 INPUT_NAME = "face"
-
-
 SIGNATURE_KEY = "serving_default"
 
 

@@ -24,7 +24,6 @@ _MAGIC = [
     (b"MM\x00*", "TIFF"),
 ]
 
-
 FORMATS = ("JPEG", "PNG", "WebP", "BMP", "TIFF", "GIF")  # what decode_image reads, each size-checked from its header
 
 

@@ -87,8 +87,6 @@ def _anchors(model: _BlazeModel) -> np.ndarray:
 
 
 _local = threading.local()  # neither runtime's model object is safe to share between threads: one per thread
-
-
 _XNNPACK_NOTICE = re.compile(r"^INFO: Created TensorFlow Lite XNNPACK delegate")
 
 

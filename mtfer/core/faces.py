@@ -42,13 +42,8 @@ __all__ = [
     "to_network_input",
 ]
 
-
 Box = tuple[int, int, int, int]
-
-
 Point = tuple[float, float]
-
-
 Eyes = tuple[Point, Point]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +12,16 @@ import numpy as np
 
 from mtfer.core import backends, bundles, decoding, faces
 from mtfer.core.backends import predict_arrays
+
+
+def face_batch(found: Sequence[faces.Face]) -> np.ndarray:
+    """Aligned faces stacked into one batch for the network (an empty batch when there are none)."""
+    return np.stack([f.aligned for f in found]) if found else np.zeros((0, 1, 1), np.uint8)
+
+
+def by_class(row: Mapping[str, np.ndarray], classes: Mapping[str, Sequence[str]]) -> dict[str, dict[str, float]]:
+    """One face's probabilities ({task: 1-D array}) by class name: {task: {class: p}}, in the model's task order."""
+    return {t: dict(zip(names, map(float, row[t]), strict=True)) for t, names in classes.items() if t in row}
 
 
 @dataclass
@@ -83,16 +93,21 @@ class Predictor:
             array = image if isinstance(image, np.ndarray) else decoding.decode_image(image)
             detected = faces.find_faces(array, self.config)
             found.append(detected[:1] if largest_only else detected)
-        flat = [f for fs in found for f in fs]
-        batch = np.stack([f.aligned for f in flat]) if flat else np.zeros((0, 1, 1), np.uint8)
-        probs = self.predict_faces(batch)
         results: list[list[FacePrediction]] = []
-        i = 0
-        for fs in found:
-            preds = []
-            for f in fs:
-                p = {t: dict(zip(self.classes[t], map(float, probs[t][i]), strict=True)) for t in self.tasks}
-                preds.append(FacePrediction(f.box, f.eyes, f.rotation, f.aligned, p))
-                i += 1
-            results.append(preds)
+        for fs, probs in zip(found, self.predict_groups(found), strict=True):
+            results.append(
+                [FacePrediction(f.box, f.eyes, f.rotation, f.aligned, p) for f, p in zip(fs, probs, strict=True)]
+            )
         return results
+
+    def predict_groups(self, groups: Sequence[Sequence[faces.Face]]) -> list[list[dict[str, dict[str, float]]]]:
+        """The faces of several photos or frames through the network in shared batches: each face's probabilities
+        by class name ({task: {class: p}}), group by group. Photos, folders and videos all come here."""
+        flat = [f for group in groups for f in group]
+        probs = self.predict_faces(face_batch(flat))
+        out: list[list[dict[str, dict[str, float]]]] = []
+        i = 0
+        for group in groups:
+            out.append([by_class({t: p[i + k] for t, p in probs.items()}, self.classes) for k in range(len(group))])
+            i += len(group)
+        return out

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from mtfer.core.tasks import get_task
+
 if TYPE_CHECKING:
     import keras
-
-from mtfer.core.tasks import get_task
 
 # The authors' published network (the paper's architecture table): three blocks of two convolutions, dropout
 # decreasing with depth, then Dense(128).

@@ -15,11 +15,7 @@ import pandas as pd
 from mtfer.core.tasks import TASK_NAMES
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-
-
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
-
-
 MAX_EXAMPLES = 5
 
 

@@ -10,8 +10,6 @@ from mtfer.assess.abstain import Verdict, verdict
 from mtfer.core.tasks import UNTAUGHT_CLASSES, display_name
 
 NOT_SURE = "Not sure"
-
-
 ABSTAIN_NAMES: dict[str, str] = {"race": "Other / not sure"}
 
 

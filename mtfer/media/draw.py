@@ -10,8 +10,6 @@ import cv2
 import numpy as np
 
 ACCENT = "#e4572e"
-
-
 MUTED = "#9fb3c8"
 
 # The colour of each emotion (RGB hex), one per class of mtfer.core.tasks.EMOTION: the same in the live chart,
@@ -37,22 +35,11 @@ BOX_COLORS: tuple[tuple[int, int, int], ...] = (
     (110, 110, 20),
 )
 
-
 MIN_SIDE = 800  # smaller photos are enlarged so that labels fit beside small faces
-
-
 MAX_SIDE = 1280
-
-
 TEXT_FRACTION = 0.018  # label text height as a fraction of the drawn photo's width
-
-
 MIN_TEXT_PX = 15  # never smaller: legible where the page shows the photo at its own size
-
-
 FONT = cv2.FONT_HERSHEY_DUPLEX
-
-
 _FONT_PX = cv2.getTextSize("H", FONT, 1.0, 1)[0][1]  # cap height at font scale 1
 
 

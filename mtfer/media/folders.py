@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-import numpy as np
-
 from mtfer.core import decoding, faces
 from mtfer.media.tables import box_columns, face_columns, photo_rows, rows_frame, table_columns
 
@@ -179,18 +177,13 @@ def _rows_csv(predictor: Predictor, waiting: Sequence[tuple[Path, list[faces.Fac
     """The CSV lines (no header) of these photos: their faces put through the network in one batch."""
     if not waiting:
         return ""
-    flat = [f for _, found in waiting if not isinstance(found, str) for f in found]
-    batch = np.stack([f.aligned for f in flat]) if flat else np.zeros((0, 1, 1), np.uint8)
-    probs = predictor.predict_faces(batch)
+    groups = [[] if isinstance(found, str) else found for _, found in waiting]
     rows: list[dict[str, Any]] = []
-    i = 0
-    for path, found in waiting:
+    for (path, found), probs in zip(waiting, predictor.predict_groups(groups), strict=True):
         source = str(path)
         if isinstance(found, str) or not found:
             rows += photo_rows(source, [], found if isinstance(found, str) else None)
             continue
-        for k, face in enumerate(found, start=1):
-            p = {t: dict(zip(predictor.classes[t], map(float, probs[t][i]), strict=True)) for t in predictor.tasks}
+        for k, (face, p) in enumerate(zip(found, probs, strict=True), start=1):
             rows.append({"source": source, "face": k, **box_columns(face.box), **face_columns(p)})
-            i += 1
     return rows_frame(rows, columns).to_csv(index=False, header=False)

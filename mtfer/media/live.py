@@ -29,45 +29,29 @@ from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
+import pandas as pd
 
 from mtfer.assess.abstain import Verdict, verdict
 from mtfer.core import faces
+from mtfer.core.inference import by_class, face_batch
 from mtfer.core.tasks import UNTAUGHT_CLASSES, display_name
 from mtfer.media.answers import abstain_name, photo_lines
 from mtfer.media.draw import BOX_COLORS, EMOTION_COLORS, FONT, LabelStyle, draw_label, place_labels
 from mtfer.media.tracking import Tracker
 from mtfer.media.video import FrameFace, VideoFrame, video_table
+from mtfer.media.webrtc import bgr_to_frame, frame_to_bgr
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from mtfer.core.inference import Predictor
-from typing import TYPE_CHECKING
-
-from mtfer.media.webrtc import bgr_to_frame, frame_to_bgr
-
-if TYPE_CHECKING:
-    pass
-import pandas as pd
 
 LOGGER = logging.getLogger(__name__)
-
-
 Box = tuple[int, int, int, int]  # x, y, w, h
-
-
 SMOOTHING_S = 0.5  # time constant of the moving average of each face's probabilities
-
-
 HISTORY_S = 10.0  # the live emotion chart shows this many seconds
-
-
 RECORD_S = 60.0  # the longest recording kept ("Record" saves the last N <= this seconds)
-
-
 FPS_WINDOW_S = 2.0  # processed frames per second are counted over this many seconds
-
-
 RESTART_S = 2.0  # a frame time this far before the previous one means a new stream: start afresh
 
 
@@ -194,8 +178,7 @@ class LiveProcessor:
         found = faces.find_faces(image, self.predictor.config)
         if self.max_faces is not None:
             found = found[: self.max_faces]
-        batch = np.stack([f.aligned for f in found]) if found else np.zeros((0, 1, 1), np.uint8)
-        probs = self.network(batch)
+        probs = self.network(face_batch(found))
         per_face = [{t: np.asarray(probs[t][i], np.float32) for t in self.predictor.tasks} for i in range(len(found))]
         boxes: list[Box] = [(int(x), int(y), int(w), int(h)) for x, y, w, h in (f.box for f in found)]
 
@@ -332,11 +315,7 @@ class LiveProcessor:
         return (len(times) - 1) / (times[-1] - times[0])
 
     def _by_class(self, probabilities: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
-        return {
-            t: dict(zip(self.predictor.classes[t], map(float, probabilities[t]), strict=True))
-            for t in self.predictor.tasks
-            if t in probabilities
-        }
+        return by_class(probabilities, self.predictor.classes)
 
     def _verdicts(self, by_class: Mapping[str, Mapping[str, float]]) -> dict[str, Verdict]:
         return {

@@ -10,14 +10,8 @@ import pandas as pd
 from mtfer.core.inference import FacePrediction
 
 PHOTO_COLUMNS = ("source", "face", "x", "y", "w", "h")
-
-
 VIDEO_COLUMNS = ("source", "time_s", "frame", "track", "face", "x", "y", "w", "h")
-
-
 ERROR_COLUMN = "error"  # photo tables: why a file could not be read (empty when it was)
-
-
 _INTEGER_COLUMNS = ("frame", "track", "face", "x", "y", "w", "h")
 
 

@@ -375,19 +375,10 @@ class VideoAnalysis:
 
     def _finish(self, found: Sequence[tuple[int, float, int, list[faces.Face]]]) -> Iterator[VideoFrame]:
         """Put the faces of these frames through the network, track them in order, record and yield each frame."""
-        flat = [f for *_, fs in found for f in fs]
-        batch = np.stack([f.aligned for f in flat]) if flat else np.zeros((0, 1, 1), np.uint8)
-        probs = self.predictor.predict_faces(batch)
-        classes = self.predictor.classes
-        i = 0
-        for index, time_s, period, fs in found:
+        groups = self.predictor.predict_groups([fs for *_, fs in found])
+        for (index, time_s, period, fs), probabilities in zip(found, groups, strict=True):
             if self.stopped:
                 return
-            probabilities = [
-                {t: dict(zip(classes[t], map(float, probs[t][i + k]), strict=True)) for t in self.predictor.tasks}
-                for k in range(len(fs))
-            ]
-            i += len(fs)
             tracks = self.tracker.update([f.box for f in fs], None, time_s)
             frame = VideoFrame(
                 index,

@@ -6,13 +6,12 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from mtfer.media.video import VideoLimits
 from mtfer.media.video import DEFAULT_MAX_FRAMES, DEFAULT_MAX_SECONDS, VideoLimits
 
+if TYPE_CHECKING:
+    from mtfer.media.video import VideoLimits
+
 ENV_VIDEO_MAX_SECONDS = "MTFER_VIDEO_MAX_SECONDS"
-
-
 ENV_VIDEO_MAX_FRAMES = "MTFER_VIDEO_MAX_FRAMES"
 
 

@@ -5,29 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    pass
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 
-if TYPE_CHECKING:
-    pass
-
 ENV_ICE_SERVERS = "MTFER_ICE_SERVERS"
-
-
 ENV_TURN_USERNAME = "MTFER_TURN_USERNAME"
-
-
 ENV_TURN_CREDENTIAL = "MTFER_TURN_CREDENTIAL"
-
-
 ICE_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
 
 

@@ -27,20 +27,10 @@ from mtfer.core.bundles import (
 )
 
 PROGRESS_FILE = "progress.json"
-
-
 LOG_FILE = "train.log"
-
-
 CHECKPOINT_DIR = "checkpoint"
-
-
 STATES = ("queued", "running", "stopping", "stopped", "finished", "failed")
-
-
 ACTIVE_STATES = ("queued", "running", "stopping")
-
-
 HEARTBEAT_STALE_S = 120.0
 
 
@@ -183,8 +173,6 @@ def clean_log(lines: Iterable[str]) -> list[str]:
 # The training processes this process started, by pid: polled by reap_children so that an ended one does not stay
 # a zombie under a long-lived server (the app) until it exits.
 _CHILDREN: dict[int, subprocess.Popen] = {}
-
-
 _CHILDREN_LOCK = threading.Lock()
 
 

@@ -8,16 +8,12 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from mtfer.core import bundles
 from mtfer.core.bundles import METRICS_FILE
 from mtfer.core.tasks import TASK_NAMES
 from mtfer.datasets import FORMATS, read_dataset
 from mtfer.store import runs
-
-if TYPE_CHECKING:
-    pass
 
 ENV_DATA_ROOTS = "MTFER_DATA_ROOTS"
 
@@ -161,11 +157,6 @@ def is_bundle(path: str | os.PathLike) -> bool:
     return (path / bundles.MODEL_FILE).is_file() and (path / bundles.METADATA_FILE).is_file()
 
 
-def default_model_path() -> Path:
-    """The model used when none was made active: $MTFER_MODEL, else the shipped models/default."""
-    return Path(os.environ.get("MTFER_MODEL") or bundles.DEFAULT_BUNDLE)
-
-
 def model_choices(runs_dir: str | os.PathLike | None = None) -> list[ModelChoice]:
     """The models to choose from, the active one first, then the default, then finished runs (newest first).
     Each folder appears once; folders without a complete bundle are left out."""
@@ -184,7 +175,7 @@ def model_choices(runs_dir: str | os.PathLike | None = None) -> list[ModelChoice
         active = None
     if active is not None:
         add(active, f"Active model ({active.name})", "active")
-    add(default_model_path(), f"Default model ({default_model_path().name})", "default")
+    add(bundles.default_model(), f"Default model ({bundles.default_model().name})", "default")
     for run in runs.list_runs(runs_dir):
         add(run, f"Run {run.name}", "run")
     return choices

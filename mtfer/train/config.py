@@ -16,35 +16,15 @@ from mtfer.datasets.splits import DEFAULT_PROTOCOL, DEFAULT_SEED, DEFAULT_VAL_FR
 log = logging.getLogger("mtfer.train")  # one logger for training, whichever module speaks
 
 PROTOCOLS = ("holdout", "paper")
-
-
 PRECISIONS = ("auto", "bfloat16", "float32")
-
-
 STRATEGIES = ("default", "mirrored", "multiworker")
-
-
 LR_SCHEDULES = ("plateau", "cosine", "onecycle")
-
-
 CLASS_WEIGHTINGS = ("none", "balanced", "sqrt")
-
-
 AUGMENTATIONS = ("none", "light", "strong")
-
-
 LOSS_WEIGHTS_MODES = ("fixed", "learned")  # "learned": uncertainty weighting (mtfer.loss_weights)
-
-
 PSEUDO_TARGETS = ("hard", "soft")  # pseudo-labels as the teacher's top class, or its probabilities
-
-
 ONECYCLE_WARMUP = 0.3  # fraction of all steps spent warming up in the "onecycle" schedule
-
-
 PAPER_EARLY_STOPPING_PATIENCE = 11  # not given in the paper; long enough for two learning-rate drops
-
-
 REMOVED_SETTINGS = ("blur_sigma", "blur_threshold")  # old runs' configs may still carry these
 
 

@@ -327,28 +327,61 @@ def finish(run: str | os.PathLike) -> Path:
         best_epoch = (state.get("early") or {}).get("best_epoch")
     splits = make_splits(load_prepared(config), config.protocol, config.val_fraction, config.seed)
     splits, pseudo_record = with_pseudo_labels(config, splits, run)  # the ones the run trained with
-    class_weights = {}
-    if "emotion" in config.tasks:
-        emotion = class_weights_for(
-            splits["train"].labels[:, TASK_NAMES.index("emotion")], config.class_weighting, len(EMOTION.classes)
-        )
-        if emotion is not None:
-            class_weights["emotion"] = emotion
-    metadata = bundle_metadata(config, precision, splits, float(state.get("seconds", 0.0)), class_weights)
-    metadata["preprocessing"] = PreprocessConfig.named(config.preprocessing, size=config.image_size).to_dict()
-    if pseudo_record is not None:
-        metadata["pseudo_labels"] = pseudo_record
-    model = loss_weights.inference_model(model, metadata)  # learned weights into the metadata, not the bundle
-    metadata["finished_early"] = {
+    finished_early = {
         "completed_epochs": int(state.get("completed_epochs", 0)),
         "planned_epochs": config.epochs,
         "best_epoch": None if best_epoch is None else int(best_epoch) + 1,
     }
+    metadata = save_run(
+        run,
+        model,
+        config,
+        precision,
+        splits,
+        float(state.get("seconds", 0.0)),
+        emotion_class_weights(config, splits["train"]),
+        pseudo_record,
+        finished_early=finished_early,
+    )
+    log.info("finished early after %d epochs: %s", finished_early["completed_epochs"], metadata["metrics"])
+    return run
+
+
+def emotion_class_weights(config: TrainConfig, train: Split) -> dict[str, np.ndarray]:
+    """{"emotion": per-class weights} by the config's class weighting ({} when it has none or no emotion task)."""
+    if "emotion" not in config.tasks:
+        return {}
+    emotion = class_weights_for(
+        train.labels[:, TASK_NAMES.index("emotion")], config.class_weighting, len(EMOTION.classes)
+    )
+    return {} if emotion is None else {"emotion": emotion}
+
+
+def save_run(
+    run: Path,
+    model: Any,
+    config: TrainConfig,
+    precision: str,
+    splits: Mapping[str, Split],
+    seconds: float,
+    class_weights: Mapping[str, np.ndarray],
+    pseudo_record: dict | None,
+    **extra: Any,
+) -> dict:
+    """The end of every run, trained to its end or finished early: the bundle's metadata (with `extra` entries),
+    learned task weights moved into it, temperatures fitted on the validation faces, evaluations on the held-out
+    splits, the bundle saved, its "not sure" thresholds chosen, and progress.json marked finished. Returns the
+    metadata."""
+    metadata = bundle_metadata(config, precision, dict(splits), seconds, dict(class_weights))
+    metadata.update(extra)
+    metadata["preprocessing"] = PreprocessConfig.named(config.preprocessing, size=config.image_size).to_dict()
+    if pseudo_record is not None:
+        metadata["pseudo_labels"] = pseudo_record
+    model = loss_weights.inference_model(model, metadata)  # learned weights into the metadata, not the bundle
     runs.write_progress(run, state="running", phase="evaluating")
-    temperatures = calibrate_at_end(model, config, splits, metadata)
-    metadata["metrics"] = evaluate_splits(model, config, splits, run, temperatures)
+    temperatures = calibrate_at_end(model, config, dict(splits), metadata)
+    metadata["metrics"] = evaluate_splits(model, config, dict(splits), run, temperatures)
     bundles.save_bundle(model, metadata, run)
     choose_abstain_thresholds(run)
     runs.write_progress(run, state="finished", finished=bundles.now_iso(), metrics=metadata["metrics"])
-    log.info("finished early after %d epochs: %s", metadata["finished_early"]["completed_epochs"], metadata["metrics"])
-    return run
+    return metadata

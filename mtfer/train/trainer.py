@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from mtfer.core import bundles
-from mtfer.core.faces import PreprocessConfig
 from mtfer.core.model import build_model
 from mtfer.core.tasks import EMOTION, PAPER_LOSS_WEIGHTS, TASK_NAMES
 from mtfer.datasets.splits import Split, make_splits
@@ -34,8 +33,8 @@ from mtfer.train.callbacks import (
     write_history,
 )
 from mtfer.train.config import ONECYCLE_WARMUP, TrainConfig, resolve_precision
-from mtfer.train.finalize import bundle_metadata, calibrate_at_end, choose_abstain_thresholds, evaluate_splits
-from mtfer.train.pipeline import class_weights_for, load_prepared, make_dataset, with_pseudo_labels
+from mtfer.train.finalize import emotion_class_weights, save_run
+from mtfer.train.pipeline import load_prepared, make_dataset, with_pseudo_labels
 
 log = logging.getLogger("mtfer.train")  # one logger for training, whichever module speaks
 
@@ -172,16 +171,12 @@ def _train(config: TrainConfig, run: Path, splits: dict[str, Split] | None, resu
     batch = config.batch_size * strategy.num_replicas_in_sync
     log.info("strategy %s with %d replica(s)", type(strategy).__name__, strategy.num_replicas_in_sync)
 
-    class_weights = {}
-    if "emotion" in config.tasks:
-        emotion = class_weights_for(
-            train_split.labels[:, TASK_NAMES.index("emotion")], config.class_weighting, len(EMOTION.classes)
+    class_weights = emotion_class_weights(config, train_split)
+    if "emotion" in class_weights:
+        log.info(
+            "emotion class weights: %s",
+            dict(zip(EMOTION.classes, np.round(class_weights["emotion"], 3).tolist(), strict=True)),
         )
-        if emotion is not None:
-            class_weights["emotion"] = emotion
-            log.info(
-                "emotion class weights: %s", dict(zip(EMOTION.classes, np.round(emotion, 3).tolist(), strict=True))
-            )
     train_ds = make_dataset(
         train_split,
         config.tasks,
@@ -279,18 +274,17 @@ def _train(config: TrainConfig, run: Path, splits: dict[str, Split] | None, resu
         _mark_stopped(run, run_cb.stop_at or after)
         return
 
-    metadata = bundle_metadata(config, precision, splits, time.time() - run_cb.started, class_weights)
-    metadata["replicas"] = int(strategy.num_replicas_in_sync)
-    metadata["preprocessing"] = PreprocessConfig.named(config.preprocessing, size=config.image_size).to_dict()
-    if pseudo_record is not None:
-        metadata["pseudo_labels"] = pseudo_record
-    model = loss_weights.inference_model(model, metadata)  # learned weights into the metadata, not the bundle
-    runs.write_progress(run, state="running", phase="evaluating")
-    temperatures = calibrate_at_end(model, config, splits, metadata)
-    metadata["metrics"] = evaluate_splits(model, config, splits, run, temperatures)
-    bundles.save_bundle(model, metadata, run)
-    choose_abstain_thresholds(run)
-    runs.write_progress(run, state="finished", finished=bundles.now_iso(), metrics=metadata["metrics"])
+    metadata = save_run(
+        run,
+        model,
+        config,
+        precision,
+        splits,
+        time.time() - run_cb.started,
+        class_weights,
+        pseudo_record,
+        replicas=int(strategy.num_replicas_in_sync),
+    )
     log.info("finished: %s", json.dumps(metadata["metrics"]))
 
 

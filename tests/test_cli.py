@@ -17,6 +17,7 @@ import pytest
 
 from mtfer import cli
 from mtfer.app import wording
+from mtfer.cli import assess_cmds
 from mtfer.core import bundles, quiet
 from mtfer.datasets.cache import load_prepared
 from mtfer.store import settings
@@ -127,7 +128,7 @@ def test_format_metrics_prints_accuracy_macro_f1_and_recall_per_class():
             "gender": {"n": 0, "accuracy": None, "macro_f1": None, "classes": ["male", "female"], "per_class": {}},
         }
     }
-    lines = cli.format_metrics(metrics).splitlines()
+    lines = assess_cmds.format_metrics(metrics).splitlines()
     assert lines[0] == "emotion: accuracy 0.7500  macro-F1 0.5000  (4 faces)"
     assert lines[1].split() == ["class", "recall", "support"]
     assert lines[2].split() == ["happy", "1.000", "3"]

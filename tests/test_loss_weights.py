@@ -194,7 +194,8 @@ def test_inference_model_strips_the_log_variances_and_records_the_weights():
 
 
 def test_learned_mode_settings_and_command_line():
-    from mtfer.cli import build_parser, train_config_from_args
+    from mtfer.cli import build_parser
+    from mtfer.cli.train_cmds import train_config_from_args
 
     def config(*argv):
         return train_config_from_args(build_parser().parse_args(["train", *argv]))

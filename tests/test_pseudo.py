@@ -287,7 +287,8 @@ def test_ensure_makes_pseudo_labels_only_where_none_exist(world, tmp_path, monke
 
 
 def test_command_line_makes_pseudo_labels_and_passes_them_to_the_trainer(world, monkeypatch, capsys):
-    from mtfer.cli import build_parser, main, train_config_from_args
+    from mtfer.cli import build_parser, main
+    from mtfer.cli.train_cmds import train_config_from_args
 
     monkeypatch.setenv("MTFER_CACHE", str(world["cache"]))
     common = ["pseudo-label", "--model", str(world["teacher"])]

@@ -466,7 +466,8 @@ def test_presets_and_the_recipe_settings_are_checked():
 
 
 def test_cli_preset_sets_defaults_that_flags_override():
-    from mtfer.cli import build_parser, train_config_from_args
+    from mtfer.cli import build_parser
+    from mtfer.cli.train_cmds import train_config_from_args
 
     def config(*argv):
         return train_config_from_args(build_parser().parse_args(["train", *argv]))

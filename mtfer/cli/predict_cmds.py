@@ -1,0 +1,178 @@
+"""`mtfer predict` and `mtfer export`: photos, folders and videos to labels (JSON, text or CSV), and the network\nexported for other runtimes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mtfer.core import quiet
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from mtfer.core.decoding import ImageError, decode_image
+
+    if args.csv is not None:
+        return _predict_csv(args)
+    decoded, failed = [], 0
+    for image in args.images:  # decode first: a bad file is reported before TensorFlow is even imported
+        try:
+            decoded.append((image, decode_image(Path(image).read_bytes())))
+        except (ImageError, OSError) as exc:
+            failed += 1
+            reason = _csv_hint(image) or getattr(exc, "strerror", None) or exc
+            print(f"mtfer: error: {image}: {reason}", file=sys.stderr)
+    if not decoded:
+        return 1
+
+    quiet.import_tensorflow()
+    from mtfer.core.inference import Predictor
+
+    predictor = Predictor(args.model)
+    outputs = []
+    for (image, _array), preds in zip(
+        decoded, predictor.predict_images([a for _, a in decoded], largest_only=args.largest), strict=True
+    ):
+        why = _explain(predictor, preds, args) if args.explain else [None] * len(preds)
+        faces_out = [
+            {**p.to_dict(), **({"explain": e.to_dict()} if e else {})} for p, e in zip(preds, why, strict=True)
+        ]
+        outputs.append({"image": image, "faces": faces_out})
+        if not args.json:
+            print(f"{image}: {len(preds)} face(s)")
+            for k, (p, e) in enumerate(zip(preds, why, strict=True), start=1):
+                tops = ", ".join(f"{t} {p.top(t)[0]} ({p.top(t)[1]:.0%})" for t in p.probabilities)
+                print(f"  face {k} at {p.box}: {tops}")
+                if e is not None:
+                    print(f"    why: {e.summary()}")
+    if args.json:
+        print(json.dumps(outputs[0] if len(args.images) == 1 else outputs, indent=2))
+    return 1 if failed else 0
+
+
+def _csv_hint(path: str) -> str | None:
+    """Why a folder or a video given without --csv is not read, and what to type instead."""
+    from mtfer.media.video import is_video
+
+    if Path(path).is_dir():
+        return "a folder: add --csv OUT.csv to write one row per face of every photo in it"
+    if Path(path).is_file() and is_video(path):
+        return "a video: add --csv OUT.csv to write its faces frame by frame (a timeline per face)"
+    return None
+
+
+def _predict_csv(args: argparse.Namespace) -> int:
+    """`predict --csv`: a video's faces frame by frame, or every photo of folders (walked recursively) and files,
+    one row per face, to a CSV file ('-': standard output). A progress bar on stderr; a summary at the end."""
+    from mtfer.core import decoding
+    from mtfer.media import video, video_limits
+
+    if args.json or args.explain:
+        raise ValueError("--csv writes a table: leave out --json and --explain")
+    if not args.fps > 0:
+        raise ValueError(f"--fps: the sampling rate must be a positive number of frames per second, got {args.fps:g}")
+    videos, photos = [], []
+    for item in args.images:
+        path = Path(item)
+        if path.is_dir():
+            photos.append(item)
+        elif not path.is_file():
+            raise FileNotFoundError(f"{item}: no such file or folder")
+        else:
+            with path.open("rb") as f:
+                head = f.read(64)
+            is_photo = decoding.image_kind(head) is not None or not video.is_video(path)
+            (photos if is_photo else videos).append(item)
+    if videos and photos:
+        raise ValueError(
+            f"{videos[0]} is a video and {photos[0]} is not: their tables differ (time and tracks); "
+            "run `mtfer predict` once for the videos and once for the photos"
+        )
+    limits = video_limits.video_limits()
+    limits = video.VideoLimits(
+        max_seconds=args.max_seconds if args.max_seconds is not None else limits.max_seconds,
+        max_frames=args.max_frames if args.max_frames is not None else limits.max_frames,
+    )
+    if videos:  # every video checked before TensorFlow is imported
+        for item in videos:
+            video.probe(item)
+
+    quiet.import_tensorflow()
+    from mtfer.core.inference import Predictor
+
+    predictor = Predictor(args.model)
+    to_stdout = args.csv == "-"
+    report = sys.stderr if to_stdout else sys.stdout
+    out = sys.stdout if to_stdout else args.csv
+    from mtfer.media.folders import photos_to_csv, text_output
+
+    if photos:
+        from mtfer.datasets.cache import TextProgress
+
+        result = photos_to_csv(predictor, photos, out, largest_only=args.largest, progress=TextProgress("photos"))
+        print(result.summary() + ("" if to_stdout else f"; table in {args.csv}"), file=report)
+        return 0
+    with text_output(out) as handle:
+        for k, item in enumerate(videos):
+            analysis = video.VideoAnalysis(item, predictor, fps=args.fps, limits=limits, largest_only=args.largest)
+            _run_video(analysis)
+            analysis.table().to_csv(handle, index=False, header=k == 0)
+            handle.flush()
+            for note in analysis.notes:
+                print(f"mtfer: note: {analysis.source}: {note}", file=sys.stderr)
+            print(_video_summary(analysis) + ("" if to_stdout else f"; table in {args.csv}"), file=report)
+            if analysis.stopped:
+                return 130
+    return 0
+
+
+def _run_video(analysis) -> None:
+    """Run a video analysis with a progress bar on stderr; Ctrl-C stops it and keeps the frames analysed."""
+    from mtfer.datasets.cache import TextProgress
+
+    progress = TextProgress(f"{analysis.source}: frames")
+    try:
+        progress(0, analysis.expected_frames)
+        for _ in analysis.run():
+            progress(len(analysis.frames), analysis.expected_frames)
+    except KeyboardInterrupt:
+        analysis.stop()
+    progress(len(analysis.frames), len(analysis.frames))
+
+
+def _video_summary(analysis) -> str:
+    """'talk.mp4: 150 frames analysed (0:00.0 to 0:29.8, 5 per second) in 12.3 s: 2 faces followed, 4 frames
+    without a face'."""
+    from mtfer.media.video import format_time
+
+    frames = analysis.frames
+    tracks = {f.track for frame in frames for f in frame.faces}
+    empty = sum(1 for frame in frames if not frame.faces)
+    span = f"{format_time(frames[0].time_s)} to {format_time(frames[-1].time_s)}, " if frames else ""
+    return (
+        f"{analysis.source}: {len(frames):,} frame{'s' if len(frames) != 1 else ''} analysed ({span}"
+        f"{analysis.fps:g} per second): {len(tracks):,} face{'s' if len(tracks) != 1 else ''} followed, "
+        f"{empty:,} frame{'s' if empty != 1 else ''} without a face"
+    )
+
+
+def _explain(predictor, preds: list, args: argparse.Namespace) -> list:
+    """`predict --explain`: a heatmap per face (mtfer.explain) of its top class of --explain-task."""
+    from mtfer.assess.explain import explain_predictions
+
+    return explain_predictions(predictor, preds, args.explain_task, args.explain_method)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from mtfer.core import backends, convert, export
+
+    fmt = args.format or backends.format_from_path(args.out)
+    if fmt == "onnx" and (reason := convert.onnx_unavailable_reason()):  # before TensorFlow is imported
+        raise convert.ExportError(reason)
+    quiet.import_tensorflow()
+    result = export.export_bundle(args.model, fmt, args.out, runs_dir=args.runs)
+    source = result.metadata["export"]["source_model"]
+    print(f"{result.path}: {result.format}, float32, {result.size_bytes / 1e6:.2f} MB (from {source})")
+    print(f"metadata: {result.metadata_path}")
+    return 0

@@ -2,12 +2,12 @@
 
     python benchmarks/export_latency.py [--model default] [--data ../shared/data] [--repeat 200] [--threads N]
 
-Exports the bundle to a temporary folder (mtfer.export), then times, in this one process, the same aligned faces
-through the Keras model (mtfer.inference.predict_arrays: the traced tf.function the app uses) and through each
-exported file (mtfer.export.ExportedModel), one face per call (a phone's case) and 64 faces per call. Prints the
+Exports the bundle to a temporary folder (mtfer.core.export), then times, in this one process, the same aligned faces
+through the Keras model (mtfer.core.backends.predict_arrays: the traced tf.function the app uses) and through each
+exported file (mtfer.core.backends.ExportedModel), one face per call (a phone's case) and 64 faces per call. Prints the
 median milliseconds per face, the speed-up over the Keras model as the app runs it (its training precision), and
 the largest probability difference from Keras in float32. The faces are
-FER2013 test images framed with mtfer.faces.frame_crop when --data has them, else random pixels (the time does
+FER2013 test images framed with mtfer.core.faces.frame_crop when --data has them, else random pixels (the time does
 not depend on what the face shows).
 """
 

@@ -3,7 +3,7 @@
     python benchmarks/folder_memory.py [--data ../shared/data/utkface] [--sizes 1000 10000]
 
 Each size is a folder of that many real photos (symbolic links to UTKFace images in a temporary folder), run in its
-own process through mtfer.folders.photos_to_csv with the shipped model; the script prints each run's peak resident
+own process through mtfer.media.folders.photos_to_csv with the shipped model; the script prints each run's peak resident
 memory (the child's ru_maxrss) and photos/s, then the large run's peak memory over the small run's (1.0 = flat).
 """
 
@@ -21,8 +21,8 @@ from pathlib import Path
 CHILD = """
 import json, os, sys, time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-from mtfer.folders import photos_to_csv
-from mtfer.inference import Predictor
+from mtfer.media.folders import photos_to_csv
+from mtfer.core.inference import Predictor
 result = photos_to_csv(Predictor(), [sys.argv[1]], sys.argv[2])
 print(json.dumps({"photos": result.photos, "photos_per_s": result.photos_per_s}))
 """

@@ -1,4 +1,4 @@
-"""Processed frames per second of the live camera (mtfer.live.LiveProcessor) on a recorded 640x480 clip with one
+"""Processed frames per second of the live camera (mtfer.media.live.LiveProcessor) on a recorded 640x480 clip with one
 face, made from a real face photo.
 
     python benchmarks/live_fps.py [--photo FACE.jpg] [--seconds 10] [--camera-fps 30] [--save-y4m clip.y4m]

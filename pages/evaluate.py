@@ -28,8 +28,7 @@ from mtfer.assess.evaluation import (
     untaught_unseen,
 )
 from mtfer.core import bundles, faces
-from mtfer.core.tasks import TASKS, display_name
-from mtfer.datasets import FORMATS
+from mtfer.core.tasks import FORMATS, TASKS, display_name
 from mtfer.store import settings
 from mtfer.store.lineage import Lineage, read_lineage
 

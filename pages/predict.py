@@ -23,7 +23,7 @@ if not st.session_state.get("mtfer_app"):
     st.rerun()
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
-PHOTO_MAX_UPLOAD_MB = 50  # per photo; videos may be larger (mtfer.video.MAX_UPLOAD_MB, .streamlit/config.toml)
+PHOTO_MAX_UPLOAD_MB = 50  # per photo; videos may be larger (mtfer.media.video.MAX_UPLOAD_MB, .streamlit/config.toml)
 NO_FACE_TIPS = """No face was found in this photo. Some tips:
 
 - use a well-lit photo, without strong shadows or back light;
@@ -40,7 +40,7 @@ def load_predictor(path: str, modified: int) -> Predictor:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def analyse(path: str, modified: int, name: str, data: bytes, largest_only: bool) -> UploadResult:
-    """Faces or a one-line error for one upload (mtfer.uploads.analyse_upload), cached by content."""
+    """Faces or a one-line error for one upload (mtfer.media.uploads.analyse_upload), cached by content."""
     return analyse_upload(load_predictor(path, modified), name, data, largest_only)
 
 
@@ -93,7 +93,7 @@ def loaded_predictor(model) -> tuple[Predictor, int] | None:
 # All of it is in live_camera(); the page calls it, then stops, when the "Live camera" toggle is on.
 
 LIVE_STREAM_KEY = "predict_live_stream"
-LIVE_PROCESSOR = "predict_live_processor"  # the latest stream's mtfer.live.LiveProcessor (kept after Stop)
+LIVE_PROCESSOR = "predict_live_processor"  # the latest stream's mtfer.media.live.LiveProcessor (kept after Stop)
 LIVE_RECORDING = "predict_live_recording"  # the last "Save" of the recording: (seconds, table)
 LIVE_RECORD_CHOICES = (10, 30, 60)  # seconds
 # How often the answers and the chart beside the video are refreshed: each refresh is a script run, which Streamlit
@@ -127,8 +127,8 @@ see the README). Snapshots also show the face as the model saw it and every prob
 
 @st.cache_resource(show_spinner="Getting the model ready for live video (once per model) ...", max_entries=4)
 def live_network(path: str, modified: int) -> tuple[object | None, str | None]:
-    """Once per model, before any stream starts: the network converted for LiteRT (mtfer.live.LiteNetwork: immune to
-    the clear_session() that ends every script run, and faster), and the Keras model warmed up (mtfer.live.warm_up)
+    """Once per model, before any stream starts: the network converted for LiteRT (mtfer.core.backends.LiteNetwork: immune to
+    the clear_session() that ends every script run, and faster), and the Keras model warmed up (mtfer.media.live.warm_up)
     as the fallback. Returns (network or None, why there is none)."""
     from mtfer.core import backends
     from mtfer.media import live
@@ -143,7 +143,7 @@ def live_network(path: str, modified: int) -> tuple[object | None, str | None]:
 
 def live_camera(model: settings.ModelChoice) -> None:
     """The Live mode: the camera's video with every face boxed and labelled, the largest face's answers and its
-    emotion over the last 10 seconds beside it, and "Save" of the last seconds as a timeline CSV (mtfer.live)."""
+    emotion over the last 10 seconds beside it, and "Save" of the last seconds as a timeline CSV (mtfer.media.live)."""
     from mtfer.media import live
 
     webrtc.prepare_webrtc_import()  # TensorFlow may be loaded already (a photo was labelled): see its docstring
@@ -266,7 +266,7 @@ def live_panel(playing: bool) -> None:
 
 
 def live_recording(record_s: int) -> None:
-    """Save: the last `record_s` seconds as the per-track timeline CSV of a video file (mtfer.video's columns)."""
+    """Save: the last `record_s` seconds as the per-track timeline CSV of a video file (mtfer.media.video's columns)."""
     processor = st.session_state.get(LIVE_PROCESSOR)
     st.subheader("Record")
     if st.button(
@@ -306,7 +306,7 @@ def live_recording(record_s: int) -> None:
 
 # --- Video file (issue 12): every face of an uploaded video followed over time, its emotion as a timeline ----------
 # All of it is in video_file(); the page calls it, then stops, when the "Video file" toggle is on. The work is done
-# by mtfer.video (VideoAnalysis, kept in the session so that a rerun resumes it) and drawn by mtfer.video_view.
+# by mtfer.media.video (VideoAnalysis, kept in the session so that a rerun resumes it) and drawn by mtfer.app.video_view.
 
 VIDEO_ANALYSIS = "predict_video_analysis"  # (settings key, VideoAnalysis or the one-line error) of the latest upload
 VIDEO_AT = "predict_video_at"  # the time chosen on the slider
@@ -536,7 +536,7 @@ if not items:
 if (loaded := loaded_predictor(model)) is None:
     st.stop()
 predictor, modified = loaded
-# How sure the model must be to state an answer, per task: chosen on validation data (mtfer.abstain).
+# How sure the model must be to state an answer, per task: chosen on validation data (mtfer.assess.abstain).
 min_confidence = abstain.min_confidences(predictor.bundle.metadata, predictor.tasks)
 notes = [predict_view.NOT_SURE_NOTE] + ([predict_view.RACE_NOTE] if "race" in predictor.tasks else [])
 st.caption("  \n".join(notes))

@@ -11,8 +11,7 @@ import streamlit as st
 from mtfer.app import cards, figures, job_view, wording
 from mtfer.core import bundles
 from mtfer.core.model import ARCHITECTURES
-from mtfer.core.tasks import TASK_NAMES
-from mtfer.datasets import FORMATS
+from mtfer.core.tasks import FORMATS, TASK_NAMES
 from mtfer.store import jobs, runs, settings
 from mtfer.train import config as train_config
 from mtfer.train import planning, pseudo
@@ -111,7 +110,7 @@ def apply_preset() -> None:
 
 def loss_weights_section(tasks: list[str], weights: dict[str, float]) -> str:
     """The loss-weights choices: fixed weights (filled into `weights`) or weights learned during training (Kendall
-    et al.'s uncertainty weighting, mtfer.loss_weights). Returns the TrainConfig.loss_weights_mode."""
+    et al.'s uncertainty weighting, mtfer.train.loss_weights). Returns the TrainConfig.loss_weights_mode."""
     mode = st.radio(
         "How the weights are set",
         LOSS_WEIGHTS_MODES,
@@ -135,7 +134,7 @@ def loss_weights_section(tasks: list[str], weights: dict[str, float]) -> str:
 
 
 def pseudo_labels_section(datasets: list[dict]) -> str:
-    """Pseudo-labels: a teacher model's answers fill the labels a data set lacks (mtfer.pseudo). Returns "off",
+    """Pseudo-labels: a teacher model's answers fill the labels a data set lacks (mtfer.train.pseudo). Returns "off",
     "hard" or "soft"."""
     available = pseudo.describe_available(datasets)
     for fmt, text in available.items():

@@ -1,4 +1,4 @@
-"""mtfer.abstain: the "not sure" thresholds chosen on validation data, stored in a bundle, and the verdicts."""
+"""mtfer.assess.abstain: the "not sure" thresholds chosen on validation data, stored in a bundle, and the verdicts."""
 
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def test_min_confidences_from_metadata_with_defaults():
 
 
 def _bundle_with_val_evaluation(folder: Path, rng: np.random.Generator) -> Path:
-    """A bundle folder (metadata.json only) with one saved validation evaluation, as mtfer.evaluation writes it."""
+    """A bundle folder (metadata.json only) with one saved validation evaluation, as mtfer.assess.evaluation writes it."""
     folder.mkdir(parents=True)
     tasks = {t: list(TASKS[t].classes) for t in TASK_NAMES}
     (folder / "metadata.json").write_text(json.dumps({"tasks": tasks, "input": {"size": 50}}))

@@ -1,5 +1,5 @@
 """The Streamlit app, page by page through streamlit.testing.v1.AppTest, and the pure helpers behind it
-(mtfer.charts, mtfer.settings). Models are tiny runs trained here in seconds; nothing touches runs/ or models/."""
+(mtfer.app.cards, mtfer.store.settings). Models are tiny runs trained here in seconds; nothing touches runs/ or models/."""
 
 from __future__ import annotations
 
@@ -779,7 +779,7 @@ def test_train_page_shows_preparation_a_clean_log_and_where_a_stop_left_off(app_
     assert not at.exception and resumed == [run]
 
 
-# --- mtfer.settings -----------------------------------------------------------------------------------------
+# --- mtfer.store.settings -----------------------------------------------------------------------------------------
 
 
 def test_data_roots_from_the_environment_and_defaults(tmp_path):
@@ -823,7 +823,7 @@ def test_model_choices_and_evaluations(app_env, tmp_path):
     assert settings.list_evaluations(tmp_path) == []
 
 
-# --- mtfer.charts -------------------------------------------------------------------------------------------
+# --- mtfer.app.cards -------------------------------------------------------------------------------------------
 
 
 def test_paper_references_match_the_data_set_and_setting():

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtfer.core.tasks import AGE, EMOTION, FER2013_CSV_CODES, GENDER, RACE, TASK_NAMES, age_group
-from mtfer.datasets import FORMATS, format_summary, read_dataset, summarize
+from mtfer.core.tasks import AGE, EMOTION, FER2013_CSV_CODES, FORMATS, GENDER, RACE, TASK_NAMES, age_group
 from mtfer.datasets import fer2013 as fer_module
 from mtfer.datasets import folders as folders_module
+from mtfer.datasets import format_summary, read_dataset, summarize
 from mtfer.datasets import rafdb as raf_module
 from mtfer.datasets import utkface as utk_module
 from mtfer.datasets.base import DatasetFormatError, DatasetNotFoundError, SkipReport, hash_split, samples_frame

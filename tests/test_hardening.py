@@ -1,6 +1,6 @@
 """Hardening: hostile uploads, data-root confinement, safe model loading, training job faults.
 
-Uploads go through mtfer.uploads.analyse_upload, the function the Predict page calls; the model is an untrained
+Uploads go through mtfer.media.uploads.analyse_upload, the function the Predict page calls; the model is an untrained
 bundle built here in a second (no training). Training jobs are stood in for by `sleep` processes, so no test here
 starts TensorFlow in a subprocess."""
 
@@ -167,7 +167,7 @@ def count_decodes(monkeypatch) -> Counter:
 def test_streamlit_caps_upload_size_and_keeps_its_protections():
     config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
     server = config["server"]
-    assert 1 <= server["maxUploadSize"] <= 200  # MB per file: a video (mtfer.video.MAX_UPLOAD_MB)
+    assert 1 <= server["maxUploadSize"] <= 200  # MB per file: a video (mtfer.media.video.MAX_UPLOAD_MB)
     page = (REPO / "pages" / "predict.py").read_text()
     assert "PHOTO_MAX_UPLOAD_MB = 50" in page and "max_upload_size=PHOTO_MAX_UPLOAD_MB" in page  # photos: 50 MB
     assert server.get("enableXsrfProtection", True) and server.get("enableCORS", True)

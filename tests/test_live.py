@@ -1,4 +1,4 @@
-"""Live camera (mtfer.live): real faces boxed and labelled frame by frame, frames that queue up dropped, steady labels,
+"""Live camera (mtfer.media.live): real faces boxed and labelled frame by frame, frames that queue up dropped, steady labels,
 the recording as a video timeline, the live chart; the STUN/TURN setting; the Predict page with Live mode on
 (AppTest). The real browser with a fake camera is tests/test_live_camera.py."""
 

@@ -1,4 +1,4 @@
-"""Learned loss weights (homoscedastic uncertainty weighting, mtfer.loss_weights): the loss, the masks, training."""
+"""Learned loss weights (homoscedastic uncertainty weighting, mtfer.train.loss_weights): the loss, the masks, training."""
 
 from __future__ import annotations
 

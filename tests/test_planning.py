@@ -1,4 +1,4 @@
-"""Planning a run before it starts (mtfer.planning): the Train page's presets, rates measured from earlier runs, the
+"""Planning a run before it starts (mtfer.train.planning): the Train page's presets, rates measured from earlier runs, the
 cache's preparation rate and entries, and the time estimate. Every runs and cache folder here is made in tmp."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""mtfer.predict_view: what the Predict page shows for a face (answers, "not sure", names for people), the photo
+"""mtfer.app.predict_view: what the Predict page shows for a face (answers, "not sure", names for people), the photo
 with labels placed outside the faces, the charts and the downloads."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Pseudo-labels (mtfer.pseudo): the threshold rule, provenance, and the trainer filling only training labels."""
+"""Pseudo-labels (mtfer.train.pseudo): the threshold rule, provenance, and the trainer filling only training labels."""
 
 from __future__ import annotations
 

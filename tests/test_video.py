@@ -1,5 +1,5 @@
-"""Video -> per-face timeline (mtfer.video), folder -> CSV (mtfer.folders), their CLI (`mtfer predict VIDEO|DIR
---csv`), the Predict page's video mode and its figures (mtfer.video_view). Videos are written here with
+"""Video -> per-face timeline (mtfer.media.video), folder -> CSV (mtfer.media.folders), their CLI (`mtfer predict VIDEO|DIR
+--csv`), the Predict page's video mode and its figures (mtfer.app.video_view). Videos are written here with
 cv2.VideoWriter from real UTKFace faces and from blank frames; the network is the shipped model."""
 
 from __future__ import annotations

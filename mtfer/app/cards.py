@@ -1,5 +1,5 @@
 """What the app shows, as pure functions: plotly figures, accuracy cards beside the paper's figures, the model card,
-a training job's status line (the Predict page's photo labels and answers: mtfer.predict_view). No Streamlit here;
+a training job's status line (the Predict page's photo labels and answers: mtfer.app.predict_view). No Streamlit here;
 the pages lay these out."""
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ def _datasets_text(metadata: Mapping) -> str:
 
 
 def pseudo_labels_text(metadata: Mapping) -> str | None:
-    """The model card's "Extra labels" (mtfer.pseudo): which data sets' training faces a teacher model gave which
+    """The model card's "Extra labels" (mtfer.train.pseudo): which data sets' training faces a teacher model gave which
     labels; None when the model trained on true labels only."""
     record = metadata.get("pseudo_labels")
     if not isinstance(record, list) or not record:
@@ -295,7 +295,7 @@ def training_time_text(metadata: Mapping, lineage: Lineage) -> str:
 
 def model_card(metadata: Mapping, path: str | os.PathLike, lineage: Lineage | None = None) -> ModelCard:
     """What a non-technical reader needs to know about a model bundle, from its metadata.json (and, for the
-    training time of a model that continued another, its lineage: :func:`mtfer.lineage.read_lineage`)."""
+    training time of a model that continued another, its lineage: :func:`mtfer.store.lineage.read_lineage`)."""
     lineage = read_lineage(path, metadata) if lineage is None else lineage
     tasks = list(metadata.get("tasks", {}))
     multi_task = len(tasks) > 1

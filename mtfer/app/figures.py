@@ -80,7 +80,7 @@ def _mark_starts(fig: go.Figure, starts: Sequence[tuple[int, str]]) -> None:
 
 def history_figure(history: pd.DataFrame, task: str, starts: Sequence[tuple[int, str]] = ()) -> go.Figure:
     """Loss and accuracy per epoch of one task, training (solid) vs validation (dashed); `starts` marks where a
-    continued run's epochs begin (:class:`mtfer.lineage.Lineage`)."""
+    continued run's epochs begin (:class:`mtfer.store.lineage.Lineage`)."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"))
     epochs = _epochs(history)
     for col, metric in enumerate(("loss", "accuracy"), start=1):
@@ -159,7 +159,7 @@ def learning_rate_figure(history: pd.DataFrame, starts: Sequence[tuple[int, str]
     return fig
 
 
-LOSS_WEIGHT_PREFIX = "weight_"  # history.csv's learned task weights (mtfer.loss_weights.WEIGHT_PREFIX)
+LOSS_WEIGHT_PREFIX = "weight_"  # history.csv's learned task weights (mtfer.train.loss_weights.WEIGHT_PREFIX)
 
 LOSS_WEIGHTS_NOTE = (
     "How much each task counted in training. With learned weights, each starts at 1 and training adjusts it: a task "
@@ -217,7 +217,7 @@ def slices_figure(
     predicted: bool = False,
 ) -> go.Figure | None:
     """A task's accuracy per gender, race and age group (one panel each) from a table with the columns attribute,
-    group, n, accuracy (an evaluation's slices, or :func:`mtfer.evaluation.group_accuracy` with its `task` column).
+    group, n, accuracy (an evaluation's slices, or :func:`mtfer.assess.evaluation.group_accuracy` with its `task` column).
     With `overall` (the task's accuracy on all `overall_n` faces) each panel starts with a darker "All faces" bar to
     compare the groups with. `predicted`: the groups are the model's own answers (group_accuracy with
     groups_from="predicted"), which the titles say and a hatch on the groups' bars marks. None when no group has a

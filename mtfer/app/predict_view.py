@@ -1,5 +1,5 @@
 """What the Predict page shows for each face, as pure functions (no Streamlit): the answer per task with its "not
-sure" state (thresholds from mtfer.abstain), class names as people write them, the photo with numbered boxes and
+sure" state (thresholds from mtfer.assess.abstain), class names as people write them, the photo with numbered boxes and
 labels placed outside the faces, probability charts, and the tables and JSON offered for download.
 
 `mtfer predict --json` keeps the model's identifiers (FacePrediction.to_dict); only what people see goes through

@@ -2,7 +2,7 @@
 per person (dominant emotion, share of time per emotion, the other answers), the timeline of emotion probabilities,
 a chosen frame with its labelled boxes, and a one-line account of the analysis.
 
-They read the table of mtfer.video (VideoAnalysis.table, the CSV `mtfer predict VIDEO --csv` writes), so a saved
+They read the table of mtfer.media.video (VideoAnalysis.table, the CSV `mtfer predict VIDEO --csv` writes), so a saved
 CSV gives the same figures."""
 
 from __future__ import annotations

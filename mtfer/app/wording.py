@@ -10,8 +10,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from mtfer.core.tasks import display_name
-from mtfer.datasets import FORMATS
+from mtfer.core.tasks import FORMATS, display_name
 
 EVAL_SPLIT_NAMES = ("train", "val", "test", "all")
 
@@ -29,7 +28,7 @@ def percent(value: float | None, digits: int = 1) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}%}"
 
 
-# Data set formats (mtfer.datasets.FORMATS) and splits as people write them.
+# Data set formats (mtfer.core.tasks.FORMATS) and splits as people write them.
 DATASET_TITLES = {
     "fer2013": "FER2013",
     "fer2013-csv": "FER2013",

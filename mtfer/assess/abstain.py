@@ -161,7 +161,7 @@ def thresholds_from_samples(
     *,
     min_support: int = MIN_SUPPORT,
 ) -> dict[str, Threshold]:
-    """Thresholds from per-sample evaluation tables (mtfer.evaluation's samples.csv: <task>_true, _confidence,
+    """Thresholds from per-sample evaluation tables (mtfer.assess.evaluation's samples.csv: <task>_true, _confidence,
     _correct and source), validation rows only. Race also counts UTKFace's Indian and Others faces as outside."""
     out: dict[str, Threshold] = {}
     for task in tasks:

@@ -9,7 +9,7 @@
 
 A bundle's calibration (metadata.json ``calibration``): :func:`fit_calibration` (the section: temperature, ECE and
 NLL before and after, per head), :func:`temperatures` (read it back; {} for a legacy bundle), :func:`calibrated`
-(applied by mtfer.inference.predict_arrays, hence the Predictor and every evaluation of a bundle), and
+(applied by mtfer.core.backends.predict_arrays, hence the Predictor and every evaluation of a bundle), and
 :func:`calibrate_bundle` (`mtfer calibrate`: fit on the bundle's validation faces, recompute its "not sure"
 thresholds on the calibrated probabilities, evaluate it again). Training fits it at its end (mtfer.train.trainer).
 """

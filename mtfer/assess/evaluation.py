@@ -511,7 +511,7 @@ def default_evaluation_dir(
     evaluations in its own evaluation/<format>-<split>/ (replacing an older one of the same data set and split).
     Any other bundle (the shipped models/default, a bundle elsewhere, a read-only one) is never written to: the
     evaluation goes to <runs>/evaluations/<model>-<YYYYmmdd-HHMMSS>-<format>-<split>/, a new folder each time,
-    which :func:`mtfer.settings.list_evaluations` finds through the model path in its metrics.json."""
+    which :func:`mtfer.store.settings.list_evaluations` finds through the model path in its metrics.json."""
 
     bundle = Path(model).resolve()
     runs_root = Path(runs_dir) if runs_dir else bundles.default_runs_dir()

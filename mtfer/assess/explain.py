@@ -13,7 +13,7 @@ saw (``FacePrediction.aligned``), 1 where the evidence for the class is stronges
   own positive gradient, ReLU(sum_k ReLU(G_k) * A_k). One forward and one backward pass. The map is resized to
   the pixels that convolution sees (its stride times its size: 6x6 cells of 8 pixels for the fast architecture;
   the last two pixel rows and columns, dropped by the pooling, get the edge value). A bfloat16-trained model is
-  explained through a float32 copy (mtfer.export.float32_model).
+  explained through a float32 copy (mtfer.core.convert.float32_model).
 
 Why occlusion is the default: covering the hottest 12x12 patch of a map (filled with the face's mean) should lower
 the class's probability more than covering a random 12x12 patch. On 21 FER2013 test faces (tests/test_explain.py),
@@ -121,7 +121,7 @@ def _unpack(source: Any) -> tuple[Any, bool, dict[str, list[str]]]:
 
 
 def _temperatures(source: Any) -> dict[str, float]:
-    """The calibration the Predictor applies to the probabilities it reports (mtfer.calibration): a Predictor's or a
+    """The calibration the Predictor applies to the probabilities it reports (mtfer.assess.calibration): a Predictor's or a
     Bundle's temperatures, {} for a bare Keras model or a bundle never calibrated."""
 
     if hasattr(source, "bundle") and hasattr(source, "temperatures"):  # a Predictor

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class PaperResult:
-    dataset: str  # data set format name (mtfer.datasets.FORMATS)
+    dataset: str  # data set format name (mtfer.core.tasks.FORMATS)
     setting: str  # how the paper trained it
     task: str
     accuracy: float

@@ -15,7 +15,7 @@ from mtfer.cli.train_cmds import cmd_pseudo_label, cmd_runs, cmd_train
 from mtfer.core import quiet
 
 # TensorFlow's C++ INFO and WARNING lines off unless the user asked for them; the first lines of its start-up,
-# which this does not reach, are filtered by mtfer.quiet.import_tensorflow (called before a command needs it).
+# which this does not reach, are filtered by mtfer.core.quiet.import_tensorflow (called before a command needs it).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def data_args(p: argparse.ArgumentParser) -> None:
-    from mtfer.datasets import FORMATS
+    from mtfer.core.tasks import FORMATS
 
     p.add_argument("--format", required=True, choices=FORMATS, help="data set layout")
     p.add_argument("--data", required=True, help="data set folder (or CSV file for fer2013-csv)")

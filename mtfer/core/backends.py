@@ -221,7 +221,7 @@ class ExportedModel:
 
 
 class LiteNetwork:
-    """A predictor's network converted to TensorFlow Lite (mtfer.export.tflite_bytes, float32) and run by LiteRT:
+    """A predictor's network converted to TensorFlow Lite (mtfer.core.convert.tflite_bytes, float32) and run by LiteRT:
     aligned uint8 faces (N,S,S) -> {task: probabilities}, averaged with the mirror image when the model says so
     (input.tta_flip) and calibrated by its temperatures, as Predictor.predict_faces does (a model trained in bfloat16
     runs here in float32: probabilities within about 0.01).
@@ -231,7 +231,7 @@ class LiteNetwork:
     re-optimises the whole graph first: 0.1 s on an idle machine, seconds on a busy one, on every frame. A LiteRT
     interpreter keeps its state, and runs one face about twice as fast as TensorFlow. One interpreter per thread
     (interpreters are not thread-safe); converting takes a few seconds, once. Raises ValueError
-    (mtfer.export.ExportError) when the model cannot be converted, ImportError without ai-edge-litert."""
+    (mtfer.core.convert.ExportError) when the model cannot be converted, ImportError without ai-edge-litert."""
 
     def __init__(self, predictor: Predictor, num_threads: int = 1):
         import ai_edge_litert.interpreter  # noqa: F401  (ImportError early, before the slow conversion)

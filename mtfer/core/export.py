@@ -5,7 +5,7 @@ bundle's metadata beside it.
 bundle's metadata.json (tasks and their class order, input size and scale, the face-framing settings under
 ``preprocessing``, ``input.tta_flip``, the metrics) plus an ``export`` entry naming the file's input and output
 tensors and saying how to feed them. :class:`ExportedModel` runs such a file (LiteRT's interpreter or ONNX
-Runtime) the way :func:`mtfer.inference.predict_arrays` runs the Keras model.
+Runtime) the way :func:`mtfer.core.backends.predict_arrays` runs the Keras model.
 
 Float32, always: a run trained under the ``mixed_bfloat16`` policy (``precision: bfloat16``) has layers that
 compute in bfloat16. Its architecture is rebuilt from its config with every dtype policy set to float32 and its
@@ -76,7 +76,7 @@ def export_metadata(bundle: bundles.Bundle, fmt: str, data: bytes, file_name: st
         },
         "how_to_use": (
             f"Find and align each face as mtfer does (gray, {size}x{size}, eyes levelled: the 'preprocessing' "
-            f"settings, mtfer.faces.find_faces), divide its uint8 pixels by 255 to get float32 in [0, 1], shape "
+            f"settings, mtfer.core.faces.find_faces), divide its uint8 pixels by 255 to get float32 in [0, 1], shape "
             f"(N, {size}, {size}, 1). Each output is a softmax over that task's classes, in the order of 'tasks'. "
             "When input.tta_flip is true, also run the left-right mirrored face and average the two probabilities. "
             "When calibration.temperature has a task's temperature T, the probabilities the app shows are "

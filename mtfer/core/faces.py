@@ -53,7 +53,7 @@ class PreprocessConfig:
 
     size: int = 50  # side of the network's square input
     max_rotation: float = 10.0  # never rotate by more than this many degrees (either way)
-    # "blazeface" (MediaPipe's BlazeFace, boxes and eye keypoints; mtfer.detectors) or "haar" (OpenCV's Haar face
+    # "blazeface" (MediaPipe's BlazeFace, boxes and eye keypoints; mtfer.core.detectors) or "haar" (OpenCV's Haar face
     # and eye cascades, the paper's preprocessing: PreprocessConfig.paper()).
     detector: str = "blazeface"
     # Framing: the crop is a square of side margin * (box side), centred on the box centre moved down by

@@ -156,3 +156,8 @@ def age_group(years: int) -> int:
         if years <= upper:
             return i
     return len(AGE_GROUP_UPPER_YEARS)
+
+
+# The data-set formats mtfer reads, one reader each in mtfer.datasets. Spelled here, beside every data set's label
+# codes, so that the command line lists them without importing the readers (pandas: a second on a busy machine).
+FORMATS: tuple[str, ...] = ("fer2013", "fer2013-csv", "rafdb", "utkface", "folders")

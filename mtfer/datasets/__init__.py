@@ -4,7 +4,7 @@ The table has one row per sample:
 
 - ``source``: the image file path, or ``"<csv path>#<line number>"`` for CSV rows (the header is line 1);
 - ``split``: ``"train"``, ``"val"`` or ``"test"``;
-- one column per task in :data:`mtfer.tasks.TASK_NAMES` (``emotion``, ``gender``, ``race``, ``age``): the
+- one column per task in :data:`mtfer.core.tasks.TASK_NAMES` (``emotion``, ``gender``, ``race``, ``age``): the
   class index as pandas nullable ``Int64``, ``<NA>`` where the data set has no label for that task;
 - for CSV formats only, ``pixels``: a ``uint8`` array of shape (48, 48) per row.
 
@@ -19,14 +19,12 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from mtfer.core.tasks import TASK_NAMES, TASKS
+from mtfer.core.tasks import FORMATS, TASK_NAMES, TASKS
 from mtfer.datasets.base import SPLITS, SkipReport
 from mtfer.datasets.fer2013 import read_fer2013, read_fer2013_csv
 from mtfer.datasets.folders import read_folders
 from mtfer.datasets.rafdb import read_rafdb
 from mtfer.datasets.utkface import read_utkface
-
-FORMATS: tuple[str, ...] = ("fer2013", "fer2013-csv", "rafdb", "utkface", "folders")
 
 
 def _readers() -> dict[str, Callable[[str | os.PathLike], tuple[pd.DataFrame, SkipReport]]]:

@@ -1,7 +1,7 @@
 """The preprocessing cache: a data set's aligned faces, labels and splits, computed once and stored.
 
 :func:`prepare` reads a data set (:func:`mtfer.datasets.read_dataset`), frames every image with
-:func:`mtfer.faces.frame_crop` on all cores and stores the result in one folder of the cache::
+:func:`mtfer.core.faces.frame_crop` on all cores and stores the result in one folder of the cache::
 
     <cache_dir>/<format>-<key>/images.npy    uint8 (N, S, S) aligned faces
                               labels.npy    int16 (N, 4) class index per task (TASK_NAMES order), -1 = missing
@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 # Bump when the cache's layout or what prepare computes changes (old caches are then rebuilt).
 CACHE_VERSION = 2  # 2: the key covers every image file's size and mtime
-# The framing code's version: mtfer.faces.FRAMING_VERSION when it has one, so that a change there rebuilds.
+# The framing code's version: mtfer.datasets.cache.FRAMING_VERSION when it has one, so that a change there rebuilds.
 FRAMING_VERSION = f"{CACHE_VERSION}.{getattr(faces, 'FRAMING_VERSION', 1)}"
 ENV_CACHE_DIR = "MTFER_CACHE"
 ARRAYS: tuple[str, ...] = ("images", "labels", "splits", "sources")
@@ -101,7 +101,7 @@ def default_cache_dir() -> Path:
 
 def frame_sample(source: str, pixels: np.ndarray | None, config: PreprocessConfig) -> tuple[faces.Face, bool]:
     """Decode one sample (a file, or the pixels of a CSV row), frame it as the network sees it
-    (:func:`mtfer.faces.frame_crop`), and tell whether the face detector found the face in the crop."""
+    (:func:`mtfer.core.faces.frame_crop`), and tell whether the face detector found the face in the crop."""
     image = decoding.decode_image(source) if pixels is None else pixels
     face = faces.frame_crop(image, config)
     return face, _face_detected(face, image.shape[:2], config)

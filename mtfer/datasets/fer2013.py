@@ -1,12 +1,12 @@
 """FER2013, as image folders (the common Kaggle copy) or as the original ``fer2013.csv``.
 
 Image folders: ``<root>/train/<emotion>/*.jpg`` and ``<root>/test/<emotion>/*.jpg`` (test holds PublicTest
-and PrivateTest), emotion folder names through :func:`mtfer.tasks.emotion_from_name`. `root` may also be the
+and PrivateTest), emotion folder names through :func:`mtfer.core.tasks.emotion_from_name`. `root` may also be the
 folder that contains ``fer2013/``. Only emotion is labelled.
 
 CSV: columns ``emotion,pixels,Usage`` (any order, names stripped); emotion codes 0-6 through
-:data:`mtfer.tasks.FER2013_CSV_CODES`; Usage Training/PublicTest/PrivateTest through
-:data:`mtfer.tasks.FER2013_USAGE_SPLITS`; 2304 space-separated pixel values 0-255 per row. `root` may be the
+:data:`mtfer.core.tasks.FER2013_CSV_CODES`; Usage Training/PublicTest/PrivateTest through
+:data:`mtfer.core.tasks.FER2013_USAGE_SPLITS`; 2304 space-separated pixel values 0-255 per row. `root` may be the
 CSV file or a folder holding ``fer2013.csv`` (also ``fer2013/fer2013.csv``, or the folder's only ``*.csv``).
 Rows that are not exactly right are skipped and counted with their line numbers; the header is line 1.
 """

@@ -2,7 +2,7 @@
 
 - Split folders (case-insensitive): train/training -> "train", val/valid/validation -> "val",
   test/testing -> "test".
-- Class folders go through :func:`mtfer.tasks.emotion_from_name`, so synonyms work (anger, happiness, sadness,
+- Class folders go through :func:`mtfer.core.tasks.emotion_from_name`, so synonyms work (anger, happiness, sadness,
   surprised, fearful ...). Only emotion is labelled; gender, race and age are <NA>.
 - Image extensions: jpg jpeg png bmp webp tif tiff (any case). Files are listed, never opened.
 - When no top-level folder is a split name, the top-level folders are taken as classes (no split level);

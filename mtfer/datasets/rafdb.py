@@ -4,8 +4,8 @@
     basic/Image/aligned/<stem>_aligned.jpg           the images
     basic/Annotation/manual/<stem>_manu_attri.txt    5 landmark lines "x y", then gender, race, age codes
 
-The split comes from the name prefix (train_ / test_). Emotion through :func:`mtfer.tasks.rafdb_emotion`; the
-attribute codes on lines 6-8 (1-based) through :func:`mtfer.tasks.rafdb_attribute`.
+The split comes from the name prefix (train_ / test_). Emotion through :func:`mtfer.core.tasks.rafdb_emotion`; the
+attribute codes on lines 6-8 (1-based) through :func:`mtfer.core.tasks.rafdb_attribute`.
 
 Skipped and counted: label lines that are not "<name> <label>", labels outside 1..7, names without a
 train_ / test_ prefix, names listed twice with different labels (every occurrence: neither label can be

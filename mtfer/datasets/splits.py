@@ -137,7 +137,7 @@ class Split:
     """Arrays of one split: uint8 faces (N,S,S), labels int (N,4) with -1 = missing, per-sample source and set.
 
     soft: optional soft targets per task, float32 (N, classes), a row of NaN where the face has none (its target is
-    then the one-hot of its label); set by soft pseudo-labels (mtfer.pseudo) on the training split only."""
+    then the one-hot of its label); set by soft pseudo-labels (mtfer.train.pseudo) on the training split only."""
 
     images: np.ndarray
     labels: np.ndarray

@@ -3,9 +3,9 @@
 `root` may also be the folder that contains ``UTKFace/``. Any image extension is accepted after the four
 fields (so the in-the-wild ``<age>_<gender>_<race>_<date>.jpg`` names work too).
 
-Labels: gender 0/1 through :data:`mtfer.tasks.UTKFACE_GENDER`; race through :data:`mtfer.tasks.UTKFACE_RACE`
+Labels: gender 0/1 through :data:`mtfer.core.tasks.UTKFACE_GENDER`; race through :data:`mtfer.core.tasks.UTKFACE_RACE`
 (Indian and Others have no class in the 3-class task: race is <NA> for them, never a guess); age in years
-through :func:`mtfer.tasks.age_group`. No emotion label. Names without four fields whose first three are
+through :func:`mtfer.core.tasks.age_group`. No emotion label. Names without four fields whose first three are
 numbers, or whose gender or race code is out of range, are skipped and counted (the date is not checked).
 
 UTKFace has no split of its own: each file goes to "test" or "train" by a stable hash of its file name

@@ -4,7 +4,7 @@ per face streamed to a CSV file as it goes, so that memory stays flat however ma
     result = photos_to_csv(Predictor(), ["holiday/"], "faces.csv", progress=TextProgress("photos"))
     print(f"{result.photos_per_s:.1f} photos/s")
 
-The CSV has the columns of mtfer.inference.table_columns(error=True): `source, face, x, y, w, h`, the top label and
+The CSV has the columns of mtfer.media.tables.table_columns(error=True): `source, face, x, y, w, h`, the top label and
 confidence per task, every class probability and `error`. A photo without a face is one row with the face columns
 empty; a file that cannot be read is one row with the reason in `error`, and the walk goes on. Hidden files and
 folders (names starting with '.') and files that are not photos by their extension are left out.

@@ -7,9 +7,9 @@
     live.emotion_history()                          # the largest face's smoothed emotion over the last ~10 s
     live.record(30)                                 # the last 30 s as a per-track timeline (one row per face and frame)
 
-Faces are followed across frames (mtfer.tracking.Tracker) and each face's probabilities are smoothed over time (an
+Faces are followed across frames (mtfer.media.tracking.Tracker) and each face's probabilities are smoothed over time (an
 exponential moving average, 0.5 s), so that labels do not flicker; the answers and "not sure" states are those of
-the Predict page (mtfer.predict_view, thresholds from mtfer.abstain). Frames that arrive while one is being looked
+the Predict page (mtfer.app.predict_view, thresholds from mtfer.assess.abstain). Frames that arrive while one is being looked
 at are dropped, never queued: with streamlit-webrtc's asynchronous processing, ``recv_queued`` gets every frame that
 came in meanwhile and only the newest is processed, so the delay stays that of one frame however slow the machine.
 The recorded timeline keeps each frame's own probabilities (not the smoothed ones), in the columns of a video
@@ -87,7 +87,7 @@ class LiveStatus:
 
 def answer_short(v: Verdict) -> str:
     """'Happy 87%' when the model is sure; 'Age group: not sure', 'Race: other / not sure' when not (the words of
-    the label drawn beside the face, mtfer.predict_view.photo_lines)."""
+    the label drawn beside the face, mtfer.media.answers.photo_lines)."""
     if v.sure:
         return f"{display_name(v.task, v.label)} {v.confidence:.0%}"
     return f"{display_name(v.task)}: {abstain_name(v.task).lower()}"
@@ -219,7 +219,7 @@ class LiveProcessor:
 
     def draw(self, image_bgr: np.ndarray, faces: Sequence[LiveFace], fps: float | None = None) -> np.ndarray:
         """The frame (mirrored when `mirror` is on) with each face's box and its answers beside it, never over a
-        face where there is room (mtfer.predict_view.place_labels), and the frames per second in a corner."""
+        face where there is room (mtfer.media.draw.place_labels), and the frames per second in a corner."""
         canvas = cv2.flip(image_bgr, 1) if self.mirror else image_bgr.copy()
         h, w = canvas.shape[:2]
         boxes = [_mirrored(f.box, w) if self.mirror else f.box for f in faces]
@@ -296,7 +296,7 @@ class LiveProcessor:
 
     def record(self, seconds: float | None = None) -> pd.DataFrame:
         """The last `seconds` (default: all that is kept, `record_s`) as the per-track timeline of a video file
-        (mtfer.video.video_table): one row per face and processed frame (a frame without a face: one row, face
+        (mtfer.media.video.video_table): one row per face and processed frame (a frame without a face: one row, face
         columns empty); `time_s` counts from the stream's first frame, `frame` counts every frame received, dropped
         ones included; each frame's own probabilities, not the smoothed ones."""
         if seconds is not None and seconds <= 0:

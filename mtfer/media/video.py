@@ -4,13 +4,13 @@ the four heads' probabilities frame by frame.
     analysis = VideoAnalysis("talk.mp4", Predictor(), fps=5)
     for frame in analysis.run():          # resumable, stoppable: the app draws a progress bar from it
         print(analysis.progress, frame.time_s, [f.track for f in frame.faces])
-    analysis.table().to_csv("talk.csv", index=False)   # the columns of mtfer.inference.table_columns(video=True)
+    analysis.table().to_csv("talk.csv", index=False)   # the columns of mtfer.media.tables.table_columns(video=True)
 
 Frames are read with OpenCV's VideoCapture (its bundled FFmpeg reads mp4, webm, avi, mov and more) and sampled at
 `fps` per second (default 5; every frame when the video has fewer); faces are found on several frames at once on
-worker threads (OpenCV releases the GIL), tracked in order by mtfer.tracking.Tracker (IoU, no smoothing: the
+worker threads (OpenCV releases the GIL), tracked in order by mtfer.media.tracking.Tracker (IoU, no smoothing: the
 table holds each frame's own values) and put through the network in batches. A cap on the analysed duration and
-on the number of analysed frames (VideoLimits, see mtfer.settings.video_limits) bounds the work; what was left out
+on the number of analysed frames (VideoLimits, see mtfer.media.video_limits.video_limits) bounds the work; what was left out
 is said in `notes`, as is a video that ends before its header says it should (a truncated file). A file that is
 not a video, or of which no frame can be decoded, raises VideoError with one line for people.
 """

@@ -16,7 +16,7 @@ ENV_VIDEO_MAX_FRAMES = "MTFER_VIDEO_MAX_FRAMES"
 
 
 def video_limits(env: Mapping[str, str] | None = None) -> VideoLimits:
-    """The caps on one video's analysis (mtfer.video.VideoLimits): $MTFER_VIDEO_MAX_SECONDS seconds from its start
+    """The caps on one video's analysis (mtfer.media.video.VideoLimits): $MTFER_VIDEO_MAX_SECONDS seconds from its start
     (default 600) and $MTFER_VIDEO_MAX_FRAMES analysed frames (default 3000). A value that is not a positive number:
     ValueError naming the variable."""
 

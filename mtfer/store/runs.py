@@ -138,7 +138,7 @@ def log_tail(run: str | os.PathLike, lines: int = 30, *, clean: bool = False) ->
 
 
 # TensorFlow's and Keras' start-up lines that tell a person nothing they can act on, beyond the native log records
-# that mtfer.quiet.is_noise knows (absl preamble, native INFO/WARNING lines, CUDA probing errors): the same messages
+# that mtfer.core.quiet.is_noise knows (absl preamble, native INFO/WARNING lines, CUDA probing errors): the same messages
 # in other shapes, Python's absl logging, a Keras warning about shuffling a tf.data pipeline, and the bare "{}" that
 # `mtfer train` printed for a run without metrics (a stopped one).
 _LOG_NOISE = re.compile(

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from mtfer.core import bundles
 from mtfer.core.bundles import METRICS_FILE
-from mtfer.core.tasks import TASK_NAMES
-from mtfer.datasets import FORMATS, read_dataset
+from mtfer.core.tasks import FORMATS, TASK_NAMES
+from mtfer.datasets import read_dataset
 from mtfer.store import runs
 
 ENV_DATA_ROOTS = "MTFER_DATA_ROOTS"
@@ -61,7 +61,7 @@ def confine(path: str | os.PathLike, roots: Iterable[str | os.PathLike]) -> Path
 class FoundDataset:
     """A data set that one of the readers accepts, found under a data root."""
 
-    format: str  # one of mtfer.datasets.FORMATS
+    format: str  # one of mtfer.core.tasks.FORMATS
     root: str  # resolved folder (or CSV file) handed to the reader and to the trainer
     name: str  # path relative to its data root, for people
     samples: int

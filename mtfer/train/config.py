@@ -21,7 +21,7 @@ STRATEGIES = ("default", "mirrored", "multiworker")
 LR_SCHEDULES = ("plateau", "cosine", "onecycle")
 CLASS_WEIGHTINGS = ("none", "balanced", "sqrt")
 AUGMENTATIONS = ("none", "light", "strong")
-LOSS_WEIGHTS_MODES = ("fixed", "learned")  # "learned": uncertainty weighting (mtfer.loss_weights)
+LOSS_WEIGHTS_MODES = ("fixed", "learned")  # "learned": uncertainty weighting (mtfer.train.loss_weights)
 PSEUDO_TARGETS = ("hard", "soft")  # pseudo-labels as the teacher's top class, or its probabilities
 ONECYCLE_WARMUP = 0.3  # fraction of all steps spent warming up in the "onecycle" schedule
 PAPER_EARLY_STOPPING_PATIENCE = 11  # not given in the paper; long enough for two learning-rate drops
@@ -30,7 +30,7 @@ REMOVED_SETTINGS = ("blur_sigma", "blur_threshold")  # old runs' configs may sti
 
 @dataclass
 class TrainConfig:
-    """Everything needed to rerun a training run; defaults are the paper's (SPEC section 2)."""
+    """Everything needed to rerun a training run; defaults are the paper's (its training section)."""
 
     datasets: list[dict] = field(default_factory=list)  # [{"format": "fer2013", "root": "..."}]
     tasks: list[str] = field(default_factory=lambda: list(TASK_NAMES))
@@ -58,7 +58,7 @@ class TrainConfig:
     steps_per_epoch: int | None = None  # cap on steps per epoch (quick runs, tests)
     image_size: int = 50
     # Face detector that frames the training crops, saved with the model and used on photos: "blazeface" (default)
-    # or "haar" (the paper's preprocessing; mtfer.faces.PreprocessConfig.named).
+    # or "haar" (the paper's preprocessing; mtfer.core.faces.PreprocessConfig.named).
     preprocessing: str = "blazeface"
     # Training recipe beyond the paper; every default is the paper's behaviour.
     label_smoothing: float = 0.0  # CategoricalCrossentropy(label_smoothing=...) on every head
@@ -69,9 +69,9 @@ class TrainConfig:
     mixup: float = 0.0  # > 0: mixup with Beta(mixup, mixup) within each training batch
     ema: float = 0.0  # > 0: validate, keep and save the exponential moving average of the weights (this momentum)
     tta_flip: bool = False  # evaluate and predict on the mean of each face and its mirror image
-    # "fixed": loss_weights as given; "learned": one trainable log-variance per task (mtfer.loss_weights)
+    # "fixed": loss_weights as given; "learned": one trainable log-variance per task (mtfer.train.loss_weights)
     loss_weights_mode: str = "fixed"
-    # Pseudo-labels filling the TRAINING split's missing labels: "auto" or folders (mtfer.pseudo); None: none
+    # Pseudo-labels filling the TRAINING split's missing labels: "auto" or folders (mtfer.train.pseudo); None: none
     pseudo_labels: list[str] | None = None
     # "hard": a pseudo-labelled face's target is the teacher's top class; "soft": the teacher's probabilities (the
     # same faces either way: those above the confidence threshold)

@@ -78,7 +78,7 @@ def calibrate_bundle(
 ) -> CalibrationResult:
     """Fit one temperature per head on a bundle's validation faces (`mtfer calibrate --model M`) and store it in its
     metadata.json (``calibration``, with the ECE before and after), recompute its "not sure" thresholds
-    (``abstain``, mtfer.abstain's chooser, each task keeping its target accuracy) on the calibrated validation
+    (``abstain``, mtfer.assess.abstain's chooser, each task keeping its target accuracy) on the calibrated validation
     probabilities, and, with `evaluate`, evaluate it again on its validation and test faces (its own
     evaluation/<data set>-<split>/ folders and metadata ``metrics``, now with calibrated probabilities).
 
@@ -208,7 +208,7 @@ def thresholds_for_bundle(
 
 
 def choose_abstain_thresholds(run: Path) -> None:
-    """The "not sure" thresholds (mtfer.abstain), chosen on the run's own calibrated validation evaluations and
+    """The "not sure" thresholds (mtfer.assess.abstain), chosen on the run's own calibrated validation evaluations and
     stored in its metadata. Never fails a run: without them the app uses each task's default threshold."""
 
     try:
@@ -257,7 +257,7 @@ def bundle_metadata(
 
 
 def calibrate_at_end(model, config: TrainConfig, splits: dict[str, Split], metadata: dict) -> dict[str, float]:
-    """Temperature scaling per head, fitted on the validation split (mtfer.calibration.fit_calibration on the
+    """Temperature scaling per head, fitted on the validation split (mtfer.assess.calibration.fit_calibration on the
     probabilities the Predictor will compute, mirror-averaged when config.tta_flip) and stored as
     metadata["calibration"]; returns the temperatures ({} without validation faces). Never fails a run: on any
     error the model is saved uncalibrated, as before calibration existed, and the log says why."""

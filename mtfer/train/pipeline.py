@@ -22,7 +22,7 @@ def with_pseudo_labels(
     config: TrainConfig, splits: dict[str, Split], run: Path
 ) -> tuple[dict[str, Split], list[dict] | None]:
     """The splits with config.pseudo_labels filling the TRAINING split's missing labels (val and test keep their
-    true labels; mtfer.pseudo.apply_pseudo_labels, recorded in the run's pseudo_labels.json), and that record;
+    true labels; mtfer.train.pseudo.apply_pseudo_labels, recorded in the run's pseudo_labels.json), and that record;
     (splits, None) for a run without pseudo-labels."""
     if not config.pseudo_labels:
         return splits, None

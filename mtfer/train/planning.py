@@ -123,7 +123,7 @@ def training_rate(architecture: str, precision: str, runs_dir: str | os.PathLike
 
 
 class DataSize(Protocol):
-    """What a data set adds to a run (mtfer.settings.FoundDataset has it): its format and root, to find it in the
+    """What a data set adds to a run (mtfer.store.settings.FoundDataset has it): its format and root, to find it in the
     cache, and its faces in all and per split."""
 
     @property

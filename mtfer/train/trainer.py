@@ -241,7 +241,7 @@ def _train(config: TrainConfig, run: Path, splits: dict[str, Split] | None, resu
         precision,
         monitor,
     )
-    # What a time estimate needs (mtfer.planning reads it back): faces per epoch and the precision really used.
+    # What a time estimate needs (mtfer.train.planning reads it back): faces per epoch and the precision really used.
     runs.write_progress(
         run,
         state="running",

@@ -68,7 +68,7 @@ def overconfident(trained, tmp_path) -> Path:
         layer = bundle.model.get_layer(f"{task}_logits")
         layer.set_weights([w * SHARPEN for w in layer.get_weights()])
     metadata = dict(bundle.metadata)
-    metadata.pop(backends.METADATA_KEY)
+    metadata.pop(backends.CALIBRATION_KEY)
     folder = tmp_path / "overconfident"
     bundles.save_bundle(bundle.model, metadata, folder)
     return folder

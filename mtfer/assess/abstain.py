@@ -32,7 +32,7 @@ import pandas as pd
 from mtfer.core.tasks import UNTAUGHT_CLASSES, get_task
 from mtfer.datasets.utkface import outside_race_mask
 
-METADATA_KEY = "abstain"
+ABSTAIN_KEY = "abstain"
 DEFAULT_TARGET_ACCURACY = 0.7
 MIN_SUPPORT = 30
 FLOOR_MARGIN = 0.1
@@ -190,7 +190,7 @@ def thresholds_from_samples(
 def min_confidences(metadata: Mapping, tasks: Iterable[str] | None = None) -> dict[str, float]:
     """{task: min_confidence} from a bundle's metadata, each task's default where the metadata has none (or a
     value that is not a probability)."""
-    section = metadata.get(METADATA_KEY)
+    section = metadata.get(ABSTAIN_KEY)
     section = section if isinstance(section, Mapping) else {}
     names = list(tasks) if tasks is not None else list(metadata.get("tasks") or DEFAULT_MIN_CONFIDENCE)
     out = {}

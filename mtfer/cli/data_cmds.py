@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from mtfer.datasets.base import DatasetSpec
+
 
 def data_args(p: argparse.ArgumentParser) -> None:
     from mtfer.core.tasks import FORMATS
@@ -42,7 +44,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_datasets(items: list[str]) -> list[dict]:
+def parse_datasets(items: list[str]) -> list[DatasetSpec]:
     out = []
     for item in items:
         fmt, sep, root = item.partition("=")

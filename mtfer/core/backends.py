@@ -45,26 +45,26 @@ def _scaled(probs: np.ndarray, temperature: float) -> np.ndarray:
 
 
 # --- a bundle's calibration (metadata.json "calibration") ---------------------------------------------------
-METADATA_KEY = "calibration"
+CALIBRATION_KEY = "calibration"
 
 
 def temperatures(metadata: Mapping) -> dict[str, float]:
     """A bundle's ``calibration.temperature.<task>`` ({} for a bundle never calibrated, an older one: its
     probabilities are used as the network gives them). ValueError on a value that is not a positive number."""
-    section = metadata.get(METADATA_KEY)
+    section = metadata.get(CALIBRATION_KEY)
     if section is None:
         return {}
     found = section.get("temperature", {}) if isinstance(section, Mapping) else None
     if not isinstance(found, Mapping):
         raise ValueError(
-            f"metadata.json {METADATA_KEY}.temperature must map each task to a positive number, got {found!r}"
+            f"metadata.json {CALIBRATION_KEY}.temperature must map each task to a positive number, got {found!r}"
         )
     out: dict[str, float] = {}
     for task, value in found.items():
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if not number or not math.isfinite(float(value)) or float(value) <= 0:
             raise ValueError(
-                f"metadata.json {METADATA_KEY}.temperature.{task} must be a positive number, got {value!r}; "
+                f"metadata.json {CALIBRATION_KEY}.temperature.{task} must be a positive number, got {value!r}; "
                 "run `mtfer calibrate --model ...` again to refit it"
             )
         out[str(task)] = float(value)

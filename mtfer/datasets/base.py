@@ -8,6 +8,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,14 @@ HASH_TEST_FRACTION = 0.1
 
 # One sample: source, split, then one label (class index or None) per task in TASK_NAMES order.
 Row = tuple[str, str, int | None, int | None, int | None, int | None]
+
+
+class DatasetSpec(TypedDict):
+    """A data set to read: its format (one of mtfer.core.tasks.FORMATS) and its folder or file. Runs store their
+    data sets as a list of these (config.json `datasets`), so a later step can read the same faces again."""
+
+    format: str
+    root: str
 
 
 class DatasetFormatError(ValueError):

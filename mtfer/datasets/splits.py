@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from mtfer.core.faces import PreprocessConfig
+from mtfer.datasets.base import DatasetSpec
 from mtfer.datasets.cache import prepare
 
 DEFAULT_PROTOCOL = "holdout"
@@ -53,7 +54,7 @@ class DatasetUnreadable(ValueError):
 
 
 def carve_again(
-    sets: Sequence[Mapping[str, Any]],
+    sets: Sequence[DatasetSpec],
     settings: SplitSettings,
     preprocess: Any = None,
     *,
@@ -88,7 +89,7 @@ def carve_again(
 
 def validation_split(
     metadata: Mapping,
-    datasets: Sequence[Mapping] | None = None,
+    datasets: Sequence[DatasetSpec] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """The splits the bundle was trained with (train, val, test), carved again from its data sets exactly as the

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from mtfer.core import quiet
 from mtfer.core.bundles import (
@@ -62,7 +62,37 @@ def _progress_lock(run: str | os.PathLike) -> Iterator[None]:
         yield
 
 
-def write_progress(run: str | os.PathLike, **fields: Any) -> dict:
+class Progress(TypedDict, total=False):
+    """progress.json of a run: what its job writes as it goes and the pages and `mtfer runs` read. Every key is
+    optional: a job fills them in as it gets there."""
+
+    state: str  # one of STATES
+    phase: str  # "preparing", "training" or "evaluating"
+    pid: int  # the training process
+    starter: int  # the process that started it, until the trainer writes its own pid
+    created: str
+    heartbeat: float  # time.time() of the last write
+    finished: str
+    stopped: str
+    stop: dict  # where a stopped run stopped (mtfer.train.callbacks.stop_point)
+    error: str
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    eta_s: float | None
+    precision: str  # the precision really used (a time estimate reads it back)
+    train_faces: int
+    epoch_faces: int
+    metrics: dict  # the held-out evaluations' summary, once finished
+    dataset: str  # while preparing: the data set, faces done and total, faces per second
+    datasets: list[str]
+    done: int
+    total: int
+    rate: float
+
+
+def write_progress(run: str | os.PathLike, **fields: Any) -> Progress:
     """Merge `fields` into progress.json (atomically, under the run's progress lock) and stamp the heartbeat."""
     path = Path(run) / PROGRESS_FILE
     with _progress_lock(run):
@@ -101,7 +131,7 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
-def read_progress(run: str | os.PathLike) -> dict:
+def read_progress(run: str | os.PathLike) -> Progress:
     """progress.json, with a dead job (killed, crashed) reported as failed instead of running forever."""
     reap_children()
     path = Path(run) / PROGRESS_FILE

@@ -11,6 +11,7 @@ from typing import Any
 
 from mtfer.core.model import ARCHITECTURES
 from mtfer.core.tasks import PAPER_LOSS_WEIGHTS, TASK_NAMES
+from mtfer.datasets.base import DatasetSpec
 from mtfer.datasets.splits import DEFAULT_PROTOCOL, DEFAULT_SEED, DEFAULT_VAL_FRACTION
 
 log = logging.getLogger("mtfer.train")  # one logger for training, whichever module speaks
@@ -32,7 +33,7 @@ REMOVED_SETTINGS = ("blur_sigma", "blur_threshold")  # old runs' configs may sti
 class TrainConfig:
     """Everything needed to rerun a training run; defaults are the paper's (its training section)."""
 
-    datasets: list[dict] = field(default_factory=list)  # [{"format": "fer2013", "root": "..."}]
+    datasets: list[DatasetSpec] = field(default_factory=list)  # [{"format": "fer2013", "root": "..."}]
     tasks: list[str] = field(default_factory=lambda: list(TASK_NAMES))
     architecture: str = "paper"
     loss_weights: dict[str, float] = field(default_factory=lambda: dict(PAPER_LOSS_WEIGHTS))

@@ -28,10 +28,11 @@ from mtfer.assess.evaluation import (
     save_evaluation,
 )
 from mtfer.core import bundles
-from mtfer.core.backends import METADATA_KEY, calibrated, predict_arrays
+from mtfer.core.backends import CALIBRATION_KEY, calibrated, predict_arrays
 from mtfer.core.faces import PreprocessConfig
 from mtfer.core.model import build_model
 from mtfer.core.tasks import EMOTION, TASK_NAMES, TASKS
+from mtfer.datasets.base import DatasetSpec
 from mtfer.datasets.splits import Split, make_splits, validation_split
 from mtfer.store import runs, settings
 from mtfer.store.lineage import parent_lineage
@@ -58,7 +59,7 @@ def abstain_targets(metadata: Mapping) -> dict[str, float]:
     """The target accuracy each task's "not sure" threshold was chosen for (metadata abstain.<task>), so that a
     recomputation keeps it."""
 
-    section = metadata.get(abstain.METADATA_KEY)
+    section = metadata.get(abstain.ABSTAIN_KEY)
     out: dict[str, float] = {}
     for task, entry in section.items() if isinstance(section, Mapping) else ():
         target = entry.get("target_accuracy") if isinstance(entry, Mapping) else None
@@ -71,7 +72,7 @@ def calibrate_bundle(
     model: str | os.PathLike | None,
     *,
     runs_dir: str | os.PathLike | None = None,
-    datasets: Sequence[Mapping] | None = None,
+    datasets: Sequence[DatasetSpec] | None = None,
     splits: Mapping[str, Any] | None = None,
     evaluate: bool = True,
     progress: Callable[[int, int], None] | None = None,
@@ -104,8 +105,8 @@ def calibrate_bundle(
 
     result = CalibrationResult(path, section, {t: th.to_dict() for t, th in thresholds.items()})
     metadata = bundles.read_json(path / bundles.METADATA_FILE)
-    metadata[METADATA_KEY] = section
-    metadata[abstain.METADATA_KEY] = {**(metadata.get(abstain.METADATA_KEY) or {}), **result.abstain}
+    metadata[CALIBRATION_KEY] = section
+    metadata[abstain.ABSTAIN_KEY] = {**(metadata.get(abstain.ABSTAIN_KEY) or {}), **result.abstain}
     if evaluate:
         try:  # the settings evaluate_splits reads (the flip: the bundle's own, as the Predictor's)
             config = dataclasses.replace(TrainConfig.from_dict(dict(metadata["config"])), tta_flip=flip)
@@ -159,9 +160,9 @@ def write_thresholds(bundle: str | os.PathLike, thresholds: Mapping[str, Thresho
 
     path = Path(bundle) / bundles.METADATA_FILE
     metadata = bundles.read_json(path)
-    section = dict(metadata.get(METADATA_KEY) or {})
+    section = dict(metadata.get(abstain.ABSTAIN_KEY) or {})
     section.update({task: t.to_dict() for task, t in thresholds.items()})
-    metadata[METADATA_KEY] = section
+    metadata[abstain.ABSTAIN_KEY] = section
     bundles.atomic_write_json(path, metadata)
     return metadata
 

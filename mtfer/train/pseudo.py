@@ -53,6 +53,7 @@ from mtfer.core import bundles
 from mtfer.core.backends import predict_arrays
 from mtfer.core.faces import PreprocessConfig
 from mtfer.core.tasks import TASK_NAMES, TASKS
+from mtfer.datasets.base import DatasetSpec
 from mtfer.datasets.cache import _crc, _write_entry, default_cache_dir, prepare, read_checked_array
 from mtfer.datasets.splits import DatasetUnreadable, SplitSettings, carve_again
 
@@ -176,7 +177,7 @@ def pseudo_root(cache_dir: str | os.PathLike | None = None) -> Path:
 
 
 def _validation_faces(
-    sets: Sequence[Mapping[str, Any]],
+    sets: Sequence[DatasetSpec],
     preprocess: Any,
     settings: SplitSettings,
     cache_dir: str | os.PathLike | None,
@@ -206,7 +207,7 @@ def pseudo_label(
     threshold: str | float = AUTO,
     target_accuracy: float = DEFAULT_TARGET_ACCURACY,
     min_faces: int = DEFAULT_MIN_FACES,
-    val: Sequence[Mapping[str, Any]] | None = None,
+    val: Sequence[DatasetSpec] | None = None,
     tasks: Sequence[str] | None = None,
     cache_dir: str | os.PathLike | None = None,
     runs_dir: str | os.PathLike | None = None,
@@ -251,7 +252,7 @@ def pseudo_label(
     settings = SplitSettings.of_model(teacher.metadata)
     split_record: dict[str, Any] = dataclasses.asdict(settings)  # stored with the labels: how they were chosen
     validation: dict[str, dict] = {}
-    val_sets: list[dict] = []
+    val_sets: list[DatasetSpec] = []
     if threshold == AUTO:
         val_sets = [dict(d) for d in (val if val is not None else teacher.metadata.get("datasets") or [])]
         reuse = {(target.name, target.root): target}

@@ -30,13 +30,9 @@ from mtfer.evaluation import (
 )
 from mtfer.lineage import Lineage, read_lineage
 from mtfer.tasks import TASKS, display_name
+from pages.common.setup import setup_page
 
-if not st.session_state.get("mtfer_app"):
-    # Opened by its URL before app.py ever ran in this server, Streamlit runs a pages/ file on its own (its
-    # pages-folder mode). Hand over to app.py's navigation, which then shows this same page.
-    st.session_state["mtfer_app"] = True
-    st.navigation([st.Page(lambda: None, url_path="start", default=True), st.Page(__file__)], position="hidden")
-    st.rerun()
+setup_page(__file__)
 
 MISSING_FACE = np.full((50, 50), 200, np.uint8)
 ANY = "any"

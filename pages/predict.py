@@ -9,13 +9,9 @@ import streamlit as st
 from mtfer import abstain, charts, explain, faces, predict_view, runs, settings
 from mtfer.inference import FacePrediction, Predictor, predictions_table
 from mtfer.uploads import UploadResult, analyse_upload
+from pages.common.setup import setup_page
 
-if not st.session_state.get("mtfer_app"):
-    # Opened by its URL before app.py ever ran in this server, Streamlit runs a pages/ file on its own (its
-    # pages-folder mode). Hand over to app.py's navigation, which then shows this same page.
-    st.session_state["mtfer_app"] = True
-    st.navigation([st.Page(lambda: None, url_path="start", default=True), st.Page(__file__)], position="hidden")
-    st.rerun()
+setup_page(__file__)
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
 PHOTO_MAX_UPLOAD_MB = 50  # per photo; videos may be larger (mtfer.video.MAX_UPLOAD_MB, .streamlit/config.toml)

@@ -30,6 +30,7 @@ from mtfer.evaluation import (
 )
 from mtfer.lineage import Lineage, read_lineage
 from mtfer.tasks import TASKS, display_name
+from pages.common.cards import show_accuracy_cards
 from pages.common.setup import setup_page
 
 setup_page(__file__)
@@ -92,20 +93,9 @@ def show_cards(cards: list[charts.AccuracyCard]) -> None:
     if not cards:
         st.info("This evaluation has no labelled faces for any task.")
         return
-    st.caption(charts.PAPER_NOTE)
-    columns = st.columns(max(4, len(cards)))  # the same card width whatever the number of tasks
-    for i, card in enumerate(cards):
-        with columns[i % len(columns)]:
-            st.metric(
-                display_name(card.task),  # the evaluation is in the heading above
-                card.value,
-                card.badge,
-                delta_color=card.badge_color,
-                delta_arrow="auto" if card.comparable else "off",
-                help=card.help,
-                border=True,
-            )
-            st.caption(card.paper_text)
+    # Titled with the task only: the evaluation is in the heading above. At least four columns: the same card width
+    # whatever the number of tasks.
+    show_accuracy_cards(cards, title=lambda card: display_name(card.task), columns=max(4, len(cards)))
 
 
 st.title("Evaluate")

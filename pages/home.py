@@ -3,6 +3,7 @@
 import streamlit as st
 
 from mtfer import charts, runs, settings
+from pages.common.cards import show_accuracy_cards
 from pages.common.setup import setup_page
 
 setup_page(__file__)
@@ -56,20 +57,8 @@ else:
             )
         if card.cards:
             st.markdown("**Accuracy**: the share of faces it gets right, on images it never learned from.")
-            st.caption(charts.PAPER_NOTE)
-            columns = st.columns(min(4, len(card.cards)))
-            for i, c in enumerate(card.cards):
-                with columns[i % len(columns)]:
-                    st.metric(
-                        c.title,
-                        c.value,
-                        c.badge,
-                        delta_color=c.badge_color,
-                        delta_arrow="auto" if c.comparable else "off",
-                        help=c.help,
-                        border=True,
-                    )
-                    st.caption(c.paper_text)
+            # Titled with the task and the data set (no evaluation heading here); no wider than the cards need.
+            show_accuracy_cards(card.cards, title=lambda c: c.title, columns=min(4, len(card.cards)))
         else:
             st.info("This model has no recorded accuracy yet; evaluate it on the Evaluate page.")
 

@@ -11,6 +11,6 @@ PAGES = [
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
 ]
 
-# Tells the pages that they run through this navigation (see the note at the top of each page).
+# Tells the pages that they run through this navigation (see pages/common/setup.py).
 st.session_state["mtfer_app"] = True
 st.navigation(PAGES).run()

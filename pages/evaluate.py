@@ -13,7 +13,6 @@ import streamlit as st
 from mtfer.app import cards, figures, wording
 from mtfer.assess.evaluation import (
     EVAL_SPLITS,
-    METRICS_FILE,
     SLICE_ATTRIBUTES,
     EvaluationError,
     compare_runs,
@@ -28,16 +27,14 @@ from mtfer.assess.evaluation import (
     untaught_unseen,
 )
 from mtfer.core import bundles, faces
+from mtfer.core.bundles import METRICS_FILE
 from mtfer.core.tasks import FORMATS, TASKS, display_name
 from mtfer.store import settings
 from mtfer.store.lineage import Lineage, read_lineage
+from pages.common.cards import show_accuracy_cards
+from pages.common.setup import setup_page
 
-if not st.session_state.get("mtfer_app"):
-    # Opened by its URL before app.py ever ran in this server, Streamlit runs a pages/ file on its own (its
-    # pages-folder mode). Hand over to app.py's navigation, which then shows this same page.
-    st.session_state["mtfer_app"] = True
-    st.navigation([st.Page(lambda: None, url_path="start", default=True), st.Page(__file__)], position="hidden")
-    st.rerun()
+setup_page(__file__)
 
 MISSING_FACE = np.full((50, 50), 200, np.uint8)
 ANY = "any"
@@ -97,20 +94,9 @@ def show_cards(cards: list[cards.AccuracyCard]) -> None:
     if not cards:
         st.info("This evaluation has no labelled faces for any task.")
         return
-    st.caption(cards.PAPER_NOTE)
-    columns = st.columns(max(4, len(cards)))  # the same card width whatever the number of tasks
-    for i, card in enumerate(cards):
-        with columns[i % len(columns)]:
-            st.metric(
-                display_name(card.task),  # the evaluation is in the heading above
-                card.value,
-                card.badge,
-                delta_color=card.badge_color,
-                delta_arrow="auto" if card.comparable else "off",
-                help=card.help,
-                border=True,
-            )
-            st.caption(card.paper_text)
+    # Titled with the task only: the evaluation is in the heading above. At least four columns: the same card width
+    # whatever the number of tasks.
+    show_accuracy_cards(cards, title=lambda card: display_name(card.task), columns=max(4, len(cards)))
 
 
 st.title("Evaluate")

@@ -5,13 +5,10 @@ import streamlit as st
 from mtfer.app import cards, wording
 from mtfer.core import bundles
 from mtfer.store import settings
+from pages.common.cards import show_accuracy_cards
+from pages.common.setup import setup_page
 
-if not st.session_state.get("mtfer_app"):
-    # Opened by its URL before app.py ever ran in this server, Streamlit runs a pages/ file on its own (its
-    # pages-folder mode). Hand over to app.py's navigation, which then shows this same page.
-    st.session_state["mtfer_app"] = True
-    st.navigation([st.Page(lambda: None, url_path="start", default=True), st.Page(__file__)], position="hidden")
-    st.rerun()
+setup_page(__file__)
 
 st.title("Reading faces: emotion, gender, race and age")
 st.markdown(
@@ -62,20 +59,8 @@ else:
             )
         if card.cards:
             st.markdown("**Accuracy**: the share of faces it gets right, on images it never learned from.")
-            st.caption(cards.PAPER_NOTE)
-            columns = st.columns(min(4, len(card.cards)))
-            for i, c in enumerate(card.cards):
-                with columns[i % len(columns)]:
-                    st.metric(
-                        c.title,
-                        c.value,
-                        c.badge,
-                        delta_color=c.badge_color,
-                        delta_arrow="auto" if c.comparable else "off",
-                        help=c.help,
-                        border=True,
-                    )
-                    st.caption(c.paper_text)
+            # Titled with the task and the data set (no evaluation heading here); no wider than the cards need.
+            show_accuracy_cards(card.cards, title=lambda c: c.title, columns=min(4, len(card.cards)))
         else:
             st.info("This model has no recorded accuracy yet; evaluate it on the Evaluate page.")
 

@@ -24,13 +24,9 @@ from mtfer.train.config import (
     TrainConfig,
     augmentation_level,
 )
+from pages.common.setup import setup_page
 
-if not st.session_state.get("mtfer_app"):
-    # Opened by its URL before app.py ever ran in this server, Streamlit runs a pages/ file on its own (its
-    # pages-folder mode). Hand over to app.py's navigation, which then shows this same page.
-    st.session_state["mtfer_app"] = True
-    st.navigation([st.Page(lambda: None, url_path="start", default=True), st.Page(__file__)], position="hidden")
-    st.rerun()
+setup_page(__file__)
 
 
 POLL_SECONDS = 2.0

@@ -148,12 +148,32 @@ def test_home_without_any_model_says_how_to_get_one(app_env, tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("page", ["predict", "evaluate", "train"])
-def test_a_page_run_on_its_own_hands_over_to_the_navigation(app_env, page):
+def test_a_page_run_on_its_own_hands_over_to_the_navigation(app_env, page, monkeypatch):
     """A page opened by its URL before app.py ran (Streamlit's pages-folder mode) hands over to a navigation and
     renders once, without looping. (Home links to the other pages, which exist only in app.py's navigation.)"""
+    # A server puts app.py's folder on sys.path, where the pages import their shared code from (pages.common);
+    # AppTest puts the folder of the script it runs there, here pages/.
+    monkeypatch.syspath_prepend(str(REPO))
     at = AppTest.from_file(str(REPO / "pages" / f"{page}.py"), default_timeout=TIMEOUT).run()
     assert not at.exception, [e.value for e in at.exception]
     assert [t.value for t in at.title] == [page.capitalize()]
+
+
+def test_every_page_hands_over_through_the_one_shared_setup():
+    """Each page calls the shared setup_page(__file__) once, at its top level; no page, nor any module beside them,
+    repeats the hand-over to app.py's navigation."""
+    setup = REPO / "pages" / "common" / "setup.py"
+    pages = sorted(p for p in (REPO / "pages").glob("*.py") if p.name != "__init__.py")
+    assert [p.stem for p in pages] == ["evaluate", "home", "predict", "train"]
+    for path in pages:
+        text = path.read_text()
+        assert "\nfrom pages.common.setup import setup_page\n" in text, path.name
+        assert re.findall(r"^setup_page\(.*$", text, re.M) == ["setup_page(__file__)"], path.name
+    for path in sorted((REPO / "pages").rglob("*.py")):
+        if path != setup:
+            text = path.read_text()
+            assert "mtfer_app" not in text and "st.navigation(" not in text, f"{path} repeats the hand-over"
+    assert "mtfer_app" in setup.read_text() and "st.navigation(" in setup.read_text()
 
 
 # --- Predict ------------------------------------------------------------------------------------------------

@@ -4,15 +4,13 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from mtfer.app import cards
+from mtfer.app.cards import PAPER_NOTE, AccuracyCard
 
 
-def show_accuracy_cards(
-    cards: list[cards.AccuracyCard], title: Callable[[cards.AccuracyCard], str], columns: int
-) -> None:
+def show_accuracy_cards(cards: list[AccuracyCard], title: Callable[[AccuracyCard], str], columns: int) -> None:
     """The note on the paper's figures, then each card as a bordered metric with its paper caption under it, in
     `columns` columns (filled left to right, wrapping); `title` names each card."""
-    st.caption(cards.PAPER_NOTE)
+    st.caption(PAPER_NOTE)
     placed = st.columns(columns)
     for i, card in enumerate(cards):
         with placed[i % len(placed)]:

@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mtfer.core import faces
+from mtfer.core import faces, preprocess
 from mtfer.datasets.base import hash_split
 
 GROUPS = ("white", "black", "asian", "indian", "others")  # UTKFace race codes 0..4
@@ -92,9 +92,9 @@ def test_faces(root: Path) -> dict[str, list[Path]]:
 
 
 DETECTORS = {
-    "haar (paper)": faces.PreprocessConfig.paper(),
-    "blazeface full + short refine (default)": faces.PreprocessConfig(),
-    "blazeface short only": faces.PreprocessConfig(blazeface_model="short"),
+    "haar (paper)": preprocess.PreprocessConfig.paper(),
+    "blazeface full + short refine (default)": preprocess.PreprocessConfig(),
+    "blazeface short only": preprocess.PreprocessConfig(blazeface_model="short"),
 }
 
 

@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mtfer.core import backends, bundles, convert, export, faces, quiet
+from mtfer.core import backends, bundles, convert, export, faces, preprocess, quiet
 
 
 def cpu_name() -> str:
@@ -51,7 +51,7 @@ def ms_per_face(fn: Callable[[], object], faces_per_call: int, repeat: int) -> f
     return statistics.median(times)
 
 
-def load_faces(data: Path | None, n: int, config: faces.PreprocessConfig) -> tuple[np.ndarray, str]:
+def load_faces(data: Path | None, n: int, config: preprocess.PreprocessConfig) -> tuple[np.ndarray, str]:
     folder = data / "fer2013" / "test" if data else None
     if folder and folder.is_dir():
         every = sorted(folder.glob("*/*.jpg"))
@@ -78,7 +78,7 @@ def main() -> None:
     from mtfer.core.backends import predict_arrays
 
     bundle = bundles.load_bundle(bundles.resolve_model(args.model))
-    config = faces.PreprocessConfig.from_dict(bundle.metadata["preprocessing"])
+    config = preprocess.PreprocessConfig.from_dict(bundle.metadata["preprocessing"])
     aligned, what = load_faces(args.data, args.batch, config)
     one = aligned[:1]
     flip = bool(bundle.metadata["input"].get("tta_flip", False))

@@ -18,10 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from mtfer.core import (
-    decoding,
-    faces,  # noqa: E402
-)
+from mtfer.core import decoding, faces, preprocess
 from mtfer.core.inference import Predictor  # noqa: E402
 
 
@@ -47,8 +44,8 @@ def main() -> None:
     total = median_ms(lambda: predictor.predict_image(data), args.repeat)
     image = decoding.decode_image(data)
     decode = median_ms(lambda: decoding.decode_image(data), args.repeat)
-    blaze = median_ms(lambda: faces.find_faces(image, faces.PreprocessConfig()), args.repeat)
-    haar = median_ms(lambda: faces.find_faces(image, faces.PreprocessConfig.paper()), args.repeat)
+    blaze = median_ms(lambda: faces.find_faces(image, preprocess.PreprocessConfig()), args.repeat)
+    haar = median_ms(lambda: faces.find_faces(image, preprocess.PreprocessConfig.paper()), args.repeat)
     aligned = np.stack([f.aligned for f in found]) if found else np.zeros((1, 50, 50), np.uint8)
     network = median_ms(lambda: predictor.predict_faces(aligned), args.repeat)
     model = predictor.bundle.model

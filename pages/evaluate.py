@@ -26,7 +26,7 @@ from mtfer.assess.evaluation import (
     per_class_frame,
     untaught_unseen,
 )
-from mtfer.core import bundles, faces
+from mtfer.core import bundles, preprocess
 from mtfer.core.bundles import METRICS_FILE
 from mtfer.core.tasks import FORMATS, TASKS, display_name
 from mtfer.store import settings
@@ -58,7 +58,7 @@ def read_history(folder: str, modified: int) -> Lineage:
 @st.cache_data(show_spinner=False, max_entries=2000)
 def gallery_face(source: str, preprocessing: str) -> np.ndarray | None:
     return figures.sample_face(
-        source, faces.PreprocessConfig.from_dict(json.loads(preprocessing)), settings.data_roots()
+        source, preprocess.PreprocessConfig.from_dict(json.loads(preprocessing)), settings.data_roots()
     )
 
 

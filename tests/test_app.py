@@ -662,7 +662,7 @@ def test_train_presets_fill_every_setting_and_the_estimate_comes_before_start(ap
         started.append(config)
         raise bundles.RunError("not started in this test")
 
-    monkeypatch.setattr(runs, "start_job", start_job)
+    monkeypatch.setattr(jobs, "start_job", start_job)
     at = _app("pages/train.py")
     preset = at.radio(key="train_preset")
     assert preset.value == "paper" and preset.options == ["Quick demo (minutes)", "Recipe", "Paper"]
@@ -719,7 +719,7 @@ def test_train_offers_pseudo_labels_once_they_exist(app_env, tmp_path, monkeypat
         started.append(config)
         raise bundles.RunError("not started in this test")
 
-    monkeypatch.setattr(runs, "start_job", start_job)
+    monkeypatch.setattr(jobs, "start_job", start_job)
     at = _app("pages/train.py")
     assert at.radio(key="train_pseudo").disabled and "mtfer pseudo-label --model" in _texts(at)
 
@@ -790,7 +790,7 @@ def test_train_page_shows_preparation_a_clean_log_and_where_a_stop_left_off(app_
         sleeper.wait()
     runs.write_progress(run, state="stopped", stop=callbacks.stop_point(2, 216, 808, 1), epoch=2)
     resumed: list[Path] = []
-    monkeypatch.setattr(runs, "resume_job", lambda r, runs_dir=None: resumed.append(Path(r)) or Path(r))
+    monkeypatch.setattr(jobs, "resume_job", lambda r, runs_dir=None: resumed.append(Path(r)) or Path(r))
     at.run()
     assert at.get("progress")[0].proto.text == (
         "Stopped during epoch 2 at step 216 of 808; epoch 1 complete; Resume continues from epoch 2."
@@ -871,11 +871,11 @@ def test_accuracy_cards_compare_only_on_the_same_data():
         ("Gender · utkface-test", "90.0%"),
     ]
     # A test score against the paper's optimistic 90/10 figure is not like for like: no coloured difference.
-    assert cards[0].delta is None and cards[0].badge == "Paper: 67.9%" and "not directly" in cards[0].paper_text
-    assert cards[1].delta is None and "different data set" in cards[1].paper_text
+    assert shown[0].delta is None and shown[0].badge == "Paper: 67.9%" and "not directly" in shown[0].paper_text
+    assert shown[1].delta is None and "different data set" in shown[1].paper_text
     paper_protocol = cards.summary_cards({"fer2013-val": summary["fer2013-val"]}, multi_task=False, protocol="paper")
     assert paper_protocol[0].delta == "+22.1 pts vs paper"  # same data set, protocol and setting
-    assert "100 labelled faces" in cards[0].help
+    assert "100 labelled faces" in shown[0].help
     only_val = cards.summary_cards({"fer2013-val": summary["fer2013-val"]}, multi_task=False)
     assert [c.evaluation for c in only_val] == ["fer2013-val"]
 

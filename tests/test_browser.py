@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from helpers import wait_healthy
 
-from mtfer.core import bundles, faces
+from mtfer.core import bundles, faces, preprocess
 
 pytestmark = pytest.mark.browser
 
@@ -107,8 +107,8 @@ def model_path(tmp_path_factory) -> Path:
     return tiny_run(tmp_path_factory.mktemp("model") / "tiny")
 
 
-def _model_config(model_path: Path) -> faces.PreprocessConfig:
-    return faces.PreprocessConfig.from_dict(
+def _model_config(model_path: Path) -> preprocess.PreprocessConfig:
+    return preprocess.PreprocessConfig.from_dict(
         json.loads((model_path / bundles.METADATA_FILE).read_text())["preprocessing"]
     )
 

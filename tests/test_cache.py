@@ -13,20 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtfer.core.faces import PreprocessConfig
+from mtfer.cli.progress import TextProgress
+from mtfer.core.preprocess import PreprocessConfig
 from mtfer.core.tasks import TASK_NAMES, TASKS
 from mtfer.datasets import cache as cache_module
 from mtfer.datasets import read_dataset
 from mtfer.datasets.base import samples_frame
-from mtfer.datasets.cache import (
-    CacheError,
-    Prepared,
-    TextProgress,
-    default_cache_dir,
-    load_prepared,
-    prepare,
-    subset_indices,
-)
+from mtfer.datasets.cache import CacheError, Prepared, default_cache_dir, load_prepared, prepare, subset_indices
 
 # name -> (age, gender, race); race 3 (Indian) has no class in the 3-class race task.
 UTK_FACES = {

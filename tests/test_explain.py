@@ -13,7 +13,7 @@ from helpers import random_split, tiny_run
 
 from mtfer.assess import explain
 from mtfer.cli import main
-from mtfer.core import bundles, faces
+from mtfer.core import bundles, faces, preprocess
 from mtfer.core.inference import Predictor
 
 
@@ -123,7 +123,7 @@ def test_overlay_is_a_colour_image_of_the_face():
         explain.overlay(face, heat, alpha=2)
 
 
-def fer_test_faces(shared_data: Path, config: faces.PreprocessConfig, per_class: int = 3) -> np.ndarray:
+def fer_test_faces(shared_data: Path, config: preprocess.PreprocessConfig, per_class: int = 3) -> np.ndarray:
     folders = sorted(p for p in (shared_data / "fer2013" / "test").iterdir() if p.is_dir())
     paths = [q for d in folders for q in sorted(d.glob("*.jpg"))[:per_class]]
     return np.stack([faces.frame_crop(cv2.imread(str(q)), config).aligned for q in paths])

@@ -13,7 +13,7 @@ import pytest
 from helpers import random_split, tiny_run
 
 from mtfer.cli import main
-from mtfer.core import backends, bundles, convert, export, faces
+from mtfer.core import backends, bundles, convert, export, faces, preprocess
 from mtfer.core.backends import predict_arrays
 from mtfer.core.tasks import TASK_NAMES
 
@@ -36,7 +36,7 @@ def default_export(tmp_path_factory) -> export.ExportResult:
     return export.export_bundle("default", "tflite", tmp_path_factory.mktemp("default") / "sub" / "mtfer.tflite")
 
 
-def real_faces(shared_data: Path, config: faces.PreprocessConfig, per_class: int = 2) -> np.ndarray:
+def real_faces(shared_data: Path, config: preprocess.PreprocessConfig, per_class: int = 2) -> np.ndarray:
     """FER2013 test images framed the way the app frames a face (frame_crop), (N,50,50) uint8."""
     folders = sorted(p for p in (shared_data / "fer2013" / "test").iterdir() if p.is_dir())
     paths = [q for d in folders for q in sorted(d.glob("*.jpg"))[:per_class]]
@@ -56,7 +56,7 @@ def test_tflite_export_runs_in_litert_like_keras_on_real_faces(default_export, s
     bundle = bundles.load_bundle(bundles.DEFAULT_BUNDLE)
     result = default_export
     assert result.path.is_file() and result.metadata_path == result.path.with_name("mtfer.tflite.json")
-    aligned = real_faces(shared_data, faces.PreprocessConfig.from_dict(bundle.metadata["preprocessing"]))
+    aligned = real_faces(shared_data, preprocess.PreprocessConfig.from_dict(bundle.metadata["preprocessing"]))
     assert len(aligned) >= 14
     # The shipped model computes in bfloat16 (trained under mixed_bfloat16); the export is its float32 twin, which
     # is what Keras is compared with here (bf16 rounding alone moves probabilities by ~1e-3).

@@ -18,7 +18,6 @@ import pytest
 from mtfer.core.decoding import ImageError, decode_image
 from mtfer.core.faces import (
     Face,
-    PreprocessConfig,
     align,
     alignment_matrix,
     crop_face_box,
@@ -28,6 +27,7 @@ from mtfer.core.faces import (
     frame_crop,
     to_network_input,
 )
+from mtfer.core.preprocess import PreprocessConfig
 
 CFG = PreprocessConfig()
 PAPER = PreprocessConfig.paper()

@@ -31,9 +31,9 @@ from streamlit.testing.v1 import AppTest
 from mtfer.app import job_view, wording
 from mtfer.core import bundles, decoding
 from mtfer.core.decoding import MAX_PIXELS, ImageError, decode_image
-from mtfer.core.faces import PreprocessConfig
 from mtfer.core.inference import FacePrediction, Predictor
 from mtfer.core.model import build_model
+from mtfer.core.preprocess import PreprocessConfig
 from mtfer.core.tasks import TASK_NAMES, TASKS
 from mtfer.media.uploads import UploadResult, analyse_upload, upload_error
 from mtfer.store import jobs, runs
@@ -669,7 +669,8 @@ def test_full_runs_folder_gives_a_clear_error(tmp_path, monkeypatch):
         with pytest.raises(bundles.RunError, match="cannot write to the runs folder .*: No space left on device"):
             jobs.start_job({"name": "x"}, tmp_path / "runs")
     with monkeypatch.context() as m:
-        m.setattr(runs, "atomic_write_json", full)  # the disk fills up just after the probe
+        m.setattr(jobs, "atomic_write_json", full)  # the disk fills up just after the probe
+        m.setattr(runs, "atomic_write_json", full)
         with pytest.raises(bundles.RunError, match="cannot write run .*: No space left on device"):
             jobs.start_job({"name": "x"}, tmp_path / "runs")
 

@@ -13,7 +13,7 @@ from helpers import write_fer_tree
 
 from mtfer.app import job_view, wording
 from mtfer.core import bundles
-from mtfer.core.faces import PreprocessConfig
+from mtfer.core.preprocess import PreprocessConfig
 from mtfer.datasets.cache import find_entry, preparation_rate, prepare
 from mtfer.store import runs
 from mtfer.store.settings import FoundDataset

@@ -269,9 +269,9 @@ def test_upload_counts_every_face_and_uses_the_predictors_mirror_averaging(share
     import cv2
 
     from mtfer.core import bundles
-    from mtfer.core.faces import PreprocessConfig
     from mtfer.core.inference import Predictor
     from mtfer.core.model import build_model
+    from mtfer.core.preprocess import PreprocessConfig
     from mtfer.media.uploads import analyse_upload
 
     metadata = {

@@ -39,7 +39,7 @@ def world(tmp_path_factory) -> dict:
 
 
 def _prepared(world: dict, fmt: str):
-    from mtfer.core.faces import PreprocessConfig
+    from mtfer.core.preprocess import PreprocessConfig
     from mtfer.datasets.cache import prepare
 
     meta = bundles.load_bundle(world["teacher"]).metadata

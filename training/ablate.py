@@ -122,7 +122,7 @@ def rescore(row: str, seed: int, data: Path, runs_dir: Path | None) -> None:
     from sklearn.metrics import accuracy_score, f1_score, recall_score
 
     from mtfer.core.backends import predict_arrays
-    from mtfer.core.faces import PreprocessConfig
+    from mtfer.core.preprocess import PreprocessConfig
     from mtfer.core.tasks import TASK_NAMES, TASKS
     from mtfer.datasets.cache import prepare
 

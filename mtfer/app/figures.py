@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from mtfer.app.wording import faces_text, format_rate, percent
-from mtfer.core import decoding, faces
+from mtfer.core import decoding, faces, preprocess
 from mtfer.core.tasks import TASK_NAMES, display_name
 from mtfer.media.draw import ACCENT, MUTED
 
@@ -380,7 +380,7 @@ def reliability_figure(entry: Mapping, title: str = "") -> go.Figure | None:
 
 
 def sample_face(
-    source: str, config: faces.PreprocessConfig | None = None, roots: Sequence[Path] = ()
+    source: str, config: preprocess.PreprocessConfig | None = None, roots: Sequence[Path] = ()
 ) -> np.ndarray | None:
     """The face of one evaluated sample as the network saw it (framed like training data), from its `source`
     image path (a relative one, as in the shipped model's evaluations, is looked up under the data `roots`);
@@ -391,7 +391,7 @@ def sample_face(
     if not source or not path.is_file():
         return None
     try:
-        return faces.frame_crop(decoding.decode_image(path), config or faces.PreprocessConfig()).aligned
+        return faces.frame_crop(decoding.decode_image(path), config or preprocess.PreprocessConfig()).aligned
     except (ValueError, OSError, cv2.error):
         return None
 

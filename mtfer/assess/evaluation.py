@@ -30,7 +30,7 @@ from mtfer.core import bundles
 from mtfer.core.backends import calibrated, predict_arrays
 from mtfer.core.backends import temperatures as calibration_temperatures
 from mtfer.core.bundles import METRICS_FILE
-from mtfer.core.faces import PreprocessConfig
+from mtfer.core.preprocess import PreprocessConfig
 from mtfer.core.tasks import EMOTION, TASK_NAMES, UNTAUGHT_CLASSES, get_task
 from mtfer.datasets.cache import EmptySplitError, prepare
 from mtfer.store import runs

@@ -27,7 +27,7 @@ def format_metrics(metrics: dict) -> str:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from mtfer.assess.evaluation import evaluate_dataset
-    from mtfer.datasets.cache import TextProgress
+    from mtfer.cli.progress import TextProgress
 
     result, out_dir = evaluate_dataset(
         args.model,
@@ -48,8 +48,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     path = bundles.resolve_model(args.model, args.runs)  # a bad --model fails here, before TensorFlow starts
     quiet.import_tensorflow()
+    from mtfer.cli.progress import TextProgress
     from mtfer.core.bundles import METRICS_FILE
-    from mtfer.datasets.cache import TextProgress
     from mtfer.train.finalize import calibrate_bundle
 
     result = calibrate_bundle(

@@ -26,8 +26,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from mtfer.core.faces import PreprocessConfig
-    from mtfer.datasets.cache import TextProgress, prepare
+    from mtfer.cli.progress import TextProgress
+    from mtfer.core.preprocess import PreprocessConfig
+    from mtfer.datasets.cache import prepare
 
     prepared = prepare(
         args.format,

@@ -108,7 +108,7 @@ def _predict_csv(args: argparse.Namespace) -> int:
     from mtfer.media.folders import photos_to_csv, text_output
 
     if photos:
-        from mtfer.datasets.cache import TextProgress
+        from mtfer.cli.progress import TextProgress
 
         result = photos_to_csv(predictor, photos, out, largest_only=args.largest, progress=TextProgress("photos"))
         print(result.summary() + ("" if to_stdout else f"; table in {args.csv}"), file=report)
@@ -129,7 +129,7 @@ def _predict_csv(args: argparse.Namespace) -> int:
 
 def _run_video(analysis) -> None:
     """Run a video analysis with a progress bar on stderr; Ctrl-C stops it and keeps the frames analysed."""
-    from mtfer.datasets.cache import TextProgress
+    from mtfer.cli.progress import TextProgress
 
     progress = TextProgress(f"{analysis.source}: frames")
     try:

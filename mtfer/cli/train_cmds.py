@@ -118,7 +118,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_pseudo_label(args: argparse.Namespace) -> int:
     quiet.import_tensorflow()
-    from mtfer.datasets.cache import TextProgress
+    from mtfer.cli.progress import TextProgress
     from mtfer.train.pseudo import pseudo_label
 
     result = pseudo_label(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtfer.core import backends, bundles, decoding, faces
+from mtfer.core import backends, bundles, decoding, faces, preprocess
 from mtfer.core.backends import predict_arrays
 
 
@@ -58,7 +58,7 @@ class Predictor:
         self.bundle = bundle
         self.tasks: list[str] = bundle.tasks
         self.classes: dict[str, list[str]] = {t: list(c) for t, c in bundle.metadata["tasks"].items()}
-        self.config = faces.PreprocessConfig.from_dict(bundle.metadata["preprocessing"])
+        self.config = preprocess.PreprocessConfig.from_dict(bundle.metadata["preprocessing"])
         # Older bundles may carry input.blur_sigma/blur_threshold (a removed blur-matching step): ignored.
         self.flip = bool(bundle.metadata["input"].get("tta_flip", False))
         # Temperature scaling per head (metadata calibration.temperature); {} for a bundle never calibrated.

@@ -29,33 +29,42 @@ import json
 import logging
 import os
 import shutil
-import sys
 import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
 
 import cv2
 import numpy as np
 import pandas as pd
 
 from mtfer.core import decoding, faces
-from mtfer.core.faces import PreprocessConfig
+from mtfer.core.preprocess import PreprocessConfig
 from mtfer.core.tasks import TASK_NAMES
 from mtfer.datasets import read_dataset
 from mtfer.datasets.base import SPLITS
 
 log = logging.getLogger(__name__)
 
+
 # Bump when the cache's layout or what prepare computes changes (old caches are then rebuilt).
 CACHE_VERSION = 2  # 2: the key covers every image file's size and mtime
+
+
 # The framing code's version: mtfer.datasets.cache.FRAMING_VERSION when it has one, so that a change there rebuilds.
 FRAMING_VERSION = f"{CACHE_VERSION}.{getattr(faces, 'FRAMING_VERSION', 1)}"
+
+
 ENV_CACHE_DIR = "MTFER_CACHE"
+
+
 ARRAYS: tuple[str, ...] = ("images", "labels", "splits", "sources")
+
+
 META_FILE = "meta.json"
+
+
 LIMIT_SEED = 0
 
 
@@ -94,9 +103,6 @@ class Prepared:
 def default_cache_dir() -> Path:
     """$MTFER_CACHE, else ./cache."""
     return Path(os.environ.get(ENV_CACHE_DIR) or "cache")
-
-
-# --- the per-sample work ---------------------------------------------------------------------------
 
 
 def frame_sample(source: str, pixels: np.ndarray | None, config: PreprocessConfig) -> tuple[faces.Face, bool]:
@@ -227,9 +233,6 @@ def _frame_chunks(
                 future.cancel()
             raise
     return sorted(results, key=lambda r: r.start)
-
-
-# --- keys, subsets, storage ------------------------------------------------------------------------
 
 
 def _file_state(path: str) -> str:
@@ -448,9 +451,6 @@ def preparation_rate(detector: str, cache_dir: str | os.PathLike | None = None) 
     return float(np.median(rates)) if rates else None
 
 
-# --- prepare ---------------------------------------------------------------------------------------
-
-
 def _framing_stats(results: list[_ChunkResult]) -> dict:
     ok = np.concatenate([r.ok for r in results]) if results else np.zeros(0, bool)
     n = int(ok.sum())
@@ -640,70 +640,3 @@ def _split_subset(prepared: Prepared, wanted: Sequence[str], sources: set[str]) 
         path=prepared.path,
         from_cache=True,
     )
-
-
-# --- progress bar ----------------------------------------------------------------------------------
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
-
-
-class TextProgress:
-    """``progress(done, total)`` callback that draws a one-line bar with rate and ETA on stderr.
-
-    On a terminal the line is redrawn in place (at most every `min_interval` seconds); elsewhere (a log file)
-    a new line is written at most every `log_interval` seconds. The last call (done == total) always draws and
-    ends the line.
-    """
-
-    def __init__(
-        self,
-        label: str = "",
-        *,
-        stream: IO[str] | None = None,
-        width: int = 30,
-        min_interval: float = 0.1,
-        log_interval: float = 10.0,
-    ) -> None:
-        self.label = label
-        self.stream = stream
-        self.width = width
-        self.min_interval = min_interval
-        self.log_interval = log_interval
-        self._start: float | None = None
-        self._last = -float("inf")
-
-    def format(self, done: int, total: int, elapsed: float) -> str:
-        fraction = done / total if total else 1.0
-        filled = int(round(self.width * fraction))
-        bar = "#" * filled + "-" * (self.width - filled)
-        rate = done / elapsed if elapsed > 0 else 0.0
-        if done >= total:
-            tail = f"{rate:,.0f}/s in {_clock(elapsed)}"
-        elif rate > 0:
-            tail = f"{rate:,.0f}/s ETA {_clock((total - done) / rate)}"
-        else:
-            tail = "ETA ?"
-        prefix = f"{self.label} " if self.label else ""
-        return f"{prefix}[{bar}] {done:,}/{total:,} {fraction:4.0%} {tail}"
-
-    def __call__(self, done: int, total: int) -> None:
-        stream: Any = self.stream or sys.stderr
-        now = time.monotonic()
-        if self._start is None or done == 0:
-            self._start = now
-        finished = done >= total
-        tty = bool(getattr(stream, "isatty", lambda: False)())
-        interval = self.min_interval if tty else self.log_interval
-        if not finished and now - self._last < interval:
-            return
-        self._last = now
-        line = self.format(done, total, now - self._start)
-        if tty:
-            stream.write("\r\x1b[2K" + line + ("\n" if finished else ""))
-        else:
-            stream.write(line + "\n")
-        stream.flush()

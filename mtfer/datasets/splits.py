@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from mtfer.core.faces import PreprocessConfig
+from mtfer.core.preprocess import PreprocessConfig
 from mtfer.datasets.base import DatasetSpec
 from mtfer.datasets.cache import prepare
 

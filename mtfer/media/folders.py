@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from mtfer.core import decoding, faces
+from mtfer.core import decoding, faces, preprocess
 from mtfer.media.tables import box_columns, face_columns, photo_rows, rows_frame, table_columns
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ class FolderResult:
         )
 
 
-def _read(path: Path, config: faces.PreprocessConfig, largest_only: bool) -> list[faces.Face] | str:
+def _read(path: Path, config: preprocess.PreprocessConfig, largest_only: bool) -> list[faces.Face] | str:
     """The faces of one photo file, or why it cannot be read (one line)."""
     try:
         found = faces.find_faces(decoding.decode_image(path), config)

@@ -36,10 +36,7 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mtfer.core import (
-    decoding,
-    faces,  # noqa: E402
-)
+from mtfer.core import decoding, faces, preprocess
 from mtfer.media.tables import box_columns, face_columns, rows_frame, table_columns  # noqa: E402
 from mtfer.media.tracking import Tracker  # noqa: E402
 
@@ -196,7 +193,7 @@ def read_frame(path: str | os.PathLike, frame: int) -> np.ndarray:
     return image
 
 
-def _detect(image: np.ndarray, config: faces.PreprocessConfig, largest_only: bool) -> list[faces.Face]:
+def _detect(image: np.ndarray, config: preprocess.PreprocessConfig, largest_only: bool) -> list[faces.Face]:
     found = faces.find_faces(image, config)
     return found[:1] if largest_only else found
 

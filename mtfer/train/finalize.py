@@ -29,8 +29,8 @@ from mtfer.assess.evaluation import (
 )
 from mtfer.core import bundles
 from mtfer.core.backends import CALIBRATION_KEY, calibrated, predict_arrays
-from mtfer.core.faces import PreprocessConfig
 from mtfer.core.model import build_model
+from mtfer.core.preprocess import PreprocessConfig
 from mtfer.core.tasks import EMOTION, TASK_NAMES, TASKS
 from mtfer.datasets.base import DatasetSpec
 from mtfer.datasets.splits import Split, make_splits, validation_split

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from mtfer.core.faces import PreprocessConfig
+from mtfer.core.preprocess import PreprocessConfig
 from mtfer.core.tasks import TASK_NAMES, TASKS
 from mtfer.datasets.cache import prepare
 from mtfer.datasets.splits import Split

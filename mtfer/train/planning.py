@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from mtfer.core import bundles
-from mtfer.core.faces import PreprocessConfig
+from mtfer.core.preprocess import PreprocessConfig
 from mtfer.datasets.cache import find_entry, preparation_rate
 from mtfer.store import runs
 from mtfer.train.config import TrainConfig, cpu_has_bf16

@@ -51,7 +51,7 @@ import numpy as np
 
 from mtfer.core import bundles
 from mtfer.core.backends import predict_arrays
-from mtfer.core.faces import PreprocessConfig
+from mtfer.core.preprocess import PreprocessConfig
 from mtfer.core.tasks import TASK_NAMES, TASKS
 from mtfer.datasets.base import DatasetSpec
 from mtfer.datasets.cache import _crc, _write_entry, default_cache_dir, prepare, read_checked_array

@@ -293,11 +293,12 @@ def subset_indices(df: pd.DataFrame, limit: int, seed: int = LIMIT_SEED) -> np.n
     return np.sort(picked)
 
 
-def _crc(array: np.ndarray) -> int:
+def crc32(array: np.ndarray) -> int:
+    """The CRC-32 of an array's bytes: recorded beside every stored array so that a damaged file is caught."""
     return zlib.crc32(np.ascontiguousarray(array).data)
 
 
-def _write_entry(folder: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+def write_arrays(folder: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
     """Write the arrays and meta.json into a temporary folder beside `folder`, then rename it into place."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
@@ -308,7 +309,7 @@ def _write_entry(folder: Path, arrays: dict[str, np.ndarray], meta: dict) -> Non
         meta["arrays"] = {}
         for name, array in arrays.items():
             np.save(tmp / f"{name}.npy", array, allow_pickle=False)
-            meta["arrays"][name] = {"shape": list(array.shape), "dtype": array.dtype.str, "crc32": _crc(array)}
+            meta["arrays"][name] = {"shape": list(array.shape), "dtype": array.dtype.str, "crc32": crc32(array)}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
         if folder.exists():  # a damaged entry, or rebuild=True
             old = folder.parent / f".old-{folder.name}-{os.getpid()}"
@@ -345,7 +346,7 @@ def read_checked_array(
     folder: Path, recorded: dict, name: str, *, mmap: bool = False, what: str = "cache"
 ) -> np.ndarray:
     """<folder>/<name>.npy, checked against the shape, dtype and CRC-32 that meta.json's "arrays" (`recorded`)
-    holds for it (as :func:`_write_entry` wrote them); CacheError naming the file and the fault otherwise. `what`
+    holds for it (as :func:`write_arrays` wrote them); CacheError naming the file and the fault otherwise. `what`
     names the kind of folder in the message ("cache", "pseudo-labels")."""
     file = folder / f"{name}.npy"
     try:
@@ -358,7 +359,7 @@ def read_checked_array(
             f"damaged {what} at {folder}: {file.name} is {array.dtype.str} {list(array.shape)}, "
             f"expected {expected['dtype']} {expected['shape']}"
         )
-    if _crc(array) != expected["crc32"]:
+    if crc32(array) != expected["crc32"]:
         raise CacheError(f"damaged {what} at {folder}: {file.name} fails its CRC-32 check")
     return array
 
@@ -598,7 +599,7 @@ def prepare(
         "cache_version": CACHE_VERSION,
     }
     arrays = {"images": images, "labels": labels, "splits": splits, "sources": source_array}
-    _write_entry(folder, arrays, meta)
+    write_arrays(folder, arrays, meta)
     log.info("prepared %s: %d faces in %.1f s, stored in %s", name, len(images), seconds, folder)
     return prepared
 

@@ -54,7 +54,7 @@ from mtfer.core.backends import predict_arrays
 from mtfer.core.preprocess import PreprocessConfig
 from mtfer.core.tasks import TASK_NAMES, TASKS
 from mtfer.datasets.base import DatasetSpec
-from mtfer.datasets.cache import _crc, _write_entry, default_cache_dir, prepare, read_checked_array
+from mtfer.datasets.cache import crc32, default_cache_dir, prepare, read_checked_array, write_arrays
 from mtfer.datasets.splits import DatasetUnreadable, SplitSettings, carve_again
 
 log = logging.getLogger(__name__)
@@ -356,9 +356,9 @@ def pseudo_label(
         "thresholds": thresholds,
         "validation": validation,
         "counts": counts,
-        "labels_crc32": _crc(labels),
+        "labels_crc32": crc32(labels),
     }
-    _write_entry(folder, arrays, meta)
+    write_arrays(folder, arrays, meta)
     log.info("pseudo-labels stored in %s", folder)
     return load_pseudo_labels(folder)
 

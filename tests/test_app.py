@@ -706,7 +706,7 @@ def test_train_presets_fill_every_setting_and_the_estimate_comes_before_start(ap
     assert config.early_stopping_patience == config.epochs and len(config.datasets) == 2
 
     at.radio(key="train_preset").set_value("recipe").run()
-    assert _widget_values(at)["train_epochs"] == 15 and _widget_values(at)["train_mixup"] == 0.0
+    assert _widget_values(at)["train_epochs"] == 30 and _widget_values(at)["train_mixup"] == 0.0
 
 
 def test_train_offers_pseudo_labels_once_they_exist(app_env, tmp_path, monkeypatch):

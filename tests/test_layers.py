@@ -139,3 +139,9 @@ def test_import_mtfer_and_the_cli_do_not_load_tensorflow():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_no_package_module_is_longer_than_a_reader_can_hold():
+    """About 600 lines at most: past that a module holds more than one idea and should be split by role."""
+    long = {str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 650}
+    assert not long, long

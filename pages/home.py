@@ -22,7 +22,7 @@ One small neural network makes all four guesses together. The idea comes from a 
 (Saroop et al., 2021), which found that learning gender, race and age alongside emotion helps a network read
 emotions. Here no public data set has all four labels: trained on them as they are, the network reads emotions no
 better than one trained on emotions alone; when a first model fills in the missing labels, it reads them a
-little better (1 to 2 points in short test runs). The model in use learned that way: an earlier model filled in the labels it was taught with (the README says how
+little better (1 to 2 points in short test runs). The model in use learned that way: an earlier model filled in the labels it was taught with (the project's results page, docs/results.md, says how
 we measured).
 It sees each face as a small 50 x 50 grayscale picture, turned so the eyes are level.
 

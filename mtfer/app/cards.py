@@ -268,7 +268,7 @@ def choice_title(kind: str, folder: str, metadata: Mapping) -> str:
 
 
 def training_time_text(metadata: Mapping, lineage: Lineage) -> str:
-    """How long training took, over every run of the lineage when they are all known (the README's wall time)."""
+    """How long training took, over every run of the lineage when they are all known (the wall time docs/results.md reports)."""
     machine = _machine_text(metadata.get("machine"))
     own = lineage.stages[-1] if lineage.stages else None
     own_seconds = metadata.get("train_seconds")

@@ -7,7 +7,7 @@ module where LiteRT has no wheel, on BGR or gray images of any size.
 
 A detection is a box, a confidence and, for BlazeFace, both eye centres (the model's own keypoints), which is what
 alignment needs. The comparison of detectors (recall per skin-tone group, false faces, speed) is in
-``benchmarks/detection.py`` and the README.
+``benchmarks/detection.py`` and docs/choices.md.
 """
 
 from __future__ import annotations

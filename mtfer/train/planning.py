@@ -11,7 +11,7 @@ How the estimate is made (the choice, and why):
   here, with the data pipeline, augmentation and validation, at no cost to the page. A timed probe was not chosen:
   it would load TensorFlow into the app server, and on a small machine it would compete with (and be slowed by) a
   job that is already running.
-- **Without such a run**, the rates of ``benchmarks/train_throughput.py`` on this machine (README) are used,
+- **Without such a run**, the rates of ``benchmarks/train_throughput.py`` on this machine (docs/choices.md) are used,
   times :data:`VALIDATION_SHARE` for validation; the page says which source it used.
 - **Preparing a data set** the first time is estimated from the faces/s of the cache's earlier preparations with
   the same face detector (:func:`mtfer.datasets.cache.preparation_rate`), else :data:`DEFAULT_PREPARE_RATE`; a data
@@ -39,7 +39,7 @@ from mtfer.datasets.cache import find_entry, preparation_rate
 from mtfer.store import runs
 from mtfer.train.config import TrainConfig, cpu_has_bf16
 
-# faces/s of training alone on this machine (README, benchmarks/train_throughput.py, 2 cores): the fallback.
+# faces/s of training alone on this machine (docs/choices.md, benchmarks/train_throughput.py, 2 cores): the fallback.
 REFERENCE_RATES: dict[tuple[str, str], float] = {
     ("paper", "float32"): 73.0,
     ("paper", "bfloat16"): 153.0,

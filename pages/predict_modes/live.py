@@ -39,7 +39,7 @@ LIVE_HELP = """**Live or snapshot?** Live sends your camera's video to this app 
 the browser and the app: it works when both run on this computer or on the same network. If the video never starts
 or stays black (a company firewall or VPN blocking WebRTC), switch **Live camera** off and use **Use the camera** to
 take a snapshot, which works everywhere; an administrator can also set a STUN/TURN server (`MTFER_ICE_SERVERS`,
-see the README). Snapshots also show the face as the model saw it and every probability."""
+see docs/live.md). Snapshots also show the face as the model saw it and every probability."""
 
 
 @st.cache_resource(show_spinner="Getting the model ready for live video (once per model) ...", max_entries=4)

@@ -222,7 +222,7 @@ def test_import_tensorflow_keeps_errors_and_python_warnings(tmp_path, level):
     script = textwrap.dedent(
         """
         import os, sys
-        from mtfer import quiet
+        from mtfer.core import quiet
         quiet.import_tensorflow()
         print("after the import", file=sys.stderr)
         os.write(2, b"I0000 00:00:1.0 1 later.cc:1] native output after the import is left alone\\n")

@@ -16,7 +16,7 @@ from typing import Any
 
 from mtfer.core.tasks import TASKS
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # mtfer/core/bundles.py -> the checkout
 DEFAULT_BUNDLE = REPO_ROOT / "models" / "default"
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"

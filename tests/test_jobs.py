@@ -14,7 +14,7 @@ from helpers import tiny_splits, write_fer_tree
 from mtfer.app import job_view
 from mtfer.core import bundles
 from mtfer.store import jobs, runs
-from mtfer.train import callbacks
+from mtfer.train import callbacks, trainer
 from mtfer.train.callbacks import PreparationProgress, StopRequested, TrainingStopped
 from mtfer.train.config import TrainConfig
 from mtfer.train.pipeline import load_prepared
@@ -88,7 +88,7 @@ def test_load_prepared_reports_each_data_set(tmp_path, monkeypatch):
 def stop_at(monkeypatch, epoch: int | None, batch: int | str | None) -> None:
     """Make the next train() receive a stop (as SIGTERM would) in 0-based `epoch` after step `batch` + 1, or during
     that epoch's validation when `batch` is None, or once model.fit has returned when `batch` is "end"."""
-    real = callbacks._callbacks_module
+    real = callbacks.callback_classes
 
     def patched():
         RunCallback, AfterEpoch = real()
@@ -110,7 +110,7 @@ def stop_at(monkeypatch, epoch: int | None, batch: int | str | None) -> None:
 
         return StopThere, AfterEpoch
 
-    monkeypatch.setattr(callbacks, "_callbacks_module", patched)
+    monkeypatch.setattr(trainer, "callback_classes", patched)  # where the trainer looks it up
 
 
 CONFIG = {"architecture": "fast", "epochs": 3, "batch_size": 16, "augment": False, "precision": "float32"}

@@ -104,7 +104,9 @@ def completed_epochs(run: str | os.PathLike) -> int:
         return 0
 
 
-def _callbacks_module():
+def callback_classes():
+    """The trainer's Keras callbacks (RunCallback, AfterEpoch), built on first use: Keras subclasses need Keras
+    imported, which loads TensorFlow (seconds), and the pages that read a run's progress never need it."""
     import keras
 
     class RunCallback(keras.callbacks.Callback):

@@ -26,7 +26,7 @@ from mtfer.train.callbacks import (
     PreparationProgress,
     StopRequested,
     TrainingStopped,
-    _callbacks_module,
+    callback_classes,
     completed_epochs,
     paper_callbacks,
     stop_point,
@@ -218,7 +218,7 @@ def _train(config: TrainConfig, run: Path, splits: dict[str, Split] | None, resu
     # EMA: validate on the moving average, and at each epoch's end leave it in the model (swap_on_epoch) so that
     # EarlyStopping keeps and restores the best epoch's EMA weights, which are the ones saved.
     swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True) if config.ema > 0 else None
-    RunCallback, AfterEpoch = _callbacks_module()
+    RunCallback, AfterEpoch = callback_classes()
     run_cb = RunCallback(run, config, steps, stop, state)
     run_cb.early, run_cb.plateau, run_cb.swap = early, plateau, swap
     run_cb.started = started - float(state.get("seconds", 0.0))  # include data loading; survive stop and resume

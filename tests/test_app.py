@@ -633,7 +633,13 @@ def test_train_stop_ends_a_job_gracefully(app_env, tmp_path):
         assert jobs.active_jobs(app_env) == [run] and at.button(key="train_start").disabled
         progress = _wait(
             run,
-            lambda p: p.get("step", 0) >= 1 and p.get("epoch", 0) > complete or p["state"] not in runs.ACTIVE_STATES,
+            # "phase" is cleared on resume, so these are the resumed job's own step and epoch, not the stopped one's.
+            lambda p: (
+                p.get("phase") == "training"
+                and p.get("step", 0) >= 1
+                and p.get("epoch", 0) > complete
+                or p["state"] not in runs.ACTIVE_STATES
+            ),
         )
         assert progress["state"] == "running" and progress["epoch"] >= complete + 1, runs.log_tail(run)
         assert f"resuming after epoch {complete}" in runs.log_tail(run, 100)

@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from mtfer.app import cards, figures, wording
+from mtfer.assess.abstain import min_confidences
 from mtfer.assess.evaluation import (
     EVAL_SPLITS,
     SLICE_ATTRIBUTES,
@@ -26,6 +27,7 @@ from mtfer.assess.evaluation import (
     per_class_frame,
     untaught_unseen,
 )
+from mtfer.assess.race_groups import race_coverage
 from mtfer.core import bundles, preprocess
 from mtfer.core.bundles import METRICS_FILE
 from mtfer.core.tasks import FORMATS, TASKS, display_name
@@ -442,6 +444,19 @@ with tabs[4]:
                 ),
                 hide_index=True,
             )  # fmt: skip
+    coverage = (
+        race_coverage(evaluation.samples, min_confidences(metadata, ["race"])["race"]) if "race" in tasks else None
+    )
+    if coverage is not None:
+        st.markdown("**Race beyond the three groups**")
+        st.caption(
+            "UTKFace labels five groups; the model's race answer knows three. Faces of the other two should get "
+            "“other / not sure”, as the Predict page promises, and the three groups' faces a right answer. "
+            f"“Not sure” means a race answer below {coverage.min_confidence:.0%} confidence, the threshold this model "
+            "uses everywhere."
+        )
+        st.dataframe(wording.race_groups_table(coverage), hide_index=True)
+        st.caption(coverage.summary())
 
 with tabs[5]:
     others = [c for c in choices if c.path != model.path and settings.list_evaluations(c.path)]

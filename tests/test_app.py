@@ -471,6 +471,27 @@ def test_evaluate_explains_accuracy_by_group_and_hides_what_no_data_teaches(app_
     assert captions and all(c.startswith("True: ") and " → predicted: " in c for c in captions)
 
 
+def test_evaluate_shows_race_beyond_the_three_groups_for_the_shipped_model(app_env, monkeypatch):
+    """On UTKFace, each of its five groups: how many faces get "other / not sure" (the promise to Indian and Others
+    faces) and how many of the three groups' faces get their group right, from the shipped model's saved
+    evaluation and its own race threshold."""
+    monkeypatch.setenv("MTFER_MODEL", str(REPO / "models" / "default"))
+    at = _app("pages/evaluate.py")
+    at.selectbox(key="evaluate_model").set_value(
+        next(o for o in at.selectbox(key="evaluate_model").options if "default" in o.lower())
+    )
+    at.run()
+    at.selectbox(key="evaluate_key").set_value("utkface-test").run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = next(
+        d.value for d in at.dataframe if "Group" in d.value.columns and "Accuracy (three groups)" in d.value.columns
+    )
+    assert list(table["Group"]) == ["White", "Black", "Asian", "Indian", "Others"]
+    assert table.loc[table["Group"] == "Indian", "Accuracy (three groups)"].item() == "—"
+    assert all(v.endswith("%") for v in table['Answered "other / not sure"'])
+    assert "Race beyond the three groups" in _texts(at) and "of Indian and Others faces get" in _texts(at)
+
+
 def _continued(app_env: Path, tmp_path: Path) -> Path:
     """A bundle that continued tiny-multi's training and records its lineage (as the trainer now writes it)."""
     from mtfer.store.lineage import parent_lineage

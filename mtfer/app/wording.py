@@ -10,6 +10,7 @@ from datetime import datetime
 
 import pandas as pd
 
+from mtfer.assess.race_groups import COLUMNS, RaceCoverage
 from mtfer.core.tasks import FORMATS, display_name
 
 EVAL_SPLIT_NAMES = ("train", "val", "test", "all")
@@ -180,3 +181,12 @@ def format_rate(value: float) -> str:
 def faces_text(n: int) -> str:
     """'1 face', '1,234 faces'."""
     return f"{n:,} face{'' if n == 1 else 's'}"
+
+
+def race_groups_table(report: RaceCoverage) -> pd.DataFrame:
+    """The race-by-group table for people: shares as percentages, a dash where a group has no face or the figure
+    does not apply (no accuracy for Indian and Others faces: no class of theirs exists to be right about)."""
+    table = report.groups.copy()
+    for column in COLUMNS[2:]:
+        table[column] = [percent(v) if not pd.isna(v) else "—" for v in table[column]]
+    return table

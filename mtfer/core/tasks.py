@@ -143,6 +143,9 @@ UTKFACE_RACE: dict[int, int | None] = {
     3: None,
     4: None,
 }
+# UTKFace's five race groups as its file names code them, in people's words: the three the race task knows and
+# the two it has no class for (their faces should get "other / not sure").
+UTKFACE_RACE_GROUPS: dict[int, str] = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Others"}
 
 # Upper bounds (inclusive, in years) of the age groups in AGE order; the last is open.
 AGE_GROUP_UPPER_YEARS: tuple[int, ...] = (3, 19, 39, 69)

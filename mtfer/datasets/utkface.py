@@ -99,11 +99,15 @@ def read_utkface(root: str | os.PathLike) -> tuple[pd.DataFrame, SkipReport]:
     return samples_frame(rows), report
 
 
+def race_code(source: str) -> int | None:
+    """The race code (0-4, UTKFACE_RACE_GROUPS) in a UTKFace file name, or None when the name holds none."""
+    fields = Path(str(source)).name.split("_", 3)
+    if len(fields) != 4 or not fields[2].isascii() or not fields[2].isdigit():
+        return None
+    code = int(fields[2])
+    return code if code in UTKFACE_RACE else None
+
+
 def outside_race_mask(sources: Iterable[str]) -> np.ndarray:
     """True for UTKFace files whose race code has no class in the three-group race task (Indian, Others)."""
-
-    mask = []
-    for source in sources:
-        parsed = parse_name(Path(str(source)).name)
-        mask.append(isinstance(parsed, tuple) and parsed[1] is None)
-    return np.asarray(mask, dtype=bool)
+    return np.asarray([(code := race_code(s)) is not None and UTKFACE_RACE[code] is None for s in sources], bool)

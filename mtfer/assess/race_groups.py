@@ -1,0 +1,80 @@
+"""Race beyond the three groups the race task knows. UTKFace labels five groups; the paper's task has classes for
+three (White, Black, Asian) and none for Indian and Others faces. Shown to people, such a face should get "other /
+not sure" (the Predict page's promise), while the three groups' faces should get a right answer and rarely a "not
+sure". Measured on an evaluation's per-face table (samples.csv) with the bundle's race threshold, the same rule the
+page, the CSVs and the command line apply: a face is answered "other / not sure" when the model says "other" (a
+model with that class) or its top race probability is below the threshold."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from mtfer.core.tasks import UTKFACE_RACE, UTKFACE_RACE_GROUPS
+from mtfer.datasets.utkface import race_code
+
+OTHER = "other"  # the race class that answers for every group the three classes do not cover, in a model that has it
+COLUMNS = ("Group", "Faces", 'Answered "other / not sure"', "Accuracy (three groups)")
+
+
+@dataclass(frozen=True)
+class RaceCoverage:
+    """How the race head answers UTKFace's five groups: a table per group (COLUMNS: faces, share answered "other /
+    not sure", accuracy on the three groups' faces) and the three figures that sum it up; shares are 0-1, None
+    where no face counts."""
+
+    groups: pd.DataFrame
+    outside_other: float | None  # Indian and Others faces answered "other / not sure"
+    three_class_accuracy: float | None  # the three groups' faces: right answers, every face counted
+    unanswered: float | None  # the three groups' faces answered "other / not sure"
+    min_confidence: float
+
+    def summary(self) -> str:
+        """One sentence for people: '4% of Indian and Others faces get "other / not sure"; ...'."""
+        parts = []
+        if self.outside_other is not None:
+            parts.append(f'{self.outside_other:.0%} of Indian and Others faces get "other / not sure"')
+        if self.three_class_accuracy is not None:
+            parts.append(f"{self.three_class_accuracy:.1%} of White, Black and Asian faces get their group right")
+        if self.unanswered is not None:
+            parts.append(f'{self.unanswered:.0%} of those get "other / not sure"')
+        return "; ".join(parts) + "." if parts else ""
+
+
+def race_coverage(samples: pd.DataFrame, min_confidence: float) -> RaceCoverage | None:
+    """The measure on an evaluation's samples (source, race_true, race_pred, race_confidence, race_correct), by the
+    group in each UTKFace file name; None when no face's name carries a UTKFace race code (another data set)."""
+    needed = ("source", "race_pred", "race_confidence")
+    if any(column not in samples for column in needed) or samples.empty:
+        return None
+    codes = pd.Series([race_code(s) for s in samples["source"].astype(str)], index=samples.index, dtype="Int64")
+    known = codes.notna()
+    if not known.any():
+        return None
+    confidence = pd.to_numeric(samples["race_confidence"], errors="coerce").to_numpy(np.float64)
+    other_or_unsure = (samples["race_pred"].astype(str).to_numpy() == OTHER) | ~(confidence >= min_confidence)
+    correct = samples.get("race_correct", pd.Series("", index=samples.index)).astype(str).str.lower() == "true"
+    rows = []
+    for code, title in UTKFACE_RACE_GROUPS.items():
+        mine = (codes == code).fillna(False).to_numpy()
+        n = int(mine.sum())
+        inside = UTKFACE_RACE[code] is not None
+        rows.append(
+            {
+                COLUMNS[0]: title,
+                COLUMNS[1]: n,
+                COLUMNS[2]: float(other_or_unsure[mine].mean()) if n else np.nan,
+                COLUMNS[3]: float(correct.to_numpy()[mine].mean()) if n and inside else np.nan,
+            }
+        )
+    outside = known.to_numpy() & np.asarray([UTKFACE_RACE.get(int(c)) is None for c in codes.fillna(-1)])
+    inside = known.to_numpy() & ~outside
+    return RaceCoverage(
+        pd.DataFrame(rows, columns=list(COLUMNS)),
+        float(other_or_unsure[outside].mean()) if outside.any() else None,
+        float(correct.to_numpy()[inside].mean()) if inside.any() else None,
+        float(other_or_unsure[inside].mean()) if inside.any() else None,
+        float(min_confidence),
+    )

@@ -187,7 +187,11 @@ def test_predict_stderr_has_no_tensorflow_start_up_noise(tmp_path):
         env={**env_without_level, **env},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "faces" in json.loads(proc.stdout)
+    faces = json.loads(proc.stdout)["faces"]
+    assert faces, "the photo's face was not found"
+    for face in faces:  # the answer the page shows, beside the raw top class
+        for task, answer in face["answer"].items():
+            assert answer in (face["top"][task], "not sure", "other / not sure")
     assert not noise_lines(proc.stderr), proc.stderr
 
 

@@ -16,6 +16,7 @@ from mtfer.core import bundles
 from mtfer.core.decoding import ImageError
 from mtfer.core.inference import Predictor
 from mtfer.core.tasks import TASK_NAMES, TASKS
+from mtfer.media.answers import thresholds
 from mtfer.media.tables import predictions_table
 
 
@@ -119,10 +120,11 @@ def test_predictions_table_has_one_row_per_face(run_folder, photo):
     predictor = Predictor(run_folder)
     table = predictions_table(
         [("a.jpg", predictor.predict_image(photo)), ("blank.png", [])],
+        thresholds(predictor),
         predictor.classes,
         [("bad.gif", "empty file")],
     )
-    tops = [name for t in TASK_NAMES for name in (t, f"{t}_confidence")]
+    tops = [name for t in TASK_NAMES for name in (t, f"{t}_confidence", f"{t}_answer")]
     probabilities = [f"{t}_{c}" for t in TASK_NAMES for c in TASKS[t].classes]
     assert list(table.columns) == ["source", "face", "x", "y", "w", "h", *tops, *probabilities, "error"]
     assert list(table["source"]) == ["a.jpg", "a.jpg", "blank.png", "bad.gif"]

@@ -301,3 +301,24 @@ def test_upload_counts_every_face_and_uses_the_predictors_mirror_averaging(share
         shown = np.array(list(face.probabilities[task].values()))
         np.testing.assert_allclose(shown, mirrored[task][0], atol=1e-5)
         np.testing.assert_allclose(shown, plain[task].mean(axis=0), atol=1e-5)
+
+
+@pytest.mark.parametrize("min_confidence", [0.95, 0.0])
+def test_the_csv_gives_the_answer_the_page_shows(min_confidence):
+    """One answer everywhere: the CSV's <task>_answer is the class when the page states it and "not sure" (race:
+    "other / not sure") when the page says so, beside the raw top class and its probability."""
+    from mtfer.media.tables import predictions_table
+
+    limits = dict.fromkeys(TASK_NAMES, min_confidence)
+    face = _prediction(emotion={"happy": 0.9, "neutral": 0.1})  # every top class below 0.95
+    row = predictions_table([("photo.jpg", [face])], limits).iloc[0]
+    page = predict_view.people_table([("photo.jpg", [face])], limits).iloc[0]
+    for task in TASK_NAMES:
+        top = max(face.probabilities[task], key=face.probabilities[task].get)
+        assert row[task] == top  # the raw top class stays, with its probability
+        shown = page[predict_view.display_name(task)]
+        if min_confidence:
+            assert row[f"{task}_answer"] == ("other / not sure" if task == "race" else "not sure")
+            assert shown.lower().startswith(row[f"{task}_answer"])
+        else:
+            assert row[f"{task}_answer"] == top and shown == predict_view.display_name(task, top)

@@ -26,6 +26,7 @@ from mtfer.core import bundles
 from mtfer.core.inference import Predictor
 from mtfer.core.tasks import TASK_NAMES, TASKS
 from mtfer.media import draw, folders, video, video_limits
+from mtfer.media.answers import thresholds
 from mtfer.media.folders import photo_files, photos_to_csv
 from mtfer.media.tables import predictions_table
 from mtfer.media.video import VideoAnalysis, VideoError, VideoLimits
@@ -39,7 +40,7 @@ BLANK = 200  # grey of the background
 def expected_columns(video_table: bool, error: bool = False) -> list[str]:
     """The CSV columns docs/live.md documents, written out from the task definitions (not from the code under test)."""
     head = ["source", "time_s", "frame", "track", "face"] if video_table else ["source", "face"]
-    tops = [name for t in TASK_NAMES for name in (t, f"{t}_confidence")]
+    tops = [name for t in TASK_NAMES for name in (t, f"{t}_confidence", f"{t}_answer")]
     probabilities = [f"{t}_{c}" for t in TASK_NAMES for c in TASKS[t].classes]
     return [*head, "x", "y", "w", "h", *tops, *probabilities, *(["error"] if error else [])]
 
@@ -377,6 +378,7 @@ def test_folder_rows_match_the_photo_tables_of_the_page(photo_tree, predictor, t
     photos_to_csv(predictor, [photo_tree / "a.jpg"], out)
     page = predictions_table(
         [(str(photo_tree / "a.jpg"), predictor.predict_image(photo_tree / "a.jpg"))],
+        thresholds(predictor),
         predictor.classes,
         [("x.gif", "x.gif is not a photo this app can read: empty file")],
     )

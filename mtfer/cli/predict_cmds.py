@@ -28,21 +28,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     quiet.import_tensorflow()
     from mtfer.core.inference import Predictor
+    from mtfer.media.answers import answer_labels, thresholds
 
     predictor = Predictor(args.model)
+    limits = thresholds(predictor)  # the "not sure" thresholds: the same answers as the page and the CSVs
     outputs = []
     for (image, _array), preds in zip(
         decoded, predictor.predict_images([a for _, a in decoded], largest_only=args.largest), strict=True
     ):
         why = _explain(predictor, preds, args) if args.explain else [None] * len(preds)
+        shown = [answer_labels(p.probabilities, limits) for p in preds]
         faces_out = [
-            {**p.to_dict(), **({"explain": e.to_dict()} if e else {})} for p, e in zip(preds, why, strict=True)
+            {**p.to_dict(), "answer": a, **({"explain": e.to_dict()} if e else {})}
+            for p, a, e in zip(preds, shown, why, strict=True)
         ]
         outputs.append({"image": image, "faces": faces_out})
         if not args.json:
             print(f"{image}: {len(preds)} face(s)")
-            for k, (p, e) in enumerate(zip(preds, why, strict=True), start=1):
-                tops = ", ".join(f"{t} {p.top(t)[0]} ({p.top(t)[1]:.0%})" for t in p.probabilities)
+            for k, (p, a, e) in enumerate(zip(preds, shown, why, strict=True), start=1):
+                tops = ", ".join(_answer_text(t, a[t], *p.top(t)) for t in p.probabilities)
                 print(f"  face {k} at {p.box}: {tops}")
                 if e is not None:
                     print(f"    why: {e.summary()}")
@@ -176,3 +180,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"{result.path}: {result.format}, float32, {result.size_bytes / 1e6:.2f} MB (from {source})")
     print(f"metadata: {result.metadata_path}")
     return 0
+
+
+def _answer_text(task: str, answer: str, top: str, confidence: float) -> str:
+    """'emotion happy (87%)' when sure; 'race other / not sure (african_american 49%)' when not, as the page says."""
+    return f"{task} {answer} ({confidence:.0%})" if answer == top else f"{task} {answer} ({top} {confidence:.0%})"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mtfer.assess.abstain import Verdict, verdict
+from mtfer.assess.abstain import Verdict, min_confidences, verdict
 from mtfer.core.tasks import UNTAUGHT_CLASSES, display_name
 
 NOT_SURE = "Not sure"
@@ -25,6 +25,23 @@ def face_verdicts(prediction: Any, min_confidence: Mapping[str, float]) -> dict[
         task: verdict(task, probs, float(min_confidence.get(task, 0.0)), UNTAUGHT_CLASSES.get(task, ()))
         for task, probs in prediction.probabilities.items()
     }
+
+
+def thresholds(predictor: Any) -> dict[str, float]:
+    """Each task's "not sure" threshold for a Predictor's bundle (its metadata `abstain`, the defaults otherwise)."""
+    return min_confidences(predictor.bundle.metadata, predictor.tasks)
+
+
+def answer_labels(
+    probabilities: Mapping[str, Mapping[str, float]], min_confidence: Mapping[str, float]
+) -> dict[str, str]:
+    """{task: the answer the page shows} in the model's identifiers: the class when sure, "not sure" (race: "other
+    / not sure") when not. The CSVs, `--json` and the command line's lines carry it beside the top class."""
+    out = {}
+    for task, probs in probabilities.items():
+        v = verdict(task, probs, float(min_confidence.get(task, 0.0)), UNTAUGHT_CLASSES.get(task, ()))
+        out[task] = v.label if v.sure else abstain_name(task).lower()
+    return out
 
 
 def abstain_name(task: str) -> str:

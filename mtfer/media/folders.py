@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from mtfer.core import decoding, faces, preprocess
+from mtfer.media.answers import thresholds
 from mtfer.media.tables import box_columns, face_columns, photo_rows, rows_frame, table_columns
 
 if TYPE_CHECKING:
@@ -179,11 +180,12 @@ def _rows_csv(predictor: Predictor, waiting: Sequence[tuple[Path, list[faces.Fac
         return ""
     groups = [[] if isinstance(found, str) else found for _, found in waiting]
     rows: list[dict[str, Any]] = []
+    limits = thresholds(predictor)
     for (path, found), probs in zip(waiting, predictor.predict_groups(groups), strict=True):
         source = str(path)
         if isinstance(found, str) or not found:
-            rows += photo_rows(source, [], found if isinstance(found, str) else None)
+            rows += photo_rows(source, [], {}, found if isinstance(found, str) else None)
             continue
         for k, (face, p) in enumerate(zip(found, probs, strict=True), start=1):
-            rows.append({"source": source, "face": k, **box_columns(face.box), **face_columns(p)})
+            rows.append({"source": source, "face": k, **box_columns(face.box), **face_columns(p, limits)})
     return rows_frame(rows, columns).to_csv(index=False, header=False)

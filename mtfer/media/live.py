@@ -35,7 +35,7 @@ from mtfer.assess.abstain import Verdict, verdict
 from mtfer.core import faces
 from mtfer.core.inference import by_class, face_batch
 from mtfer.core.tasks import UNTAUGHT_CLASSES, display_name
-from mtfer.media.answers import abstain_name, photo_lines
+from mtfer.media.answers import abstain_name, photo_lines, thresholds
 from mtfer.media.draw import BOX_COLORS, EMOTION_COLORS, FONT, LabelStyle, draw_label, place_labels
 from mtfer.media.tracking import Tracker
 from mtfer.media.video import FrameFace, VideoFrame, video_table
@@ -304,7 +304,8 @@ class LiveProcessor:
         with self._lock:
             frames = list(self._frames)
         since = frames[-1].time_s - seconds if frames and seconds is not None else -math.inf
-        return video_table(self.source, [f for f in frames if f.time_s >= since - 1e-9], self.predictor.classes)
+        recent = [f for f in frames if f.time_s >= since - 1e-9]
+        return video_table(self.source, recent, self.predictor.classes, thresholds(self.predictor))
 
     # --- helpers ------------------------------------------------------------------------------------------------
 

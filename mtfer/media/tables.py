@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from mtfer.core.inference import FacePrediction
+from mtfer.media.answers import answer_labels
 
 PHOTO_COLUMNS = ("source", "face", "x", "y", "w", "h")
 VIDEO_COLUMNS = ("source", "time_s", "frame", "track", "face", "x", "y", "w", "h")
@@ -16,21 +17,27 @@ _INTEGER_COLUMNS = ("frame", "track", "face", "x", "y", "w", "h")
 
 
 def table_columns(classes: Mapping[str, Sequence[str]], video: bool = False, error: bool = False) -> list[str]:
-    """The CSV's columns: where the face is (VIDEO_COLUMNS or PHOTO_COLUMNS), then the top label and its confidence
-    per task (`emotion`, `emotion_confidence`, ...), then every class probability (`emotion_happy`, ...), then
-    `error` when asked (photo tables)."""
-    tops = [name for task in classes for name in (task, f"{task}_confidence")]
+    """The CSV's columns: where the face is (VIDEO_COLUMNS or PHOTO_COLUMNS), then per task the top class, its
+    confidence and the answer the page shows (`emotion`, `emotion_confidence`, `emotion_answer`: the class, or "not
+    sure" below the bundle's threshold), then every class probability (`emotion_happy`, ...), then `error` when
+    asked (photo tables)."""
+    tops = [name for task in classes for name in (task, f"{task}_confidence", f"{task}_answer")]
     probabilities = [f"{task}_{c}" for task, names in classes.items() for c in names]
     return [*(VIDEO_COLUMNS if video else PHOTO_COLUMNS), *tops, *probabilities, *([ERROR_COLUMN] if error else [])]
 
 
-def face_columns(probabilities: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
-    """One face's top label and confidence per task, then every class probability, under table_columns' names."""
+def face_columns(
+    probabilities: Mapping[str, Mapping[str, float]], min_confidence: Mapping[str, float]
+) -> dict[str, Any]:
+    """One face's top class, confidence and shown answer per task (`min_confidence`: the bundle's "not sure"
+    thresholds, answers.thresholds), then every class probability, under table_columns' names."""
     row: dict[str, Any] = {}
+    shown = answer_labels(probabilities, min_confidence)
     for task, probs in probabilities.items():
         label = max(probs, key=probs.__getitem__)
         row[task] = label
         row[f"{task}_confidence"] = round(float(probs[label]), 4)
+        row[f"{task}_answer"] = shown[task]
     for task, probs in probabilities.items():
         for c, v in probs.items():
             row[f"{task}_{c}"] = round(float(v), 6)
@@ -42,7 +49,9 @@ def box_columns(box: Sequence[int]) -> dict[str, int]:
     return {"x": x, "y": y, "w": w, "h": h}
 
 
-def photo_rows(source: str, preds: Sequence[FacePrediction], error: str | None = None) -> list[dict[str, Any]]:
+def photo_rows(
+    source: str, preds: Sequence[FacePrediction], min_confidence: Mapping[str, float], error: str | None = None
+) -> list[dict[str, Any]]:
     """The rows of one photo: one per face (numbered from 1, largest first); a photo without a face, or one that
     could not be read (`error`), is one row with the face columns empty."""
     if error is not None:
@@ -50,7 +59,7 @@ def photo_rows(source: str, preds: Sequence[FacePrediction], error: str | None =
     if not preds:
         return [{"source": source}]
     return [
-        {"source": source, "face": k, **box_columns(p.box), **face_columns(p.probabilities)}
+        {"source": source, "face": k, **box_columns(p.box), **face_columns(p.probabilities, min_confidence)}
         for k, p in enumerate(preds, start=1)
     ]
 
@@ -68,16 +77,17 @@ def rows_frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]):
 
 def predictions_table(
     named: Sequence[tuple[str, Sequence[FacePrediction]]],
+    min_confidence: Mapping[str, float],
     classes: Mapping[str, Sequence[str]] | None = None,
     errors: Sequence[tuple[str, str]] = (),
 ):
     """The photo CSV (the columns of `mtfer predict DIR --csv`): one row per face with `source, face, x, y, w, h`,
-    the top label and confidence per task, every class probability (`emotion_happy`, ...) and `error`; a photo
+    the top class, confidence and shown answer per task, every class probability (`emotion_happy`, ...) and `error`; a photo
     without a face is one row with the face columns empty, and each (file, reason) of `errors` one row with its
     reason. `classes` ({task: class names}, a Predictor's) fixes the columns; by default, those of the first face."""
     if classes is None:
         first = next((p for _, preds in named for p in preds), None)
         classes = {t: list(probs) for t, probs in first.probabilities.items()} if first else {}
-    rows = [row for name, preds in named for row in photo_rows(name, preds)]
-    rows += [row for name, reason in errors for row in photo_rows(name, [], reason)]
+    rows = [row for name, preds in named for row in photo_rows(name, preds, min_confidence)]
+    rows += [row for name, reason in errors for row in photo_rows(name, [], min_confidence, reason)]
     return rows_frame(rows, table_columns(classes, error=True))

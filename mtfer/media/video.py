@@ -37,6 +37,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mtfer.core import decoding, faces, preprocess
+from mtfer.media.answers import thresholds  # noqa: E402
 from mtfer.media.tables import box_columns, face_columns, rows_frame, table_columns  # noqa: E402
 from mtfer.media.tracking import Tracker  # noqa: E402
 
@@ -401,27 +402,38 @@ class VideoAnalysis:
         """The CSV: `source, time_s, frame, track, face, x, y, w, h`, the top label and confidence per task, every
         class probability; one row per face per analysed frame, and a row with an empty track for a frame without
         a face."""
-        return video_table(self.source, self.frames, self.predictor.classes)
+        return video_table(self.source, self.frames, self.predictor.classes, thresholds(self.predictor))
 
     def image(self, frame: int) -> np.ndarray:
         """The BGR image of frame number `frame` of the video."""
         return read_frame(self.path, frame)
 
 
-def frame_rows(source: str, frame: VideoFrame) -> list[dict[str, Any]]:
+def frame_rows(source: str, frame: VideoFrame, min_confidence: Mapping[str, float]) -> list[dict[str, Any]]:
     """One video frame's rows: one per face, or one with the face columns empty when it has none."""
     where = {"source": source, "time_s": frame.time_s, "frame": frame.frame}
     if not frame.faces:
         return [where]
     return [
-        {**where, "track": f.track, "face": f.face, **box_columns(f.box), **face_columns(f.probabilities)}
+        {
+            **where,
+            "track": f.track,
+            "face": f.face,
+            **box_columns(f.box),
+            **face_columns(f.probabilities, min_confidence),
+        }
         for f in frame.faces
     ]
 
 
-def video_table(source: str, frames: Sequence[VideoFrame], classes: Mapping[str, Sequence[str]]) -> pd.DataFrame:
-    """The table of analysed frames (see VideoAnalysis.table)."""
-    rows = [row for frame in frames for row in frame_rows(source, frame)]
+def video_table(
+    source: str,
+    frames: Sequence[VideoFrame],
+    classes: Mapping[str, Sequence[str]],
+    min_confidence: Mapping[str, float],
+) -> pd.DataFrame:
+    """The table of analysed frames (see VideoAnalysis.table); `min_confidence`: the bundle's "not sure" thresholds."""
+    rows = [row for frame in frames for row in frame_rows(source, frame, min_confidence)]
     return rows_frame(rows, table_columns(classes, video=True))
 
 

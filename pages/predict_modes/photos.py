@@ -118,7 +118,7 @@ def photo_uploads(model: settings.ModelChoice) -> None:
         left, right = st.columns(2)
         left.download_button(
             "Download CSV",
-            predictions_table(results, predictor.classes, refused).to_csv(index=False),
+            predictions_table(results, min_confidence, predictor.classes, refused).to_csv(index=False),
             file_name="mtfer-predictions.csv",
             mime="text/csv",
             key="predict_download_csv",

@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 from mtfer.app.wording import faces_text, format_rate, percent
 from mtfer.core import decoding, faces, preprocess
 from mtfer.core.tasks import TASK_NAMES, display_name
-from mtfer.media.draw import ACCENT, MUTED
+from mtfer.media.draw import ACCENT, BASELINE, GUIDE, MUTED, OVERALL, PRIMARY
 
 
 def enlarge(face: np.ndarray, side: int = 200) -> np.ndarray:
@@ -71,10 +71,10 @@ def _mark_starts(fig: go.Figure, starts: Sequence[tuple[int, str]]) -> None:
     for epoch, _ in starts:
         fig.add_vline(
             x=epoch - 0.5,
-            line={"dash": "dot", "color": "#7f7f7f", "width": 1},
+            line={"dash": "dot", "color": GUIDE, "width": 1},
             annotation_text="training continued",
             annotation_position="top left",
-            annotation_font={"size": 11, "color": "#7f7f7f"},
+            annotation_font={"size": 11, "color": GUIDE},
         )
 
 
@@ -93,7 +93,7 @@ def history_figure(history: pd.DataFrame, task: str, starts: Sequence[tuple[int,
                         y=history[column],
                         name=name,
                         mode="lines+markers",
-                        line={"dash": dash, "color": ACCENT if prefix else "#1f77b4"},
+                        line={"dash": dash, "color": ACCENT if prefix else PRIMARY},
                         showlegend=col == 1,
                         legendgroup=name,
                     ),
@@ -194,7 +194,7 @@ def loss_weights_figure(history: pd.DataFrame, starts: Sequence[tuple[int, str]]
             )
         )
     _mark_starts(fig, starts)
-    fig.add_hline(y=1.0, line={"dash": "dot", "color": "#9aa5b1", "width": 1})  # where every weight starts
+    fig.add_hline(y=1.0, line={"dash": "dot", "color": BASELINE, "width": 1})  # where every weight starts
     fig.update_layout(
         title={"text": "Learned task weights", "x": 0},
         xaxis={"title": "epoch", "dtick": _epoch_tick(history)},
@@ -206,7 +206,7 @@ def loss_weights_figure(history: pd.DataFrame, starts: Sequence[tuple[int, str]]
     return fig
 
 
-OVERALL_COLOR = "#52667a"
+OVERALL_COLOR = OVERALL
 
 
 def slices_figure(
@@ -300,7 +300,7 @@ RELIABILITY_NOTE = (
     "faces: 0% is perfect."
 )
 
-RELIABILITY_COLOR = "#1f77b4"
+RELIABILITY_COLOR = PRIMARY
 SPARSE_BIN_SHARE = 0.01  # bins with fewer faces than this share (or 10) are drawn faint: their accuracy is noise
 
 
@@ -357,7 +357,7 @@ def reliability_figure(entry: Mapping, title: str = "") -> go.Figure | None:
             x=[0, 1],
             y=[0, 1],
             mode="lines",
-            line={"dash": "dash", "color": "#7f7f7f", "width": 1.5},
+            line={"dash": "dash", "color": GUIDE, "width": 1.5},
             name="perfect: right as often as it says",
             hoverinfo="skip",
         )

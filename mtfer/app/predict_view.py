@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 from mtfer.assess.abstain import Verdict
 from mtfer.core.tasks import display_name
 from mtfer.media.answers import abstain_name, answer, face_verdicts, shown_classes
-from mtfer.media.draw import ACCENT, MUTED
+from mtfer.media.draw import ACCENT, MUTED, THRESHOLD
 
 RACE_NOTE = (
     "Race here covers three groups only (Caucasian, African American and Asian), the only ones its training photos "
@@ -31,7 +31,7 @@ NOT_SURE_NOTE = (
 )
 
 NEEDED_TEXT = "dotted line: how sure it needed to be ({:.0%})"
-NEEDED_COLOR = "#6b7c8f"
+NEEDED_COLOR = THRESHOLD
 
 
 def faces_found_caption(shown: int, found: int) -> str:

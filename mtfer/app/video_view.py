@@ -18,10 +18,9 @@ from plotly.subplots import make_subplots
 from mtfer.assess.abstain import verdict
 from mtfer.core.tasks import UNTAUGHT_CLASSES, display_name
 from mtfer.media.answers import abstain_name, answer, face_verdicts, shown_classes
-from mtfer.media.draw import BOX_COLORS, EMOTION_COLORS, draw_faces
+from mtfer.media.draw import BOX_COLORS, EMOTION_COLORS, NOW, draw_faces
 from mtfer.media.video import VideoFrame, format_time
 
-# One colour per emotion, the same in every chart (plotly's default cycle would change with the classes shown).
 TIMELINE_PEOPLE = 3  # people drawn on the timeline at first: those seen the longest
 
 
@@ -195,7 +194,7 @@ def timeline_figure(
             col=1,
         )
     if at_s is not None:
-        fig.add_vline(x=float(at_s), line_dash="dot", line_color="#444444")
+        fig.add_vline(x=float(at_s), line_dash="dot", line_color=NOW)
     tick_values = _time_ticks(float(times.max()) if len(times) else 0.0)
     fig.update_xaxes(tickvals=tick_values, ticktext=[format_time(t) for t in tick_values])
     fig.update_xaxes(title_text="time in the video (minutes:seconds)", row=max(1, len(tracks)), col=1)

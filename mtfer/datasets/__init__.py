@@ -26,17 +26,13 @@ from mtfer.datasets.folders import read_folders
 from mtfer.datasets.rafdb import read_rafdb
 from mtfer.datasets.utkface import read_utkface
 
-
-def _readers() -> dict[str, Callable[[str | os.PathLike], tuple[pd.DataFrame, SkipReport]]]:
-    # Imported here: the format modules import the helpers above from this package.
-
-    return {
-        "fer2013": read_fer2013,
-        "fer2013-csv": read_fer2013_csv,
-        "rafdb": read_rafdb,
-        "utkface": read_utkface,
-        "folders": read_folders,
-    }
+READERS: dict[str, Callable[[str | os.PathLike], tuple[pd.DataFrame, SkipReport]]] = {
+    "fer2013": read_fer2013,
+    "fer2013-csv": read_fer2013_csv,
+    "rafdb": read_rafdb,
+    "utkface": read_utkface,
+    "folders": read_folders,
+}  # one reader per format of mtfer.core.tasks.FORMATS
 
 
 def read_dataset(fmt: str, root: str | os.PathLike) -> tuple[pd.DataFrame, SkipReport]:
@@ -49,7 +45,7 @@ def read_dataset(fmt: str, root: str | os.PathLike) -> tuple[pd.DataFrame, SkipR
     key = fmt.strip().lower()
     if key not in FORMATS:
         raise ValueError(f"unknown data set format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    return _readers()[key](root)
+    return READERS[key](root)
 
 
 def _present_splits(df: pd.DataFrame) -> list[str]:

@@ -9,11 +9,19 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-ACCENT = "#e4572e"
-MUTED = "#9fb3c8"
+# The app's colours, one home for all of them. Chart colours are RGB hex; BOX_COLORS below are BGR (OpenCV).
+ACCENT = "#e4572e"  # the thing to look at: the stated answer's bar, the validation curves
+MUTED = "#9fb3c8"  # what stands beside it: the other classes, the groups
+PRIMARY = "#1f77b4"  # a measured series: training curves, reliability bars
+OVERALL = "#52667a"  # the whole before its parts: accuracy on all faces, ahead of the groups
+GUIDE = "#7f7f7f"  # reference lines: perfect calibration, where a continued run starts
+THRESHOLD = "#6b7c8f"  # the "how sure it needed to be" line under a face's probabilities
+NOW = "#444444"  # the frame shown, on a video's timeline
+BASELINE = "#9aa5b1"  # where learned task weights start (1.0)
 
 # The colour of each emotion (RGB hex), one per class of mtfer.core.tasks.EMOTION: the same in the live chart,
-# the video timeline and its shares, so that a colour means one emotion everywhere.
+# the video timeline and its shares, so that a colour means one emotion everywhere (plotly's default cycle would
+# change with the classes shown).
 EMOTION_COLORS: dict[str, str] = {
     "surprise": "#f28e2b",
     "fear": "#9c6ade",

@@ -21,14 +21,14 @@ from collections.abc import Mapping
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from mtfer.core.backends import _EPS, _scaled, apply_temperature
+from mtfer.core.backends import EPS, apply_temperature, temperature_scaled
 from mtfer.core.tasks import TASK_NAMES
 
 BINS = 15
 
 
 def _nll(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], _EPS, 1.0))))
+    return float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], EPS, 1.0))))
 
 
 def fit_temperature(probs: np.ndarray, labels: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
@@ -115,7 +115,7 @@ def fit_calibration(probs: Mapping[str, np.ndarray], labels: np.ndarray) -> dict
     for task, p in probs.items():
         y = labels[:, TASK_NAMES.index(task)]
         t = fit_temperature(p, y)
-        scaled = _scaled(p, t)
+        scaled = temperature_scaled(p, t)
         keep = y >= 0
         section["temperature"][task] = t
         section["ece_before"][task] = expected_calibration_error(p, y)

@@ -22,15 +22,15 @@ from mtfer.core.quiet import native_stderr_without
 if TYPE_CHECKING:
     from mtfer.core.inference import Predictor
 
-_EPS = 1e-12
+EPS = 1e-12
 
 
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     """softmax(log(probs) / T), row-wise, as float32; T = 1 returns the input unchanged."""
-    return _scaled(probs, temperature).astype(np.float32)
+    return temperature_scaled(probs, temperature).astype(np.float32)
 
 
-def _scaled(probs: np.ndarray, temperature: float) -> np.ndarray:
+def temperature_scaled(probs: np.ndarray, temperature: float) -> np.ndarray:
     """:func:`apply_temperature` in float64: distinct probabilities stay distinct (float32 could round two close
     ones to a tie and so move the top class), so the top class of every row is kept exactly."""
     probs = np.asarray(probs, dtype=np.float64)
@@ -38,7 +38,7 @@ def _scaled(probs: np.ndarray, temperature: float) -> np.ndarray:
         raise ValueError(f"temperature must be positive, got {temperature}")
     if temperature == 1.0:
         return probs
-    logits = np.log(np.clip(probs, _EPS, 1.0)) / temperature
+    logits = np.log(np.clip(probs, EPS, 1.0)) / temperature
     logits -= logits.max(axis=-1, keepdims=True)
     out = np.exp(logits)
     return out / out.sum(axis=-1, keepdims=True)
@@ -76,7 +76,7 @@ def calibrated(probs: Mapping[str, np.ndarray], temps: Mapping[str, float]) -> d
     moves); tasks without one, or with 1.0, are returned as they are. With a test-time flip the temperature goes on
     the log of the averaged probabilities, as it was fitted (:func:`fit_calibration` is given the same averaged
     probabilities)."""
-    return {t: _scaled(p, temps[t]) if temps.get(t, 1.0) != 1.0 else p for t, p in probs.items()}
+    return {t: temperature_scaled(p, temps[t]) if temps.get(t, 1.0) != 1.0 else p for t, p in probs.items()}
 
 
 PREDICT_BATCH = 256

@@ -144,7 +144,7 @@ def _apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
     return img if flip is None else cv2.flip(img, flip)
 
 
-def _to_bgr8(img: np.ndarray) -> np.ndarray:
+def to_bgr8(img: np.ndarray) -> np.ndarray:
     """Decoded array (gray, gray+alpha, BGRA; 8/16-bit or float) -> uint8 BGR, alpha composited on white."""
     if img.dtype == np.uint16:
         img = np.round(img / 257.0).astype(np.uint8)
@@ -217,7 +217,7 @@ def decode_image(data: bytes | str | os.PathLike, max_pixels: int = MAX_PIXELS) 
         raise ImageError(f"truncated or corrupt {kind} file ({len(data):,} bytes)")
     if img.shape[0] * img.shape[1] > max_pixels:
         raise ImageError(f"image too large: {img.shape[1]}x{img.shape[0]} pixels (at most {max_pixels:,})")
-    img = _to_bgr8(img)
+    img = to_bgr8(img)
     if orientation != 1:
         img = np.ascontiguousarray(_apply_orientation(img, orientation))
     return img

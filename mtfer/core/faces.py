@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from mtfer.core import detectors
-from mtfer.core.decoding import ImageError, _to_bgr8
+from mtfer.core.decoding import ImageError, to_bgr8
 from mtfer.core.preprocess import PreprocessConfig
 
 __all__ = [
@@ -89,7 +89,7 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     if a.size == 0 or a.ndim not in (2, 3) or a.ndim == 3 and a.shape[2] not in (2, 3, 4):
         raise ImageError(f"expected a non-empty HxW or HxWx3 image array, got shape {a.shape}")
     if a.dtype != np.uint8 or a.ndim == 3 and a.shape[2] != 3:
-        a = _to_bgr8(a)
+        a = to_bgr8(a)
     return np.ascontiguousarray(a) if a.ndim == 2 else cv2.cvtColor(a, cv2.COLOR_BGR2GRAY)
 
 
@@ -269,7 +269,7 @@ def _color(image: np.ndarray) -> np.ndarray:
         a = a[..., 0]
     if a.dtype == np.uint8 and (a.ndim == 2 or a.shape[2] == 3):
         return a
-    return _to_bgr8(a)
+    return to_bgr8(a)
 
 
 def _blaze_faces(image: np.ndarray, gray: np.ndarray, config: PreprocessConfig) -> list[Face]:

@@ -16,12 +16,12 @@ from mtfer.app.wording import (
     DATASET_LABELS,
     SAMPLE_TITLES,
     SPLIT_TITLES,
-    _joined,
     dataset_title,
     evaluation_dataset,
     evaluation_split,
     format_date,
     format_duration,
+    joined,
     percent,
 )
 from mtfer.assess.paper import PAPER_DATASET_NAMES, PaperResult, paper_reference
@@ -201,7 +201,7 @@ def _datasets_text(metadata: Mapping) -> str:
         fmt = str(d.get("format", "")) if isinstance(d, Mapping) else ""
         title = dataset_title(fmt) if fmt != "folders" else f"image folders ({Path(str(d.get('root', ''))).name})"
         parts.append(f"{title} ({DATASET_LABELS[fmt]})" if fmt in DATASET_LABELS else title)
-    return _joined(parts)
+    return joined(parts)
 
 
 def pseudo_labels_text(metadata: Mapping) -> str | None:
@@ -218,7 +218,7 @@ def pseudo_labels_text(metadata: Mapping) -> str | None:
         if not filled:
             continue
         fmt = str((entry.get("dataset") or {}).get("format", ""))
-        labels = _joined([display_name(t).lower() for t in filled])
+        labels = joined([display_name(t).lower() for t in filled])
         most = max(filled.values())
         up_to = "up to " if len(set(filled.values())) > 1 else ""
         parts.append(f"{labels} for {up_to}{most:,} {dataset_title(fmt) or fmt} faces")
@@ -233,9 +233,9 @@ def pseudo_labels_text(metadata: Mapping) -> str | None:
     if not parts:
         return None
     how = "its probabilities" if soft else "its answers"
-    text = _joined(parts)
+    text = joined(parts)
     return (
-        f"{text[:1].upper() + text[1:]}, from the model {_joined(sorted(teachers))} ({how}, where it was sure "
+        f"{text[:1].upper() + text[1:]}, from the model {joined(sorted(teachers))} ({how}, where it was sure "
         "enough); training images only, never the ones it is scored on"
     )
 
@@ -245,8 +245,8 @@ def model_description(metadata: Mapping) -> str:
     if isinstance(metadata.get("description"), str) and metadata["description"].strip():
         return metadata["description"].strip()
     tasks = [display_name(t).lower() for t in metadata.get("tasks", {})]
-    text = f"One network that reads {_joined(tasks) or 'faces'} from a face"
-    data = _joined([dataset_title(str(d.get("format", ""))) for d in metadata.get("datasets") or []])
+    text = f"One network that reads {joined(tasks) or 'faces'} from a face"
+    data = joined([dataset_title(str(d.get("format", ""))) for d in metadata.get("datasets") or []])
     return text + (f", taught with {data}." if data else ".")
 
 
@@ -299,10 +299,10 @@ def model_card(metadata: Mapping, path: str | os.PathLike, lineage: Lineage | No
     lineage = read_lineage(path, metadata) if lineage is None else lineage
     tasks = list(metadata.get("tasks", {}))
     multi_task = len(tasks) > 1
-    predicts = _joined([display_name(t).lower() for t in tasks]).capitalize()
+    predicts = joined([display_name(t).lower() for t in tasks]).capitalize()
     predicts += ", all at once (multi-task)" if multi_task else " only (single-task)"
     samples = metadata.get("samples") or {}
-    counts = _joined([f"{n:,} {SAMPLE_TITLES.get(split, split)}" for split, n in samples.items()])
+    counts = joined([f"{n:,} {SAMPLE_TITLES.get(split, split)}" for split, n in samples.items()])
     protocol = str(metadata.get("protocol", "unknown"))
     architecture = str(metadata.get("architecture", "unknown"))
     facts = [

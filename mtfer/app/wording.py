@@ -137,7 +137,7 @@ def format_date(iso: str | None, short: bool = False) -> str | None:
     return f"{when.day} {when:%b %Y}" if short else f"{when.day} {when:%B %Y}"
 
 
-def _joined(items: Sequence[str]) -> str:
+def joined(items: Sequence[str]) -> str:
     """'a', 'a and b', 'a, b and c'."""
     items = [i for i in items if i]
     return " and ".join(items) if len(items) < 3 else ", ".join(items[:-1]) + " and " + items[-1]

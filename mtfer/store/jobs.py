@@ -24,15 +24,15 @@ from mtfer.core.bundles import (
     run_dir,
 )
 from mtfer.store.runs import (
-    _CHILDREN,
-    _CHILDREN_LOCK,
     ACTIVE_STATES,
+    CHILDREN,
+    CHILDREN_LOCK,
     LOG_FILE,
     PROGRESS_FILE,
-    _progress_lock,
     list_runs,
     new_run_id,
     pid_alive,
+    progress_lock,
     read_progress,
     write_progress,
 )
@@ -98,8 +98,8 @@ def _launch(folder: Path, log: Any, args: list[str]) -> subprocess.Popen:
         raise RunError(f"could not start the training process: {exc.strerror or exc}") from None
     finally:
         log.close()
-    with _CHILDREN_LOCK:
-        _CHILDREN[proc.pid] = proc
+    with CHILDREN_LOCK:
+        CHILDREN[proc.pid] = proc
     write_progress(folder, pid=proc.pid)
     return proc
 
@@ -150,7 +150,7 @@ def stop_job(run: str | os.PathLike) -> bool:
     # "stopping" first, and only over a state that is still active: the job's own writes ("stopped", "finished")
     # must come after it, never before.
     path = Path(run) / PROGRESS_FILE
-    with _progress_lock(run):
+    with progress_lock(run):
         current = read_json(path)
         if current.get("state") not in ACTIVE_STATES:
             return False

@@ -50,7 +50,7 @@ def list_runs(runs_dir: str | os.PathLike | None = None) -> list[Path]:
 
 
 @contextlib.contextmanager
-def _progress_lock(run: str | os.PathLike) -> Iterator[None]:
+def progress_lock(run: str | os.PathLike) -> Iterator[None]:
     """An exclusive lock on a run's progress.json for a read-modify-write: the job, the page that stops it and a
     reader that finds it dead each change progress.json, and none may undo another's change (a "stopped" written
     by the job must not be overwritten by a "stopping" read a moment before)."""
@@ -95,7 +95,7 @@ class Progress(TypedDict, total=False):
 def write_progress(run: str | os.PathLike, **fields: Any) -> Progress:
     """Merge `fields` into progress.json (atomically, under the run's progress lock) and stamp the heartbeat."""
     path = Path(run) / PROGRESS_FILE
-    with _progress_lock(run):
+    with progress_lock(run):
         try:
             progress = read_json(path)
         except RunError:
@@ -142,7 +142,7 @@ def read_progress(run: str | os.PathLike) -> Progress:
     if progress.get("state") in ACTIVE_STATES and not pid_alive(progress.get("pid") or progress.get("starter")):
         gone = "the training process is gone (killed or crashed); see the log tail"
         try:
-            with _progress_lock(run):
+            with progress_lock(run):
                 progress = read_json(path)  # what the job wrote last, perhaps "stopped" just before it exited
                 if progress.get("state") in ACTIVE_STATES:
                     progress["state"] = "failed"
@@ -202,15 +202,15 @@ def clean_log(lines: Iterable[str]) -> list[str]:
 
 # The training processes this process started, by pid: polled by reap_children so that an ended one does not stay
 # a zombie under a long-lived server (the app) until it exits.
-_CHILDREN: dict[int, subprocess.Popen] = {}
-_CHILDREN_LOCK = threading.Lock()
+CHILDREN: dict[int, subprocess.Popen] = {}
+CHILDREN_LOCK = threading.Lock()
 
 
 def reap_children() -> list[int]:
     """Collect the exit status of every training process this process started that has ended (Popen.poll), so
     that none stays a zombie; returns their pids. Cheap: called whenever progress is read."""
-    with _CHILDREN_LOCK:
-        ended = [pid for pid, proc in _CHILDREN.items() if proc.poll() is not None]
+    with CHILDREN_LOCK:
+        ended = [pid for pid, proc in CHILDREN.items() if proc.poll() is not None]
         for pid in ended:
-            del _CHILDREN[pid]
+            del CHILDREN[pid]
     return ended

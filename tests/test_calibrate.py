@@ -30,12 +30,16 @@ SHARPEN = 12.0  # the synthetic model's logits are this many times too large: fa
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, dict]:
-    """A run trained one epoch on random faces, with a validation split big enough to fit every head's
-    temperature (>= 20 labels each), and the mirror-image flip on (the temperature goes on the averaged
-    probabilities)."""
+    """A run trained one epoch on random faces, with the mirror-image flip on (the temperature goes on the averaged
+    probabilities). Two choices keep the calibration figures the same on every CPU: float32, because "auto" trains
+    in bfloat16 where the CPU has it, and bfloat16's rounding of the sharpened logits is noise no temperature
+    removes; and a validation split with at least 120 labels per head (race has a quarter of the faces), because
+    a temperature fitted on 30 labels left race's ECE anywhere between a third and a half lower."""
     root = tmp_path_factory.mktemp("calibrate")
-    splits = {"train": random_split(64, 0), "val": random_split(120, 1), "test": random_split(60, 2)}
-    config = TrainConfig(architecture="fast", epochs=1, batch_size=16, augment=False, tta_flip=True)
+    splits = {"train": random_split(64, 0), "val": random_split(480, 1), "test": random_split(240, 2)}
+    config = TrainConfig(
+        architecture="fast", epochs=1, batch_size=16, augment=False, tta_flip=True, precision="float32"
+    )
     return train(config, root / "run", splits=splits, install_signal_handler=False), splits
 
 
@@ -162,9 +166,7 @@ def test_calibrate_fixes_an_overconfident_model_without_changing_any_answer(synt
     assert metadata["calibration"] == section and backends.temperatures(metadata) == section["temperature"]
     for task in TASK_NAMES:
         assert section["temperature"][task] > 1.5  # over-confident: softened
-        # Temperature scaling minimises the log-likelihood, not the ECE: on this tiny synthetic model the ECE falls
-        # by a third to a half depending on the CPU's arithmetic, so the test asks for a clear fall, not a halving.
-        assert section["ece_before"][task] > 0.05 and section["ece_after"][task] < 0.9 * section["ece_before"][task]
+        assert section["ece_before"][task] > 0.05 and section["ece_after"][task] < section["ece_before"][task] / 2
         assert section["nll_after"][task] < section["nll_before"][task]
     # The "not sure" thresholds were chosen again, on the calibrated validation probabilities, with their targets.
     scaled = backends.calibrated(raw_val, section["temperature"])

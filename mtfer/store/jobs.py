@@ -128,8 +128,10 @@ def resume_job(run: str | os.PathLike, runs_dir: str | os.PathLike | None = None
         if not can_resume(run, progress):
             raise RunError(f"run {run.name} cannot be resumed (it is {progress.get('state', 'unknown')})")
         try:
-            # A fresh start of the record: no error or stop point left over from before.
-            kept = {k: v for k, v in progress.items() if k not in ("error", "stop", "stopped", "pid", "phase")}
+            # A fresh start of the record: no error, stop point or position within an epoch left over from before,
+            # so that nothing reads the stopped job's step as the resumed job's progress.
+            stale = ("error", "stop", "stopped", "pid", "phase", "step", "eta_s")
+            kept = {k: v for k, v in progress.items() if k not in stale}
             atomic_write_json(run / PROGRESS_FILE, {**kept, "state": "queued", "starter": os.getpid()})
             log = open(run / LOG_FILE, "ab")  # noqa: SIM115 - handed to the child
             log.write(f"--- resumed {now_iso()} ---\n".encode())

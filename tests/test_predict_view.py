@@ -307,7 +307,7 @@ def test_upload_counts_every_face_and_uses_the_predictors_mirror_averaging(share
 def test_the_csv_gives_the_answer_the_page_shows(min_confidence):
     """One answer everywhere: the CSV's <task>_answer is the class when the page states it and "not sure" (race:
     "other / not sure") when the page says so, beside the raw top class and its probability."""
-    from mtfer.media.tables import predictions_table
+    from mtfer.media.tables import class_names, predictions_table
 
     limits = dict.fromkeys(TASK_NAMES, min_confidence)
     face = _prediction(emotion={"happy": 0.9, "neutral": 0.1})  # every top class below 0.95
@@ -316,6 +316,7 @@ def test_the_csv_gives_the_answer_the_page_shows(min_confidence):
     for task in TASK_NAMES:
         top = max(face.probabilities[task], key=face.probabilities[task].get)
         assert row[task] == top  # the raw top class stays, with its probability
+        assert class_names(list(row.index), task) == list(TASKS[task].classes)  # readers tell answers from classes
         shown = page[predict_view.display_name(task)]
         if min_confidence:
             assert row[f"{task}_answer"] == ("other / not sure" if task == "race" else "not sure")

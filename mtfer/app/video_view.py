@@ -19,6 +19,7 @@ from mtfer.assess.abstain import verdict
 from mtfer.core.tasks import UNTAUGHT_CLASSES, display_name
 from mtfer.media.answers import abstain_name, answer, face_verdicts, shown_classes
 from mtfer.media.draw import BOX_COLORS, EMOTION_COLORS, NOW, draw_faces
+from mtfer.media.tables import class_names
 from mtfer.media.video import VideoFrame, format_time
 
 TIMELINE_PEOPLE = 3  # people drawn on the timeline at first: those seen the longest
@@ -45,8 +46,7 @@ def _faces(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _classes(table: pd.DataFrame, task: str) -> list[str]:
-    prefix = f"{task}_"
-    return [c[len(prefix) :] for c in table.columns if c.startswith(prefix) and c != f"{task}_confidence"]
+    return class_names(list(table.columns), task)
 
 
 def _tasks(table: pd.DataFrame) -> list[str]:

@@ -14,6 +14,16 @@ PHOTO_COLUMNS = ("source", "face", "x", "y", "w", "h")
 VIDEO_COLUMNS = ("source", "time_s", "frame", "track", "face", "x", "y", "w", "h")
 ERROR_COLUMN = "error"  # photo tables: why a file could not be read (empty when it was)
 _INTEGER_COLUMNS = ("frame", "track", "face", "x", "y", "w", "h")
+# The columns beside each task's top class (`<task>_confidence`, `<task>_answer`); every other `<task>_<name>`
+# column is the probability of class <name>.
+TASK_SUFFIXES = ("confidence", "answer")
+
+
+def class_names(columns: Sequence[str], task: str) -> list[str]:
+    """The class names of `task` in a table's columns (`emotion_happy` -> `happy`), in the table's order."""
+    prefix = f"{task}_"
+    skip = {prefix + suffix for suffix in TASK_SUFFIXES}
+    return [c[len(prefix) :] for c in columns if c.startswith(prefix) and c not in skip]
 
 
 def table_columns(classes: Mapping[str, Sequence[str]], video: bool = False, error: bool = False) -> list[str]:

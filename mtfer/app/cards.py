@@ -1,6 +1,6 @@
-"""What the app shows, as pure functions: plotly figures, accuracy cards beside the paper's figures, the model card,
-a training job's status line (the Predict page's photo labels and answers: mtfer.app.predict_view). No Streamlit here;
-the pages lay these out."""
+"""Cards as pure functions of a bundle's metadata: accuracy cards beside the paper's figures (coloured only where
+the data set and the protocol are the same), and the model card (what it predicts, what it learnt from, how it was
+scored, how long it trained). The pages lay them out; nothing here imports Streamlit."""
 
 from __future__ import annotations
 

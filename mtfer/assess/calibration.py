@@ -1,17 +1,16 @@
-"""Calibration: how far a head's confidence can be trusted, and temperature scaling to make it trustworthy.
+"""Calibration maths: how far a head's confidence can be trusted, and the temperature that makes it trustworthy.
 
 - :func:`reliability` and :func:`expected_calibration_error`: the data of a reliability diagram (15 equal-width
   confidence bins) and the expected calibration error (ECE), the bin-weighted gap between confidence and accuracy.
 - :func:`fit_temperature`: one temperature per head, fitted on validation data by minimising the negative
   log-likelihood of softmax(log p / T) (Guo et al., 2017). Dividing the logits by a positive number never changes
   the top class, so accuracy is unchanged; only the confidence moves.
-- :func:`apply_temperature`: what inference does with a bundle's ``calibration.temperature.<task>``.
+- :func:`fit_calibration`: a bundle's metadata.json ``calibration`` section (temperature, ECE and NLL before and
+  after, per head).
 
-A bundle's calibration (metadata.json ``calibration``): :func:`fit_calibration` (the section: temperature, ECE and
-NLL before and after, per head), :func:`temperatures` (read it back; {} for a legacy bundle), :func:`calibrated`
-(applied by mtfer.core.backends.predict_arrays, hence the Predictor and every evaluation of a bundle), and
-:func:`calibrate_bundle` (`mtfer calibrate`: fit on the bundle's validation faces, recompute its "not sure"
-thresholds on the calibrated probabilities, evaluate it again). Training fits it at its end (mtfer.train.trainer).
+Applying the temperatures is mtfer.core.backends (``temperatures``, ``calibrated``: every runtime, hence the
+Predictor and every evaluation); fitting them on a bundle's validation faces and rewriting the bundle is
+mtfer.train.finalize (`mtfer calibrate`, and the end of every training run).
 """
 
 from __future__ import annotations

@@ -4,12 +4,12 @@ bundle's metadata beside it.
 `export_bundle(model, "tflite", "face.tflite")` writes ``face.tflite`` and ``face.tflite.json``. The JSON is the
 bundle's metadata.json (tasks and their class order, input size and scale, the face-framing settings under
 ``preprocessing``, ``input.tta_flip``, the metrics) plus an ``export`` entry naming the file's input and output
-tensors and saying how to feed them. :class:`ExportedModel` runs such a file (LiteRT's interpreter or ONNX
-Runtime) the way :func:`mtfer.core.backends.predict_arrays` runs the Keras model.
+tensors and saying how to feed them. mtfer.core.backends.ExportedModel runs such a file (LiteRT's interpreter or
+ONNX Runtime) with the same post-processing as the Keras model.
 
 Float32, always: a run trained under the ``mixed_bfloat16`` policy (``precision: bfloat16``) has layers that
 compute in bfloat16. Its architecture is rebuilt from its config with every dtype policy set to float32 and its
-weights (float32 variables under a mixed policy) copied in (:func:`float32_model`); the traced float32 forward
+weights (float32 variables under a mixed policy) copied in (mtfer.core.convert.float32_model); the traced float32 forward
 function of that copy is what the converters see, and the exported file is checked to hold no 16-bit float tensor.
 """
 

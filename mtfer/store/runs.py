@@ -1,7 +1,10 @@
-"""Run folders, progress files, model bundles, the active model, and background training jobs.
+"""Run folders and their progress: run ids and folders, progress.json (the typed Progress) written under a lock
+with a heartbeat, a dead job reported as failed, log tails without TensorFlow's noise, and the training processes
+this process started.
 
-A run folder `runs/<id>/` holds config.json, model.keras + metadata.json (the bundle), history.csv,
-progress.json, checkpoint/ and train.log. Every file is written atomically (temp file + os.replace)."""
+A run folder `runs/<id>/` holds config.json, model.keras + metadata.json (the bundle, mtfer.core.bundles),
+history.csv, progress.json, checkpoint/ and train.log. Every file is written atomically (temp file + os.replace).
+Starting, stopping and resuming jobs is mtfer.store.jobs."""
 
 from __future__ import annotations
 

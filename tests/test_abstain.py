@@ -66,7 +66,7 @@ def test_threshold_from_probabilities_skips_missing_labels():
 
 def test_clear_winner_floor_counts_only_taught_classes():
     assert abstain.clear_winner_floor("gender") == 0.6  # male, female: "unsure" is untaught
-    assert abstain.clear_winner_floor("race") == round(1 / 3 + 0.1, 4)
+    assert abstain.clear_winner_floor("race") == round(1 / 4 + 0.1, 4)
     assert abstain.clear_winner_floor("age") == 0.3
 
 

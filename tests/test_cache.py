@@ -95,15 +95,17 @@ def test_arrays_line_up_with_the_reader_table(utk_root: Path, cache_dir: Path) -
     assert not prepared.from_cache
 
 
-def test_missing_labels_are_minus_one_and_masked(utk_root: Path, cache_dir: Path) -> None:
+def test_missing_labels_are_minus_one_and_masked_and_indian_others_are_race_other(
+    utk_root: Path, cache_dir: Path
+) -> None:
     prepared = run(utk_root, cache_dir)
     by_name = {Path(s).name: i for i, s in enumerate(prepared.sources)}
     emotion, race, gender, age = (TASK_NAMES.index(t) for t in ("emotion", "race", "gender", "age"))
     assert (prepared.labels[:, emotion] == -1).all() and not prepared.masks[:, emotion].any()
     for name, (_, _, race_code) in UTK_FACES.items():
         row = by_name[name]
-        assert prepared.masks[row, race] == (race_code in (0, 1, 2))
-        assert prepared.labels[row, race] == (race_code if race_code in (0, 1, 2) else -1)
+        assert prepared.masks[row, race]
+        assert prepared.labels[row, race] == (race_code if race_code in (0, 1, 2) else TASKS["race"].index("other"))
         assert prepared.masks[row, gender] and prepared.masks[row, age]
     row = by_name["80_1_3_20170101000000004.jpg.chip.jpg"]
     assert prepared.labels[row, gender] == TASKS["gender"].index("female")

@@ -386,14 +386,14 @@ def test_rafdb_real_label_file_alone(shared_data):
 # --- UTKFace ---------------------------------------------------------------------------------------
 
 
-def test_utkface_labels_from_names_and_masks_what_it_cannot_label(tmp_path):
+def test_utkface_labels_from_names_with_indian_and_others_as_race_other(tmp_path):
     root = tmp_path / "data" / "UTKFace"
     names = {
         "25_0_0_20170116200714834.jpg.chip.jpg": (0, 0, age_group(25)),
         "1_1_1_20161219200338012.jpg.chip.jpg": (1, 1, AGE.index("0-3")),
         "75_0_2_20170112212508463.jpg.chip.jpg": (0, 2, AGE.index("70+")),
-        "30_1_3_20170109150557335.jpg.chip.jpg": (1, None, AGE.index("20-39")),  # Indian: no race class
-        "45_0_4_20170117191422725.jpg.chip.jpg": (0, None, AGE.index("40-69")),  # Others: no race class
+        "30_1_3_20170109150557335.jpg.chip.jpg": (1, RACE.index("other"), AGE.index("20-39")),  # Indian
+        "45_0_4_20170117191422725.jpg.chip.jpg": (0, RACE.index("other"), AGE.index("40-69")),  # Others
         "24_0_1_20170116220224657 .jpg.chip.jpg": (0, 1, AGE.index("20-39")),  # garbled date, real quirk
         "10_1_0_20170110.png": (1, 0, AGE.index("4-19")),
     }
@@ -463,7 +463,8 @@ def test_utkface_real_counts(shared_data):
         "61_1_20170109150557335.jpg.chip.jpg",
     ]
     assert df["emotion"].isna().all() and df["gender"].notna().all() and df["age"].notna().all()
-    assert df["race"].notna().sum() == 16_255  # Indian and Others masked
+    assert df["race"].notna().all()
+    assert (df["race"] == RACE.index("other")).sum() == 21_348 - 16_255  # Indian and Others
     assert df["split"].value_counts().to_dict() == {"train": 19_162, "test": 2_186}
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mtfer.core.tasks import UTKFACE_RACE, UTKFACE_RACE_GROUPS
+from mtfer.core.tasks import RACE_OTHER, UTKFACE_RACE, UTKFACE_RACE_GROUPS
 from mtfer.datasets.utkface import race_code
 
 OTHER = "other"  # the race class that answers for every group the three classes do not cover, in a model that has it
@@ -60,7 +60,7 @@ def race_coverage(samples: pd.DataFrame, min_confidence: float) -> RaceCoverage 
     for code, title in UTKFACE_RACE_GROUPS.items():
         mine = (codes == code).fillna(False).to_numpy()
         n = int(mine.sum())
-        inside = UTKFACE_RACE[code] is not None
+        inside = UTKFACE_RACE[code] != RACE_OTHER
         rows.append(
             {
                 COLUMNS[0]: title,
@@ -69,7 +69,7 @@ def race_coverage(samples: pd.DataFrame, min_confidence: float) -> RaceCoverage 
                 COLUMNS[3]: float(correct.to_numpy()[mine].mean()) if n and inside else np.nan,
             }
         )
-    outside = known.to_numpy() & np.asarray([UTKFACE_RACE.get(int(c)) is None for c in codes.fillna(-1)])
+    outside = known.to_numpy() & np.asarray([UTKFACE_RACE.get(int(c)) == RACE_OTHER for c in codes.fillna(-1)])
     inside = known.to_numpy() & ~outside
     return RaceCoverage(
         pd.DataFrame(rows, columns=list(COLUMNS)),

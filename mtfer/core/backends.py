@@ -18,6 +18,7 @@ import numpy as np
 from mtfer.core import bundles, convert, faces
 from mtfer.core.convert import INPUT_NAME, SIGNATURE_KEY, ExportError
 from mtfer.core.quiet import native_stderr_without
+from mtfer.core.tasks import LEGACY_CLASSES, TASKS
 
 if TYPE_CHECKING:
     from mtfer.core.inference import Predictor
@@ -120,7 +121,7 @@ def run_network(
     back as float64, their top classes unchanged. batch_size: faces per pass (all at once by default)."""
     aligned = np.asarray(aligned)
     if len(aligned) == 0:
-        return {t: np.zeros((0, int(n)), np.float32) for t, n in classes.items()}
+        return {t: np.zeros((0, width(t, int(n))), np.float32) for t, n in classes.items()}
     out: dict[str, list[np.ndarray]] = {t: [] for t in classes}
     step = batch_size or len(aligned)
     for start in range(0, len(aligned), step):
@@ -139,7 +140,23 @@ def run_network(
         for t, p in probs.items():
             out[t].append(p)
     joined = {t: np.concatenate(v) for t, v in out.items()}
-    return calibrated(joined, temperatures) if temperatures else joined
+    return padded(calibrated(joined, temperatures) if temperatures else joined)
+
+
+def width(task: str, heads: int) -> int:
+    """How many probabilities a task's answer has: its classes today, for an older bundle's narrower head too."""
+    known = TASKS.get(task)
+    return known.num_classes if known is not None and heads == len(LEGACY_CLASSES.get(task, ())) else heads
+
+
+def padded(probs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """An older bundle's heads (mtfer.core.tasks.LEGACY_CLASSES: a prefix of today's classes) with zero columns for
+    the classes appended since, which that network cannot give: every answer has today's classes, in their order."""
+    out = {}
+    for t, p in probs.items():
+        extra = width(t, p.shape[-1]) - p.shape[-1]
+        out[t] = np.pad(p, [(0, 0)] * (p.ndim - 1) + [(0, extra)]) if extra > 0 else p
+    return out
 
 
 def predict_arrays(

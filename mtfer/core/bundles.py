@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mtfer.core.tasks import TASKS
+from mtfer.core.tasks import LEGACY_CLASSES, TASKS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # mtfer/core/bundles.py -> the checkout
 DEFAULT_BUNDLE = REPO_ROOT / "models" / "default"
@@ -112,7 +112,7 @@ def validate_metadata(metadata: dict, where: str = "metadata.json") -> dict:
     for name, classes in tasks.items():
         if name not in TASKS:
             raise RunError(f"{where}: unknown task {name!r}")
-        if list(classes) != list(TASKS[name].classes):
+        if list(classes) != list(TASKS[name].classes) and tuple(classes) != LEGACY_CLASSES.get(name):
             raise RunError(f"{where}: {name} classes {classes} differ from this version's {list(TASKS[name].classes)}")
     size = metadata.get("input", {}).get("size") if isinstance(metadata.get("input"), dict) else None
     if not isinstance(size, int) or size < 8:

@@ -12,6 +12,7 @@ import numpy as np
 
 from mtfer.core import backends, bundles, decoding, faces, preprocess
 from mtfer.core.backends import predict_arrays
+from mtfer.core.tasks import TASKS
 
 
 def face_batch(found: Sequence[faces.Face]) -> np.ndarray:
@@ -57,7 +58,8 @@ class Predictor:
             bundle = bundles.load_bundle(bundles.resolve_model(bundle))
         self.bundle = bundle
         self.tasks: list[str] = bundle.tasks
-        self.classes: dict[str, list[str]] = {t: list(c) for t, c in bundle.metadata["tasks"].items()}
+        # Today's class lists: an older bundle's narrower heads come back padded (mtfer.core.backends.padded).
+        self.classes: dict[str, list[str]] = {t: list(TASKS[t].classes) for t in bundle.metadata["tasks"]}
         self.config = preprocess.PreprocessConfig.from_dict(bundle.metadata["preprocessing"])
         # Older bundles may carry input.blur_sigma/blur_threshold (a removed blur-matching step): ignored.
         self.flip = bool(bundle.metadata["input"].get("tta_flip", False))

@@ -26,7 +26,10 @@ class Task:
 
 EMOTION = Task("emotion", ("surprise", "fear", "disgust", "happy", "sad", "angry", "neutral"), 2.0)
 GENDER = Task("gender", ("male", "female", "unsure"), 0.1)
-RACE = Task("race", ("caucasian", "african_american", "asian"), 1.5)
+# Race: the paper's three classes, in its order, then "other": every face of a group the three do not cover (UTKFace's
+# Indian and Others faces teach it). Without it such faces had no answer to learn and came out as one of the three
+# groups, confidently. Bundles from before "other" existed (three classes) still load: see LEGACY_CLASSES.
+RACE = Task("race", ("caucasian", "african_american", "asian", "other"), 1.5)
 AGE = Task("age", ("0-3", "4-19", "20-39", "40-69", "70+"), 4.0)
 
 TASKS: dict[str, Task] = {t.name: t for t in (EMOTION, GENDER, RACE, AGE)}
@@ -39,7 +42,7 @@ TASK_TITLES: dict[str, str] = {"emotion": "Emotion", "gender": "Gender", "race":
 CLASS_TITLES: dict[str, dict[str, str]] = {
     "emotion": {c: c.capitalize() for c in EMOTION.classes},
     "gender": {"male": "Male", "female": "Female", "unsure": "Unsure"},
-    "race": {"caucasian": "Caucasian", "african_american": "African American", "asian": "Asian"},
+    "race": {"caucasian": "Caucasian", "african_american": "African American", "asian": "Asian", "other": "Other"},
     "age": {
         "0-3": "0-3 years",
         "4-19": "4-19 years",
@@ -51,6 +54,11 @@ CLASS_TITLES: dict[str, dict[str, str]] = {
 # Classes that no available data set can teach (UTKFace has no "unsure" gender; FER2013 no attributes): hidden
 # from charts, tables and confusion matrices unless a data set carries them.
 UNTAUGHT_CLASSES: dict[str, tuple[str, ...]] = {"gender": ("unsure",)}
+
+
+# Class lists that older bundles carry: a prefix of today's list (classes are only ever appended). Their networks
+# give no probability to the appended classes; mtfer.core.backends pads their outputs with zeros.
+LEGACY_CLASSES: dict[str, tuple[str, ...]] = {"race": RACE.classes[:3]}
 
 
 def display_name(task: str, label: str | None = None) -> str:
@@ -123,28 +131,31 @@ def rafdb_emotion(label: int) -> int:
     return label - 1
 
 
+RAFDB_ATTRIBUTE_CODES: dict[str, int] = {"gender": 3, "race": 3, "age": 5}  # codes per attribute: 0..n-1
+
+
 def rafdb_attribute(task: str, code: int) -> int:
-    t = get_task(task)
-    if t is EMOTION:
+    if task not in RAFDB_ATTRIBUTE_CODES:
         raise ValueError("RAF-DB attributes are gender, race and age")
-    if not 0 <= code < t.num_classes:
-        raise ValueError(f"RAF-DB {task} code must be 0..{t.num_classes - 1}, got {code}")
-    return code
+    n = RAFDB_ATTRIBUTE_CODES[task]
+    if not 0 <= code < n:
+        raise ValueError(f"RAF-DB {task} code must be 0..{n - 1}, got {code}")
+    return code  # the first n classes of the task, in the same order
 
 
 # --- UTKFace -------------------------------------------------------------------------------------
 UTKFACE_GENDER: dict[int, int] = {0: GENDER.index("male"), 1: GENDER.index("female")}
-# 0 White, 1 Black, 2 Asian, 3 Indian, 4 Others. Indian and Others have no class in the 3-class task:
-# they map to None (masked), never to a guess.
-UTKFACE_RACE: dict[int, int | None] = {
+# 0 White, 1 Black, 2 Asian, 3 Indian, 4 Others. Indian and Others faces are the race task's "other" class.
+UTKFACE_RACE: dict[int, int] = {
     0: RACE.index("caucasian"),
     1: RACE.index("african_american"),
     2: RACE.index("asian"),
-    3: None,
-    4: None,
+    3: RACE.index("other"),
+    4: RACE.index("other"),
 }
+RACE_OTHER = RACE.index("other")
 # UTKFace's five race groups as its file names code them, in people's words: the three the race task knows and
-# the two it has no class for (their faces should get "other / not sure").
+# the two its "other" class stands for.
 UTKFACE_RACE_GROUPS: dict[int, str] = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Others"}
 
 # Upper bounds (inclusive, in years) of the age groups in AGE order; the last is open.

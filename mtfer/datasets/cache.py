@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 
 # Bump when the cache's layout or what prepare computes changes (old caches are then rebuilt).
-CACHE_VERSION = 2  # 2: the key covers every image file's size and mtime
+CACHE_VERSION = 3  # 2: the key covers every image file's size and mtime; 3: UTKFace Indian/Others are race "other"
 
 
 # The framing code's version: mtfer.datasets.cache.FRAMING_VERSION when it has one, so that a change there rebuilds.

@@ -4,7 +4,7 @@
 fields (so the in-the-wild ``<age>_<gender>_<race>_<date>.jpg`` names work too).
 
 Labels: gender 0/1 through :data:`mtfer.core.tasks.UTKFACE_GENDER`; race through :data:`mtfer.core.tasks.UTKFACE_RACE`
-(Indian and Others have no class in the 3-class task: race is <NA> for them, never a guess); age in years
+(Indian and Others faces are the race task's "other" class); age in years
 through :func:`mtfer.core.tasks.age_group`. No emotion label. Names without four fields whose first three are
 numbers, or whose gender or race code is out of range, are skipped and counted (the date is not checked).
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mtfer.core.tasks import UTKFACE_GENDER, UTKFACE_RACE, age_group
+from mtfer.core.tasks import RACE_OTHER, UTKFACE_GENDER, UTKFACE_RACE, age_group
 from mtfer.datasets.base import (
     DatasetFormatError,
     Row,
@@ -42,8 +42,8 @@ BAD_RACE = "race code not 0-4"
 NOT_IMAGE = "not an image file (by extension)"
 
 
-def parse_name(name: str) -> tuple[int, int, int | None] | str:
-    """(gender, race or None, age group) from a UTKFace file name, or the reason it cannot be labelled."""
+def parse_name(name: str) -> tuple[int, int, int] | str:
+    """(gender, race, age group) from a UTKFace file name, or the reason it cannot be labelled."""
     # The date field is not used, and a few real names garble it ("..._20170116220224657 .jpg.chip.jpg"):
     # only age, gender and race must be numbers.
     fields = name.split("_", 3)
@@ -109,5 +109,5 @@ def race_code(source: str) -> int | None:
 
 
 def outside_race_mask(sources: Iterable[str]) -> np.ndarray:
-    """True for UTKFace files whose race code has no class in the three-group race task (Indian, Others)."""
-    return np.asarray([(code := race_code(s)) is not None and UTKFACE_RACE[code] is None for s in sources], bool)
+    """True for UTKFace files of a group outside the paper's three (Indian, Others: the race task's "other")."""
+    return np.asarray([(code := race_code(s)) is not None and UTKFACE_RACE[code] == RACE_OTHER for s in sources], bool)

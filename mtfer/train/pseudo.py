@@ -230,7 +230,14 @@ def pseudo_label(
     if not len(target):
         raise ValueError(f"{fmt} at {root} has no faces to label")
 
-    lacking = [t for t in TASK_NAMES if t in teacher.tasks and not (target.labels[:, TASK_NAMES.index(t)] >= 0).any()]
+    # A teacher from before a class was added (race without "other") would teach that no face belongs to it: such a
+    # task is not the teacher's to fill.
+    lacking = [
+        t
+        for t in TASK_NAMES
+        if list(teacher.metadata["tasks"].get(t, [])) == list(TASKS[t].classes)
+        and not (target.labels[:, TASK_NAMES.index(t)] >= 0).any()
+    ]
     if tasks is not None:
         wanted = list(dict.fromkeys(tasks))
         bad = [t for t in wanted if t not in lacking]

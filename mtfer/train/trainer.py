@@ -303,16 +303,28 @@ def _mark_stopped(run: Path, at: dict) -> None:
 
 
 def _copy_matching_weights(source, target) -> None:
-    """Sequential training: copy every layer whose name and weight shapes match (trunk and shared heads)."""
+    """Sequential training: copy every layer whose name and weight shapes match (trunk and shared heads). A head
+    that has gained classes since (race's "other") keeps what it knew: the old classes' weights are copied into
+    the leading outputs and only the new ones start fresh."""
     copied = 0
     by_name = {layer.name: layer for layer in source.layers}
     for layer in target.layers:
         other = by_name.get(layer.name)
         if other is None or not layer.weights:
             continue
-        weights = other.get_weights()
-        if [w.shape for w in weights] == [w.shape for w in layer.get_weights()]:
+        weights, mine = other.get_weights(), layer.get_weights()
+        if [w.shape for w in weights] == [w.shape for w in mine]:
             layer.set_weights(weights)
+            copied += 1
+        elif len(weights) == len(mine) and all(_grown(w.shape, m.shape) for w, m in zip(weights, mine, strict=True)):
+            for w, m in zip(weights, mine, strict=True):
+                m[..., : w.shape[-1]] = w
+            layer.set_weights(mine)
             copied += 1
     if not copied:
         raise ValueError("the starting model shares no layers with this architecture")
+
+
+def _grown(old: tuple, new: tuple) -> bool:
+    """True when a weight of shape `new` is one of shape `old` with more outputs (its last axis) and nothing else."""
+    return len(old) == len(new) and old[:-1] == new[:-1] and old[-1] < new[-1]

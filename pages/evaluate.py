@@ -449,12 +449,7 @@ with tabs[4]:
     )
     if coverage is not None:
         st.markdown("**Race beyond the three groups**")
-        st.caption(
-            "UTKFace labels five groups; the model's race answer knows three. Faces of the other two should get "
-            "“other / not sure”, as the Predict page promises, and the three groups' faces a right answer. "
-            f"“Not sure” means a race answer below {coverage.min_confidence:.0%} confidence, the threshold this model "
-            "uses everywhere."
-        )
+        st.caption(wording.race_groups_caption(metadata["tasks"]["race"], coverage.min_confidence))
         st.dataframe(wording.race_groups_table(coverage), hide_index=True)
         st.caption(coverage.summary())
 

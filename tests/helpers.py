@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import urllib.error
@@ -11,6 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mtfer.core import bundles
+from mtfer.core.tasks import LEGACY_CLASSES
 from mtfer.datasets.splits import Split
 from mtfer.train.config import TrainConfig
 from mtfer.train.trainer import train
@@ -39,6 +42,26 @@ def tiny_run(folder: Path, **overrides) -> Path:
     """A complete run folder (bundle, history, evaluations) trained for one epoch on random faces."""
     config = TrainConfig(**{"architecture": "fast", "epochs": 1, "batch_size": 16, "augment": False, **overrides})
     return train(config, folder, splits=tiny_splits(), install_signal_handler=False)
+
+
+def three_class_race_copy(run: Path, target: Path) -> Path:
+    """The run as a bundle from before "other": the same network with a three-output race head."""
+    import keras
+
+    source = bundles.load_bundle(run)
+    model = source.model
+    features = model.get_layer("race_logits").input
+    logits = keras.layers.Dense(3, name="race_logits")(features)  # the old head is no longer in this graph
+    outputs = dict(model.output)
+    outputs["race"] = keras.layers.Activation("softmax", name="race")(logits)
+    old = keras.Model(model.input, outputs)
+    kernel, bias = model.get_layer("race_logits").get_weights()
+    old.get_layer("race_logits").set_weights([kernel[:, :3], bias[:3]])
+    metadata = json.loads(json.dumps(source.metadata))
+    metadata["tasks"]["race"] = list(LEGACY_CLASSES["race"])
+    metadata.pop("calibration", None)
+    bundles.save_bundle(old, metadata, target)
+    return target
 
 
 def write_utkface_tree(root: Path, n: int = 40, seed: int = 0) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import tiny_run, write_fer_tree, write_utkface_tree
+from helpers import three_class_race_copy, tiny_run, write_fer_tree, write_utkface_tree
 
 from mtfer.core import bundles
 from mtfer.core.tasks import TASK_NAMES
@@ -146,6 +146,16 @@ def test_pseudo_label_refuses_what_it_cannot_do(world):
         pseudo_label(teacher, "fer2013", world["fer"], threshold="1.5", cache_dir=world["cache"])
     with pytest.raises(ValueError, match="no pseudo-labels"):
         load_pseudo_labels(world["cache"] / "nowhere")
+
+
+def test_a_teacher_from_before_race_other_labels_no_race(world, tmp_path):
+    old = three_class_race_copy(world["teacher"], tmp_path / "old")
+    result = pseudo_label(old, "fer2013", world["fer"], threshold=0.3, cache_dir=world["cache"])
+    # Its race answers would say that no face is "other": race is not its to fill, gender and age still are.
+    assert result.meta["tasks"] == ["gender", "age"]
+    assert (result.labels[:, TASK_NAMES.index("race")] == -1).all()
+    with pytest.raises(ValueError, match="race"):
+        pseudo_label(old, "fer2013", world["fer"], threshold=0.3, tasks=["race"], cache_dir=world["cache"])
 
 
 def test_trainer_fills_only_training_labels_and_records_the_pseudo_labels(world, tmp_path, monkeypatch):

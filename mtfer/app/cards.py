@@ -25,6 +25,7 @@ from mtfer.app.wording import (
     percent,
 )
 from mtfer.assess.paper import PAPER_DATASET_NAMES, PaperResult, paper_reference
+from mtfer.assess.race_groups import summary_text
 from mtfer.core.tasks import TASK_NAMES, display_name
 from mtfer.store.lineage import Lineage, read_lineage
 
@@ -293,6 +294,17 @@ def training_time_text(metadata: Mapping, lineage: Lineage) -> str:
     )
 
 
+def race_groups_text(metadata: Mapping) -> str | None:
+    """How the race answers cover UTKFace's five groups on test faces (metadata ``race_groups``, written when the
+    "not sure" thresholds are chosen), as one sentence; None for a model without those figures."""
+    section = metadata.get("race_groups") or {}
+    key = next((k for k in sorted(section) if k.endswith("-test")), None)
+    if key is None:
+        return None
+    figures = section[key]
+    return f"On {dataset_title(evaluation_dataset(key))} test faces: {summary_text(figures)}"
+
+
 def model_card(metadata: Mapping, path: str | os.PathLike, lineage: Lineage | None = None) -> ModelCard:
     """What a non-technical reader needs to know about a model bundle, from its metadata.json (and, for the
     training time of a model that continued another, its lineage: :func:`mtfer.store.lineage.read_lineage`)."""
@@ -316,6 +328,8 @@ def model_card(metadata: Mapping, path: str | os.PathLike, lineage: Lineage | No
     ]
     if (extra := pseudo_labels_text(metadata)) is not None:
         facts.insert(2, ("Extra labels", extra))
+    if (race := race_groups_text(metadata)) is not None:
+        facts.append(("Race beyond three groups", race))
     cards = summary_cards(metadata.get("metrics") or {}, multi_task, protocol)
     return ModelCard(
         model_title(metadata),

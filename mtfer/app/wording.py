@@ -183,9 +183,24 @@ def faces_text(n: int) -> str:
     return f"{n:,} face{'' if n == 1 else 's'}"
 
 
+def race_groups_caption(race_classes: Sequence[str], min_confidence: float) -> str:
+    """What the race-by-group table measures, for a model with the "other" class or one from before it."""
+    knows = (
+        "the paper's three and “other” for everyone else"
+        if "other" in race_classes
+        else "only the paper's three (this model is from before “other” existed)"
+    )
+    return (
+        f"UTKFace labels five groups; the model's race answer knows {knows}. Indian and Others faces should get "
+        "“other / not sure”, as the Predict page promises, and the three groups' faces a right answer. "
+        f"“Not sure” means a race answer below {min_confidence:.0%} confidence, the threshold this model uses "
+        "everywhere."
+    )
+
+
 def race_groups_table(report: RaceCoverage) -> pd.DataFrame:
     """The race-by-group table for people: shares as percentages, a dash where a group has no face or the figure
-    does not apply (no accuracy for Indian and Others faces: no class of theirs exists to be right about)."""
+    does not apply (the three groups' accuracy, for Indian and Others faces)."""
     table = report.groups.copy()
     for column in COLUMNS[2:]:
         table[column] = [percent(v) if not pd.isna(v) else "—" for v in table[column]]

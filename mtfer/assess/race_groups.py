@@ -1,21 +1,24 @@
-"""Race beyond the three groups the race task knows. UTKFace labels five groups; the paper's task has classes for
-three (White, Black, Asian) and none for Indian and Others faces. Shown to people, such a face should get "other /
-not sure" (the Predict page's promise), while the three groups' faces should get a right answer and rarely a "not
-sure". Measured on an evaluation's per-face table (samples.csv) with the bundle's race threshold, the same rule the
+"""Race beyond the paper's three groups. UTKFace labels five groups; the paper's task has classes for three (White,
+Black, Asian), and the race task adds "other" for the rest (Indian and Others faces; models from before it have no
+such class). Shown to people, such a face should get "other / not sure" (the Predict page's promise), while the three
+groups' faces should get a right answer and rarely a "not sure". Measured on an evaluation's per-face table (samples.csv) with the bundle's race threshold, the same rule the
 page, the CSVs and the command line apply: a face is answered "other / not sure" when the model says "other" (a
 model with that class) or its top race probability is below the threshold."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from mtfer.core.tasks import RACE_OTHER, UTKFACE_RACE, UTKFACE_RACE_GROUPS
+from mtfer.core.tasks import RACE, RACE_OTHER, UTKFACE_RACE, UTKFACE_RACE_GROUPS
 from mtfer.datasets.utkface import race_code
 
-OTHER = "other"  # the race class that answers for every group the three classes do not cover, in a model that has it
+OTHER = RACE.classes[RACE_OTHER]  # the class that answers for every group the three classes do not cover
+OUTSIDE_CODES = tuple(code for code, index in UTKFACE_RACE.items() if index == RACE_OTHER)  # Indian, Others
+INSIDE_CODES = tuple(code for code in UTKFACE_RACE if code not in OUTSIDE_CODES)
 COLUMNS = ("Group", "Faces", 'Answered "other / not sure"', "Accuracy (three groups)")
 
 
@@ -33,14 +36,31 @@ class RaceCoverage:
 
     def summary(self) -> str:
         """One sentence for people: '4% of Indian and Others faces get "other / not sure"; ...'."""
-        parts = []
-        if self.outside_other is not None:
-            parts.append(f'{self.outside_other:.0%} of Indian and Others faces get "other / not sure"')
-        if self.three_class_accuracy is not None:
-            parts.append(f"{self.three_class_accuracy:.1%} of White, Black and Asian faces get their group right")
-        if self.unanswered is not None:
-            parts.append(f'{self.unanswered:.0%} of those get "other / not sure"')
-        return "; ".join(parts) + "." if parts else ""
+        return summary_text(self.figures())
+
+    def figures(self) -> dict[str, float | int | None]:
+        """The summing-up figures as a bundle's metadata keeps them (``race_groups``), with the faces counted."""
+        counts = dict(zip(self.groups[COLUMNS[0]], self.groups[COLUMNS[1]], strict=True))
+        return {
+            "outside_other": self.outside_other,
+            "three_class_accuracy": self.three_class_accuracy,
+            "unanswered": self.unanswered,
+            "min_confidence": self.min_confidence,
+            "outside_faces": int(sum(counts.get(UTKFACE_RACE_GROUPS[c], 0) for c in OUTSIDE_CODES)),
+            "three_group_faces": int(sum(counts.get(UTKFACE_RACE_GROUPS[c], 0) for c in INSIDE_CODES)),
+        }
+
+
+def summary_text(figures: Mapping[str, object]) -> str:
+    """One sentence from :meth:`RaceCoverage.figures` (or a bundle's stored copy of them)."""
+    parts = []
+    if (share := figures.get("outside_other")) is not None:
+        parts.append(f'{share:.0%} of Indian and Others faces get "other / not sure"')
+    if (share := figures.get("three_class_accuracy")) is not None:
+        parts.append(f"{share:.1%} of White, Black and Asian faces get their group right")
+    if (share := figures.get("unanswered")) is not None:
+        parts.append(f'{share:.0%} of those get "other / not sure"')
+    return "; ".join(parts) + "." if parts else ""
 
 
 def race_coverage(samples: pd.DataFrame, min_confidence: float) -> RaceCoverage | None:
@@ -60,7 +80,7 @@ def race_coverage(samples: pd.DataFrame, min_confidence: float) -> RaceCoverage 
     for code, title in UTKFACE_RACE_GROUPS.items():
         mine = (codes == code).fillna(False).to_numpy()
         n = int(mine.sum())
-        inside = UTKFACE_RACE[code] != RACE_OTHER
+        inside = code in INSIDE_CODES
         rows.append(
             {
                 COLUMNS[0]: title,
@@ -69,7 +89,7 @@ def race_coverage(samples: pd.DataFrame, min_confidence: float) -> RaceCoverage 
                 COLUMNS[3]: float(correct.to_numpy()[mine].mean()) if n and inside else np.nan,
             }
         )
-    outside = known.to_numpy() & np.asarray([UTKFACE_RACE.get(int(c)) == RACE_OTHER for c in codes.fillna(-1)])
+    outside = codes.isin(OUTSIDE_CODES).fillna(False).to_numpy()
     inside = known.to_numpy() & ~outside
     return RaceCoverage(
         pd.DataFrame(rows, columns=list(COLUMNS)),

@@ -7,10 +7,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mtfer.assess.abstain import Verdict, min_confidences, verdict
-from mtfer.core.tasks import UNTAUGHT_CLASSES, display_name
+from mtfer.core.tasks import RACE, RACE_OTHER, UNTAUGHT_CLASSES, display_name
 
 NOT_SURE = "Not sure"
 ABSTAIN_NAMES: dict[str, str] = {"race": "Other / not sure"}
+# The class an abstaining answer already stands for: an unsure race answer says "Other / not sure (Asian)", never
+# "Other / not sure (Other or Asian)".
+ABSTAIN_CLASSES: dict[str, str] = {"race": RACE.classes[RACE_OTHER]}
 
 
 def shown_classes(task: str, classes: Sequence[str]) -> list[str]:
@@ -49,24 +52,32 @@ def abstain_name(task: str) -> str:
     return ABSTAIN_NAMES.get(task, NOT_SURE)
 
 
+def _options(v: Verdict, with_shares: bool) -> str:
+    """'Sad 28% or Angry 21%': the two likeliest classes of an unsure verdict, without the class its "not sure"
+    already names (race's "other", in 'Other / not sure (Asian 30%)')."""
+    named = [(v.label, v.confidence), (v.runner_up, v.runner_up_confidence)]
+    parts = [
+        display_name(v.task, label) + (f" {share:.0%}" if with_shares and share is not None else "")
+        for label, share in named
+        if label is not None and label != ABSTAIN_CLASSES.get(v.task)
+    ]
+    return " or ".join(parts)
+
+
 def answer(v: Verdict) -> str:
     """'Happy' when sure; 'Not sure (Sad or Angry)' / 'Other / not sure (Caucasian or Asian)' when not."""
     if v.sure:
         return display_name(v.task, v.label)
-    options = display_name(v.task, v.label)
-    if v.runner_up is not None:
-        options += f" or {display_name(v.task, v.runner_up)}"
-    return f"{abstain_name(v.task)} ({options})"
+    options = _options(v, with_shares=False)
+    return f"{abstain_name(v.task)} ({options})" if options else abstain_name(v.task)
 
 
 def verdict_text(v: Verdict) -> str:
     """'Happy (87%)' when sure; 'not sure (Sad 28% or Angry 21%)', for race 'other / not sure (...)', when not."""
     if v.sure:
         return f"{display_name(v.task, v.label)} ({v.confidence:.0%})"
-    options = f"{display_name(v.task, v.label)} {v.confidence:.0%}"
-    if v.runner_up is not None and v.runner_up_confidence is not None:
-        options += f" or {display_name(v.task, v.runner_up)} {v.runner_up_confidence:.0%}"
-    return f"**{abstain_name(v.task).lower()}** ({options})"
+    options = _options(v, with_shares=True)
+    return f"**{abstain_name(v.task).lower()}**" + (f" ({options})" if options else "")
 
 
 def face_line(number: int, verdicts: Mapping[str, Verdict]) -> str:

@@ -27,6 +27,7 @@ from mtfer.assess.evaluation import (
     load_evaluation,
     save_evaluation,
 )
+from mtfer.assess.race_groups import race_coverage
 from mtfer.core import bundles
 from mtfer.core.backends import CALIBRATION_KEY, calibrated, predict_arrays
 from mtfer.core.model import build_model
@@ -119,7 +120,36 @@ def calibrate_bundle(
         for folder in result.evaluations:
             _keep_source_names(folder, named.get(folder.name))
     bundles.atomic_write_json(path / bundles.METADATA_FILE, metadata)
+    record_race_groups(path)
     return result
+
+
+RACE_GROUPS_KEY = "race_groups"
+
+
+def record_race_groups(bundle: str | os.PathLike) -> dict:
+    """Store in a bundle's metadata (``race_groups``: {evaluation: figures}) how its race answers cover UTKFace's
+    five groups (mtfer.assess.race_groups), measured on its saved evaluations with its own race threshold, so the
+    model card and the results table quote them without reading every face. Returns the section ({} when no
+    evaluation has UTKFace faces or the model has no race head)."""
+    path = Path(bundle)
+    metadata = bundles.read_json(path / bundles.METADATA_FILE)
+    if "race" not in metadata.get("tasks", {}):
+        return {}
+    threshold = abstain.min_confidences(metadata, ["race"])["race"]
+    section = {}
+    for samples in sorted((path / bundles.EVALUATION_DIR).glob("*/samples.csv")):
+        try:
+            report = race_coverage(pd.read_csv(samples, dtype=str, keep_default_na=False), threshold)
+        except (OSError, ValueError, pd.errors.ParserError) as exc:  # one unreadable table: the others still count
+            log.warning("race groups: %s skipped (%s)", samples, exc)
+            continue
+        if report is not None:
+            section[samples.parent.name] = report.figures()
+    if section or RACE_GROUPS_KEY in metadata:
+        metadata[RACE_GROUPS_KEY] = section
+        bundles.atomic_write_json(path / bundles.METADATA_FILE, metadata)
+    return section
 
 
 def _source_names(evaluations: Path) -> dict[str, list[str]]:
@@ -156,7 +186,8 @@ def _keep_source_names(folder: Path, before: list[str] | None) -> None:
 
 
 def write_thresholds(bundle: str | os.PathLike, thresholds: Mapping[str, Threshold]) -> dict:
-    """Store thresholds as metadata["abstain"] in a bundle's metadata.json (atomically); returns the metadata."""
+    """Store thresholds as metadata["abstain"] in a bundle's metadata.json (atomically), and the race figures that
+    depend on them (:func:`record_race_groups`); returns the metadata."""
 
     path = Path(bundle) / bundles.METADATA_FILE
     metadata = bundles.read_json(path)
@@ -164,6 +195,8 @@ def write_thresholds(bundle: str | os.PathLike, thresholds: Mapping[str, Thresho
     section.update({task: t.to_dict() for task, t in thresholds.items()})
     metadata[abstain.ABSTAIN_KEY] = section
     bundles.atomic_write_json(path, metadata)
+    if "race" in thresholds:
+        metadata[RACE_GROUPS_KEY] = record_race_groups(bundle)
     return metadata
 
 

@@ -13,8 +13,8 @@ task the data set has no label of at all, the teacher's top class where the teac
   its weights never trained on. A task whose target cannot be reached keeps no label.
 * a number in [0, 1]: the same confidence threshold for every task.
 
-Tasks are filled only where a data set lacks them entirely: a task with some labels (UTKFace's race, masked for
-Indian and Others, which have no class) is never guessed, and true labels are never overwritten. Labels are hard
+Tasks are filled only where a data set lacks them entirely: a task with some labels is never guessed, true labels
+are never overwritten, and a teacher from before a task gained a class (race without "other") fills no such task. Labels are hard
 (the top class); the teacher's probability vectors are stored too, and a run with ``pseudo_targets="soft"`` trains
 on them instead (the same faces: those above the threshold; :func:`soft_targets`).
 

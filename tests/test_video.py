@@ -481,14 +481,18 @@ def test_cli_refuses_unclear_requests_with_one_line(face_video, photo_tree, tmp_
         assert len(err) == 1 and err[0].startswith("mtfer: error: ") and message in err[0], err
 
 
-def test_cli_says_a_text_file_named_mp4_is_not_a_photo_or_video(tmp_path, capsys):
+def test_cli_says_a_text_file_named_mp4_is_not_a_readable_video_and_fails(tmp_path, capsys):
     notes = tmp_path / "clip.mp4"
     notes.write_text("hello")
     out = tmp_path / "x.csv"
-    assert cli.main(["predict", str(notes), "--csv", str(out), "--model", "default"]) == 0
-    table = pd.read_csv(out)
-    assert table["error"].tolist() == ["not an image (unrecognised file format; JPEG, PNG, WebP, BMP, TIFF, GIF "
-                                       "files are read)"]  # fmt: skip
+    assert cli.main(["predict", str(notes), "--csv", str(out), "--model", "default"]) != 0
+    err = capsys.readouterr().err
+    assert "clip.mp4 is not a video that can be read" in err and "Traceback" not in err
+    assert not out.exists()  # nothing half-written
+    # A text file with a photo's name is still a photo that cannot be read: one row saying so, as before.
+    notes.rename(tmp_path / "clip.jpg")
+    assert cli.main(["predict", str(tmp_path / "clip.jpg"), "--csv", str(out), "--model", "default"]) == 0
+    assert pd.read_csv(out)["error"].str.startswith("not an image").all()
 
 
 def test_cli_end_to_end_has_no_start_up_noise_and_json_for_photos_is_unchanged(face_video, photo_tree, tmp_path):

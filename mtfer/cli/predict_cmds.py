@@ -86,7 +86,10 @@ def _predict_csv(args: argparse.Namespace) -> int:
         else:
             with path.open("rb") as f:
                 head = f.read(64)
-            is_photo = decoding.image_kind(head) is not None or not video.is_video(path)
+            # A file named as a video is one, readable or not: a broken .mp4 gets the video's one-line reason, never
+            # a photo's "no face found" and exit 0.
+            named_video = path.suffix.lower().lstrip(".") in video.VIDEO_TYPES
+            is_photo = decoding.image_kind(head) is not None or (not named_video and not video.is_video(path))
             (photos if is_photo else videos).append(item)
     if videos and photos:
         raise ValueError(

@@ -78,6 +78,13 @@ def test_reproduce_rows_are_the_recipe_with_their_own_settings(tmp_path):
     assert pseudo.pseudo_targets == "soft"
     assert (pseudo.epochs, pseudo.seed, pseudo.architecture) == (30, 7, "fast")
     assert [d["format"] for d in pseudo.datasets] == ["fer2013", "utkface"]
+    # The second stage continues the first stage's run, or a model named with --start (a copy of what it made).
+    args.start = None
+    other = reproduce.row_config("recipe-multi-pseudo-other", tmp_path, args)
+    assert other.init_from == "reproduce-recipe-multi-pseudo" and (other.epochs, other.learning_rate) == (12, 5e-4)
+    assert other.pseudo_targets == "soft" and other.architecture == "fast"
+    args.start = tmp_path / "previous"
+    assert reproduce.row_config("recipe-multi-pseudo-other", tmp_path, args).init_from == str(args.start.resolve())
 
 
 def _with_val(folder: Path, accuracy: float) -> Path:
@@ -110,6 +117,11 @@ def test_ship_replaces_the_shipped_model_only_with_a_better_one_on_validation(tm
     assert "kept the shipped model" in capsys.readouterr().out
     assert (shipped / bundles.METADATA_FILE).read_text() == before
 
+    # A model from before race had "other" is never shipped again, however good its emotion.
+    older = _with_val(tiny_run(runs_dir / "20990101-000000-older"), 0.99)
+    meta = bundles.read_json(older / bundles.METADATA_FILE)
+    meta["tasks"]["race"] = meta["tasks"]["race"][:3]
+    bundles.atomic_write_json(older / bundles.METADATA_FILE, meta)
     _with_val(worse, 0.65)
     assert reproduce.ship(runs_dir, tmp_path) == worse
     meta = bundles.read_json(shipped / bundles.METADATA_FILE)

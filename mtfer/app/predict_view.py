@@ -21,9 +21,10 @@ from mtfer.media.answers import abstain_name, answer, face_verdicts, shown_class
 from mtfer.media.draw import ACCENT, MUTED, THRESHOLD
 
 RACE_NOTE = (
-    "Race here covers three groups only (Caucasian, African American and Asian), the only ones its training photos "
-    'were labelled with: for anyone else, or when the model is unsure, it says "Other / not sure".'
+    "Race names three groups only (Caucasian, African American and Asian), those of the research it reproduces: "
+    'for anyone else (it learnt this from faces of other groups), or when it is unsure, it says "Other / not sure".'
 )
+
 
 NOT_SURE_NOTE = (
     '"Not sure" means the model\'s best guess was too weak to state: on faces it was tested on, guesses that weak '

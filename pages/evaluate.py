@@ -297,9 +297,10 @@ with tabs[2]:
                 "each starting from the weights the one before ended with; a dotted line marks where training "
                 "continued."
             )
-        st.caption("Solid: the images it learns from. Dashed: validation images it never learns from.")
+        st.caption(figures.HISTORY_NOTE)
+        kept = figures.kept_epoch(history, lineage.starts)
         for task in figures.history_tasks(history):
-            st.plotly_chart(figures.history_figure(history, task, lineage.starts), key=f"history-{task}")
+            st.plotly_chart(figures.history_figure(history, task, lineage.starts, kept), key=f"history-{task}")
         if (figure := figures.learning_rate_figure(history, lineage.starts)) is not None:
             st.caption(
                 "The learning rate: how big a step training takes at each update (schedules lower it as training settles)."

@@ -974,6 +974,15 @@ def test_confusion_history_slices_and_comparison_figures():
     )  # fmt: skip
     assert figures.history_tasks(history) == ["emotion", "age"]
     assert [t.name for t in figures.history_figure(history, "emotion").data] == ["training", "validation"] * 2
+    # The epoch the model was kept from: the best validation emotion accuracy of the last stage, marked and named.
+    longer = pd.DataFrame({"epoch": [1, 2, 3, 4], "val_emotion_accuracy": [0.3, 0.5, 0.4, 0.45]})
+    assert figures.kept_epoch(longer) == 2
+    assert figures.kept_epoch(longer, starts=[(3, "continued")]) == 4  # a continued run keeps its own best
+    assert figures.kept_epoch(pd.DataFrame({"epoch": [1], "val_mean_accuracy": [0.4]})) == 1
+    assert figures.kept_epoch(pd.DataFrame({"epoch": [1], "loss": [0.4]})) is None
+    marked = figures.history_figure(history, "emotion", kept=2)
+    assert any("model kept (epoch 2)" in a.text for a in marked.layout.annotations)
+    assert not any("model kept" in a.text for a in figures.history_figure(history, "emotion").layout.annotations)
     assert figures.learning_rate_figure(history).layout.yaxis.type == "linear"  # a factor of 5: linear reads best
     assert figures.learning_rate_figure(history.assign(learning_rate=[3e-4, 1e-6])).layout.yaxis.type == "log"
     assert figures.learning_rate_figure(history.drop(columns="learning_rate")) is None

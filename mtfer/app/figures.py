@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 from mtfer.app.wording import faces_text, format_rate, percent
 from mtfer.core import decoding, faces, preprocess
 from mtfer.core.tasks import TASK_NAMES, display_name
-from mtfer.media.draw import ACCENT, BASELINE, GUIDE, MUTED, OVERALL, PRIMARY
+from mtfer.media.draw import ACCENT, BASELINE, GUIDE, MUTED, NOW, OVERALL, PRIMARY
 
 
 def enlarge(face: np.ndarray, side: int = 200) -> np.ndarray:
@@ -78,9 +78,36 @@ def _mark_starts(fig: go.Figure, starts: Sequence[tuple[int, str]]) -> None:
         )
 
 
-def history_figure(history: pd.DataFrame, task: str, starts: Sequence[tuple[int, str]] = ()) -> go.Figure:
+# Why the two curves of a training chart sit where they do; shown beside the charts.
+HISTORY_NOTE = (
+    "Solid: the images it learns from. Dashed: validation images it never learns from. Validation loss sits below "
+    "the training loss because training is made harder on purpose (shifted, turned and recoloured faces, softened "
+    "labels, dropped-out connections), none of which applies when it is checked."
+)
+# The validation score that chose the epoch kept (the trainer's monitor), by preference.
+KEPT_BY = ("val_emotion_accuracy", "val_mean_accuracy")
+
+
+def kept_epoch(history: pd.DataFrame, starts: Sequence[tuple[int, str]] = ()) -> int | None:
+    """The epoch whose weights the model kept: the best of its last stage by the score the trainer monitored
+    (validation emotion accuracy, else the mean validation accuracy), as early stopping restores it; None when the
+    history has no such score."""
+    if history.empty:
+        return None
+    epochs = _epochs(history)
+    last = epochs >= starts[-1][0] if starts else pd.Series(True, index=history.index)
+    for column in KEPT_BY:
+        if column in history and (scores := pd.to_numeric(history.loc[last, column], errors="coerce")).notna().any():
+            return int(epochs[scores.idxmax()])
+    return None
+
+
+def history_figure(
+    history: pd.DataFrame, task: str, starts: Sequence[tuple[int, str]] = (), kept: int | None = None
+) -> go.Figure:
     """Loss and accuracy per epoch of one task, training (solid) vs validation (dashed); `starts` marks where a
-    continued run's epochs begin (:class:`mtfer.store.lineage.Lineage`)."""
+    continued run's epochs begin (:class:`mtfer.store.lineage.Lineage`), `kept` the epoch the model was taken
+    from (:func:`kept_epoch`)."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"))
     epochs = _epochs(history)
     for col, metric in enumerate(("loss", "accuracy"), start=1):
@@ -103,6 +130,14 @@ def history_figure(history: pd.DataFrame, task: str, starts: Sequence[tuple[int,
     fig.update_yaxes(tickformat=".0%", row=1, col=2)
     fig.update_xaxes(title_text="epoch", dtick=_epoch_tick(history))
     _mark_starts(fig, starts)
+    if kept is not None:
+        fig.add_vline(
+            x=kept,
+            line={"dash": "dash", "color": NOW, "width": 1},
+            annotation_text=f"model kept (epoch {kept})",
+            annotation_position="bottom right",
+            annotation_font={"size": 11, "color": NOW},
+        )
     fig.update_layout(
         title={"text": display_name(task), "x": 0}, height=300, margin={"l": 10, "r": 10, "t": 60, "b": 10}
     )

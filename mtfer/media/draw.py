@@ -16,7 +16,7 @@ PRIMARY = "#1f77b4"  # a measured series: training curves, reliability bars
 OVERALL = "#52667a"  # the whole before its parts: accuracy on all faces, ahead of the groups
 GUIDE = "#7f7f7f"  # reference lines: perfect calibration, where a continued run starts
 THRESHOLD = "#6b7c8f"  # the "how sure it needed to be" line under a face's probabilities
-NOW = "#444444"  # the frame shown, on a video's timeline
+NOW = "#444444"  # a chosen point in time: the frame shown on a video's timeline, the epoch a model was kept from
 BASELINE = "#9aa5b1"  # where learned task weights start (1.0)
 
 # The colour of each emotion (RGB hex), one per class of mtfer.core.tasks.EMOTION: the same in the live chart,

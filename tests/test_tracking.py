@@ -69,3 +69,41 @@ def test_a_face_back_elsewhere_keeps_its_new_track_while_the_old_one_lives_on():
     assert b != a
     for k, x in enumerate((250, 200, 150, 110), start=1):  # moving back over a's last place, a not yet expired
         assert tracker.update([(x, 100, 100, 100)], None, 0.2 + 0.1 * k) == [b]
+
+
+def test_one_face_with_gaps_of_up_to_two_seconds_is_one_track():
+    """30 s of one face drifting across the frame, lost for 1.5-2 s every few seconds (a turned head, a stalled
+    stream): it has moved off its old box when it comes back, and is still the same person."""
+    tracker = Tracker()
+    seen: set[int] = set()
+    t, x = 0.0, 100.0
+    while t < 30:
+        in_gap = (t % 5.0) >= 3.2  # seen 3.2 s, then lost 1.8 s
+        if not in_gap:
+            seen.update(tracker.update([(int(x), 120, 80, 80)], None, t))
+        t += 0.1
+        x += 2.0  # 20 px/s: 36 px (under half a face) during a gap
+    assert len(seen) == 1
+
+
+def test_three_people_crossing_are_three_tracks():
+    """Three faces walk across each other's paths at different heights; one is lost for a second midway."""
+    tracker = Tracker()
+    seen: set[int] = set()
+    for k in range(100):
+        t = 0.1 * k
+        boxes = [(20 + 6 * k, 50, 70, 70), (620 - 6 * k, 150, 70, 70), (300, 250 + k, 70, 70)]
+        if 40 <= k < 50:
+            boxes = boxes[:2]  # the third person is missed for 1 s
+        ids = tracker.update(boxes, None, t)
+        assert len(set(ids)) == len(ids)
+        seen.update(ids)
+    assert len(seen) == 3
+
+
+def test_a_new_face_far_away_or_of_another_size_is_not_a_lost_one():
+    tracker = Tracker()
+    (a,) = tracker.update([(100, 100, 80, 80)], None, 0.0)
+    (b,) = tracker.update([(400, 100, 80, 80)], None, 1.0)  # 3.75 face widths away: someone else
+    (c,) = tracker.update([(120, 110, 200, 200)], None, 2.0)  # near a's place but 2.5x its size: someone nearer
+    assert len({a, b, c}) == 3

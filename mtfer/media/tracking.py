@@ -5,8 +5,10 @@
     tracker.tracks[ids[0]].probabilities      # the track's smoothed {task: probabilities}
 
 Boxes are matched to the live tracks by intersection over union (an optimal one-to-one assignment,
-scipy's ``linear_sum_assignment``); a box that overlaps no track by at least ``min_iou`` starts a new track, and a
-track unseen for ``max_age_s`` ends. With ``smoothing_s=0`` the probabilities are the frame's own (video timelines
+scipy's ``linear_sum_assignment``); a box left over is matched to a track left over whose face was of about its
+size and near it (centres at most ``max_shift`` face widths apart): a face lost for a moment (a turned head, a
+missed detection, a stalled stream) has often moved off its old box by then. A box matched neither way starts a
+new track, and a track unseen for ``max_age_s`` (2.5 s: gaps of 2 s are survived) ends. With ``smoothing_s=0`` the probabilities are the frame's own (video timelines
 keep raw per-frame values; the live view smooths so labels do not flicker).
 """
 
@@ -31,6 +33,17 @@ def iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def _shift(a: Box, b: Box) -> float:
+    """How far apart two faces are, in face widths (centre to centre); infinite when their sizes differ by more
+    than half (another face, nearer or farther)."""
+    wa, wb = max(a[2], 1), max(b[2], 1)
+    if not 2 / 3 <= wa / wb <= 3 / 2:
+        return math.inf
+    dx = (a[0] + a[2] / 2) - (b[0] + b[2] / 2)
+    dy = (a[1] + a[3] / 2) - (b[1] + b[3] / 2)
+    return math.hypot(dx, dy) / ((wa + wb) / 2)
+
+
 @dataclass
 class Track:
     """One face followed over time: its last box, when it was first and last seen, its smoothed probabilities."""
@@ -46,7 +59,7 @@ class Track:
 class Tracker:
     """IoU tracking with an exponential moving average of each track's probabilities (time constant smoothing_s)."""
 
-    def __init__(self, min_iou: float = 0.3, max_age_s: float = 1.0, smoothing_s: float = 0.5):
+    def __init__(self, min_iou: float = 0.3, max_age_s: float = 2.5, smoothing_s: float = 0.5, max_shift: float = 1.0):
         if not 0 <= min_iou < 1:
             raise ValueError(f"min_iou must be in [0, 1), got {min_iou}")
         if max_age_s <= 0 or smoothing_s < 0:
@@ -54,6 +67,7 @@ class Tracker:
         self.min_iou = min_iou
         self.max_age_s = max_age_s
         self.smoothing_s = smoothing_s
+        self.max_shift = max_shift
         self.tracks: dict[int, Track] = {}
         self._next_id = 1
 
@@ -76,6 +90,14 @@ class Tracker:
             rows, cols = linear_sum_assignment(-overlap)
             matched.update(
                 {free[r]: group[c].id for r, c in zip(rows, cols, strict=True) if overlap[r, c] >= self.min_iou}
+            )
+        free = [i for i in range(len(boxes)) if i not in matched]
+        left = [t for t in live if t.id not in matched.values()]
+        if free and left and self.max_shift > 0:
+            shift = np.array([[_shift(tuple(boxes[i]), t.box) for t in left] for i in free])
+            rows, cols = linear_sum_assignment(np.minimum(shift, 1e6))
+            matched.update(
+                {free[r]: left[c].id for r, c in zip(rows, cols, strict=True) if shift[r, c] <= self.max_shift}
             )
         return matched
 

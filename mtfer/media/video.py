@@ -52,7 +52,7 @@ DEFAULT_FPS = 5.0
 DEFAULT_MAX_SECONDS = 600.0  # ten minutes
 DEFAULT_MAX_FRAMES = 3000  # ten minutes at 5 frames per second
 TRACK_MIN_IOU = 0.3
-TRACK_MAX_AGE_S = 1.0  # a face unseen for longer starts a new track when it comes back
+TRACK_MAX_AGE_S = 2.5  # a face unseen for longer starts a new track when it comes back
 _BATCH_FACES = 64  # faces put through the network together
 _TRUNCATED_SHARE = 0.9  # a video that stops before this share of the frames its header announces is truncated
 

@@ -159,14 +159,20 @@ with st.expander("Evaluate this model on a data set now", expanded=not settings.
             dataset = found_sets[[d.label for d in found_sets].index(dataset_label)]
             bar = st.progress(0.0, text="Finding and aligning the faces ...")
 
+            # Two phases, each with its own bar: finding the faces, then the network reading them.
             def on_progress(done: int, total: int) -> None:
                 bar.progress(done / total if total else 1.0, text=f"Finding and aligning faces: {done:,} of {total:,}")
+
+            def on_predict(done: int, total: int) -> None:
+                bar.progress(done / total if total else 1.0, text=f"The model reads the faces: {done:,} of {total:,}")
 
             try:
                 with st.spinner("Evaluating ..."):
                     # Found under the data roots a while ago (cached): still inside them, symlinks resolved?
                     root = str(settings.confine(dataset.root, roots))
-                    _, out = evaluate_dataset(str(model.path), dataset.format, root, split, progress=on_progress)
+                    _, out = evaluate_dataset(
+                        str(model.path), dataset.format, root, split, progress=on_progress, predict_progress=on_predict
+                    )
             except (ValueError, OSError) as error:  # settings.ConfinementError is a ValueError
                 st.error(f"The evaluation failed: {error}")
             else:

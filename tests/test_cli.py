@@ -159,6 +159,7 @@ def test_evaluate_default_model_writes_under_runs_not_into_the_bundle(fer_tree, 
     (entry,) = cache.iterdir()
     assert set(load_prepared(entry).splits.tolist()) == {"test"}
     assert "framing the test faces" in proc.stderr and "4/4" in proc.stderr
+    assert "running the network" in proc.stderr  # the network's pass has its own bar: no silent phase
     assert not noise_lines(proc.stderr), proc.stderr
 
     # The Evaluate page lists it beside the shipped evaluations and finds its folder.

@@ -170,3 +170,20 @@ def test_shipped_default_model_loads_and_carries_its_evaluation():
     assert any((bundles.DEFAULT_BUNDLE / "evaluation").glob("*/metrics.json"))
     size = sum(p.stat().st_size for p in bundles.DEFAULT_BUNDLE.rglob("*") if p.is_file())
     assert size < 25 * 1024 * 1024
+
+
+def test_the_network_pass_reports_its_progress_batch_by_batch():
+    from mtfer.core.backends import run_network
+
+    calls: list[tuple[int, int]] = []
+    faces = np.zeros((5, 50, 50), np.uint8)
+    out = run_network(
+        lambda x: {"emotion": np.full((len(x), 7), 1 / 7, np.float32)},
+        faces,
+        {"emotion": 7},
+        batch_size=2,
+        flip=True,
+        progress=lambda done, total: calls.append((done, total)),
+    )
+    assert out["emotion"].shape == (5, 7)
+    assert calls == [(2, 5), (4, 5), (5, 5)]

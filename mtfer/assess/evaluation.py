@@ -534,11 +534,13 @@ def evaluate_dataset(
     out_dir: str | os.PathLike | None = None,
     runs_dir: str | os.PathLike | None = None,
     progress: Callable[[int, int], None] | None = None,
+    predict_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Evaluation, Path]:
     """Run a bundle (run id, folder or 'default') on a data set split ('all' = every sample, whatever its split)
     and save the evaluation in `out_dir`, by default :func:`default_evaluation_dir` (a run's own
     evaluation/<format>-<split>/; never inside the shipped or any other bundle). Only the split's images are
-    framed (a cache of every split is used when there is one)."""
+    framed (a cache of every split is used when there is one). `progress(done, total)` follows the framing of the
+    faces, `predict_progress(done, total)` the network's pass over them: the two phases that take time."""
 
     if split not in EVAL_SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {list(EVAL_SPLITS)}")
@@ -553,7 +555,7 @@ def evaluate_dataset(
         found = sorted(set(prepared.splits.tolist()))
         raise ValueError(f"{fmt} at {root} has no {split!r} samples (splits present: {found}); try --split all")
     flip = bool(bundle.metadata["input"].get("tta_flip", False))  # test-time flip, if the model was trained with it
-    probs = predict_arrays(bundle.model, prepared.images[index], flip=flip)
+    probs = predict_arrays(bundle.model, prepared.images[index], flip=flip, progress=predict_progress)
     evaluation = evaluate_calibrated(  # the calibrated probabilities the Predictor gives, ECE before kept too
         probs,
         prepared.labels[index],

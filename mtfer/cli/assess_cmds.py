@@ -37,6 +37,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out_dir=args.out,
         runs_dir=args.runs,
         progress=TextProgress(f"framing the {args.split} faces" if args.split != "all" else "framing the faces"),
+        predict_progress=TextProgress("running the network"),
     )
     print(format_metrics(result.metrics))
     print(f"evaluation saved in {out_dir}")

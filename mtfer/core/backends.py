@@ -111,6 +111,7 @@ def run_network(
     temperatures: Mapping[str, float] | None = None,
     batch_size: int | None = None,
     one_pass: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """The one post-processing of every runtime: aligned uint8 faces (N,S,S) -> {task: (N, classes) probabilities}.
 
@@ -118,7 +119,8 @@ def run_network(
     of the probabilities of each face and of its mirror image, as two passes, or as one pass of twice the faces with
     `one_pass` (cheaper for LiteRT; the same numbers within float rounding). temperatures: the bundle's calibration
     ({task: T}, :func:`temperatures`), applied to the log of the (averaged) probabilities; the heads it scales come
-    back as float64, their top classes unchanged. batch_size: faces per pass (all at once by default)."""
+    back as float64, their top classes unchanged. batch_size: faces per pass (all at once by default). progress:
+    called with (faces done, faces) after each batch."""
     aligned = np.asarray(aligned)
     if len(aligned) == 0:
         return {t: np.zeros((0, width(t, int(n))), np.float32) for t, n in classes.items()}
@@ -139,6 +141,8 @@ def run_network(
                 probs = {t: (p + np.asarray(mirrored[t], np.float32)) / 2 for t, p in probs.items()}
         for t, p in probs.items():
             out[t].append(p)
+        if progress is not None:
+            progress(min(start + step, len(aligned)), len(aligned))
     joined = {t: np.concatenate(v) for t, v in out.items()}
     return padded(calibrated(joined, temperatures) if temperatures else joined)
 
@@ -166,11 +170,14 @@ def predict_arrays(
     *,
     flip: bool = False,
     temperatures: Mapping[str, float] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """A Keras model's probabilities for uint8 faces (N,S,S), through :func:`run_network` (a traced forward pass,
-    `batch_size` faces at a time)."""
+    `batch_size` faces at a time; `progress(done, total)` after each)."""
     classes = {t: int(model.output[t].shape[-1]) for t in model.output}
-    return run_network(_forward(model), images, classes, flip=flip, temperatures=temperatures, batch_size=batch_size)
+    return run_network(
+        _forward(model), images, classes, flip=flip, temperatures=temperatures, batch_size=batch_size, progress=progress
+    )
 
 
 FORMATS = ("tflite", "onnx")

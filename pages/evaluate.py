@@ -341,10 +341,15 @@ with tabs[3]:
         )
         st.caption(f"{len(wrong):,} misclassified faces, the most confident mistakes first.")
         if len(wrong):
-            most = int(min(60, len(wrong)))
-            count = st.slider("How many to show", 1, most, min(24, most), key="gallery_count") if most > 1 else 1
+            pages = -(-len(wrong) // figures.GALLERY_PAGE)
+            page = (
+                st.number_input("Page", 1, pages, 1, key="gallery_page", help=f"{pages} pages of faces")
+                if pages > 1
+                else 1
+            )
+            shown, what = figures.gallery_page(wrong, page)
+            st.caption(what)
             preprocessing = json.dumps(metadata.get("preprocessing", {}), sort_keys=True)
-            shown = wrong.head(count)
             images, captions = [], []
             for _, row in shown.iterrows():
                 face = gallery_face(str(row["source"]), preprocessing)

@@ -1014,6 +1014,14 @@ def test_sample_face_frames_files_and_skips_what_it_cannot_read(tmp_path):
     assert figures.sample_face("face.png", None, [tmp_path / "elsewhere", tmp_path]).shape == (50, 50)
     row = {"emotion_true": "sad", "emotion_pred": "happy", "emotion_confidence": "0.87"}
     assert figures.gallery_caption(row, "emotion") == "True: Sad → predicted: Happy (87% sure)"
+    named = {**row, "source": "fer2013/test/sad/PublicTest_123.jpg"}
+    assert figures.gallery_caption(named, "emotion").endswith("(87% sure) · PublicTest_123.jpg")
+    # Every mistake can be reached, a page at a time.
+    wrong = pd.DataFrame({"source": [f"{i}.jpg" for i in range(130)]})
+    shown, what = figures.gallery_page(wrong, 2)
+    assert shown["source"].tolist()[0] == "24.jpg" and len(shown) == 24 and what == "Faces 25-48 of 130"
+    last, what = figures.gallery_page(wrong, 99)
+    assert last["source"].tolist()[-1] == "129.jpg" and what == "Faces 121-130 of 130"
 
 
 def test_job_status_lines():

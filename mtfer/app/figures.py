@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import cv2
 import numpy as np
@@ -431,7 +431,23 @@ def sample_face(
         return None
 
 
+GALLERY_PAGE = 24  # faces per page of the mistakes gallery
+
+
 def gallery_caption(row: Mapping, task: str) -> str:
-    """'True: Happy → predicted: Sad (87% sure)' for a row of a misclassified table."""
+    """'True: Happy → predicted: Sad (87% sure) · Training_123.jpg' for a row of a misclassified table (the file
+    name, so that a face can be found again and checked)."""
     true, predicted = display_name(task, str(row[f"{task}_true"])), display_name(task, str(row[f"{task}_pred"]))
-    return f"True: {true} → predicted: {predicted} ({float(row[f'{task}_confidence']):.0%} sure)"
+    caption = f"True: {true} → predicted: {predicted} ({float(row[f'{task}_confidence']):.0%} sure)"
+    name = PurePath(str(row.get("source") or "")).name
+    return f"{caption} · {name}" if name else caption
+
+
+def gallery_page(table: pd.DataFrame, page: int, size: int = GALLERY_PAGE) -> tuple[pd.DataFrame, str]:
+    """One page of a misclassified table (pages numbered from 1; out of range: the nearest page) and what it
+    shows: 'Faces 25-48 of 130'."""
+    pages = max(1, math.ceil(len(table) / size))
+    page = min(max(1, int(page)), pages)
+    shown = table.iloc[(page - 1) * size : page * size]
+    first = (page - 1) * size + 1
+    return shown, (f"Faces {first:,}-{first + len(shown) - 1:,} of {len(table):,}" if len(shown) else "No faces")

@@ -35,7 +35,7 @@ def _prediction(box=(40, 30, 100, 100), **overrides: dict[str, float]) -> FacePr
 
 def _unsure_emotion() -> FacePrediction:
     emotion = {"surprise": 0.1, "fear": 0.1, "disgust": 0.05, "happy": 0.06, "sad": 0.28, "angry": 0.21, "neutral": 0.2}
-    race = {"caucasian": 0.5, "african_american": 0.1, "asian": 0.4}
+    race = {"caucasian": 0.5, "african_american": 0.1, "asian": 0.4, "other": 0.0}
     return _prediction(emotion=emotion, race=race)
 
 
@@ -163,6 +163,7 @@ def test_text_scales_with_the_photo_and_stays_legible():
         and draw.canvas_scale(4000, 3000) == 0.32
         and draw.canvas_scale(1000, 500) == 1
     )
+    assert draw.canvas_scale(200, 150) == draw.MAX_ENLARGE == 2.0  # a small photo: at most twice its size, not blurred
 
 
 def _label_pixels(drawn: np.ndarray, photo_value: int) -> np.ndarray:
@@ -203,7 +204,7 @@ def test_draw_faces_without_faces_and_other_formats():
     assert draw.draw_faces(photo, [], []).shape == (600, 800, 3)  # enlarged, nothing drawn
     assert (draw.draw_faces(photo, [], []) == 255).all()
     assert draw.draw_faces(np.zeros((3000, 2000), np.uint8), [(1000, 1000, 600, 600)], [["x"]]).shape[:2] == (1280, 853)
-    assert draw.draw_faces(np.zeros((50, 60, 4), np.uint8), [], []).shape == (667, 800, 3)
+    assert draw.draw_faces(np.zeros((50, 60, 4), np.uint8), [], []).shape == (100, 120, 3)  # at most twice its size
 
 
 # --- charts and downloads ---------------------------------------------------------------------------------------
@@ -214,8 +215,10 @@ def test_probability_figure_names_for_people_and_hides_untaught_classes():
     verdicts = answers.face_verdicts(p, MIN_CONFIDENCE)
     fig = predict_view.probability_figure("race", p.probabilities["race"], verdicts["race"], 0.55)
     bar = fig.data[0]
-    assert list(bar.y) == ["Caucasian", "African American", "Asian"]
-    assert list(bar.marker.color) == [draw.MUTED, draw.ACCENT, draw.MUTED] and fig.layout.title.text == "Race"
+    assert list(bar.y) == ["Caucasian", "African American", "Asian", "Other"]
+    assert (
+        list(bar.marker.color) == [draw.MUTED, draw.ACCENT, draw.MUTED, draw.MUTED] and fig.layout.title.text == "Race"
+    )
     gender = predict_view.probability_figure("gender", p.probabilities["gender"], verdicts["gender"])
     assert list(gender.data[0].y) == ["Male", "Female"]
     age = predict_view.probability_figure("age", p.probabilities["age"])
@@ -249,7 +252,7 @@ def test_downloads_are_in_words_for_people():
     face = data[0]["faces"][1]
     assert face["face"] == 2 and face["position"] == {"left": 40, "top": 30, "width": 100, "height": 100}
     assert face["Emotion"]["answer"] == "Not sure (Sad or Angry)" and face["Emotion"]["sure"] is False
-    assert face["Race"]["probabilities"] == {"Caucasian": 0.5, "African American": 0.1, "Asian": 0.4}
+    assert face["Race"]["probabilities"] == {"Caucasian": 0.5, "African American": 0.1, "Asian": 0.4, "Other": 0.0}
     assert list(face["Gender"]["probabilities"]) == ["Male", "Female"]
     assert not IDENTIFIER.search(predict_view.people_json(named, MIN_CONFIDENCE))
 

@@ -43,7 +43,8 @@ BOX_COLORS: tuple[tuple[int, int, int], ...] = (
     (110, 110, 20),
 )
 
-MIN_SIDE = 800  # smaller photos are enlarged so that labels fit beside small faces
+MIN_SIDE = 800  # smaller photos are enlarged so that labels fit beside small faces ...
+MAX_ENLARGE = 2.0  # ... but never beyond twice their size: blurred pixels say less than a band of labels below
 MAX_SIDE = 1280
 TEXT_FRACTION = 0.018  # label text height as a fraction of the drawn photo's width
 MIN_TEXT_PX = 15  # never smaller: legible where the page shows the photo at its own size
@@ -79,12 +80,13 @@ class LabelStyle:
 
 
 def canvas_scale(width: int, height: int, min_side: int = MIN_SIDE, max_side: int = MAX_SIDE) -> float:
-    """Scale at which a photo is drawn: its long side brought within [min_side, max_side]."""
+    """Scale at which a photo is drawn: its long side brought within [min_side, max_side], a small photo enlarged
+    at most MAX_ENLARGE times (its labels then go beside and under it, on a wider canvas)."""
     long_side = max(width, height, 1)
     if long_side > max_side:
         return max_side / long_side
     if long_side < min_side:
-        return min_side / long_side
+        return min(min_side / long_side, MAX_ENLARGE)
     return 1.0
 
 

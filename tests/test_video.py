@@ -372,6 +372,24 @@ def test_a_folder_is_walked_recursively_to_one_row_per_face(photo_tree, predicto
     assert calls[0] == (0, 4) and calls[-1] == (4, 4)
 
 
+def test_csv_cells_that_would_run_as_formulas_are_text(photo_tree, predictor, tmp_path, monkeypatch):
+    """A photo named like a spreadsheet formula is written as text (OWASP's rule: a leading quote), in the folder CSV
+    and in every CSV made by csv_text; numbers, negative ones too, stay numbers."""
+    from mtfer.media.tables import csv_text, safe_cell
+
+    monkeypatch.chdir(photo_tree)
+    names = ["=HYPERLINK(1).jpg", "+cmd.jpg", "@SUM(1).jpg", "-x.jpg"]
+    for name in names:
+        (photo_tree / name).write_bytes((photo_tree / "a.jpg").read_bytes())
+    out = tmp_path / "faces.csv"
+    photos_to_csv(predictor, names, out)
+    table = pd.read_csv(out)
+    assert set(table["source"]) == {"'" + n for n in names}
+    assert safe_cell("\tx") == "'\tx" and safe_cell("a=b") == "a=b" and safe_cell(-3) == -3
+    text = csv_text(pd.DataFrame({"source": ["=1+2", "ok"], "x": [-1, 2]}))
+    assert text.splitlines() == ["source,x", "'=1+2,-1", "ok,2"]
+
+
 def test_folder_rows_match_the_photo_tables_of_the_page(photo_tree, predictor, tmp_path):
     """The page's CSV for uploaded photos and the folder CSV: the same columns and the same numbers."""
     out = tmp_path / "faces.csv"

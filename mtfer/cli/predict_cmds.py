@@ -113,6 +113,7 @@ def _predict_csv(args: argparse.Namespace) -> int:
     report = sys.stderr if to_stdout else sys.stdout
     out = sys.stdout if to_stdout else args.csv
     from mtfer.media.folders import photos_to_csv, text_output
+    from mtfer.media.tables import csv_text
 
     if photos:
         from mtfer.cli.progress import TextProgress
@@ -124,7 +125,7 @@ def _predict_csv(args: argparse.Namespace) -> int:
         for k, item in enumerate(videos):
             analysis = video.VideoAnalysis(item, predictor, fps=args.fps, limits=limits, largest_only=args.largest)
             _run_video(analysis)
-            analysis.table().to_csv(handle, index=False, header=k == 0)
+            handle.write(csv_text(analysis.table(), header=k == 0))
             handle.flush()
             for note in analysis.notes:
                 print(f"mtfer: note: {analysis.source}: {note}", file=sys.stderr)

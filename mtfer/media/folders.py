@@ -24,7 +24,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from mtfer.core import decoding, faces, preprocess
 from mtfer.media.answers import thresholds
-from mtfer.media.tables import box_columns, face_columns, photo_rows, rows_frame, table_columns
+from mtfer.media.tables import box_columns, csv_text, face_columns, photo_rows, rows_frame, table_columns
 
 if TYPE_CHECKING:
     from mtfer.core.inference import Predictor
@@ -144,7 +144,7 @@ def photos_to_csv(
     result = FolderResult()
     started = time.perf_counter()
     with text_output(out) as handle:
-        rows_frame([], columns).to_csv(handle, index=False)
+        handle.write(csv_text(rows_frame([], columns)))
         waiting: list[tuple[Path, list[faces.Face] | str]] = []
 
         def flush() -> None:
@@ -188,4 +188,4 @@ def _rows_csv(predictor: Predictor, waiting: Sequence[tuple[Path, list[faces.Fac
             continue
         for k, (face, p) in enumerate(zip(found, probs, strict=True), start=1):
             rows.append({"source": source, "face": k, **box_columns(face.box), **face_columns(p, limits)})
-    return rows_frame(rows, columns).to_csv(index=False, header=False)
+    return csv_text(rows_frame(rows, columns), header=False)

@@ -101,3 +101,22 @@ def predictions_table(
     rows = [row for name, preds in named for row in photo_rows(name, preds, min_confidence)]
     rows += [row for name, reason in errors for row in photo_rows(name, [], min_confidence, reason)]
     return rows_frame(rows, table_columns(classes, error=True))
+
+
+# Characters that make a spreadsheet read a cell as a formula (OWASP's CSV injection rule): a file named
+# "=HYPERLINK(...).jpg" must open as text, not run.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value: Any) -> Any:
+    """A text cell that would start a formula, prefixed with a single quote (shown as text); anything else as is."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
+def csv_text(frame: pd.DataFrame, header: bool = True) -> str:
+    """Every CSV people download or the command line writes: text cells made safe to open in a spreadsheet."""
+    text_columns = [
+        c for c in frame.columns if pd.api.types.is_object_dtype(frame[c]) or pd.api.types.is_string_dtype(frame[c])
+    ]
+    safe = frame.assign(**{c: frame[c].map(safe_cell) for c in text_columns}) if text_columns else frame
+    return safe.to_csv(index=False, header=header)

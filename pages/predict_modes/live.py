@@ -5,7 +5,7 @@ import streamlit as st
 
 from mtfer.app import predict_view
 from mtfer.assess import abstain
-from mtfer.media import answers, webrtc
+from mtfer.media import answers, tables, webrtc
 from mtfer.store import settings
 from pages.predict_modes.shared import load_predictor, loaded_predictor, read_setting
 
@@ -212,7 +212,7 @@ def live_recording(record_s: int) -> None:
     )
     st.download_button(
         "Download the timeline (CSV)",
-        table.to_csv(index=False),
+        tables.csv_text(table),
         file_name=f"mtfer-live-last-{seconds}s.csv",
         mime="text/csv",
         key="predict_live_download",

@@ -9,7 +9,7 @@ from mtfer.assess import abstain, explain
 from mtfer.core import decoding
 from mtfer.core.inference import FacePrediction
 from mtfer.media import answers, draw
-from mtfer.media.tables import predictions_table
+from mtfer.media.tables import csv_text, predictions_table
 from mtfer.media.uploads import UploadResult, analyse_upload
 from mtfer.store import settings
 from pages.predict_modes.shared import NO_FACE_TIPS, load_predictor, loaded_predictor
@@ -118,7 +118,7 @@ def photo_uploads(model: settings.ModelChoice) -> None:
         left, right = st.columns(2)
         left.download_button(
             "Download CSV",
-            predictions_table(results, min_confidence, predictor.classes, refused).to_csv(index=False),
+            csv_text(predictions_table(results, min_confidence, predictor.classes, refused)),
             file_name="mtfer-predictions.csv",
             mime="text/csv",
             key="predict_download_csv",

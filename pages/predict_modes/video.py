@@ -6,7 +6,7 @@ import streamlit as st
 
 from mtfer.app import predict_view, wording
 from mtfer.assess import abstain
-from mtfer.media import video_limits
+from mtfer.media import tables, video_limits
 from mtfer.store import settings
 from pages.predict_modes.shared import NO_FACE_TIPS, loaded_predictor, read_setting
 
@@ -171,7 +171,7 @@ def video_results(analysis, min_confidence: dict[str, float]) -> None:
     st.subheader("Download the results")
     st.download_button(
         "Download CSV",
-        table.to_csv(index=False),
+        tables.csv_text(table),
         file_name=f"{Path(analysis.source).stem or 'video'}-timeline.csv",
         mime="text/csv",
         key="predict_video_download",

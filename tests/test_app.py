@@ -992,7 +992,8 @@ def test_confusion_history_slices_and_comparison_figures():
          "accuracy": [0.5, np.nan, 0.25]}
     )  # fmt: skip
     fig = figures.slices_figure(slices)
-    assert [list(t.x) for t in fig.data] == [["Male<br>10 faces"], ["0-3 years<br>4 faces"]]
+    assert [list(t.x) for t in fig.data] == [["Male<br>10 faces"], ["0-3<br>years<br>4 faces"]]
+    assert fig.layout.xaxis.tickangle == 0  # level labels, a word per line, never turned on their side
     assert figures.slices_figure(slices[slices["n"] == 0]) is None
 
     table = pd.DataFrame({"emotion": [0.6, 0.5], "age": [0.7, np.nan]}, index=pd.Index(["a", "b"], name="run"))

@@ -272,8 +272,10 @@ def slices_figure(
     with_overall = overall is not None and math.isfinite(overall)
     for col, attribute in enumerate(attributes, start=1):
         part = usable[usable["attribute"] == attribute]
+        # Level labels, a word per line ("African<br>American", "40-69<br>years"): plotly would otherwise turn a
+        # crowded panel's labels on their side.
         x = [
-            f"{display_name(attribute, str(g))}<br>{faces_text(n)}"
+            f"{display_name(attribute, str(g)).replace(' ', '<br>')}<br>{faces_text(n)}"
             for g, n in zip(part["group"], part["n"], strict=True)
         ]
         y, colors = part["accuracy"].tolist(), [MUTED] * len(part)
@@ -296,9 +298,10 @@ def slices_figure(
             col=col,
         )
     fig.update_yaxes(range=[0, 1.12], tickformat=".0%")
+    fig.update_xaxes(tickangle=0, tickfont={"size": 10})
     fig.update_layout(
         title={"text": f"{display_name(task)} accuracy by {'predicted ' if predicted else ''}group", "x": 0},
-        height=340,
+        height=380,
         margin={"l": 10, "r": 10, "t": 60, "b": 10},
     )
     return fig

@@ -249,7 +249,9 @@ def test_evaluate_shows_emotion_accuracy_by_predicted_group_on_fer2013(app_env):
         for group, accuracy in correct.groupby(samples[f"{attribute}_pred"]).mean().items()
         if group != "unsure"
     }
-    bars = {x.split("<br>")[0]: y for trace in spec["data"] for x, y in zip(trace["x"], trace["y"], strict=True)}
+    bars = {
+        " ".join(x.split("<br>")[:-1]): y for trace in spec["data"] for x, y in zip(trace["x"], trace["y"], strict=True)
+    }
     assert bars.pop("<b>All faces</b>") == pytest.approx(correct.mean())
     assert bars == pytest.approx(expected)
     table = at.dataframe[-1].value

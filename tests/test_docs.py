@@ -59,3 +59,27 @@ def test_anchored_links_point_at_headings_that_exist():
         for target, anchor in ANCHORED.findall(page.read_text()):
             linked = (page.parent / target) if target else page
             assert anchor in _anchors(linked), f"{page.name}: no heading for {target}#{anchor}"
+
+
+def test_the_readme_results_are_the_shipped_models():
+    """The README's results table quotes models/default's own test figures (metadata metrics and race_groups), so
+    that the front door, the Home page's card and docs/results.md say the same."""
+    import json
+
+    metadata = json.loads((ROOT / "models" / "default" / "metadata.json").read_text())
+    metrics = metadata["metrics"]
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[2]
+        for line in README.read_text().splitlines()
+        if line.startswith("| ") and "UTKFace" in line or line.startswith("| emotion, FER2013")
+    }
+    emotion = metrics["fer2013-test"]["emotion"]
+    assert f"**{emotion['accuracy']:.2%}** (macro-F1 {emotion['macro_f1']:.3f})" in rows["emotion, FER2013"]
+    for task in ("gender", "age"):
+        (row,) = [cells for name, cells in rows.items() if name.startswith(task)]
+        assert f"**{metrics['utkface-test'][task]['accuracy']:.2%}**" in row
+    race = metadata["race_groups"]["utkface-test"]
+    (row,) = [cells for name, cells in rows.items() if name.startswith("race (three groups)")]
+    assert f"**{race['three_class_accuracy']:.2%}**" in row
+    (row,) = [cells for name, cells in rows.items() if name.startswith("race, Indian and Others")]
+    assert f"**{race['outside_other']:.0%}**" in row

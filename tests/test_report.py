@@ -41,7 +41,7 @@ def test_data_sets_and_evaluations_as_people_write_them():
 
 def test_confusion_frames_and_captions_use_display_names():
     metrics = {
-        "tasks": {"race": {"classes": list(TASKS["race"].classes), "confusion": [[1, 0, 0], [0, 2, 0], [0, 0, 3]]}}
+        "tasks": {"race": {"classes": list(TASKS["race"].classes[:3]), "confusion": [[1, 0, 0], [0, 2, 0], [0, 0, 3]]}}
     }
     frame = wording.display_frame(confusion_frame(metrics, "race"), "race")
     assert list(frame.index) == ["Caucasian", "African American", "Asian"] == list(frame.columns)
@@ -218,11 +218,11 @@ def test_group_figures_name_groups_and_show_the_overall_accuracy():
     fig = figures.slices_figure(groups, "gender")
     assert fig.layout.title.text == "Gender accuracy by group"
     assert [a.text for a in fig.layout.annotations] == ["By race", "By age group"]
-    assert list(fig.data[0].x) == ["African American<br>10 faces", "Asian<br>1,200 faces"]
-    assert list(fig.data[1].x) == ["70+ years<br>5 faces"]
+    assert list(fig.data[0].x) == ["African<br>American<br>10 faces", "Asian<br>1,200 faces"]
+    assert list(fig.data[1].x) == ["70+<br>years<br>5 faces"]
     # With the accuracy on all faces, each panel starts with it, in a darker colour.
     fig = figures.slices_figure(groups, "gender", overall=0.85, overall_n=1215)
-    assert list(fig.data[1].x) == ["<b>All faces</b><br>1,215 faces", "70+ years<br>5 faces"]
+    assert list(fig.data[1].x) == ["<b>All faces</b><br>1,215 faces", "70+<br>years<br>5 faces"]
     assert list(fig.data[1].y) == [0.85, 0.6] and list(fig.data[1].text) == ["85%", "60%"]
     assert fig.data[1].marker.color[0] == figures.OVERALL_COLOR != fig.data[1].marker.color[1]
     assert figures.slices_figure(groups, "race") is None

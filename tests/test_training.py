@@ -37,7 +37,8 @@ def test_paper_network_matches_the_published_architecture():
     dropouts = [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
     assert dropouts == [0.6, 0.5, 0.4, 0.4]
     assert model.get_layer("dense").units == 128
-    assert {k: v.shape[-1] for k, v in model.output.items()} == {"emotion": 7, "gender": 3, "race": 3, "age": 5}
+    # The paper's heads, but for race's fourth class, "other" (its three groups, then everyone else).
+    assert {k: v.shape[-1] for k, v in model.output.items()} == {"emotion": 7, "gender": 3, "race": 4, "age": 5}
     assert model.input.shape[1:] == (50, 50, 1)
     single = build_model("paper", ["emotion"])
     assert list(single.output) == ["emotion"]

@@ -301,8 +301,8 @@ def ship(runs_dir: Path | None, data_root: Path) -> Path | None:
         "title": "mtfer default model: one small network, four answers",
         "description": (
             "A fast multi-task network (1.5 M parameters) that reads a face at 50x50 pixels in gray and answers "
-            "emotion (FER2013), gender, race and age group (UTKFace) at once. Trained on this 2-core CPU with the "
-            "recipe preset; chosen on validation data, scored once on the test splits."
+            "emotion (FER2013), gender, race (three groups, or other) and age group (UTKFace) at once. Trained on a "
+            "2-core CPU with the recipe preset; chosen on validation data, scored once on the test splits."
         ),
     }
     bundles.save_bundle(bundle.model, metadata, target)  # without optimizer state: a third of the size

@@ -513,6 +513,35 @@ def test_cli_says_a_text_file_named_mp4_is_not_a_readable_video_and_fails(tmp_pa
     assert pd.read_csv(out)["error"].str.startswith("not an image").all()
 
 
+def test_cli_never_writes_its_csv_over_an_input(face_video, photo_tree, tmp_path, capsys, monkeypatch):
+    photo = photo_tree / "a.jpg"
+    before = {p: p.read_bytes() for p in (photo, face_video)}
+    monkeypatch.chdir(photo_tree)
+    for args, why in (
+        ([".", "--csv", "a.jpg"], "lies inside an input (.)"),  # a photo of the folder walked
+        (["a.jpg", "--csv", "a.jpg"], "is an input (a.jpg)"),  # the photo itself
+        ([str(photo_tree), "--csv", str(photo_tree / "trip" / "faces.csv")], "lies inside an input"),
+        ([str(face_video), "--csv", str(face_video)], "is an input"),  # the video itself
+    ):
+        assert cli.main(["predict", *args, "--model", "default"]) == 2
+        assert why in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in before} == before and not (photo_tree / "trip" / "faces.csv").exists()
+
+
+def test_a_csv_is_replaced_whole_or_not_at_all(photo_tree, predictor, tmp_path, monkeypatch):
+    out = tmp_path / "faces.csv"
+    out.write_text("an earlier table\n")
+
+    def broken(*_args, **_kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("mtfer.media.folders._rows_csv", broken)
+    with pytest.raises(OSError, match="disk full"):
+        photos_to_csv(predictor, [photo_tree], out)
+    assert out.read_text() == "an earlier table\n"
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no half-written temporary file
+
+
 def test_cli_end_to_end_has_no_start_up_noise_and_json_for_photos_is_unchanged(face_video, photo_tree, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     out = tmp_path / "walk.csv"

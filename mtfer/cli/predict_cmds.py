@@ -76,6 +76,10 @@ def _predict_csv(args: argparse.Namespace) -> int:
         raise ValueError("--csv writes a table: leave out --json and --explain")
     if not args.fps > 0:
         raise ValueError(f"--fps: the sampling rate must be a positive number of frames per second, got {args.fps:g}")
+    if args.csv != "-":
+        from mtfer.media.folders import refuse_overwriting_inputs
+
+        refuse_overwriting_inputs(args.csv, args.images)
     videos, photos = [], []
     for item in args.images:
         path = Path(item)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from mtfer.core import decoding, faces, preprocess
+from mtfer.core import bundles, decoding, faces, preprocess
 from mtfer.media.answers import thresholds
 from mtfer.media.tables import box_columns, csv_text, face_columns, photo_rows, rows_frame, table_columns
 
@@ -117,12 +117,30 @@ def _ordered(fn: Callable[[Path], Any], items: Iterable[Path], workers: int) -> 
 
 @contextlib.contextmanager
 def text_output(out: str | os.PathLike | IO[str]) -> Iterator[IO[str]]:
-    """An open text file to write a CSV to: `out` itself when it is one (left open), else the file at that path."""
+    """An open text file to write a CSV to: `out` itself when it is one (left open), else a temporary file that
+    becomes `out` when the writing ends (an existing file is replaced whole or not at all). Ctrl-C keeps the rows
+    written so far: each batch is whole."""
     if hasattr(out, "write"):
         yield out  # type: ignore[misc]
         return
-    with open(out, "w", newline="", encoding="utf-8") as handle:  # type: ignore[arg-type]
-        yield handle
+    with bundles.atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:  # type: ignore[arg-type]
+        try:
+            yield handle
+        except KeyboardInterrupt:
+            handle.close()
+            os.replace(tmp, out)
+            raise
+
+
+def refuse_overwriting_inputs(out: str | os.PathLike, inputs: Sequence[str | os.PathLike]) -> None:
+    """ValueError when the CSV `out` is one of the inputs, or lies inside a folder to be walked: writing it would
+    destroy a photo or a video, or add the table to the photos being read."""
+    target = Path(out).resolve()
+    for item in inputs:
+        path = Path(item).resolve()
+        if target == path or (path.is_dir() and target.is_relative_to(path)):
+            what = "is" if target == path else "lies inside"
+            raise ValueError(f"--csv {out} {what} an input ({item}): write the table somewhere else")
 
 
 def photos_to_csv(

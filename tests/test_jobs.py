@@ -238,6 +238,31 @@ def test_resume_is_refused_while_another_job_runs(tmp_path):
         sleeper.wait()
 
 
+def test_the_command_line_never_resumes_a_finished_run_or_one_being_trained(tmp_path, capsys):
+    from mtfer import cli
+
+    finished = tmp_path / "finished"
+    runs.write_progress(finished, state="finished")
+    bundles.atomic_write_json(finished / bundles.CONFIG_FILE, {})
+    bundles.atomic_write_json(finished / bundles.METADATA_FILE, {"tasks": {}})
+    before = (finished / bundles.METADATA_FILE).read_bytes()
+    assert cli.main(["train", "--resume", str(finished)]) != 0
+    assert "is finished: resuming would replace its model" in capsys.readouterr().err
+    assert (finished / bundles.METADATA_FILE).read_bytes() == before
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        busy = tmp_path / "busy"
+        runs.write_progress(busy, state="running", pid=sleeper.pid)
+        bundles.atomic_write_json(busy / bundles.CONFIG_FILE, {})
+        assert cli.main(["train", "--resume", str(busy)]) != 0
+        assert f"is being trained now (process {sleeper.pid})" in capsys.readouterr().err
+        assert runs.read_progress(busy)["state"] == "running"  # the live job's record untouched
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    jobs.refuse_resuming(tmp_path / "busy")  # its trainer is gone: a crashed run may be resumed
+
+
 # --- the log tail ---------------------------------------------------------------------------------------------
 
 NOISY_LOG = """\

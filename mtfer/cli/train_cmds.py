@@ -90,6 +90,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     if args.resume:
         folder = bundles.resolve_model(args.resume, args.runs)
+        jobs.refuse_resuming(folder)
         config = train_config.TrainConfig.from_dict(bundles.read_json(folder / bundles.CONFIG_FILE))
         trainer.setup_logging(folder)
         trainer.train(config, folder, resume=True)

@@ -116,6 +116,25 @@ def can_resume(run: str | os.PathLike, progress: dict | None = None) -> bool:
     )
 
 
+def refuse_resuming(run: str | os.PathLike) -> None:
+    """RunError when `mtfer train --resume RUN` must not train in `run`: it is finished (resuming would replace its
+    model, perhaps the one people use, with a later epoch's weights) or a live trainer is at work in it (two would
+    write the same checkpoints). A job that resume_job has just queued passes."""
+    run = Path(run)
+    if (run / METADATA_FILE).exists():
+        raise RunError(
+            f"run {run.name} is finished: resuming would replace its model; to train it further, start a new run "
+            f"from it with --init-from {run.name}"
+        )
+    progress = read_progress(run)
+    if (
+        progress.get("state") in ("running", "stopping")
+        and pid_alive(progress.get("pid"))
+        and progress.get("pid") != os.getpid()
+    ):
+        raise RunError(f"run {run.name} is being trained now (process {progress['pid']}): stop it first")
+
+
 def resume_job(run: str | os.PathLike, runs_dir: str | os.PathLike | None = None) -> Path:
     """Continue a stopped (or failed) run as a background job, `mtfer train --resume RUN`, in the same run folder.
     RunError when another job runs or the run cannot be resumed (can_resume)."""

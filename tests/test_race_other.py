@@ -4,6 +4,8 @@ the model card and the stored figures say "other / not sure" the same way."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 from pathlib import Path
 
@@ -141,3 +143,26 @@ def test_race_figures_are_stored_with_the_thresholds_and_shown_on_the_model_card
 def test_a_model_without_race_figures_has_no_such_line():
     assert race_groups_text({"race_groups": {}}) is None
     assert race_groups_text({}) is None
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"tasks": {"emotion": None}}, "'tasks.emotion' must be a list of class names"),
+        ({"tasks": {"emotion": "happy"}}, "'tasks.emotion' must be a list"),
+        ({"calibration": {"temperature": {"emotion": "hot"}}}, "'calibration.temperature' of emotion"),
+        ({"calibration": {"temperature": {"emotion": 0}}}, "'calibration.temperature' of emotion"),
+        ({"abstain": {"race": {"min_confidence": 7}}}, "'abstain.min_confidence' of race"),
+        ({"abstain": []}, "'abstain' must be an object"),
+    ],
+)
+def test_a_hand_edited_metadata_file_fails_naming_its_field(run, tmp_path, change, field):
+    bundle = tmp_path / "edited"
+    shutil.copytree(run, bundle)
+    metadata = bundles.read_json(bundle / bundles.METADATA_FILE)
+    metadata.update(change)
+    (bundle / bundles.METADATA_FILE).write_text(json.dumps(metadata))
+    with pytest.raises(bundles.RunError, match=re.escape(field)):
+        bundles.load_bundle(bundle)
+    with pytest.raises(bundles.RunError, match=re.escape(field)):
+        Predictor(bundle)  # the page and the command line get the same one line

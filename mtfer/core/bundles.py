@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import numbers
 import os
 import re
 import tempfile
@@ -112,6 +113,8 @@ def validate_metadata(metadata: dict, where: str = "metadata.json") -> dict:
     for name, classes in tasks.items():
         if name not in TASKS:
             raise RunError(f"{where}: unknown task {name!r}")
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise RunError(f"{where}: 'tasks.{name}' must be a list of class names, got {json.dumps(classes)[:80]}")
         if list(classes) != list(TASKS[name].classes) and tuple(classes) != LEGACY_CLASSES.get(name):
             raise RunError(f"{where}: {name} classes {classes} differ from this version's {list(TASKS[name].classes)}")
     size = metadata.get("input", {}).get("size") if isinstance(metadata.get("input"), dict) else None
@@ -119,7 +122,31 @@ def validate_metadata(metadata: dict, where: str = "metadata.json") -> dict:
         raise RunError(f"{where}: 'input.size' must be an integer >= 8")
     if not isinstance(metadata.get("preprocessing"), dict):
         raise RunError(f"{where}: 'preprocessing' settings are missing")
+    # What the Predictor reads later, checked here so that a hand-edited file fails with its field's name.
+    for section, field, ok in (
+        ("calibration", "temperature", lambda t: _number(t) and t > 0),
+        ("abstain", "min_confidence", lambda c: _number(c) and 0 <= c <= 1),
+    ):
+        value = metadata.get(section)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise RunError(f"{where}: '{section}' must be an object")
+        entries = value.get(field, {}) if section == "calibration" else {t: v.get(field) for t, v in value.items()
+                                                                          if isinstance(v, dict)}  # fmt: skip
+        if not isinstance(entries, dict):
+            raise RunError(f"{where}: '{section}.{field}' must map tasks to numbers")
+        for task, number in entries.items():
+            if number is not None and not ok(number):
+                raise RunError(
+                    f"{where}: '{section}.{field}' of {task} is {json.dumps(number)[:40]}, not a valid number"
+                )
     return metadata
+
+
+def _number(value: object) -> bool:
+    """A real number (numpy's too), not a boolean or a string."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def load_bundle(path: str | os.PathLike) -> Bundle:

@@ -513,6 +513,18 @@ def test_cli_says_a_text_file_named_mp4_is_not_a_readable_video_and_fails(tmp_pa
     assert pd.read_csv(out)["error"].str.startswith("not an image").all()
 
 
+def test_a_file_name_that_is_not_utf8_keeps_its_row(photo_tree, predictor, tmp_path):
+    import os
+
+    odd = os.path.join(os.fsencode(photo_tree), b"caf\xe9.jpg")  # Latin-1 bytes: not UTF-8
+    with open(odd, "wb") as handle:
+        handle.write((photo_tree / "a.jpg").read_bytes())
+    out = tmp_path / "faces.csv"
+    result = photos_to_csv(predictor, [photo_tree], out)
+    table = pd.read_csv(out, encoding="utf-8")  # still a valid UTF-8 table
+    assert result.photos == 5 and any(source.endswith("caf\\udce9.jpg") for source in table["source"])
+
+
 def test_cli_never_writes_its_csv_over_an_input(face_video, photo_tree, tmp_path, capsys, monkeypatch):
     photo = photo_tree / "a.jpg"
     before = {p: p.read_bytes() for p in (photo, face_video)}

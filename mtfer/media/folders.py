@@ -200,7 +200,8 @@ def _rows_csv(predictor: Predictor, waiting: Sequence[tuple[Path, list[faces.Fac
     rows: list[dict[str, Any]] = []
     limits = thresholds(predictor)
     for (path, found), probs in zip(waiting, predictor.predict_groups(groups), strict=True):
-        source = str(path)
+        # A name that is not UTF-8 holds surrogates no table can store: written with them as \udcXX escapes.
+        source = str(path).encode("utf-8", "backslashreplace").decode("utf-8")
         if isinstance(found, str) or not found:
             rows += photo_rows(source, [], {}, found if isinstance(found, str) else None)
             continue

@@ -166,3 +166,13 @@ def test_a_hand_edited_metadata_file_fails_naming_its_field(run, tmp_path, chang
         bundles.load_bundle(bundle)
     with pytest.raises(bundles.RunError, match=re.escape(field)):
         Predictor(bundle)  # the page and the command line get the same one line
+
+
+def test_a_damaged_model_file_is_called_damaged_not_missing(run, tmp_path):
+    bundle = tmp_path / "damaged"
+    shutil.copytree(run, bundle)
+    data = (bundle / bundles.MODEL_FILE).read_bytes()
+    (bundle / bundles.MODEL_FILE).write_bytes(data[: len(data) // 3])  # a copy cut short
+    with pytest.raises(bundles.RunError, match="is damaged") as info:
+        bundles.load_bundle(bundle)
+    assert "not found" not in str(info.value)

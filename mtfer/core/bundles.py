@@ -9,6 +9,7 @@ import numbers
 import os
 import re
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -160,6 +161,8 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     model_path = path / MODEL_FILE
     if not model_path.exists():
         raise RunError(f"{path} has no {MODEL_FILE} (training not finished?)")
+    if not zipfile.is_zipfile(model_path):  # Keras would call a damaged archive "File not found"
+        raise RunError(f"{model_path} is damaged (not a Keras model archive): copy the bundle again or retrain it")
     try:
         model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
     except Exception as exc:  # keras raises many types for a bad file

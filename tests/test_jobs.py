@@ -224,6 +224,33 @@ def test_resume_job_continues_a_stopped_run_in_the_background(tmp_path, short_li
         jobs.resume_job(folder, tmp_path)
 
 
+def test_resume_waits_for_the_stopped_trainer_to_exit(tmp_path, short_lived_trainer, monkeypatch):
+    """A stopped trainer writes "stopped", then takes a moment to exit: Resume starts the next one only after.
+    (os.spawnlp: short_lived_trainer replaces subprocess.Popen.)"""
+    import os
+
+    folder = jobs.start_job({"run_id": "slow-exit"}, tmp_path)
+    exiting = os.spawnlp(os.P_NOWAIT, "sleep", "sleep", "1")
+    runs.write_progress(folder, state="stopped", pid=exiting)
+    assert jobs.resume_job(folder, tmp_path) == folder
+    assert not runs.pid_alive(exiting)  # gone before the new job was launched
+    assert short_lived_trainer[-1][-3:] == ["train", "--resume", str(folder)]
+
+    hung = os.spawnlp(os.P_NOWAIT, "sleep", "sleep", "60")
+    try:
+        runs_dir = tmp_path / "elsewhere"
+        other = runs_dir / "hung"
+        runs.write_progress(other, state="stopped", pid=hung)
+        bundles.atomic_write_json(other / bundles.CONFIG_FILE, {})
+        monkeypatch.setattr(jobs, "EXIT_WAIT_S", 0.2)
+        with pytest.raises(bundles.RunError, match="still shutting down"):
+            jobs.resume_job(other, runs_dir)
+        assert runs.read_progress(other)["state"] == "stopped"  # nothing started, nothing changed
+    finally:
+        os.kill(hung, 9)
+        os.waitpid(hung, 0)
+
+
 def test_resume_is_refused_while_another_job_runs(tmp_path):
     sleeper = subprocess.Popen(["sleep", "60"])
     try:

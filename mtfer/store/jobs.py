@@ -116,6 +116,9 @@ def can_resume(run: str | os.PathLike, progress: dict | None = None) -> bool:
     )
 
 
+EXIT_WAIT_S = 30.0  # how long a resume waits for the stopped trainer's process to end
+
+
 def refuse_resuming(run: str | os.PathLike) -> None:
     """RunError when `mtfer train --resume RUN` must not train in `run`: it is finished (resuming would replace its
     model, perhaps the one people use, with a later epoch's weights) or a live trainer is at work in it (two would
@@ -146,6 +149,12 @@ def resume_job(run: str | os.PathLike, runs_dir: str | os.PathLike | None = None
         progress = read_progress(run)
         if not can_resume(run, progress):
             raise RunError(f"run {run.name} cannot be resumed (it is {progress.get('state', 'unknown')})")
+        # A stopped trainer marks itself stopped, then takes a moment to exit: the new one starts only after.
+        deadline = time.monotonic() + EXIT_WAIT_S
+        while pid_alive(progress.get("pid")) and progress.get("pid") != os.getpid() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if pid_alive(progress.get("pid")) and progress.get("pid") != os.getpid():
+            raise RunError(f"run {run.name} is still shutting down (process {progress['pid']}); try again shortly")
         try:
             # A fresh start of the record: no error, stop point or position within an epoch left over from before,
             # so that nothing reads the stopped job's step as the resumed job's progress.

@@ -176,3 +176,12 @@ def test_a_damaged_model_file_is_called_damaged_not_missing(run, tmp_path):
     with pytest.raises(bundles.RunError, match="is damaged") as info:
         bundles.load_bundle(bundle)
     assert "not found" not in str(info.value)
+
+
+def test_the_evaluate_caption_says_what_the_race_answer_knows():
+    from mtfer.app.wording import race_groups_caption
+
+    now = race_groups_caption(RACE.classes, 0.5)
+    before = race_groups_caption(RACE.classes[:3], 0.5)
+    assert "“other” for everyone else" in now and "before “other” existed" in before
+    assert "below 50% confidence" in now

@@ -248,3 +248,11 @@ def test_import_tensorflow_keeps_errors_and_python_warnings(tmp_path, level):
     else:  # the user asked for TensorFlow's logs: nothing is filtered
         assert proc.stdout.strip() == "0"
         assert "absl::InitializeLog" in err and "oneDNN" in err and "To enable the following" in err
+
+
+def test_loading_a_model_outside_the_command_line_prints_no_start_up_noise(tmp_path):
+    """The app's server loads models through the library, not the CLI: its terminal stays as clean."""
+    code = "from mtfer.core.inference import Predictor; Predictor(); print('loaded')"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0 and "loaded" in proc.stdout, proc.stderr[-2000:]
+    assert not noise_lines(proc.stderr), proc.stderr

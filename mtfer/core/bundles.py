@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mtfer.core import quiet
 from mtfer.core.tasks import LEGACY_CLASSES, TASKS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # mtfer/core/bundles.py -> the checkout
@@ -152,6 +153,7 @@ def _number(value: object) -> bool:
 
 def load_bundle(path: str | os.PathLike) -> Bundle:
     """Load model.keras + metadata.json (Keras safe mode: no arbitrary code) and check they agree."""
+    quiet.import_tensorflow()  # the first load in a process (the app's too) prints no GPU-probing noise
     import keras
 
     path = Path(path)

@@ -684,3 +684,37 @@ def test_a_starting_job_is_not_taken_for_dead(tmp_path):
     proc.wait()
     runs.write_progress(run, state="queued", starter=proc.pid)  # the starter died before the child's pid came
     assert runs.read_progress(run)["state"] == "failed"
+
+
+def test_special_files_are_never_read_and_a_walk_never_hangs(tmp_path, capsys):
+    """A pipe named .jpg (would wait forever), a link to /dev/zero (would fill the memory) and an oversized file are
+    refused in one line each, in a folder walk and as a file given by name, and the other photos go through."""
+    import os
+
+    import pandas as pd
+
+    from mtfer import cli
+    from mtfer.core import decoding
+    from mtfer.media.folders import photo_files
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    os.mkfifo(folder / "pipe.jpg")
+    (folder / "zero.jpg").symlink_to("/dev/zero")
+    for name in ("pipe.jpg", "zero.jpg"):
+        with pytest.raises(decoding.ImageError, match="not a regular file"):
+            decoding.decode_image(folder / name)
+    big = folder / "big.jpg"
+    big.write_bytes(b"\xff\xd8" + b"\0" * 2000)
+    with pytest.raises(decoding.ImageError, match="file too large"):
+        decoding.read_photo_file(big, max_bytes=1000)
+    assert {p.name for p in photo_files(folder)} == {"pipe.jpg", "zero.jpg", "big.jpg"}
+    out = tmp_path / "faces.csv"
+    assert cli.main(["predict", str(folder), "--csv", str(out), "--model", "default"]) == 0
+    errors = dict(zip(*(pd.read_csv(out)[c].tolist() for c in ("source", "error")), strict=True))
+    assert (
+        "not a regular file" in errors[str(folder / "pipe.jpg")]
+        and "not a regular file" in errors[str(folder / "zero.jpg")]
+    )
+    assert cli.main(["predict", str(folder / "pipe.jpg"), "--csv", str(out), "--model", "default"]) == 2
+    assert "pipe.jpg is not a regular file" in capsys.readouterr().err

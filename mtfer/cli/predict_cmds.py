@@ -85,8 +85,10 @@ def _predict_csv(args: argparse.Namespace) -> int:
         path = Path(item)
         if path.is_dir():
             photos.append(item)
-        elif not path.is_file():
+        elif not path.exists():
             raise FileNotFoundError(f"{item}: no such file or folder")
+        elif not path.is_file():
+            raise ValueError(f"{item} is not a regular file (a pipe, device or socket): not read")
         else:
             with path.open("rb") as f:
                 head = f.read(64)

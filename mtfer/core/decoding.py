@@ -4,8 +4,8 @@ before decoding, EXIF rotation, 16-bit, alpha and CMYK handled; ImageError with 
 from __future__ import annotations
 
 import os
+import stat
 import struct
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -169,6 +169,28 @@ def to_bgr8(img: np.ndarray) -> np.ndarray:
 
 
 MAX_PIXELS = 120_000_000  # larger images are refused (a 120-megapixel BGR image is 360 MB in memory)
+MAX_FILE_BYTES = 256_000_000  # larger photo files are not read (the largest camera JPEGs are tens of MB)
+
+
+def read_photo_file(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """A photo file's bytes. Only a regular file is read (a pipe named .jpg would wait forever, a link to /dev/zero
+    would fill the memory), and only up to `max_bytes`: ImageError otherwise, or when it cannot be read."""
+    name = os.fspath(path)
+    try:
+        info = os.stat(name)  # follows links: what would be read
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageError(f"{name!r} is not a regular file (a pipe, device or socket): not read")
+        if info.st_size > max_bytes:
+            raise ImageError(
+                f"file too large: {info.st_size / 1e6:,.0f} MB (photos of at most {max_bytes / 1e6:,.0f} MB)"
+            )
+        with open(name, "rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as e:
+        raise ImageError(f"cannot read {name!r}: {e.strerror or e}") from None
+    if len(data) > max_bytes:  # it grew while being read
+        raise ImageError(f"file too large: more than {max_bytes / 1e6:,.0f} MB")
+    return data
 
 
 def decode_image(data: bytes | str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -182,10 +204,7 @@ def decode_image(data: bytes | str | os.PathLike, max_pixels: int = MAX_PIXELS) 
     elif hasattr(data, "read"):
         data = data.read()
     if isinstance(data, str | os.PathLike):
-        try:
-            data = Path(data).read_bytes()
-        except OSError as e:
-            raise ImageError(f"cannot read {os.fspath(data)!r}: {e.strerror or e}") from None
+        data = read_photo_file(data)
     data = bytes(data)
     if not data:
         raise ImageError("empty file (0 bytes): not an image")

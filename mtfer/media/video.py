@@ -22,6 +22,7 @@ import contextlib
 import math
 import os
 import shutil
+import stat
 import tempfile
 import weakref
 from collections import deque
@@ -140,6 +141,8 @@ def _open(path: str | os.PathLike, name: str | None = None) -> cv2.VideoCapture:
     """An opened capture of the video at `path`, or VideoError saying in one line why it cannot be read."""
     name = name or _name(path)
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a pipe would block the open below forever
+            raise VideoError(f"{name} is not a regular file (a pipe, device or socket): not read")
         with open(path, "rb") as f:
             head = f.read(64)
     except OSError as error:

@@ -256,3 +256,19 @@ def test_loading_a_model_outside_the_command_line_prints_no_start_up_noise(tmp_p
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0 and "loaded" in proc.stdout, proc.stderr[-2000:]
     assert not noise_lines(proc.stderr), proc.stderr
+
+
+def test_predict_streams_photos_and_a_photo_broken_past_its_header_is_one_line(tmp_path, capsys):
+    """Photos are checked first (headers only) and decoded one at a time as the network answers; a photo whose
+    pixels are broken after a sound header is reported when its turn comes, and the others are answered."""
+    from mtfer import cli
+
+    good = tmp_path / "good.jpg"
+    cv2.imwrite(str(good), face_photo(3))
+    broken = tmp_path / "broken.jpg"
+    data = good.read_bytes()
+    broken.write_bytes(data[: len(data) // 2])  # the header (and its size) intact, the pixels cut short
+    rc = cli.main(["predict", str(good), str(broken), str(good), "--model", "default"])
+    out, err = capsys.readouterr()
+    assert rc == 1 and out.count("good.jpg: ") == 2 and "broken.jpg" not in out
+    assert err.count("mtfer: error: ") == 1 and "broken.jpg: truncated or corrupt JPEG" in err

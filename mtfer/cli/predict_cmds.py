@@ -11,19 +11,22 @@ from mtfer.core import quiet
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from mtfer.core.decoding import ImageError, decode_image
+    from mtfer.core.decoding import ImageError, check_photo, decode_image, read_photo_file
 
     if args.csv is not None:
         return _predict_csv(args)
-    decoded, failed = [], 0
-    for image in args.images:  # decode first: a bad file is reported before TensorFlow is even imported
+    # Every file checked first, without decoding (a bad one is reported before TensorFlow is even imported); then
+    # decoded one at a time as the network answers: memory holds one photo's pixels, however many are given.
+    checked, failed = [], 0
+    for image in args.images:
         try:
-            decoded.append((image, decode_image(Path(image).read_bytes())))
-        except (ImageError, OSError) as exc:
+            data = read_photo_file(image)
+            check_photo(data)
+            checked.append((image, data))
+        except ImageError as exc:
             failed += 1
-            reason = _csv_hint(image) or getattr(exc, "strerror", None) or exc
-            print(f"mtfer: error: {image}: {reason}", file=sys.stderr)
-    if not decoded:
+            print(f"mtfer: error: {image}: {_csv_hint(image) or exc}", file=sys.stderr)
+    if not checked:
         return 1
 
     quiet.import_tensorflow()
@@ -33,9 +36,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor(args.model)
     limits = thresholds(predictor)  # the "not sure" thresholds: the same answers as the page and the CSVs
     outputs = []
-    for (image, _array), preds in zip(
-        decoded, predictor.predict_images([a for _, a in decoded], largest_only=args.largest), strict=True
-    ):
+    for image, data in checked:
+        try:
+            (preds,) = predictor.predict_images([decode_image(data)], largest_only=args.largest)
+        except ImageError as exc:  # its header was fine, its pixels are not
+            failed += 1
+            print(f"mtfer: error: {image}: {exc}", file=sys.stderr)
+            continue
         why = _explain(predictor, preds, args) if args.explain else [None] * len(preds)
         shown = [answer_labels(p.probabilities, limits) for p in preds]
         faces_out = [

@@ -193,6 +193,22 @@ def read_photo_file(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES) ->
     return data
 
 
+def check_photo(data: bytes, max_pixels: int = MAX_PIXELS) -> str:
+    """The photo format of a file's bytes, checked without decoding it (cheap, before any pixel is made): ImageError
+    for empty, non-image and truncated data and for a header that declares more than `max_pixels` pixels."""
+    if not data:
+        raise ImageError("empty file (0 bytes): not an image")
+    kind = _sniff(data)
+    if kind is None:  # other formats OpenCV reads (PPM, HDR, JPEG 2000, ...) are refused: no size check for them
+        raise ImageError(f"not an image (unrecognised file format; {', '.join(FORMATS)} files are read)")
+    declared = _declared_size(data, kind)
+    if declared is None:
+        raise ImageError(f"truncated or corrupt {kind} file ({len(data):,} bytes): no image size in its header")
+    if declared[0] * declared[1] > max_pixels:
+        raise ImageError(f"image too large: {declared[0]}x{declared[1]} pixels (at most {max_pixels:,})")
+    return kind
+
+
 def decode_image(data: bytes | str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """uint8 BGR HxWx3 with EXIF orientation applied; grayscale, RGBA (composited on white), palette, CMYK and
     16-bit inputs converted; the first frame of an animated or multi-page file. ``data`` is the file's bytes, a
@@ -206,16 +222,7 @@ def decode_image(data: bytes | str | os.PathLike, max_pixels: int = MAX_PIXELS) 
     if isinstance(data, str | os.PathLike):
         data = read_photo_file(data)
     data = bytes(data)
-    if not data:
-        raise ImageError("empty file (0 bytes): not an image")
-    kind = _sniff(data)
-    if kind is None:  # other formats OpenCV reads (PPM, HDR, JPEG 2000, ...) are refused: no size check for them
-        raise ImageError(f"not an image (unrecognised file format; {', '.join(FORMATS)} files are read)")
-    declared = _declared_size(data, kind)
-    if declared is None:
-        raise ImageError(f"truncated or corrupt {kind} file ({len(data):,} bytes): no image size in its header")
-    if declared[0] * declared[1] > max_pixels:
-        raise ImageError(f"image too large: {declared[0]}x{declared[1]} pixels (at most {max_pixels:,})")
+    kind = check_photo(data, max_pixels)
     buf = np.frombuffer(data, np.uint8)
     try:
         if kind == "JPEG":

@@ -27,7 +27,7 @@ from mtfer.assess.evaluation import (
     per_class_frame,
     untaught_unseen,
 )
-from mtfer.assess.race_groups import race_coverage
+from mtfer.assess.race_groups import paper_measure_text, race_coverage
 from mtfer.core import bundles, preprocess
 from mtfer.core.bundles import METRICS_FILE
 from mtfer.core.tasks import FORMATS, TASKS, display_name
@@ -463,7 +463,7 @@ with tabs[4]:
         st.markdown("**Race beyond the three groups**")
         st.caption(wording.race_groups_caption(metadata["tasks"]["race"], coverage.min_confidence))
         st.dataframe(wording.race_groups_table(coverage), hide_index=True)
-        st.caption(coverage.summary())
+        st.caption(coverage.summary() + paper_measure_text(task_metrics.get("race", {}).get("three_groups_accuracy")))
 
 with tabs[5]:
     others = [c for c in choices if c.path != model.path and settings.list_evaluations(c.path)]

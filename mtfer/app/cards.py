@@ -25,7 +25,7 @@ from mtfer.app.wording import (
     percent,
 )
 from mtfer.assess.paper import PAPER_DATASET_NAMES, PaperResult, paper_reference
-from mtfer.assess.race_groups import summary_text
+from mtfer.assess.race_groups import paper_measure_text, summary_text
 from mtfer.core.tasks import TASK_NAMES, display_name
 from mtfer.store.lineage import Lineage, read_lineage
 
@@ -301,8 +301,9 @@ def race_groups_text(metadata: Mapping) -> str | None:
     key = next((k for k in sorted(section) if k.endswith("-test")), None)
     if key is None:
         return None
-    figures = section[key]
-    return f"On {dataset_title(evaluation_dataset(key))} test faces: {summary_text(figures)}"
+    text = f"On {dataset_title(evaluation_dataset(key))} test faces: {summary_text(section[key])}"
+    paper = ((metadata.get("metrics") or {}).get(key) or {}).get("race", {}).get("three_groups_accuracy")
+    return text + paper_measure_text(paper)
 
 
 def model_card(metadata: Mapping, path: str | os.PathLike, lineage: Lineage | None = None) -> ModelCard:

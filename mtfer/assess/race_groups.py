@@ -98,3 +98,9 @@ def race_coverage(samples: pd.DataFrame, min_confidence: float) -> RaceCoverage 
         float(other_or_unsure[inside].mean()) if inside.any() else None,
         float(min_confidence),
     )
+
+
+def paper_measure_text(accuracy: float | None) -> str:
+    """' As the paper scores race (the likeliest of its three groups): 91.9%.' (evaluation metrics
+    ``three_groups_accuracy``), or '' for an evaluation without it."""
+    return "" if accuracy is None else f" As the paper scores race (the likeliest of its three groups): {accuracy:.1%}."

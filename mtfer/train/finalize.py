@@ -329,7 +329,8 @@ def evaluate_splits(
             save_evaluation(ev, run / bundles.EVALUATION_DIR / key)
             summary[key] = {
                 t: {"accuracy": m["accuracy"], "n": m["n"], "loss": m["loss"], "macro_f1": m["macro_f1"],
-                    "ece": m.get("ece")}
+                    "ece": m.get("ece"),
+                    **({"three_groups_accuracy": m["three_groups_accuracy"]} if "three_groups_accuracy" in m else {})}
                 for t, m in ev.metrics["tasks"].items()
                 if m["n"]
             }  # fmt: skip

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import numbers
 import os
 import re
 import tempfile
@@ -124,31 +123,7 @@ def validate_metadata(metadata: dict, where: str = "metadata.json") -> dict:
         raise RunError(f"{where}: 'input.size' must be an integer >= 8")
     if not isinstance(metadata.get("preprocessing"), dict):
         raise RunError(f"{where}: 'preprocessing' settings are missing")
-    # What the Predictor reads later, checked here so that a hand-edited file fails with its field's name.
-    for section, field, ok in (
-        ("calibration", "temperature", lambda t: _number(t) and t > 0),
-        ("abstain", "min_confidence", lambda c: _number(c) and 0 <= c <= 1),
-    ):
-        value = metadata.get(section)
-        if value is None:
-            continue
-        if not isinstance(value, dict):
-            raise RunError(f"{where}: '{section}' must be an object")
-        entries = value.get(field, {}) if section == "calibration" else {t: v.get(field) for t, v in value.items()
-                                                                          if isinstance(v, dict)}  # fmt: skip
-        if not isinstance(entries, dict):
-            raise RunError(f"{where}: '{section}.{field}' must map tasks to numbers")
-        for task, number in entries.items():
-            if number is not None and not ok(number):
-                raise RunError(
-                    f"{where}: '{section}.{field}' of {task} is {json.dumps(number)[:40]}, not a valid number"
-                )
     return metadata
-
-
-def _number(value: object) -> bool:
-    """A real number (numpy's too), not a boolean or a string."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def load_bundle(path: str | os.PathLike) -> Bundle:

@@ -374,3 +374,15 @@ def test_a_stop_in_the_last_step_of_an_epoch_is_not_after_it():
     assert job_view.job_status(progress).headline == (
         "Stopped during epoch 1 at step 4 of 4; no epoch complete yet; Resume starts again from epoch 1."
     )
+
+
+def test_the_jobs_own_running_writes_never_hide_a_stop_that_was_asked(tmp_path):
+    """stop_job marks the run "stopping" before signalling it; the trainer may write its step once more before it
+    acts on the signal, and that write keeps "stopping" (what the page shows at once after Stop)."""
+    run = tmp_path / "run"
+    runs.write_progress(run, state="running", step=1)
+    runs.write_progress(run, state="stopping")
+    progress = runs.write_progress(run, state="running", step=2)
+    assert progress["state"] == "stopping" and progress["step"] == 2
+    assert runs.write_progress(run, state="stopped")["state"] == "stopped"  # the job's own end replaces it
+    assert runs.write_progress(run, state="running")["state"] == "running"  # a resumed job runs again

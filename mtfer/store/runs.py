@@ -103,6 +103,9 @@ def write_progress(run: str | os.PathLike, **fields: Any) -> Progress:
             progress = read_json(path)
         except RunError:
             progress = {}
+        if progress.get("state") == "stopping" and fields.get("state") == "running":
+            # A stop was asked (stop_job): the job's own "running" writes until it acts on it must not hide that.
+            fields = {**fields, "state": "stopping"}
         progress.update(fields)
         if progress.get("state") not in STATES:
             raise RunError(f"unknown run state {progress.get('state')!r}")

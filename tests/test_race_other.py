@@ -182,3 +182,12 @@ def test_the_evaluate_caption_says_what_the_race_answer_knows():
     before = race_groups_caption(RACE.classes[:3], 0.5)
     assert "“other” for everyone else" in now and "before “other” existed" in before
     assert "below 50% confidence" in now
+
+
+def test_the_race_card_shows_race_as_the_paper_scores_it():
+    from mtfer.app.cards import accuracy_cards
+
+    metrics = {"race": {"accuracy": 0.80, "n": 100, "three_groups_accuracy": 0.92}, "age": {"accuracy": 0.7, "n": 100}}
+    race, age = accuracy_cards("utkface-test", metrics, multi_task=True)
+    assert race.value == "92.0%" and "“other” as wrong: 80.0%" in race.help
+    assert age.value == "70.0%" and "paper scores" not in age.help

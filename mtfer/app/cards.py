@@ -49,6 +49,7 @@ class AccuracyCard:
     same_data: bool = False
     multi_task: bool = False
     protocol: str | None = None  # the model's ("holdout" or "paper"); None when not known
+    note: str = ""  # how the figure was counted, when not plainly (race scored the paper's way)
 
     @property
     def label(self) -> str:
@@ -124,7 +125,7 @@ class AccuracyCard:
 
     @property
     def help(self) -> str:
-        return f"{self.n:,} labelled faces. {self.paper_text}"
+        return f"{self.n:,} labelled faces. {self.note}{self.paper_text}"
 
 
 def accuracy_cards(
@@ -140,7 +141,14 @@ def accuracy_cards(
         if not m or not m.get("n"):
             continue
         paper, same = paper_reference(dataset, task, multi_task)
-        cards.append(AccuracyCard(task, evaluation, m.get("accuracy"), int(m["n"]), paper, same, multi_task, protocol))
+        accuracy, note = m.get("accuracy"), ""
+        if m.get("three_groups_accuracy") is not None:  # race with "other": shown as the paper scores race
+            accuracy = m["three_groups_accuracy"]
+            note = (
+                "Race as the paper scores it: on the faces of its three groups, the likeliest of those three "
+                f"(with every answer counted, “other” as wrong: {percent(m.get('accuracy'))}). "
+            )
+        cards.append(AccuracyCard(task, evaluation, accuracy, int(m["n"]), paper, same, multi_task, protocol, note))
     return cards
 
 

@@ -322,8 +322,7 @@ with st.expander("New training run", expanded=not busy):
         show(f"Estimated time: {job_view.estimate_text(estimate)}", icon=":material/schedule:")
         if estimate.long and not busy:
             long_job_confirmed = st.checkbox(
-                f"Yes, start a job of about {wording.format_duration(estimate.seconds, 'rough')} (the Quick demo preset "
-                "takes minutes)",
+                f"Yes, start a job of {wording.about_range(*estimate.span)} (the Quick demo preset takes minutes)",
                 key="train_confirm_long",
             )
 

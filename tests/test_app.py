@@ -808,7 +808,7 @@ def test_train_page_shows_preparation_a_clean_log_and_where_a_stop_left_off(app_
         at = _app("pages/train.py")
         bar = at.get("progress")[0].proto
         assert bar.text == (
-            "Preparing fer2013 (1 of 2), the first time only: 12,345 of 35,887 faces · 95 faces/s · about 4 min 01 s "
+            "Preparing fer2013 (1 of 2), the first time only: 12,345 of 35,887 faces · 95 faces/s · 4-5 min "
             "left"
         )
         assert bar.value == 34
@@ -944,14 +944,14 @@ def test_model_card_in_plain_words():
     facts = cards.model_card(metadata, "/runs/my-run").facts
     assert facts[2] == (
         "Extra labels",
-        "Gender, race and age group for up to 100 FER2013 faces and emotion for 40 UTKFace faces, from the model default "
-        "(its probabilities, where it was sure enough); training images only, never the ones it is scored on",
+        "Gender, race and age group for up to 100 FER2013 faces and emotion for 40 UTKFace faces, from an earlier "
+        "model shipped with the app (its probabilities, where it was sure enough); training images only, never the ones it is scored on",
     )
     # a teacher that says when it was made is named with that time: the model shipped before this one
     for entry in metadata["pseudo_labels"]:
         entry["teacher"]["created"] = "2026-11-30T10:41:46+00:00"
     assert (
-        "from the model default made 30 November 2026, 10:41 (its probabilities"
+        "from an earlier model shipped with the app made 30 November 2026, 10:41 (its probabilities"
         in cards.model_card(metadata, "/work/models/default").facts[2][1]
     )
 
@@ -1031,7 +1031,7 @@ def test_job_status_lines():
     running = {"state": "running", "epoch": 2, "epochs": 4, "step": 5, "steps": 10, "eta_s": 130}
     status = job_view.job_status(running)
     assert status.active and status.fraction == pytest.approx(0.375)
-    assert status.headline == "Epoch 2 of 4 · step 5 of 10 · about 2 min 10 s left"
+    assert status.headline == "Epoch 2 of 4 · step 5 of 10 · 2-3 min left"
     assert job_view.job_status({"state": "finished", "epoch": 3, "epochs": 4}).fraction == 1.0
     failed = job_view.job_status({"state": "failed", "error": "boom"})
     assert not failed.active and failed.headline == "Failed: boom"

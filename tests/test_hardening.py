@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 import tomllib
+import tracemalloc
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -708,6 +709,13 @@ def test_special_files_are_never_read_and_a_walk_never_hangs(tmp_path, capsys):
     big.write_bytes(b"\xff\xd8" + b"\0" * 2000)
     with pytest.raises(decoding.ImageError, match="file too large"):
         decoding.read_photo_file(big, max_bytes=1000)
+    # reading a small photo sets aside its size, not the limit (256 MB per photo and thread, once)
+    tracemalloc.start()
+    try:
+        assert decoding.read_photo_file(big) == big.read_bytes()
+        assert tracemalloc.get_traced_memory()[1] < 1_000_000
+    finally:
+        tracemalloc.stop()
     assert {p.name for p in photo_files(folder)} == {"pipe.jpg", "zero.jpg", "big.jpg"}
     out = tmp_path / "faces.csv"
     assert cli.main(["predict", str(folder), "--csv", str(out), "--model", "default"]) == 0

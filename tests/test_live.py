@@ -127,7 +127,7 @@ def test_a_real_face_gets_its_box_and_four_labels_drawn(predictor, clip, mirror)
     if mirror:
         x = frame.shape[1] - x - w
         assert not np.array_equal(out[:, ::-1], frame), "mirrored, and drawn on"
-    color = live.face_color(1)
+    color = draw.box_color(1)
     # the box: its colour along the left and right edges of the face, where the photo had none
     edges = np.concatenate([out[y + 5 : y + h - 5, x - 1 : x + 2], out[y + 5 : y + h - 5, x + w - 1 : x + w + 2]], 1)
     assert _color_pixels(edges, color, 8).mean() > 0.25
@@ -400,7 +400,7 @@ def test_webrtc_on_localhost_needs_no_stun_server_and_survives_tensorflow(predic
                     # (a busy machine): wait for one that carries the face's label.
                     image = webrtc.frame_to_bgr(await processed.recv())
                     faces = processor.status().faces
-                    if faces and _color_pixels(image, live.face_color(faces[0].number), 8).sum() > 2000:
+                    if faces and _color_pixels(image, draw.box_color(faces[0].number), 8).sum() > 2000:
                         labelled.set_result(image)
                 processed.stop()
 
@@ -423,7 +423,7 @@ def test_webrtc_on_localhost_needs_no_stun_server_and_survives_tensorflow(predic
     assert state == "connected"
     assert image.shape == (480, 640, 3)
     (face,) = processor.status().faces
-    assert _color_pixels(image, live.face_color(face.number), 8).sum() > 2000  # the label block
+    assert _color_pixels(image, draw.box_color(face.number), 8).sum() > 2000  # the label block
 
 
 # --- the network for live video ---------------------------------------------------------------------------------

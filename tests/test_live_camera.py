@@ -33,14 +33,14 @@ from test_browser import (  # noqa: F401  (fixtures: the server, the model, the 
 )
 
 from mtfer.core import bundles, faces
-from mtfer.media import live
+from mtfer.media import draw, live
 from mtfer.media.tables import table_columns
 
 pytestmark = pytest.mark.browser
 
 LIVE_S = 240  # the model converted for live video, the WebRTC connection and the first labelled frames, busy machine
 FAKE_CAMERA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
-LABEL_RGB = tuple(reversed(live.face_color(1)))  # the first face's box and label colour, as the video shows it
+LABEL_RGB = tuple(reversed(draw.box_color(1)))  # the first face's box and label colour, as the video shows it
 # "Live · 1 face · Happy 87% · Male 80% · Caucasian 70% · 70+ years 98% · 12 frames/s" (the emotion may be unsure)
 CAPTION = re.compile(r"Live · 1 face · (?:(\w+) \d+%|Emotion: (not sure)) · .+ · [\d.]+ frames/s")
 EMOTIONS = {"Surprise", "Fear", "Disgust", "Happy", "Sad", "Angry", "Neutral", "not sure"}

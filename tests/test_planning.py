@@ -82,6 +82,18 @@ def test_rates_are_measured_from_earlier_runs_newest_first(tmp_path):
     (tmp_path / "20260104-empty").mkdir()
     bundles.atomic_write_json(tmp_path / "20260104-empty" / bundles.CONFIG_FILE, {"architecture": "fast"})
     assert planning.measured_rate(tmp_path / "20260104-empty") is None
+    # A run stopped in its first epoch has no epoch seconds: the throughput of its steps stands in (with
+    # validation's share), once enough faces went through, so that the estimate after Stop is this machine's.
+    stopped = {"state": "stopped", "step": 40, "faces_per_s": 50.0, "precision": "float32"}
+    fake_run(tmp_path, "20260105-stopped", seconds=[], progress=stopped)
+    assert planning.measured_rate(tmp_path / "20260105-stopped") == (
+        "fast",
+        "float32",
+        50.0 * planning.VALIDATION_SHARE,
+    )
+    assert planning.training_rate("fast", "float32", tmp_path).run == "20260105-stopped"
+    fake_run(tmp_path, "20260106-early", seconds=[], progress={**stopped, "step": 3})  # 192 faces: too few
+    assert planning.measured_rate(tmp_path / "20260106-early") is None
     paper = planning.training_rate("paper", "float32", tmp_path)
     assert paper.source == "benchmark" and paper.faces_per_s == pytest.approx(73.0 * planning.VALIDATION_SHARE)
 
@@ -119,23 +131,50 @@ def test_estimate_adds_training_and_first_preparation(tmp_path):
     rate = planning.Rate(100.0, "measured", "r1")
     config = TrainConfig(architecture="fast", epochs=20, preprocessing="haar")
     prepare("fer2013", fer, config=PreprocessConfig.named("haar"), cache_dir=tmp_path / "cache")
-    e = planning.estimate(config, data, tmp_path / "runs", tmp_path / "cache", rate=rate)
+    e = planning.estimate(config, data, tmp_path / "runs", tmp_path / "cache", rate=rate, slowdown=1.0)
     assert e.epoch_faces == 24300 and e.to_prepare == ["utkface"] and e.prepare_faces == 20000  # fer2013 cached
     assert e.train_seconds == pytest.approx(4860 + planning.STARTUP_S + 5700 / planning.EVALUATION_RATE)
     assert e.prepare_seconds == pytest.approx(20000 / planning.DEFAULT_PREPARE_RATE)
     assert e.may_stop_early and e.long  # 20 epochs, early stopping after 11 without progress
     text = job_view.estimate_text(e)
-    assert text.startswith("**About 1 h 24 min at most.** Training: 20 epochs × 24,300 faces at about 100 faces/s")
+    assert text.startswith(
+        "**1 h 10 min to 1 h 50 min at most.** Training: 20 epochs × 24,300 faces at about 100 faces/s"
+    )
     assert "measured on this machine in run r1" in text and "utkface is prepared (20,000 faces" in text
+    assert "busy" not in text
+    # a machine busy with other work (the load average over the cores): everything takes longer, and it says so
+    busy = planning.estimate(config, data, tmp_path / "runs", tmp_path / "cache", rate=rate, slowdown=2.0)
+    assert busy.seconds == pytest.approx(2 * e.seconds) and busy.span == pytest.approx(
+        (1.7 * e.seconds, 2.6 * e.seconds)
+    )
+    assert "busy with other work now, which makes it about 2.0× slower" in job_view.estimate_text(busy)
 
     demo = train_config.PRESETS["demo"].config()
-    quick = planning.estimate(demo, data, tmp_path / "runs", tmp_path / "cache", rate=rate)
+    quick = planning.estimate(demo, data, tmp_path / "runs", tmp_path / "cache", rate=rate, slowdown=1.0)
     assert not quick.long and not quick.may_stop_early and quick.seconds < 600
     assert train_config.PRESETS["paper"].config().epochs * 24300 / 100 > planning.LONG_JOB_S
     capped = planning.estimate(
         TrainConfig(steps_per_epoch=10, batch_size=8), data, tmp_path / "runs", tmp_path / "cache", rate=rate
     )
+    assert planning.estimate(config, data, tmp_path / "runs", tmp_path / "cache", rate=rate).slowdown >= 1.0
     assert capped.epoch_faces == 80
+
+
+def test_the_machines_load_slows_the_estimate():
+    assert planning.machine_slowdown(load=0.0, cores=2) == 1.0
+    assert planning.machine_slowdown(load=2.0, cores=2) == 2.0  # another job on every core: half the speed
+    assert planning.machine_slowdown(load=50.0, cores=2) == planning.MAX_SLOWDOWN
+    assert planning.machine_slowdown() >= 1.0
+
+
+def test_estimates_are_ranges_in_words():
+    assert wording.about_range(20, 50) == "under a minute"
+    assert wording.about_range(3 * 60, 5 * 60) == "3-5 min" and wording.about_range(30, 150) == "1-2 min"
+    assert (
+        wording.about_range(12 * 60, 12 * 60) == "about 12 min" and wording.about_range(40 * 60, 52 * 60) == "40-50 min"
+    )
+    assert wording.about_range(70 * 60, 110 * 60) == "1 h 10 min to 1 h 50 min"
+    assert job_view.eta_text(200) == " · 3-4 min left"
 
 
 def test_durations_are_rounded_as_estimates():

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from mtfer.app import predict_view
+from mtfer.core import faces
 from mtfer.core.inference import FacePrediction
-from mtfer.core.tasks import TASK_NAMES, TASKS
+from mtfer.core.tasks import TASK_NAMES, TASKS, display_name
 from mtfer.media import answers, draw
 
 MIN_CONFIDENCE = {"emotion": 0.45, "gender": 0.6, "race": 0.55, "age": 0.3}
@@ -92,47 +93,131 @@ def test_captions():
 # --- the photo --------------------------------------------------------------------------------------------------
 
 
-def _no_overlaps(size, boxes, rects, canvas):
+def _clean(size, boxes, layout):
+    """The promises of a labelled photo: every label inside the canvas, over no face and no other label; every
+    leader line crosses no other line and passes through no label but its own and no face but its own."""
+    assert layout is not None
+    canvas, rects, lines = layout.size, layout.rects, layout.lines
+    assert canvas[0] >= size[0] and canvas[1] >= size[1] and len(rects) == len(lines) == len(boxes)
     for r in rects:
         assert r[0] >= 0 and r[1] >= 0 and r[0] + r[2] <= canvas[0] and r[1] + r[3] <= canvas[1], (r, canvas)
         for b in boxes:
             assert not draw.intersects(r, b), f"label {r} over face {b}"
     for a, b in itertools.combinations(rects, 2):
         assert not draw.intersects(a, b), f"labels {a} and {b} overlap"
-    assert canvas[0] >= size[0] and canvas[1] >= size[1]
+    for i, line in enumerate(lines):
+        if line is None:
+            continue
+        others = [b for j, b in enumerate(boxes) if j != i] + [r for j, r in enumerate(rects) if j != i]
+        assert not any(draw.segment_hits(line, o) for o in others), f"line {i} runs through a face or label"
+        for j, other in enumerate(lines):
+            assert j == i or other is None or not draw.segments_cross(line, other), f"lines {i} and {j} cross"
 
 
 def test_a_label_goes_below_its_face_when_there_is_room():
-    rects, canvas = draw.place_labels((800, 600), [(300, 100, 200, 200)], [(180, 90)], gap=4)
-    assert rects == [(310, 304, 180, 90)] and canvas == (800, 600)
+    layout = draw.place_labels((800, 600), [(300, 100, 200, 200)], [(180, 90)], gap=4)
+    assert layout.rects == [(310, 304, 180, 90)] and layout.size == (800, 600) and layout.lines == [None]
 
 
 def test_a_face_filling_the_photo_gets_its_label_under_the_photo():
     size, boxes = (800, 800), [(10, 5, 780, 790)]
-    rects, canvas = draw.place_labels(size, boxes, [(200, 100)], gap=5)
-    _no_overlaps(size, boxes, rects, canvas)
-    assert rects[0][1] >= 800 and canvas[1] >= 800 + 100
+    layout = draw.place_labels(size, boxes, [(200, 100)], gap=5)
+    _clean(size, boxes, layout)
+    assert layout.rects[0][1] >= 800 and layout.size[1] >= 800 + 100 and layout.lines[0] is not None
 
 
 def test_a_face_at_the_bottom_gets_its_label_above_or_beside():
     size = (800, 600)
-    above, _ = draw.place_labels(size, [(300, 400, 200, 200)], [(180, 90)], gap=4)
-    assert above[0][1] + above[0][3] <= 400
-    beside, canvas = draw.place_labels(size, [(300, 50, 200, 550)], [(180, 90)], gap=4)
-    assert beside[0][0] >= 500 and canvas == size
+    above = draw.place_labels(size, [(300, 400, 200, 200)], [(180, 90)], gap=4)
+    assert above.rects[0][1] + above.rects[0][3] <= 400
+    beside = draw.place_labels(size, [(300, 50, 200, 550)], [(180, 90)], gap=4)
+    assert beside.rects[0][0] >= 500 and beside.size == size
 
 
 def test_labels_of_a_group_photo_avoid_every_face_and_each_other():
     size = (800, 400)
     boxes = [(40 + 190 * i, 150, 60, 60) for i in range(4)]
     blocks = [(230, 100)] * 4  # wider than the space between faces
-    rects, canvas = draw.place_labels(size, boxes, blocks, gap=4)
-    assert len(rects) == 4
-    _no_overlaps(size, boxes, rects, canvas)
-    # a crowd: 12 faces in a tight grid, labels in a band under the photo when they fit nowhere else
-    boxes = [(20 + 95 * (i % 6), 20 + 100 * (i // 6), 80, 80) for i in range(12)]
-    rects, canvas = draw.place_labels((600, 220), boxes, [(150, 90)] * 12, gap=3)
-    _no_overlaps((600, 220), boxes, rects, canvas)
+    _clean(size, boxes, draw.place_labels(size, boxes, blocks, gap=4))
+
+
+def test_leader_lines_that_would_cross_or_run_through_a_face_refuse_the_layout():
+    # two tall faces side by side, labels too wide to sit beside them: their lines down to one row would cross
+    assert draw.segments_cross(((0, 0), (10, 10)), ((0, 10), (10, 0)))
+    assert not draw.segments_cross(((0, 0), (10, 0)), ((0, 5), (10, 5)))
+    assert draw.segment_hits(((50, 0), (50, 100)), (40, 40, 20, 20))
+    assert not draw.segment_hits(((0, 0), (0, 100)), (40, 40, 20, 20))
+    # no room for both labels in one row under the photo
+    assert draw.place_labels((400, 400), [(150, 0, 100, 395), (0, 0, 140, 400)], [(380, 60)] * 2, gap=4) is None
+    # a face above another: the upper one's line down to the band would run through the lower face
+    boxes = [(313, 27, 199, 167), (36, 17, 180, 379), (352, 245, 153, 145)]
+    assert draw.place_beside((600, 400), boxes, [(120, 60)] * 3, gap=4)[0] is None
+    assert draw.place_labels((600, 400), boxes, [(120, 60)] * 3, gap=4) is None
+    assert draw.place_labels((600, 400), boxes[:2], [(120, 60)] * 2, gap=4) is not None  # without the lower face
+
+
+def _composite(count: int, seed: int) -> tuple[tuple[int, int], list[tuple[int, int, int, int]]]:
+    """A crowded group photo's faces: `count` boxes of uneven size in rough rows, none overlapping."""
+    rng = np.random.default_rng(seed)
+    per_row = 6 if count <= 12 else 7
+    boxes = []
+    for k in range(count):
+        row, col = divmod(k, per_row)
+        side = int(rng.integers(60, 95))
+        boxes.append((20 + 150 * col + int(rng.integers(0, 30)), 30 + 190 * row + int(rng.integers(0, 40)), side, side))
+    width = max(x + w for x, _, w, _ in boxes) + 20
+    height = max(y + h for _, y, _, h in boxes) + 30
+    return (width, height), boxes
+
+
+@pytest.mark.parametrize("count", [12, 20])
+@pytest.mark.parametrize("seed", range(3))
+def test_a_crowd_is_drawn_cleanly_labelled_or_numbered(count, seed):
+    size, boxes = _composite(count, seed)
+    photo = np.full((size[1], size[0], 3), 128, np.uint8)
+    lines = [
+        [f"{k}. Happy 87%", "Female 90%", "Race: other / not sure", "20-39 years 70%"] for k in range(1, count + 1)
+    ]
+    drawing = draw.draw_faces(photo, boxes, lines)
+    scale = draw.canvas_scale(*size)
+    scaled = [tuple(round(v * scale) for v in b) for b in boxes]
+    style = draw.LabelStyle.for_width(drawing.image.shape[1])
+    layout = draw.place_labels(photo.shape[1::-1], scaled, [style.block_size(t) for t in lines], style.gap)
+    if drawing.labelled:  # only with few enough faces for each to have its own colour, and then cleanly
+        assert count <= len(draw.BOX_COLORS)
+        _clean(size, scaled, layout)
+    else:  # numbers on the faces, never over another face nor another number
+        badges = draw.number_badges(drawing.image.shape[1::-1], scaled, range(1, count + 1), style)
+        for i, badge in enumerate(badges):
+            assert not any(draw.intersects(badge, b) for j, b in enumerate(scaled) if j != i)
+            assert not any(draw.intersects(badge, o) for j, o in enumerate(badges) if j != i)
+        for k, (x, y, w, h) in enumerate(scaled, start=1):  # each box in its number's colour
+            b, g, r = draw.box_color(k)
+            assert tuple(drawing.image[y + h, x + w // 2]) == (r, g, b)
+
+
+def test_faces_are_numbered_in_reading_order():
+    # two rows of heads, not quite level, found largest first
+    boxes = [(300, 210, 90, 90), (20, 40, 60, 60), (400, 30, 70, 70), (180, 60, 50, 50), (40, 230, 80, 80)]
+    assert [boxes[i] for i in draw_order(boxes)] == [boxes[1], boxes[3], boxes[2], boxes[4], boxes[0]]
+    found = [FacePrediction(b, None, 0.0, np.zeros((50, 50), np.uint8), {}) for b in boxes]
+    assert [f.box for f in faces.shown_faces(found)] == [boxes[i] for i in (1, 3, 2, 4, 0)]
+    assert [f.box for f in faces.shown_faces(found, largest_only=True)] == [boxes[0]]
+    assert faces.shown_faces([], largest_only=True) == []
+
+
+def draw_order(boxes):
+    return faces.reading_order(boxes)
+
+
+def test_every_face_of_a_small_crowd_has_its_own_colour_dark_enough_for_white_text():
+    assert len(set(draw.BOX_COLORS)) == len(draw.BOX_COLORS) >= 10
+    assert draw.box_color(1) == draw.box_color(len(draw.BOX_COLORS) + 1)
+    for b, g, r in draw.BOX_COLORS:  # WCAG contrast with white of at least 3 (large text)
+        lum = sum(w * ((c / 255) / 12.92 if c <= 10 else ((c / 255 + 0.055) / 1.055) ** 2.4)
+                  for w, c in zip((0.2126, 0.7152, 0.0722), (r, g, b), strict=True))  # fmt: skip
+        assert 1.05 / (lum + 0.05) >= 3, (b, g, r)
+    assert draw.box_hex(1) == "#{2:02x}{1:02x}{0:02x}".format(*draw.BOX_COLORS[0])
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -146,15 +231,24 @@ def test_random_layouts_never_cover_a_face(seed):
         if not any(draw.intersects(box, b) for b in boxes):
             boxes.append(box)
     blocks = [(int(rng.integers(80, 400)), int(rng.integers(40, 150))) for _ in boxes]
-    rects, canvas = draw.place_labels(size, boxes, blocks, gap=4)
-    assert [r[2:] for r in rects] == blocks
-    _no_overlaps(size, boxes, rects, canvas)
+    layout = draw.place_labels(size, boxes, blocks, gap=4)
+    if layout is not None:
+        assert [r[2:] for r in layout.rects] == blocks
+        _clean(size, boxes, layout)
+
+
+@pytest.mark.parametrize("photo_width", [200, 500, 800, 1000, 1280, 4000])
+def test_label_text_is_legible_on_a_phone(photo_width):
+    # a phone shows the drawn photo at most PHONE_PHOTO_PX wide (smaller photos at their own size)
+    drawn_width = round(photo_width * draw.canvas_scale(photo_width, photo_width * 3 // 4))
+    style = draw.LabelStyle.for_width(drawn_width)
+    shown_cap = style.cap * min(1.0, draw.PHONE_PHOTO_PX / drawn_width)
+    assert shown_cap >= draw.MIN_PHONE_CAP_PX or style.cap == draw.MIN_TEXT_PX
 
 
 def test_text_scales_with_the_photo_and_stays_legible():
-    assert draw.text_px(200) == draw.MIN_TEXT_PX and draw.text_px(800) == draw.MIN_TEXT_PX
-    assert draw.text_px(1280) > draw.MIN_TEXT_PX and draw.text_px(1280) == round(draw.TEXT_FRACTION * 1280)
-    small, big = draw.LabelStyle.for_width(800), draw.LabelStyle.for_width(1280)
+    assert draw.text_px(200) == draw.MIN_TEXT_PX and draw.text_px(1280) > draw.MIN_TEXT_PX
+    small, big = draw.LabelStyle.for_width(400), draw.LabelStyle.for_width(1280)
     lines = ["1. Emotion: not sure", "Female 90%", "Race: other / not sure", "20-39 years 70%"]
     assert big.block_size(lines)[1] > small.block_size(lines)[1] >= 4 * draw.MIN_TEXT_PX
     # small photos are enlarged before drawing, big ones reduced: the text never ends up tiny beside the photo
@@ -174,8 +268,9 @@ def _label_pixels(drawn: np.ndarray, photo_value: int) -> np.ndarray:
 def test_draw_faces_leaves_the_face_uncovered_when_it_fills_the_photo():
     photo = np.full((900, 900, 3), 128, np.uint8)
     box = (40, 20, 840, 860)
-    drawn = draw.draw_faces(photo, [box], [["1. Happy 87%", "Female 90%", "Asian 61%", "20-39 years 70%"]])
-    assert drawn.shape[1] == 900 and drawn.shape[0] > 900  # a band for the label under the photo
+    drawing = draw.draw_faces(photo, [box], [["1. Happy 87%", "Female 90%", "Asian 61%", "20-39 years 70%"]])
+    drawn = drawing.image
+    assert drawing.labelled and drawn.shape[1] == 900 and drawn.shape[0] > 900  # a band for the label under it
     x, y, w, h = box
     inside = drawn[y + 4 : y + h - 4, x + 4 : x + w - 4]
     assert (inside == 128).all(), "something was drawn over the face"
@@ -188,8 +283,9 @@ def test_draw_faces_labels_small_faces_legibly_and_outside_them():
     photo = np.full((300, 500, 3), 128, np.uint8)  # a small group photo: enlarged to 800 wide
     boxes = [(30 + 120 * i, 100, 40, 40) for i in range(4)]
     lines = [[f"{k}. Happy 87%", "Female 90%", "African American 80%", "20-39 years 70%"] for k in range(1, 5)]
-    drawn = draw.draw_faces(photo, boxes, lines)
-    assert drawn.shape[1] == 800
+    drawing = draw.draw_faces(photo, boxes, lines)
+    drawn = drawing.image
+    assert drawn.shape[1] == 800 and drawing.labelled
     scale = 800 / 500
     for x, y, w, h in boxes:
         sx, sy, sw, sh = (round(v * scale) for v in (x, y, w, h))
@@ -201,10 +297,26 @@ def test_draw_faces_labels_small_faces_legibly_and_outside_them():
 
 def test_draw_faces_without_faces_and_other_formats():
     photo = np.full((300, 400, 3), 255, np.uint8)
-    assert draw.draw_faces(photo, [], []).shape == (600, 800, 3)  # enlarged, nothing drawn
-    assert (draw.draw_faces(photo, [], []) == 255).all()
-    assert draw.draw_faces(np.zeros((3000, 2000), np.uint8), [(1000, 1000, 600, 600)], [["x"]]).shape[:2] == (1280, 853)
-    assert draw.draw_faces(np.zeros((50, 60, 4), np.uint8), [], []).shape == (100, 120, 3)  # at most twice its size
+    assert draw.draw_faces(photo, [], []).image.shape == (600, 800, 3)  # enlarged, nothing drawn
+    assert (draw.draw_faces(photo, [], []).image == 255).all()
+    big = draw.draw_faces(np.zeros((3000, 2000), np.uint8), [(1000, 1000, 600, 600)], [["x"]])
+    assert big.image.shape[:2] == (1280, 853)
+    assert draw.draw_faces(np.zeros((50, 60, 4), np.uint8), [], []).image.shape == (100, 120, 3)  # at most 2x
+
+
+def test_a_crowd_table_lists_each_faces_answers_on_its_colour():
+    verdicts = [
+        answers.face_verdicts(_prediction(), MIN_CONFIDENCE),
+        answers.face_verdicts(_unsure_emotion(), MIN_CONFIDENCE),
+    ]
+    styled = predict_view.answers_table(verdicts)
+    frame = styled.data
+    assert list(frame["Face"]) == [1, 2] and list(frame.columns[1:]) == [display_name(t) for t in TASK_NAMES]
+    assert frame.loc[0, "Emotion"] == "Happy" and frame.loc[1, "Emotion"].startswith("Not sure")
+    html = styled.to_html()
+    assert f"background-color: {draw.box_hex(2)}" in html
+    assert list(predict_view.answers_table(verdicts, [4, 7]).data["Face"]) == [4, 7]
+    assert "12 faces" in predict_view.crowd_caption(12)
 
 
 # --- charts and downloads ---------------------------------------------------------------------------------------

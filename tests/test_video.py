@@ -306,7 +306,7 @@ def test_the_timeline_draws_each_persons_emotions_with_gaps_where_they_are_not_s
     y = np.asarray(happy_b.y, float)
     assert len(happy_b.x) == 20 and np.isnan(y[:10]).all() and not np.isnan(y[10:]).any()
     assert fig.layout.yaxis.title.text == "<b>Person 1</b>" and fig.layout.yaxis2.title.text == "<b>Person 2</b>"
-    assert fig.layout.yaxis.title.font.color == video_view.person_hex(1)
+    assert fig.layout.yaxis.title.font.color == draw.box_hex(1)
     assert any(s.x0 == 2.4 for s in fig.layout.shapes)
     assert all(t.line.color == draw.EMOTION_COLORS[t.legendgroup] for t in fig.data)
     assert "0:02.0" in fig.layout.xaxis2.ticktext
@@ -315,12 +315,13 @@ def test_the_timeline_draws_each_persons_emotions_with_gaps_where_they_are_not_s
 def test_the_chosen_frame_is_drawn_with_each_persons_box_in_their_colour(walk):
     frame = video_view.nearest_frame(walk.frames, 2.45)
     assert frame.time_s == pytest.approx(2.4)
-    picture = video_view.frame_picture(walk.image(frame.frame), frame, {t: 0.0 for t in TASK_NAMES})
-    assert picture.ndim == 3 and picture.shape[1] >= 800
+    drawing = video_view.frame_picture(walk.image(frame.frame), frame, {t: 0.0 for t in TASK_NAMES})
+    picture = drawing.image
+    assert drawing.labelled and picture.ndim == 3 and picture.shape[1] >= 800
     for face in frame.faces:  # the box's top-left corner, scaled as the picture is, in the person's colour (RGB)
         scale = picture.shape[1] / SIZE[0]
         x, y = round(face.box[0] * scale), round(face.box[1] * scale)
-        b, g, r = video_view.person_color(face.track)
+        b, g, r = draw.box_color(face.track)
         assert tuple(picture[y + 1, x + 1]) == (r, g, b)
     lines = video_view.frame_lines(frame.faces[1], {t: 0.0 for t in TASK_NAMES})
     assert lines[0] == "Person 2" and len(lines) == 5

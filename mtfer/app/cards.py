@@ -235,16 +235,18 @@ def pseudo_labels_text(metadata: Mapping) -> str | None:
         made = format_date(teacher.get("created"))
         if made:
             made += f", {datetime.fromisoformat(str(teacher['created'])):%H:%M}"
-        # The teacher's folder name and when it was made: a shipped model taught by the one shipped before it (both
-        # in models/default) reads "the model default made <date, time>", not as its own teacher.
-        teachers.add(Path(str(teacher.get("path", "another model"))).name + (f" made {made}" if made else ""))
+        # The teacher by its folder name and when it was made; a shipped model taught by the one shipped before it
+        # (both in models/default) would otherwise read as its own teacher.
+        name = Path(str(teacher.get("path") or "")).name
+        who = f"the model {name}" if name and name != "default" else "an earlier model shipped with the app"
+        teachers.add(who + (f" made {made}" if made else ""))
         soft = soft or entry.get("targets") == "soft"
     if not parts:
         return None
     how = "its probabilities" if soft else "its answers"
     text = joined(parts)
     return (
-        f"{text[:1].upper() + text[1:]}, from the model {joined(sorted(teachers))} ({how}, where it was sure "
+        f"{text[:1].upper() + text[1:]}, from {joined(sorted(teachers))} ({how}, where it was sure "
         "enough); training images only, never the ones it is scored on"
     )
 

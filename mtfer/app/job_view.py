@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from mtfer.app.wording import about, format_duration, percent
+from mtfer.app.wording import about, about_range, percent
 from mtfer.train.planning import Estimate
 
 
@@ -33,7 +33,7 @@ def _preparing_line(progress: Mapping) -> tuple[float, str]:
     if progress.get("rate"):
         line += f" · {float(progress['rate']):,.0f} faces/s"
     if progress.get("eta_s") is not None:
-        line += f" · about {format_duration(float(progress['eta_s']))} left"
+        line += eta_text(float(progress["eta_s"]))
     return float(np.clip(done / total, 0.0, 1.0)), line
 
 
@@ -85,7 +85,7 @@ def job_status(progress: Mapping) -> JobStatus:
             headline = "Preparing the data sets (the first time, faces are found and aligned) ..."
         else:
             eta = progress.get("eta_s")
-            left = f" · about {format_duration(float(eta))} left" if eta is not None else ""
+            left = eta_text(float(eta)) if eta is not None else ""
             headline = f"Epoch {epoch} of {epochs} · step {step} of {steps}{left}"
     elif state == "stopping":
         headline = "Stopping after the current step ..."
@@ -117,6 +117,15 @@ def epoch_metrics(row: Mapping[str, Any] | None, tasks: Sequence[str]) -> list[t
     return out
 
 
+BUSY_SLOWDOWN = 1.3  # from here on the estimate says that the machine's other work slows the job down
+
+
+def eta_text(eta_s: float) -> str:
+    """' · 3-4 min left': the time left that a running job measures from its own steps, as a range (its rate
+    moves with the machine's load, and validation and the final evaluation are still to come)."""
+    return f" · {about_range(eta_s * 0.9, eta_s * 1.25)} left"
+
+
 def estimate_text(e: Estimate) -> str:
     """The estimate in a sentence or two for people (Markdown)."""
     if e.rate.source == "measured":
@@ -124,11 +133,13 @@ def estimate_text(e: Estimate) -> str:
     else:
         source = "from the benchmark on this machine; no earlier run to measure yet"
     epochs = f"{e.epochs} epoch{'s' if e.epochs != 1 else ''}"
-    total = about(e.seconds)
+    total = about_range(*e.span)
     text = (
         f"**{total[0].upper()}{total[1:]}{' at most' if e.may_stop_early else ''}.** Training: {epochs} × "
         f"{e.epoch_faces:,} faces at about {e.rate.faces_per_s:,.0f} faces/s ({source})."
     )
+    if e.slowdown >= BUSY_SLOWDOWN:
+        text += f" The machine is busy with other work now, which makes it about {e.slowdown:.1f}× slower."
     if e.to_prepare:
         text += (
             f" Before that, {' and '.join(e.to_prepare)} {'are' if len(e.to_prepare) > 1 else 'is'} prepared "

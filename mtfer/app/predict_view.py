@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 from mtfer.assess.abstain import Verdict
 from mtfer.core.tasks import display_name
 from mtfer.media.answers import abstain_name, answer, face_verdicts, shown_classes
-from mtfer.media.draw import ACCENT, MUTED, THRESHOLD
+from mtfer.media.draw import ACCENT, MUTED, THRESHOLD, box_hex
 
 RACE_NOTE = (
     "Race names three groups only (Caucasian, African American and Asian), those of the research it reproduces: "
@@ -42,6 +42,26 @@ def faces_found_caption(shown: int, found: int) -> str:
     if shown < found:
         text += ", showing the largest" if shown == 1 else f", showing the {shown} largest"
     return text
+
+
+def crowd_caption(count: int) -> str:
+    """Under a photo whose faces are numbered rather than labelled (the labels would not fit cleanly)."""
+    return f"{count} faces found: each is numbered on the photo, with its answers in the table below"
+
+
+def answers_table(verdicts: Sequence[Mapping[str, Verdict]], numbers: Sequence[int] | None = None):  # -> Styler
+    """The answers of a photo's faces, one row each ('Not sure (Sad or Angry)' when the model is unsure), the
+    face's number (default 1, 2, ...; a video's person numbers) on its box colour: under a photo too crowded for
+    labels."""
+    numbers = list(numbers) if numbers is not None else list(range(1, len(verdicts) + 1))
+    rows = [
+        {"Face": k} | {display_name(t): answer(v) for t, v in face.items()}
+        for k, face in zip(numbers, verdicts, strict=True)
+    ]
+    frame = pd.DataFrame(rows)
+    return frame.style.apply(
+        lambda column: [f"background-color: {box_hex(k)}; color: white" for k in column], subset=["Face"]
+    )
 
 
 def aligned_caption(prediction: Any) -> str:

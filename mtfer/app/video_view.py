@@ -18,7 +18,7 @@ from plotly.subplots import make_subplots
 from mtfer.assess.abstain import verdict
 from mtfer.core.tasks import UNTAUGHT_CLASSES, display_name
 from mtfer.media.answers import abstain_name, answer, face_verdicts, shown_classes
-from mtfer.media.draw import BOX_COLORS, EMOTION_COLORS, NOW, draw_faces
+from mtfer.media.draw import EMOTION_COLORS, NOW, Drawing, box_hex, draw_faces
 from mtfer.media.tables import class_names
 from mtfer.media.video import VideoFrame, format_time
 
@@ -28,16 +28,6 @@ TIMELINE_PEOPLE = 3  # people drawn on the timeline at first: those seen the lon
 def person(track: int) -> str:
     """'Person 2': a track as people read it (tracks are numbered in the order the faces first appear)."""
     return f"Person {int(track)}"
-
-
-def person_color(track: int) -> tuple[int, int, int]:
-    """The BGR colour of a person's box, the same in every frame."""
-    return BOX_COLORS[(int(track) - 1) % len(BOX_COLORS)]
-
-
-def person_hex(track: int) -> str:
-    b, g, r = person_color(track)
-    return f"#{r:02x}{g:02x}{b:02x}"
 
 
 def _faces(table: pd.DataFrame) -> pd.DataFrame:
@@ -189,7 +179,7 @@ def timeline_figure(
         fig.update_yaxes(
             range=[0, 1.02],
             tickformat=".0%",
-            title={"text": f"<b>{person(track)}</b>", "font": {"color": person_hex(track), "size": 15}},
+            title={"text": f"<b>{person(track)}</b>", "font": {"color": box_hex(track), "size": 15}},
             row=row,
             col=1,
         )
@@ -237,13 +227,14 @@ def frame_lines(face: Any, min_confidence: Mapping[str, float]) -> list[str]:
     return lines
 
 
-def frame_picture(image_bgr: np.ndarray, frame: VideoFrame, min_confidence: Mapping[str, float]) -> np.ndarray:
-    """The frame (RGB) with each face boxed in its person's colour and labelled with its answers."""
+def frame_picture(image_bgr: np.ndarray, frame: VideoFrame, min_confidence: Mapping[str, float]) -> Drawing:
+    """The frame with each face boxed in its person's colour (the same in every frame) and labelled with its
+    answers, or numbered with its person's number when the labels cannot all be placed cleanly."""
     return draw_faces(
         image_bgr,
         [f.box for f in frame.faces],
         [frame_lines(f, min_confidence) for f in frame.faces],
-        colors=[person_color(f.track) for f in frame.faces],
+        numbers=[int(f.track) for f in frame.faces],
     )
 
 

@@ -114,6 +114,20 @@ def about(seconds: float) -> str:
     return "under a minute" if seconds < 60 else f"about {format_duration(seconds, 'rough')}"
 
 
+def about_range(low: float, high: float) -> str:
+    """An estimate that is a range, in words: "under a minute", "about 12 min", "3-5 min", "1 h 10 min to 1 h 40 min"."""
+    if high < 60:
+        return "under a minute"
+    step = 60 if high < 1200 else 300 if high < 3600 else 600  # ends no more precise than the estimate
+    low, high = max(60, round(low / step) * step), max(60, round(high / step) * step)
+    low_text, high_text = format_duration(low, "rough"), format_duration(high, "rough")
+    if low_text == high_text:
+        return f"about {high_text}"
+    if low_text.endswith(" min") and high_text.endswith(" min") and "h" not in low_text + high_text:
+        return f"{low_text.removesuffix(' min')}-{high_text}"
+    return f"{low_text} to {high_text}"
+
+
 ARCHITECTURE_NAMES = {"paper": "the paper's design", "fast": "fast"}
 
 

@@ -184,11 +184,11 @@ def read_photo_file(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES) ->
             raise ImageError(
                 f"file too large: {info.st_size / 1e6:,.0f} MB (photos of at most {max_bytes / 1e6:,.0f} MB)"
             )
-        with open(name, "rb") as handle:
-            data = handle.read(max_bytes + 1)
+        with open(name, "rb") as handle:  # read(n) sets n bytes aside first: the file's size, not the limit
+            data = handle.read(min(info.st_size, max_bytes) + 1)
     except OSError as e:
         raise ImageError(f"cannot read {name!r}: {e.strerror or e}") from None
-    if len(data) > max_bytes:  # it grew while being read
+    if len(data) > max_bytes:  # it grew past the limit while being read
         raise ImageError(f"file too large: more than {max_bytes / 1e6:,.0f} MB")
     return data
 

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -28,6 +29,8 @@ import numpy as np
 from mtfer.core import detectors
 from mtfer.core.decoding import ImageError, to_bgr8
 from mtfer.core.preprocess import PreprocessConfig
+
+T = TypeVar("T", bound=Any)  # a face, or a prediction for one: anything with a .box
 
 __all__ = [
     "Face",
@@ -260,6 +263,32 @@ def find_faces(image: np.ndarray, config: PreprocessConfig = PreprocessConfig())
             kept.append(box)
     faces = [_face(gray, box, config) for box in kept]
     return [f for f in faces if f.eyes is not None or _confirmed(gray, f.box, config)]
+
+
+def reading_order(boxes: Sequence[Box]) -> list[int]:
+    """Indices of the boxes as people read a group photo: rows top to bottom, each row left to right. A face joins
+    the row above it when its centre is within half a face's height of that row's centre (heads in a row are
+    rarely level)."""
+    rows: list[list[int]] = []
+    for i in sorted(range(len(boxes)), key=lambda i: boxes[i][1] + boxes[i][3] / 2):
+        centre, height = boxes[i][1] + boxes[i][3] / 2, boxes[i][3]
+        if rows:
+            row = rows[-1]
+            row_centre = float(np.mean([boxes[j][1] + boxes[j][3] / 2 for j in row]))
+            row_height = float(np.median([boxes[j][3] for j in row]))
+            if abs(centre - row_centre) < 0.5 * min(height, row_height):
+                row.append(i)
+                continue
+        rows.append([i])
+    return [i for row in rows for i in sorted(row, key=lambda j: boxes[j][0] + boxes[j][2] / 2)]
+
+
+def shown_faces(found: Sequence[T], largest_only: bool = False) -> list[T]:
+    """The faces (anything with a `.box`) in the order they are numbered everywhere (page, CSV, JSON, CLI): the
+    largest alone when `largest_only`, else all of them in reading order (:func:`reading_order`)."""
+    if largest_only:
+        return [max(found, key=lambda f: f.box[2] * f.box[3])] if found else []
+    return [found[i] for i in reading_order([f.box for f in found])]
 
 
 def _color(image: np.ndarray) -> np.ndarray:

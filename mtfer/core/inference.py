@@ -94,7 +94,7 @@ class Predictor:
         for image in images:
             array = image if isinstance(image, np.ndarray) else decoding.decode_image(image)
             detected = faces.find_faces(array, self.config)
-            found.append(detected[:1] if largest_only else detected)
+            found.append(faces.shown_faces(detected, largest_only))
         results: list[list[FacePrediction]] = []
         for fs, probs in zip(found, self.predict_groups(found), strict=True):
             results.append(

@@ -89,7 +89,7 @@ def _read(path: Path, config: preprocess.PreprocessConfig, largest_only: bool) -
         return " ".join(str(error).split())
     except MemoryError:
         return "too large to process with the memory available"
-    return found[:1] if largest_only else found
+    return faces.shown_faces(found, largest_only)
 
 
 def _ordered(fn: Callable[[Path], Any], items: Iterable[Path], workers: int) -> Iterator[tuple[Path, Any]]:

@@ -36,7 +36,7 @@ from mtfer.core import faces
 from mtfer.core.inference import by_class, face_batch
 from mtfer.core.tasks import UNTAUGHT_CLASSES, display_name
 from mtfer.media.answers import abstain_name, photo_lines, thresholds
-from mtfer.media.draw import BOX_COLORS, EMOTION_COLORS, FONT, LabelStyle, draw_label, place_labels
+from mtfer.media.draw import EMOTION_COLORS, FONT, LabelStyle, box_color, draw_label, place_beside
 from mtfer.media.tracking import Tracker
 from mtfer.media.video import FrameFace, VideoFrame, video_table
 from mtfer.media.webrtc import bgr_to_frame, frame_to_bgr
@@ -219,17 +219,18 @@ class LiveProcessor:
 
     def draw(self, image_bgr: np.ndarray, faces: Sequence[LiveFace], fps: float | None = None) -> np.ndarray:
         """The frame (mirrored when `mirror` is on) with each face's box and its answers beside it, never over a
-        face where there is room (mtfer.media.draw.place_labels), and the frames per second in a corner."""
+        face where there is room (mtfer.media.draw.place_beside), and the frames per second in a corner."""
         canvas = cv2.flip(image_bgr, 1) if self.mirror else image_bgr.copy()
         h, w = canvas.shape[:2]
         boxes = [_mirrored(f.box, w) if self.mirror else f.box for f in faces]
         style = LabelStyle.for_width(max(w, 480))
         labels = [photo_lines(f.number, f.verdicts) for f in faces]
         blocks = [style.block_size(lines) for lines in labels]
-        rects, _ = place_labels((w, h), boxes, blocks, style.gap)
+        rects = place_beside((w, h), boxes, blocks, style.gap)
         thickness = max(2, round(w / 320))
-        for face, (x, y, bw, bh), (lx, ly, lw, lh), lines in zip(faces, boxes, rects, labels, strict=True):
-            color = face_color(face.number)
+        for face, (x, y, bw, bh), rect, lines, (lw, lh) in zip(faces, boxes, rects, labels, blocks, strict=True):
+            color = box_color(face.number)
+            lx, ly = rect[:2] if rect is not None else (x, y + bh + style.gap)  # no room: under it, over whatever
             cv2.rectangle(canvas, (x, y), (x + bw, y + bh), color, thickness, cv2.LINE_AA)
             lx, ly = int(np.clip(lx, 0, max(0, w - lw))), int(np.clip(ly, 0, max(0, h - lh)))  # no band: stay inside
             draw_label(canvas, (lx, ly, lw, lh), lines, color, style)
@@ -335,11 +336,6 @@ def warm_up(predictor: Predictor, size: tuple[int, int] = (640, 480)) -> float:
     faces.find_faces(frame, predictor.config)
     predictor.predict_faces(np.zeros((1, predictor.config.size, predictor.config.size), np.uint8))
     return time.perf_counter() - start
-
-
-def face_color(number: int) -> tuple[int, int, int]:
-    """BGR colour of the face numbered `number` (1, 2, ...): the Predict page's box colours, in turn."""
-    return BOX_COLORS[(number - 1) % len(BOX_COLORS)]
 
 
 def emotion_chart(history: pd.DataFrame, window_s: float = HISTORY_S, size: tuple[int, int] = (600, 340)) -> np.ndarray:

@@ -62,7 +62,7 @@ def box_columns(box: Sequence[int]) -> dict[str, int]:
 def photo_rows(
     source: str, preds: Sequence[FacePrediction], min_confidence: Mapping[str, float], error: str | None = None
 ) -> list[dict[str, Any]]:
-    """The rows of one photo: one per face (numbered from 1, largest first); a photo without a face, or one that
+    """The rows of one photo: one per face (numbered from 1 in reading order); a photo without a face, or one that
     could not be read (`error`), is one row with the face columns empty."""
     if error is not None:
         return [{"source": source, ERROR_COLUMN: error}]

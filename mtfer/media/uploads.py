@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, NamedTuple
 
-from mtfer.core import decoding
+from mtfer.core import decoding, faces
 
 if TYPE_CHECKING:
     from mtfer.core.inference import FacePrediction, Predictor
@@ -33,7 +33,7 @@ def analyse_upload(predictor: Predictor, name: str, data: bytes, largest_only: b
     try:
         image = decoding.decode_image(data)
         found = predictor.predict_image(image)  # every face: the network costs milliseconds beside the detection
-        return UploadResult(found[:1] if largest_only else found, None, len(found))
+        return UploadResult(faces.shown_faces(found, largest_only), None, len(found))
     except decoding.ImageError as error:
         return UploadResult(None, upload_error(name, error))
     except MemoryError:

@@ -121,6 +121,7 @@ def callback_classes():
             self.swap: Any = None  # SwapEMAWeights with ema > 0
             self.epoch = 0
             self.epoch_start = time.time()
+            self.first_step_end = self.epoch_start
             self.last_write = 0.0
             self.stopped = False
             self.stop_at: dict | None = None  # where a stop took effect (stop_point)
@@ -129,7 +130,7 @@ def callback_classes():
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
-            self.epoch_start = time.time()
+            self.epoch_start = self.first_step_end = time.time()
 
         def on_train_batch_end(self, batch, logs=None):
             now = time.time()
@@ -141,9 +142,14 @@ def callback_classes():
                 self.stop_at = stop_point(self.epoch + 1, batch + 1, self.steps, self.epoch)
                 runs.write_progress(self.run, state="stopping", step=batch + 1)
                 raise TrainingStopped(f"stopped during epoch {self.epoch + 1} at step {batch + 1}")
+            if batch == 0:  # the first step also traces the model: the rate is measured from its end
+                self.first_step_end = now
             if now - self.last_write > 2.0:
                 self.last_write = now
-                rate = (batch + 1) / max(now - self.epoch_start, 1e-6)
+                measured = batch >= 1 and now > self.first_step_end
+                rate = (
+                    batch / (now - self.first_step_end) if measured else (batch + 1) / max(now - self.epoch_start, 1e-6)
+                )
                 remaining = (self.steps - batch - 1) + self.steps * (self.config.epochs - self.epoch - 1)
                 runs.write_progress(
                     self.run,
@@ -153,6 +159,7 @@ def callback_classes():
                     step=batch + 1,
                     steps=self.steps,
                     eta_s=round(remaining / rate),
+                    faces_per_s=round(rate * self.config.batch_size, 1),  # after Stop, the next estimate's rate
                     batch_metrics={k: float(v) for k, v in (logs or {}).items()},
                 )
 

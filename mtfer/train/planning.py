@@ -19,6 +19,11 @@ How the estimate is made (the choice, and why):
 - Precision "auto" is taken as bfloat16 when the CPU has AMX or AVX512-BF16 (as the trainer does; a GPU is not
   looked for, which would need TensorFlow).
 
+- **Whatever else the machine is doing** slows a run down: the estimate is scaled by :func:`machine_slowdown`
+  (the load average over the cores) and given as a range, since neither the load nor the rate holds still.
+- A run **stopped in its first epoch** has no epoch seconds yet; the training throughput it measured in its steps
+  (progress.json ``faces_per_s``) stands in for them, so that after Stop the estimate is this machine's real one.
+
 The estimate is for all epochs: early stopping (the paper's rule) may end a run sooner.
 """
 
@@ -53,6 +58,8 @@ MIN_MEASURED_FACES = 1000  # smaller epochs are dominated by fixed costs and say
 STARTUP_S = 45.0  # TensorFlow's import, loading the data, building the model, tracing the first step
 EVALUATION_RATE = 500.0  # faces/s of the final evaluation on the validation and test faces
 LONG_JOB_S = 3600.0  # the page asks for a confirmation before starting a longer job
+MAX_SLOWDOWN = 4.0  # beyond this the load average says more about queued work than about this job's share
+RANGE = (0.85, 1.3)  # the estimate as a range: a rate measured at another time, a load that changes
 
 
 @dataclass(frozen=True)
@@ -88,10 +95,16 @@ def measured_rate(run: str | os.PathLike) -> tuple[str, str, float] | None:
     try:
         seconds = pd.read_csv(run / bundles.HISTORY_FILE)["seconds"].dropna().to_numpy(float)
     except (OSError, KeyError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
-        return None
+        seconds = np.zeros(0)
     seconds = seconds[seconds > 0]
-    if not len(seconds) or "architecture" not in config:
+    if "architecture" not in config:
         return None
+    if not len(seconds):  # stopped in its first epoch: the throughput of its steps, with validation's share
+        steps_rate = progress.get("faces_per_s")
+        precision = progress.get("precision") or resolved_precision(config.get("precision", "auto"))
+        if not steps_rate or int(progress.get("step") or 0) * int(config.get("batch_size") or 0) < MIN_MEASURED_FACES:
+            return None
+        return str(config["architecture"]), str(precision), float(steps_rate) * VALIDATION_SHARE
     if len(seconds) > 1:
         seconds = seconds[1:]  # the first epoch also traces the model
     faces = progress.get("epoch_faces")
@@ -157,9 +170,21 @@ def split_sizes(data: Sequence[DataSize], config: TrainConfig) -> dict[str, floa
     return out
 
 
+def machine_slowdown(load: float | None = None, cores: int | None = None) -> float:
+    """How many times longer than on a quiet machine a job should take now: other work (the 1-minute load average,
+    `load`) takes its share of the `cores`, from 1 (quiet) to MAX_SLOWDOWN. 1 where the system has no load average."""
+    cores = cores or os.cpu_count() or 1
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (OSError, AttributeError):  # Windows
+            return 1.0
+    return float(np.clip(1.0 + load / cores, 1.0, MAX_SLOWDOWN))
+
+
 @dataclass(frozen=True)
 class Estimate:
-    seconds: float  # all of it
+    seconds: float  # all of it, at the machine's current load
     train_seconds: float
     prepare_seconds: float
     epochs: int
@@ -169,10 +194,16 @@ class Estimate:
     prepare_faces: int
     prepare_rate: float
     may_stop_early: bool  # the plateau rule's early stopping can end the run before `epochs`
+    slowdown: float = 1.0  # machine_slowdown() when estimated: already in `seconds`
 
     @property
     def long(self) -> bool:
         return self.seconds > LONG_JOB_S
+
+    @property
+    def span(self) -> tuple[float, float]:
+        """(shortest, longest) likely seconds."""
+        return self.seconds * RANGE[0], self.seconds * RANGE[1]
 
 
 def estimate(
@@ -181,8 +212,11 @@ def estimate(
     runs_dir: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     rate: Rate | None = None,
+    slowdown: float | None = None,
 ) -> Estimate:
-    """How long `config` should take on this machine with these data sets (see the module docstring)."""
+    """How long `config` should take on this machine with these data sets, at its current load (`slowdown`,
+    default :func:`machine_slowdown`; see the module docstring)."""
+    slowdown = machine_slowdown() if slowdown is None else slowdown
 
     sizes = split_sizes(data, config)
     epoch_faces = sizes["train"]
@@ -198,9 +232,9 @@ def estimate(
     prepare_rate = preparation_rate(pre.detector, cache_dir) or DEFAULT_PREPARE_RATE
     prepare_seconds = prepare_faces / prepare_rate
     return Estimate(
-        seconds=train_seconds + prepare_seconds,
-        train_seconds=train_seconds,
-        prepare_seconds=prepare_seconds,
+        seconds=(train_seconds + prepare_seconds) * slowdown,
+        train_seconds=train_seconds * slowdown,
+        prepare_seconds=prepare_seconds * slowdown,
         epochs=config.epochs,
         epoch_faces=int(round(epoch_faces)),
         rate=rate,
@@ -208,4 +242,5 @@ def estimate(
         prepare_faces=int(prepare_faces),
         prepare_rate=prepare_rate,
         may_stop_early=config.lr_schedule == "plateau" and (config.early_stopping_patience or 0) < config.epochs,
+        slowdown=slowdown,
     )

@@ -15,6 +15,7 @@ from mtfer.store import settings
 from pages.predict_modes.shared import NO_FACE_TIPS, load_predictor, loaded_predictor
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
+FACE_PX = 160  # the aligned face and its heatmap: big enough to see, modest where a phone stacks the columns
 PHOTO_MAX_UPLOAD_MB = 50  # per photo; videos may be larger (mtfer.media.video.MAX_UPLOAD_MB, .streamlit/config.toml)
 
 
@@ -38,7 +39,7 @@ def show_why(path: str, modified: int, prediction: FacePrediction, key: str) -> 
     help_text = "Shows which parts of the face most made the model give its emotion answer."
     if st.toggle("Why this emotion?", key=key, help=help_text):
         image, caption = why_image(path, modified, prediction.aligned)
-        st.image(image, caption=caption)  # as wide as the face above it
+        st.image(image, caption=caption, width=FACE_PX)  # as wide as the face above it
 
 
 def photo_uploads(model: settings.ModelChoice) -> None:
@@ -85,18 +86,20 @@ def photo_uploads(model: settings.ModelChoice) -> None:
             results.append((name, predictions))
             if not predictions:
                 st.warning(NO_FACE_TIPS, icon=":material/sentiment_neutral:")
-                st.image(draw.draw_faces(image, [], []), caption=wording.escape_markdown(name))
+                st.image(draw.draw_faces(image, [], []).image, caption=wording.escape_markdown(name))
                 continue
             verdicts = [answers.face_verdicts(p, min_confidence) for p in predictions]
             labels = [answers.photo_lines(k, v) for k, v in enumerate(verdicts, start=1)]
-            st.image(
-                draw.draw_faces(image, [p.box for p in predictions], labels),
-                caption=predict_view.faces_found_caption(len(predictions), found),
-            )
+            drawing = draw.draw_faces(image, [p.box for p in predictions], labels)
+            if drawing.labelled:
+                st.image(drawing.image, caption=predict_view.faces_found_caption(len(predictions), found))
+            else:  # a crowd: numbers on the faces, the answers in a table under the photo
+                st.image(drawing.image, caption=predict_view.crowd_caption(len(predictions)))
+                st.dataframe(predict_view.answers_table(verdicts), hide_index=True)
             for k, (p, face_verdicts) in enumerate(zip(predictions, verdicts, strict=True), start=1):
                 st.markdown(answers.face_line(k, face_verdicts))
                 face_column, chart_column = st.columns([1, 3])
-                face_column.image(figures.enlarge(p.aligned), caption=predict_view.aligned_caption(p))
+                face_column.image(figures.enlarge(p.aligned), caption=predict_view.aligned_caption(p), width=FACE_PX)
                 with face_column:
                     show_why(str(model.path), modified, p, key=f"why-{i}-{k}")
                 with chart_column:

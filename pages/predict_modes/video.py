@@ -6,7 +6,7 @@ import streamlit as st
 
 from mtfer.app import predict_view, wording
 from mtfer.assess import abstain
-from mtfer.media import tables, video_limits
+from mtfer.media import answers, tables, video_limits
 from mtfer.store import settings
 from pages.predict_modes.shared import NO_FACE_TIPS, loaded_predictor, read_setting
 
@@ -161,8 +161,14 @@ def video_results(analysis, min_confidence: dict[str, float]) -> None:
         at = st.select_slider("Time in the video", times, key=VIDEO_AT, format_func=video.format_time)
     frame = video_view.nearest_frame(analysis.frames, at)
     try:
-        picture = video_view.frame_picture(analysis.image(frame.frame), frame, min_confidence)
-        st.image(picture, caption=video_view.frame_caption(frame))
+        drawing = video_view.frame_picture(analysis.image(frame.frame), frame, min_confidence)
+        if drawing.labelled:
+            st.image(drawing.image, caption=video_view.frame_caption(frame))
+        else:  # too many people for labels: their numbers on the frame, their answers in a table under it
+            st.image(drawing.image, caption=video_view.frame_caption(frame))
+            verdicts = [answers.face_verdicts(f, min_confidence) for f in frame.faces]
+            numbers = [int(f.track) for f in frame.faces]
+            st.dataframe(predict_view.answers_table(verdicts, numbers), hide_index=True)
     except video.VideoError as error:
         st.warning(f"This frame cannot be shown: {error}", icon=":material/warning:")
     notes = [predict_view.NOT_SURE_NOTE] + ([predict_view.RACE_NOTE] if "race" in table.columns else [])

@@ -217,6 +217,9 @@ if cards.is_optimistic(metadata):
 elif wording.evaluation_split(key) == "val":
     st.caption("Validation images chose when training stopped; the test evaluation is the fairer score.")
 show_cards(cards.accuracy_cards(key, task_metrics, multi_task, protocol))
+card_key = f"{wording.evaluation_dataset(key)}-{wording.evaluation_split(key)}"  # the same images on the model card
+if difference := cards.card_difference_text(metadata, card_key, task_metrics):
+    st.caption(difference)
 
 tabs = st.tabs(
     [

@@ -780,7 +780,7 @@ def test_train_asks_before_a_job_of_hours(app_env, tmp_path):
     (warning,) = [w.value for w in at.warning if w.value.startswith("Estimated time")]
     assert "measured on this machine in run 20991231-slow" in warning and " h " in warning
     confirm = at.checkbox(key="train_confirm_long")
-    assert confirm.label.startswith("Yes, start a job of about") and at.button(key="train_start").disabled
+    assert confirm.label.startswith("Yes, start a job of ") and at.button(key="train_start").disabled
     confirm.check().run()
     assert not at.button(key="train_start").disabled
     at.radio(key="train_preset").set_value("demo").run()  # minutes: no question
@@ -808,8 +808,7 @@ def test_train_page_shows_preparation_a_clean_log_and_where_a_stop_left_off(app_
         at = _app("pages/train.py")
         bar = at.get("progress")[0].proto
         assert bar.text == (
-            "Preparing fer2013 (1 of 2), the first time only: 12,345 of 35,887 faces · 95 faces/s · 4-5 min "
-            "left"
+            "Preparing fer2013 (1 of 2), the first time only: 12,345 of 35,887 faces · 95 faces/s · 4-5 min left"
         )
         assert bar.value == 34
         assert at.code[0].value == "2026-11-30 09:11:58,639 INFO loading data sets ['fer2013', 'utkface']"
@@ -1044,3 +1043,22 @@ def test_job_status_lines():
         ("val loss", "1.235"),
     ]
     assert wording.format_duration(None) == "unknown" and wording.format_duration(59.6) == "1 min 00 s"
+
+
+def test_an_evaluation_that_differs_from_the_model_card_says_why():
+    metadata = {"metrics": {"utkface-test": {"race": {"accuracy": 0.804, "three_groups_accuracy": 0.908, "n": 2186},
+                                             "gender": {"accuracy": 0.893, "n": 2186}}}}  # fmt: skip
+    same = {
+        "race": {"accuracy": 0.8041, "three_groups_accuracy": 0.9081, "n": 2186},
+        "gender": {"accuracy": 0.893, "n": 2186},
+    }
+    assert cards.card_difference_text(metadata, "utkface-test", same) is None  # equal to the 0.1% shown
+    assert cards.card_difference_text(metadata, "fer2013-test", same) is None  # the card has no such figure
+    tie = {
+        "race": {"accuracy": 0.803, "three_groups_accuracy": 0.907, "n": 2186},
+        "gender": {"accuracy": 0.893, "n": 2186},
+    }
+    text = cards.card_difference_text({**metadata, "precision": "bfloat16"}, "utkface-test", tie)
+    assert text.startswith("This evaluation gives race 90.7% (card 90.8%): the network runs here in float32")
+    refound = {"race": {"accuracy": 0.803, "three_groups_accuracy": 0.907, "n": 2180}}
+    assert "2,180 faces now, 2,186 then" in cards.card_difference_text(metadata, "utkface-test", refound)

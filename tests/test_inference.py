@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,6 +20,8 @@ from mtfer.core.inference import Predictor
 from mtfer.core.tasks import TASK_NAMES, TASKS
 from mtfer.media.answers import thresholds
 from mtfer.media.tables import predictions_table
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +43,7 @@ def test_predictor_returns_every_face_with_all_four_heads(run_folder, photo):
     predictor = Predictor(run_folder)
     found = predictor.predict_image(photo)
     assert len(found) == 2
-    assert found[0].box[2] >= found[1].box[2] * 0.8  # largest first (the 240 px face)
+    assert found[0].box[0] < found[1].box[0]  # numbered as people read: left to right
     for face in found:
         assert face.aligned.shape == (50, 50) and face.aligned.dtype == np.uint8
         assert abs(face.rotation) <= 10
@@ -50,6 +54,77 @@ def test_predictor_returns_every_face_with_all_four_heads(run_folder, photo):
         data = face.to_dict()
         assert set(TASK_NAMES) <= set(data) and json.dumps(data)
     assert len(predictor.predict_image(photo, largest_only=True)) == 1
+
+
+def _real_faces(shared_data, count: int) -> np.ndarray:
+    """Aligned faces of `count` UTKFace photos, as the Predictor frames them."""
+    predictor = Predictor(bundles.DEFAULT_BUNDLE)
+    aligned = []
+    for path in sorted((shared_data / "utkface" / "UTKFace").glob("*.jpg"))[: count * 2]:
+        found = predictor.predict_image(path)
+        aligned += [f.aligned for f in found[:1]]
+        if len(aligned) == count:
+            break
+    return np.stack(aligned)
+
+
+def test_litert_serves_the_keras_models_probabilities(shared_data):
+    # The shipped bundle is served from its LiteRT file; Keras (training, evaluation, Grad-CAM) gives the same answers.
+    aligned = _real_faces(shared_data, 120)
+    lite, keras = Predictor(bundles.DEFAULT_BUNDLE), Predictor(bundles.DEFAULT_BUNDLE, backend="keras")
+    assert (lite.backend, keras.backend) == ("litert", "keras") and lite.bundle.keras_model is None
+    served, reference = lite.predict_faces(aligned), keras.predict_faces(aligned)
+    for task in lite.tasks:
+        assert served[task].shape == reference[task].shape == (len(aligned), len(lite.classes[task]))
+        assert np.abs(served[task] - reference[task]).max() <= 1e-3, task
+    batches = []
+    assert lite.predict_faces(aligned, progress=lambda done, total: batches.append((done, total)))  # one batch
+    assert batches == [(len(aligned), len(aligned))]
+
+
+def test_a_photo_is_answered_without_importing_tensorflow(photo, tmp_path):
+    (tmp_path / "photo.jpg").write_bytes(photo)
+    code = (
+        "import sys; from mtfer.core.inference import Predictor; p = Predictor(); "
+        f"found = p.predict_image({str(tmp_path / 'photo.jpg')!r}); "
+        "print(p.backend, len(found), 'tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.stdout.split() == ["litert", "2", "False", "False"], out.stderr[-2000:]
+    cli = subprocess.run(
+        [sys.executable, "-m", "mtfer.cli", "predict", str(tmp_path / "photo.jpg")],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )  # fmt: skip
+    assert cli.returncode == 0 and "2 face(s)" in cli.stdout
+    assert "XNNPACK" not in cli.stderr and "cuInit" not in cli.stderr and "tensorflow" not in cli.stderr.lower()
+
+
+def test_a_bundle_is_served_from_its_own_litert_file_or_else_by_keras(run_folder, photo, tmp_path):
+    # save_bundle writes the LiteRT copy; a bundle without one (older) is served by Keras, the same answers
+    assert (run_folder / bundles.SERVING_FILE).is_file()
+    served = Predictor(run_folder)
+    assert served.backend == "litert"
+    older = tmp_path / "older"
+    shutil.copytree(run_folder, older)
+    (older / bundles.SERVING_FILE).unlink()
+    by_keras = Predictor(older)
+    assert by_keras.backend == "keras" and by_keras.bundle.keras_model is not None
+    a, b = served.predict_image(photo), by_keras.predict_image(photo)
+    for fa, fb in zip(a, b, strict=True):
+        for task in TASK_NAMES:
+            assert fa.probabilities[task] == pytest.approx(fb.probabilities[task], abs=1e-3)
+    # a LiteRT file that is not this network's (another network's, not a flatbuffer): never served
+    for foreign in ((bundles.DEFAULT_BUNDLE / bundles.SERVING_FILE).read_bytes(), b"not a flatbuffer"):
+        (older / bundles.SERVING_FILE).write_bytes(foreign)
+        assert Predictor(older).backend == "keras"  # auto: falls back
+    with pytest.raises(ValueError, match="LiteRT cannot serve older: .*not the one saved with it"):
+        Predictor(older, backend="litert")
+    with pytest.raises(ValueError, match="unknown backend"):
+        Predictor(older, backend="gpu")
+    # saving a new network over a bundle never leaves the old one's LiteRT file behind
+    bundles.save_bundle(by_keras.bundle.model, by_keras.bundle.metadata, older)
+    assert (older / bundles.SERVING_FILE).read_bytes() != b"not a flatbuffer"
+    assert Predictor(older).backend == "litert"
 
 
 def test_the_face_shown_is_the_face_the_network_saw(run_folder, photo):

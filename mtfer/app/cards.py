@@ -152,6 +152,38 @@ def accuracy_cards(
     return cards
 
 
+def card_difference_text(metadata: Mapping, key: str, task_metrics: Mapping) -> str | None:
+    """Why an evaluation's figures differ from the model card's for the same images (`key`, e.g. 'utkface-test';
+    the card's were measured when the model was made), or None when they agree to the precision shown (0.1%)."""
+    stored = (metadata.get("metrics") or {}).get(key)
+    if not isinstance(stored, Mapping):
+        return None
+    differ, faces_then, faces_now = [], None, None
+    for task, now in task_metrics.items():
+        then = stored.get(task)
+        if not isinstance(then, Mapping) or not now.get("n") or then.get("accuracy") is None:
+            continue
+        measure = "three_groups_accuracy" if task == "race" and "three_groups_accuracy" in then else "accuracy"
+        if now.get(measure) is None:
+            continue
+        if round(100 * float(now[measure]), 1) != round(100 * float(then[measure]), 1):
+            differ.append(f"{display_name(task).lower()} {percent(now[measure])} (card {percent(then[measure])})")
+        if then.get("n") != now.get("n"):
+            faces_then, faces_now = then.get("n"), now.get("n")
+    if not differ:
+        return None
+    if faces_then is not None and faces_now is not None:
+        why = (
+            f"the faces were found and aligned again ({int(faces_now):,} faces now, {int(faces_then):,} then: a "
+            "change in the images or in the face finder changes which faces are scored)"
+        )
+    elif metadata.get("precision") == "bfloat16":
+        why = "the network runs here in float32, where it was scored in bfloat16 when it was made: a few faces near a tie change answer"
+    else:
+        why = "the same faces went through another runtime's arithmetic: a few faces near a tie change answer"
+    return f"This evaluation gives {joined(differ)}: {why}."
+
+
 def summary_cards(
     summary: Mapping[str, Mapping[str, Mapping]], multi_task: bool, protocol: str | None = None
 ) -> list[AccuracyCard]:

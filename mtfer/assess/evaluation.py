@@ -27,9 +27,10 @@ from sklearn.metrics import (
 
 from mtfer.assess.calibration import expected_calibration_error, reliability
 from mtfer.core import bundles
-from mtfer.core.backends import calibrated, predict_arrays
+from mtfer.core.backends import calibrated
 from mtfer.core.backends import temperatures as calibration_temperatures
 from mtfer.core.bundles import METRICS_FILE
+from mtfer.core.inference import Predictor
 from mtfer.core.preprocess import PreprocessConfig
 from mtfer.core.tasks import EMOTION, LEGACY_CLASSES, RACE, TASK_NAMES, UNTAUGHT_CLASSES, get_task
 from mtfer.datasets.cache import EmptySplitError, prepare
@@ -565,8 +566,9 @@ def evaluate_dataset(
     if not len(index):
         found = sorted(set(prepared.splits.tolist()))
         raise ValueError(f"{fmt} at {root} has no {split!r} samples (splits present: {found}); try --split all")
-    flip = bool(bundle.metadata["input"].get("tta_flip", False))  # test-time flip, if the model was trained with it
-    probs = predict_arrays(bundle.model, prepared.images[index], flip=flip, progress=predict_progress)
+    # The network as the Predictor runs it (LiteRT where the bundle has its file: faster than Keras, and no
+    # TensorFlow to import), with the test-time flip when the model was trained with it; calibrated below.
+    probs = Predictor(bundle).predict_faces(prepared.images[index], progress=predict_progress, calibrate=False)
     evaluation = evaluate_calibrated(  # the calibrated probabilities the Predictor gives, ECE before kept too
         probs,
         prepared.labels[index],

@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from mtfer.core.bundles import RunError
 
-    if args.command == "evaluate" or (args.command == "train" and not args.background):
+    if args.command == "train" and not args.background:
         quiet.import_tensorflow()
 
     try:

@@ -29,11 +29,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not checked:
         return 1
 
-    quiet.import_tensorflow()
     from mtfer.core.inference import Predictor
     from mtfer.media.answers import answer_labels, thresholds
 
-    predictor = Predictor(args.model)
+    predictor = Predictor(args.model)  # served by LiteRT where the bundle can be: no TensorFlow to import
     limits = thresholds(predictor)  # the "not sure" thresholds: the same answers as the page and the CSVs
     outputs = []
     for image, data in checked:
@@ -114,11 +113,10 @@ def _predict_csv(args: argparse.Namespace) -> int:
         max_seconds=args.max_seconds if args.max_seconds is not None else limits.max_seconds,
         max_frames=args.max_frames if args.max_frames is not None else limits.max_frames,
     )
-    if videos:  # every video checked before TensorFlow is imported
+    if videos:  # every video checked before the model is loaded
         for item in videos:
             video.probe(item)
 
-    quiet.import_tensorflow()
     from mtfer.core.inference import Predictor
 
     predictor = Predictor(args.model)

@@ -4,6 +4,7 @@ forward pass), LiteRT for live video, and exported .tflite/.onnx files. Each ret
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -244,30 +245,59 @@ class ExportedModel:
         return run_network(self.run, aligned, classes, size=self.size, flip=self.flip, temperatures=self.temperatures)
 
 
-class LiteNetwork:
-    """A predictor's network converted to TensorFlow Lite (mtfer.core.convert.tflite_bytes, float32) and run by LiteRT:
-    aligned uint8 faces (N,S,S) -> {task: probabilities}, averaged with the mirror image when the model says so
-    (input.tta_flip) and calibrated by its temperatures, as Predictor.predict_faces does (a model trained in bfloat16
-    runs here in float32: probabilities within about 0.01).
+def serving_bytes(bundle: bundles.Bundle) -> bytes:
+    """The bundle's network as a float32 TensorFlow Lite flatbuffer: its SERVING_FILE (ExportError unless it is the
+    very file saved with the bundle: a stale or foreign network must never answer in its name), else converted from
+    its Keras model now (a few seconds, with TensorFlow)."""
+    file = bundle.serving_file
+    if file is None:
+        return convert.tflite_bytes(bundle.model)
+    try:
+        data = file.read_bytes()
+    except OSError as error:
+        raise ExportError(f"cannot read {file}: {error.strerror or error}") from None
+    if hashlib.sha256(data).hexdigest() != bundle.metadata[bundles.SERVING_KEY].get("sha256"):
+        raise ExportError(f"{file.name} is not the one saved with it (its sha256 differs from metadata.json's)")
+    return data
 
-    Why, for live video: inside a Streamlit server, every script run (the live panel refreshes twice a second)
-    ends with keras.backend.clear_session(), which empties TensorFlow's kernel cache, so the next Keras forward pass
-    re-optimises the whole graph first: 0.1 s on an idle machine, seconds on a busy one, on every frame. A LiteRT
-    interpreter keeps its state, and runs one face about twice as fast as TensorFlow. One interpreter per thread
-    (interpreters are not thread-safe); converting takes a few seconds, once. Raises ValueError
-    (mtfer.core.convert.ExportError) when the model cannot be converted, ImportError without ai-edge-litert."""
+
+class LiteNetwork:
+    """A predictor's network run by LiteRT (:func:`serving_bytes`: the bundle's own LiteRT file, or its Keras model
+    converted): aligned uint8 faces (N,S,S) -> {task: probabilities}, averaged with the mirror image when the model
+    says so (input.tta_flip) and calibrated by its temperatures, through the one post-processing
+    (:func:`run_network`) that the Keras model goes through too. A model trained in bfloat16 runs here in float32
+    (probabilities within about 0.01 of its Keras model's; a float32 one within 1e-5).
+
+    Why: LiteRT needs no TensorFlow (a Predictor served this way starts in a second, not ten) and runs one face
+    about twice as fast. And for live video inside a Streamlit server, where every script run ends with
+    keras.backend.clear_session(), which empties TensorFlow's kernel cache so that the next Keras pass re-optimises
+    the whole graph first (seconds on a busy machine), a LiteRT interpreter keeps its state. One interpreter per
+    thread (interpreters are not thread-safe). Raises ValueError (mtfer.core.convert.ExportError) for a file that does
+    not match the bundle's metadata or a model that cannot be converted, ImportError without ai-edge-litert."""
 
     def __init__(self, predictor: Predictor, num_threads: int = 1):
-        import ai_edge_litert.interpreter  # noqa: F401  (ImportError early, before the slow conversion)
+        import ai_edge_litert.interpreter  # noqa: F401  (ImportError early, before a slow conversion)
 
         self.classes = {t: list(c) for t, c in predictor.classes.items()}
         self.size = int(predictor.config.size)
         self.flip = bool(predictor.flip)
         self.temperatures = dict(getattr(predictor, "temperatures", {}))  # the bundle's calibration, if any
         self.num_threads = num_threads
-        self._data = convert.tflite_bytes(predictor.bundle.model)
+        self._data = serving_bytes(predictor.bundle)
         self._local = threading.local()
-        self(np.zeros((1, self.size, self.size), np.uint8))  # fails now rather than on the first frame
+        self._check(predictor.bundle)
+
+    def _check(self, bundle: bundles.Bundle) -> None:
+        """The network's outputs are the metadata's heads, each with its classes: fails now, not on a face."""
+        heads = {t: len(c) for t, c in bundle.metadata["tasks"].items()}
+        try:
+            with native_stderr_without(_XNNPACK_NOTICE):  # said on the first pass, not when the interpreter is made
+                out = self._run(np.zeros((1, self.size, self.size, 1), np.float32))
+        except (ValueError, RuntimeError, TypeError) as error:  # a file whose input is not (N, size, size, 1)
+            raise ExportError(f"{bundle.path.name}'s LiteRT network does not run: {str(error)[:200]}") from None
+        got = {t: int(np.asarray(v).shape[-1]) for t, v in out.items()}
+        if got != heads:
+            raise ExportError(f"{bundle.path.name}'s LiteRT network has heads {got}; its metadata says {heads}")
 
     def _runner(self) -> Any:
         runner = getattr(self._local, "runner", None)
@@ -275,17 +305,31 @@ class LiteNetwork:
             from ai_edge_litert.interpreter import Interpreter
 
             with native_stderr_without(_XNNPACK_NOTICE):
-                interpreter = Interpreter(model_content=self._data, num_threads=self.num_threads)
-            runner = self._local.runner = interpreter.get_signature_runner(SIGNATURE_KEY)
+                try:
+                    interpreter = Interpreter(model_content=self._data, num_threads=self.num_threads)
+                    runner = interpreter.get_signature_runner(SIGNATURE_KEY)
+                except (ValueError, RuntimeError) as error:  # not a TensorFlow Lite file, another signature
+                    raise ExportError(f"not a LiteRT network of mtfer's: {str(error)[:200]}") from None
+            self._local.runner = runner
         return runner
 
     def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         return self._runner()(**{INPUT_NAME: np.ascontiguousarray(x, np.float32)})
 
-    def __call__(self, aligned: np.ndarray) -> dict[str, np.ndarray]:
+    def __call__(
+        self, aligned: np.ndarray, progress: Callable[[int, int], None] | None = None, calibrate: bool = True
+    ) -> dict[str, np.ndarray]:
         classes = {t: len(c) for t, c in self.classes.items()}
         return run_network(
-            self._run, aligned, classes, size=self.size, flip=self.flip, temperatures=self.temperatures, one_pass=True
+            self._run,
+            aligned,
+            classes,
+            size=self.size,
+            flip=self.flip,
+            temperatures=self.temperatures if calibrate else None,
+            one_pass=True,
+            batch_size=PREDICT_BATCH,
+            progress=progress,
         )
 
 

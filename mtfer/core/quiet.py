@@ -99,7 +99,7 @@ def import_tensorflow() -> None:
                 sys.stderr.flush()
 
 
-_native_lock = threading.Lock()
+_native_lock = threading.RLock()  # re-entrant: a captured block may hold another
 
 
 @contextlib.contextmanager

@@ -327,7 +327,7 @@ class LiveProcessor:
 
 
 def warm_up(predictor: Predictor, size: tuple[int, int] = (640, 480)) -> float:
-    """Runs a blank frame through detection and the Keras network once, so that the first camera frame is not
+    """Runs a blank frame through detection and the network once, so that the first camera frame is not
     slowed by one-time set-up (tracing the network, loading the detector: seconds on a busy machine;
     streamlit-webrtc ends a stream whose frame takes over 10 s). Returns the seconds it took."""
     start = time.perf_counter()

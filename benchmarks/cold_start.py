@@ -52,7 +52,17 @@ def app_seconds(photo: Path, port: int) -> tuple[float, float, float]:
     from playwright.sync_api import sync_playwright
 
     url = f"http://localhost:{port}"
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "app.py",
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+    ]
     with sync_playwright() as p:  # the browser is started first: its own start-up is not the app's
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})

@@ -583,3 +583,15 @@ def test_predict_page_says_when_the_stun_turn_setting_is_wrong(live_app, monkeyp
     at.toggle(key="predict_live").set_value(True).run()
     assert not at.exception
     assert any("STUN/TURN setting is not valid" in e.value for e in at.error)
+
+
+def test_the_panels_refresh_never_forces_a_full_garbage_collection():
+    # Every refresh of the live panel is a script run; Streamlit ends each with gc.collect(2) unless this option is
+    # off, and with TensorFlow loaded that stalled the video for up to a second (benchmarks/live_fps.py measures it).
+    import tomllib
+
+    from streamlit import config
+
+    settings = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    assert settings["runner"]["postScriptGC"] is False
+    assert config.get_option("runner.postScriptGC") in (True, False)  # an option Streamlit knows, not ignored

@@ -34,6 +34,7 @@ from mtfer.core.tasks import FORMATS, TASKS, display_name
 from mtfer.store import settings
 from mtfer.store.lineage import Lineage, read_lineage
 from pages.common.cards import show_accuracy_cards
+from pages.common.operator import operator_access
 from pages.common.setup import setup_page
 
 setup_page(__file__)
@@ -127,6 +128,9 @@ multi_task = len(metadata.get("tasks", {})) > 1
 protocol = metadata.get("protocol")
 
 with st.expander("Evaluate this model on a data set now", expanded=not settings.list_evaluations(model.path)):
+    # An evaluation takes the machine for minutes and is kept for everyone: on a server other machines can reach,
+    # only the operator may start one (mtfer.store.operator).
+    may_evaluate = operator_access().allowed
     roots = settings.data_roots()
     found_sets = find_datasets(tuple(str(r) for r in roots))
     if not found_sets:
@@ -155,7 +159,7 @@ with st.expander("Evaluate this model on a data set now", expanded=not settings.
             key="evaluate_split",
             format_func=lambda name: wording.SPLIT_TITLES.get(name, name).capitalize(),
         )
-        if st.button("Evaluate", key="evaluate_now", type="primary"):
+        if st.button("Evaluate", key="evaluate_now", type="primary", disabled=not may_evaluate) and may_evaluate:
             dataset = found_sets[[d.label for d in found_sets].index(dataset_label)]
             bar = st.progress(0.0, text="Finding and aligning the faces ...")
 

@@ -24,6 +24,7 @@ from mtfer.train.config import (
     TrainConfig,
     augmentation_level,
 )
+from pages.common.operator import operator_access
 from pages.common.setup import setup_page
 
 setup_page(__file__)
@@ -167,6 +168,9 @@ def current_run(runs_dir: Path) -> Path | None:
 
 
 st.title("Train")
+# Starting, stopping and resuming jobs and choosing the model change what everyone shares: on a server other machines
+# can reach, only the operator may (mtfer.store.operator).
+may_change = operator_access().allowed
 runs_dir = bundles.default_runs_dir()
 runs.reap_children()  # training processes this server started and that have ended: no zombies
 roots = settings.data_roots()
@@ -336,9 +340,9 @@ with st.expander("New training run", expanded=not busy):
         key="train_start",
         type="primary",
         icon=":material/play_arrow:",
-        disabled=bool(busy) or not trainable or config is None or not long_job_confirmed,
+        disabled=bool(busy) or not trainable or config is None or not long_job_confirmed or not may_change,
     )
-    if start and config is not None:
+    if start and config is not None and may_change:
         try:
             # Found under the data roots a while ago (cached): still inside them, symlinks resolved?
             config.datasets = [{**d.to_config(), "root": str(settings.confine(d.root, roots))} for d in chosen]
@@ -357,7 +361,8 @@ def ask_to_stop() -> None:
 def stop(run: Path) -> None:
     """Button callback: runs before the rerun, so the page shows "Stopping ..." at once."""
     st.session_state["train_confirm_stop"] = False
-    jobs.stop_job(run)
+    if operator_access(note=False).allowed:  # checked again where it acts, not only on the button
+        jobs.stop_job(run)
 
 
 def keep_training() -> None:
@@ -365,6 +370,8 @@ def keep_training() -> None:
 
 
 def activate(run: Path) -> None:
+    if not operator_access(note=False).allowed:
+        return
     try:
         bundles.set_active_model(run, bundles.default_runs_dir())
     except bundles.RunError as error:
@@ -380,7 +387,7 @@ def stop_controls(run: Path, progress: dict, state: str) -> None:
             key="train_stop",
             icon=":material/stop_circle:",
             type="primary",
-            disabled=state == "stopping",
+            disabled=state == "stopping" or not may_change,
             on_click=ask_to_stop,
             help="Stops the background training job; asks first.",
         )
@@ -410,10 +417,10 @@ def resume_controls(run: Path) -> None:
         "Resume training",
         key="train_resume",
         icon=":material/play_circle:",
-        disabled=bool(jobs.active_jobs(runs_dir)),
+        disabled=bool(jobs.active_jobs(runs_dir)) or not may_change,
         help="Continues this run in the background from its last complete epoch.",
     )
-    if not clicked:
+    if not clicked or not may_change:
         return
     try:
         jobs.resume_job(run, runs_dir)
@@ -488,7 +495,13 @@ def monitor() -> None:
         if bundles.resolve_model(None, runs_dir).resolve() == run.resolve():
             right.success("This run is the model that Predict uses.", icon=":material/check_circle:")
         else:
-            right.button("Use this model for Predict", key="train_activate", on_click=activate, args=(run,))
+            right.button(
+                "Use this model for Predict",
+                key="train_activate",
+                on_click=activate,
+                args=(run,),
+                disabled=not may_change,
+            )
             if error := st.session_state.pop("train_activate_error", None):
                 right.error(f"Could not make it the active model: {error}")
 

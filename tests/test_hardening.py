@@ -37,7 +37,7 @@ from mtfer.core.model import build_model
 from mtfer.core.preprocess import PreprocessConfig
 from mtfer.core.tasks import TASK_NAMES, TASKS
 from mtfer.media.uploads import UploadResult, analyse_upload, upload_error
-from mtfer.store import jobs, runs
+from mtfer.store import jobs, operator, runs
 from mtfer.store import settings as app_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -726,3 +726,58 @@ def test_special_files_are_never_read_and_a_walk_never_hangs(tmp_path, capsys):
     )
     assert cli.main(["predict", str(folder / "pipe.jpg"), "--csv", str(out), "--model", "default"]) == 2
     assert "pipe.jpg is not a regular file" in capsys.readouterr().err
+
+
+# --- private by default --------------------------------------------------------------------------------------------
+
+
+def test_the_server_is_private_and_shows_no_tracebacks_by_default():
+    config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["address"] == "127.0.0.1"  # this machine only, whatever the banner says
+    assert config["client"]["showErrorDetails"] == "none"  # no traceback, no absolute path in the browser
+    assert operator.is_private("127.0.0.1") and operator.is_private("localhost") and operator.is_private("::1")
+    assert not operator.is_private("0.0.0.0") and not operator.is_private("") and not operator.is_private(None)
+
+
+def test_on_a_shared_server_only_the_operator_changes_what_everyone_shares():
+    private = operator.access("127.0.0.1", None, env={})
+    assert private.allowed and not private.ask
+    closed = operator.access("0.0.0.0", "guess", env={})  # no password set: read-only, nothing to ask
+    assert not closed.allowed and not closed.ask and operator.ENV_OPERATOR_PASSWORD in closed.why
+    env = {operator.ENV_OPERATOR_PASSWORD: "s3cret"}
+    assert operator.access("0.0.0.0", None, env=env) == operator.access("0.0.0.0", "wrong", env=env)
+    asked = operator.access("0.0.0.0", "wrong", env=env)
+    assert not asked.allowed and asked.ask and "operator password" in asked.why
+    assert operator.access("0.0.0.0", "s3cret", env=env).allowed
+
+
+@pytest.fixture()
+def shared_server():
+    """The app as if started with --server.address 0.0.0.0 (reachable from other machines)."""
+    from streamlit import config
+
+    before = config.get_option("server.address")
+    config.set_option("server.address", "0.0.0.0")
+    yield
+    config.set_option("server.address", before)
+
+
+def test_a_shared_server_is_read_only_until_the_operator_password_is_given(
+    app_env, tmp_path, shared_server, monkeypatch
+):
+    _write_fer(tmp_path / "data" / "mini-fer")
+    monkeypatch.delenv(operator.ENV_OPERATOR_PASSWORD, raising=False)
+    at = _app("pages/train.py")
+    assert at.button(key="train_start").disabled and not at.sidebar.text_input
+    assert any("read-only" in i.value for i in at.info)
+    evaluate = _app("pages/evaluate.py")
+    assert evaluate.button(key="evaluate_now").disabled
+    # with a password set: asked for in the sidebar; a wrong one keeps everything off, the right one opens it
+    monkeypatch.setenv(operator.ENV_OPERATOR_PASSWORD, "s3cret")
+    at = _app("pages/train.py")
+    assert at.button(key="train_start").disabled
+    at.sidebar.text_input(key="operator_password").input("wrong").run()
+    assert at.button(key="train_start").disabled and any("operator password" in i.value for i in at.info)
+    at.sidebar.text_input(key="operator_password").input("s3cret").run()
+    assert not at.exception and not at.button(key="train_start").disabled
+    assert not any("operator password" in i.value for i in at.info)

@@ -197,14 +197,16 @@ def test_calibrate_fixes_an_overconfident_model_without_changing_any_answer(synt
 def test_predictor_applies_the_temperatures_and_a_legacy_bundle_still_works(synthetic, overconfident, tmp_path):
     splits = synthetic
     faces = splits["test"].images[:20]
-    legacy = Predictor(overconfident)  # not calibrated yet: the network's probabilities as they are
+    # Keras, as _raw runs it: the same arithmetic, so the probabilities compare exactly (LiteRT serves the same
+    # within float rounding: tests/test_inference.py)
+    legacy = Predictor(overconfident, backend="keras")  # not calibrated yet: the network's probabilities as they are
     assert legacy.temperatures == {}
     raw = _raw(overconfident, faces)
     for task, p in legacy.predict_faces(faces).items():
         np.testing.assert_array_equal(p, raw[task])
 
     temperatures = finalize.calibrate_bundle(overconfident, splits=splits, evaluate=False).calibration["temperature"]
-    predictor = Predictor(overconfident)
+    predictor = Predictor(overconfident, backend="keras")
     assert predictor.temperatures == temperatures
     got = predictor.predict_faces(faces)
     for task in TASK_NAMES:

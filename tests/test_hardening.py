@@ -17,6 +17,7 @@ import threading
 import time
 import tomllib
 import tracemalloc
+import zlib
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -549,10 +550,19 @@ def test_a_bundle_with_a_lambda_layer_is_refused(tmp_path):
     # The bundle is otherwise complete: without safe mode Keras would load it (and run its code).
     assert keras.saving.load_model(path / bundles.MODEL_FILE, compile=False, safe_mode=False) is not None
     with pytest.raises(bundles.RunError, match=r"could not load .*(Lambda|safe_mode)") as info:
-        bundles.load_bundle(path)
+        bundles.load_bundle(path, keras=True)
     assert "\n" not in str(info.value)
     with pytest.raises(bundles.RunError):
-        Predictor(path)
+        Predictor(path, backend="keras")
+    # Served from its LiteRT file the bundle runs no Python: a flatbuffer of TensorFlow Lite's builtin operations
+    # (what the Lambda computed when it was saved). Whatever needs its Keras model is refused the same way.
+    served = Predictor(path)
+    assert served.backend == "litert" and served.predict_faces(np.zeros((1, 50, 50), np.uint8))["emotion"].shape == (
+        1,
+        7,
+    )
+    with pytest.raises(bundles.RunError, match="could not load"):
+        _ = served.bundle.model
 
 
 # --- training job faults -----------------------------------------------------------------------------------
@@ -781,3 +791,43 @@ def test_a_shared_server_is_read_only_until_the_operator_password_is_given(
     at.sidebar.text_input(key="operator_password").input("s3cret").run()
     assert not at.exception and not at.button(key="train_start").disabled
     assert not any("operator password" in i.value for i in at.info)
+
+
+def _png_header(width: int, height: int, depth: int, color_type: int) -> bytes:
+    """A PNG's signature and IHDR chunk: what check_photo reads (no pixel data follows)."""
+    body = b"IHDR" + struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + body + struct.pack(">I", zlib.crc32(body))
+
+
+def test_a_photo_is_budgeted_by_its_decoded_bytes_not_only_its_pixels():
+    # 100 megapixels: under the pixel cap, but as 16-bit RGBA 800 MB once decoded (8 bytes a pixel)
+    bomb = _png_header(10_000, 10_000, 16, 6)
+    with pytest.raises(ImageError, match=r"too large to decode: 10000x10000 pixels would take 800 MB"):
+        decoding.check_photo(bomb)
+    assert decoding.check_photo(_png_header(10_000, 10_000, 8, 0)) == "PNG"  # 8-bit gray: 100 MB, fine
+    assert decoding.check_photo(_png_header(10_000, 10_000, 8, 6)) == "PNG"  # 8-bit RGBA: 400 MB, fine
+    with pytest.raises(ImageError, match="too large to decode"):
+        decoding.check_photo(_png_header(10_000, 9_000, 16, 2))  # 16-bit RGB: 540 MB
+    with pytest.raises(ImageError, match="cut short"):
+        decoding.check_photo(_png_header(100, 100, 8, 6)[:25])
+
+
+def test_sixteen_bit_and_transparent_photos_convert_without_a_float_copy_of_the_whole():
+    rng = np.random.default_rng(0)
+    rgba16 = rng.integers(0, 65536, (1500, 1000, 4), dtype=np.uint16)  # 12 MB decoded
+    expected_color = np.round(rgba16[..., :3] / 257.0)
+    alpha = np.round(rgba16[..., 3:] / 257.0) / 255.0
+    expected = np.round(expected_color * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    tracemalloc.start()
+    try:
+        out = decoding.to_bgr8(rgba16)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.shape == (1500, 1000, 3) and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - expected).max() <= 1  # rounding at exact halves only
+    assert peak < 20e6  # the 4.5 MB result, its 6 MB 8-bit copy, blocks of rows; a float32 copy alone: 24 MB
+    floats = rng.random((200, 300, 3)).astype(np.float32)
+    floats[0, 0] = [np.nan, -1.0, 2.0]
+    converted = decoding.to_bgr8(floats.copy())
+    assert tuple(converted[0, 0]) == (0, 0, 255) and converted.dtype == np.uint8

@@ -107,6 +107,43 @@ _SIZE_READERS = {
 }
 
 
+def _tiff_tags(data: bytes, wanted: tuple[int, ...]) -> dict[int, int]:
+    """The first value of each wanted tag of a TIFF's first page (SHORT or LONG; an array's first element)."""
+    end = "<" if data[:2] == b"II" else ">"
+    (ifd,) = struct.unpack_from(end + "I", data, 4)
+    (count,) = struct.unpack_from(end + "H", data, ifd)
+    found: dict[int, int] = {}
+    for i in range(count):
+        tag, kind, n = struct.unpack_from(end + "HHI", data, ifd + 2 + 12 * i)
+        if tag in wanted and kind in (3, 4):
+            fmt, size = ("H", 2) if kind == 3 else ("I", 4)
+            where = ifd + 10 + 12 * i
+            if n * size > 4:  # the values live elsewhere: their offset is here
+                (where,) = struct.unpack_from(end + "I", data, where)
+            found[tag] = struct.unpack_from(end + fmt, data, where)[0]
+    return found
+
+
+def _decoded_pixel_bytes(data: bytes, kind: str) -> int:
+    """Bytes per pixel of the array OpenCV decodes this file into (channels x bytes per sample), from its header;
+    an upper bound where the header does not settle it (a palette that may carry transparency: 4)."""
+    if kind == "JPEG":
+        return 3  # read as BGR
+    if kind == "PNG":
+        depth, color_type = data[24], data[25]
+        channels = {0: 1, 2: 3, 3: 4, 4: 4, 6: 4}.get(color_type, 4)
+        return channels * (2 if depth == 16 else 1)
+    if kind == "BMP":
+        (header,) = struct.unpack_from("<I", data, 14)
+        bits = struct.unpack_from("<H", data, 24 if header == 12 else 28)[0]
+        return 4 if bits == 32 else 3
+    if kind == "TIFF":
+        tags = _tiff_tags(data, (258, 277))  # BitsPerSample, SamplesPerPixel
+        samples, bits = max(1, tags.get(277, 1)), max(1, tags.get(258, 8))
+        return min(samples, 4) * max(1, (bits + 7) // 8)
+    return 4  # GIF, WebP: BGR or BGRA
+
+
 def _declared_size(data: bytes, kind: str | None) -> tuple[int, int] | None:
     """(width, height) as the file's header declares it, read without decoding; None when unknown."""
     if kind not in _SIZE_READERS:
@@ -144,23 +181,39 @@ def _apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
     return img if flip is None else cv2.flip(img, flip)
 
 
+COMPOSITE_PIXELS = 1 << 18  # alpha is composited this many pixels at a time: 16 bytes each of float temporaries
+
+
 def to_bgr8(img: np.ndarray) -> np.ndarray:
-    """Decoded array (gray, gray+alpha, BGRA; 8/16-bit or float) -> uint8 BGR, alpha composited on white."""
+    """Decoded array (gray, gray+alpha, BGRA; 8/16-bit or float) -> uint8 BGR, alpha composited on white. Memory:
+    the result and a few rows of temporaries, never a float copy of the whole photo (a 16-bit RGBA photo at the
+    size cap would need several GB that way); a float input is clipped in place."""
     if img.dtype == np.uint16:
-        img = np.round(img / 257.0).astype(np.uint8)
+        img = cv2.convertScaleAbs(img, alpha=1 / 257.0)  # straight to uint8, rounded
     elif img.dtype in (np.float32, np.float64):
-        img = np.round(np.clip(np.nan_to_num(img), 0.0, 1.0) * 255.0).astype(np.uint8)
+        np.nan_to_num(img, copy=False)
+        np.clip(img, 0.0, 1.0, out=img)
+        img = cv2.convertScaleAbs(img, alpha=255.0)
     elif img.dtype != np.uint8:
         raise ImageError(f"unsupported pixel format ({img.dtype})")
     if img.ndim == 2:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     channels = img.shape[2]
     if channels in (2, 4):
-        color, alpha = img[..., :-1], img[..., -1:].astype(np.float32) / 255.0
-        if channels == 2:
-            color = np.repeat(color, 3, axis=2)
-        img = np.round(color * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
-        return np.ascontiguousarray(img)
+        out = np.empty((*img.shape[:2], 3), np.uint8)
+        step = max(1, COMPOSITE_PIXELS // max(1, img.shape[1]))
+        for top in range(0, img.shape[0], step):
+            rows = img[top : top + step]
+            alpha = rows[..., -1:].astype(np.float32)
+            alpha *= 1 / 255.0
+            color = rows[..., :-1].astype(np.float32)
+            if channels == 2:
+                color = np.repeat(color, 3, axis=2)
+            color -= 255.0  # color * alpha + 255 * (1 - alpha), in place
+            color *= alpha
+            color += 255.0
+            out[top : top + step] = np.rint(color, out=color)
+        return out
     if channels == 1:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     if channels == 3:
@@ -169,6 +222,9 @@ def to_bgr8(img: np.ndarray) -> np.ndarray:
 
 
 MAX_PIXELS = 120_000_000  # larger images are refused (a 120-megapixel BGR image is 360 MB in memory)
+# ... and so are images whose decoded pixels (width x height x channels x bytes per sample, as the header declares
+# them) would take more than this: an 8-bit RGBA photo at the pixel cap, a 16-bit RGBA one of up to 60 megapixels.
+MAX_DECODED_BYTES = 480_000_000
 MAX_FILE_BYTES = 256_000_000  # larger photo files are not read (the largest camera JPEGs are tens of MB)
 
 
@@ -193,9 +249,10 @@ def read_photo_file(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES) ->
     return data
 
 
-def check_photo(data: bytes, max_pixels: int = MAX_PIXELS) -> str:
+def check_photo(data: bytes, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_DECODED_BYTES) -> str:
     """The photo format of a file's bytes, checked without decoding it (cheap, before any pixel is made): ImageError
-    for empty, non-image and truncated data and for a header that declares more than `max_pixels` pixels."""
+    for empty, non-image and truncated data and for a header that declares more than `max_pixels` pixels, or
+    pixels that would take more than `max_bytes` once decoded."""
     if not data:
         raise ImageError("empty file (0 bytes): not an image")
     kind = _sniff(data)
@@ -206,6 +263,15 @@ def check_photo(data: bytes, max_pixels: int = MAX_PIXELS) -> str:
         raise ImageError(f"truncated or corrupt {kind} file ({len(data):,} bytes): no image size in its header")
     if declared[0] * declared[1] > max_pixels:
         raise ImageError(f"image too large: {declared[0]}x{declared[1]} pixels (at most {max_pixels:,})")
+    try:
+        decoded = declared[0] * declared[1] * _decoded_pixel_bytes(data, kind)
+    except (struct.error, IndexError):
+        raise ImageError(f"truncated or corrupt {kind} file ({len(data):,} bytes): its header is cut short") from None
+    if decoded > max_bytes:
+        raise ImageError(
+            f"image too large to decode: {declared[0]}x{declared[1]} pixels would take {decoded / 1e6:,.0f} MB "
+            f"in memory (at most {max_bytes / 1e6:,.0f} MB; a 16-bit or transparent photo counts double or more)"
+        )
     return kind
 
 

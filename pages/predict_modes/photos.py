@@ -25,6 +25,13 @@ def analyse(path: str, modified: int, name: str, data: bytes, largest_only: bool
     return analyse_upload(load_predictor(path, modified), name, data, largest_only)
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def drawn(data: bytes, boxes: tuple, labels: tuple) -> draw.Drawing:
+    """The photo with its faces drawn (mtfer.media.draw), cached: a photo is decoded once per upload, not again
+    on every rerun of the page (a big one costs hundreds of MB and seconds each time)."""
+    return draw.draw_faces(decoding.decode_image(data), list(boxes), [list(lines) for lines in labels])
+
+
 @st.cache_data(show_spinner="Finding which parts of the face mattered ...", max_entries=256)
 def why_image(path: str, modified: int, face: np.ndarray) -> tuple[np.ndarray, str]:
     """The top emotion's heatmap over one aligned face, enlarged, and its one-line caption (mtfer.explain)."""
@@ -82,15 +89,14 @@ def photo_uploads(model: settings.ModelChoice) -> None:
                 st.error(wording.escape_markdown(error or ""), icon=":material/error:")
                 refused.append((name, error or ""))
                 continue
-            image = decoding.decode_image(data)  # read fine just now; decoded again, as whole photos are not cached
             results.append((name, predictions))
             if not predictions:
                 st.warning(NO_FACE_TIPS, icon=":material/sentiment_neutral:")
-                st.image(draw.draw_faces(image, [], []).image, caption=wording.escape_markdown(name))
+                st.image(drawn(data, (), ()).image, caption=wording.escape_markdown(name))
                 continue
             verdicts = [answers.face_verdicts(p, min_confidence) for p in predictions]
             labels = [answers.photo_lines(k, v) for k, v in enumerate(verdicts, start=1)]
-            drawing = draw.draw_faces(image, [p.box for p in predictions], labels)
+            drawing = drawn(data, tuple(p.box for p in predictions), tuple(tuple(lines) for lines in labels))
             if drawing.labelled:
                 st.image(drawing.image, caption=predict_view.faces_found_caption(len(predictions), found))
             else:  # a crowd: numbers on the faces, the answers in a table under the photo

@@ -648,3 +648,29 @@ def test_the_predict_page_names_a_wrong_video_limit_and_analyses_nothing(page, f
     assert error.value.startswith("The video limits are not set right")
     assert "MTFER_VIDEO_MAX_SECONDS must be a positive number, got 'soon'" in error.value
     assert not at.subheader and not at.get("plotly_chart"), "nothing analysed"
+
+
+def test_frames_too_large_are_refused_from_the_header_before_any_is_decoded(tmp_path, monkeypatch):
+    # A small file can hold huge frames (16000x12000 MJPEG: 6 GB): the cap is read from the container's header.
+    big = cv2.VideoWriter(str(tmp_path / "big.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 5, (2400, 1800))
+    for _ in range(3):
+        big.write(np.full((1800, 2400, 3), BLANK, np.uint8))
+    big.release()
+    monkeypatch.setattr(video, "MAX_FRAME_PIXELS", 2000 * 1500)
+    decoded = []
+    real_open = video._open
+
+    def counting_open(path, name=None):
+        capture = real_open(path, name)
+        decoded.append(path)
+        return capture
+
+    monkeypatch.setattr(video, "_open", counting_open)
+    with pytest.raises(VideoError, match=r"big\.avi has frames of 2400x1800 pixels: too large"):
+        video.probe(tmp_path / "big.avi")
+    assert decoded == []  # refused while opening: no capture handed out, no frame read
+    # frames within the cap: read, and fewer of them held at once when they are big
+    monkeypatch.setattr(video, "MAX_FRAME_PIXELS", 4000 * 3000)
+    monkeypatch.setattr(video, "FRAMES_IN_FLIGHT_BYTES", 2 * 2400 * 1800 * 3)
+    info = video.probe(tmp_path / "big.avi")
+    assert (info.width, info.height) == (2400, 1800)

@@ -50,6 +50,10 @@ if TYPE_CHECKING:
 VIDEO_TYPES = ("mp4", "webm", "avi", "mov")  # offered by the app; the command line tries any file FFmpeg reads
 MAX_UPLOAD_MB = 200  # the app's limit on an uploaded video (photos: 50 MB)
 DEFAULT_FPS = 5.0
+# Frames larger than 8K UHD are refused, from the container's header before any is decoded (a small file can hold
+# huge frames: 16000x12000 MJPEG took 6 GB), and again per decoded frame should the header understate them.
+MAX_FRAME_PIXELS = 7680 * 4320
+FRAMES_IN_FLIGHT_BYTES = 400_000_000  # decoded frames waiting for face finding at once: fewer when they are big
 DEFAULT_MAX_SECONDS = 600.0  # ten minutes
 DEFAULT_MAX_FRAMES = 3000  # ten minutes at 5 frames per second
 TRACK_MIN_IOU = 0.3
@@ -159,7 +163,15 @@ def _open(path: str | os.PathLike, name: str | None = None) -> cv2.VideoCapture:
             f"{name} is not a video that can be read ({', '.join(VIDEO_TYPES)} files are): "
             "it is another kind of file, or damaged or truncated"
         )
+    width, height = capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)
+    if math.isfinite(width * height) and width * height > MAX_FRAME_PIXELS:
+        capture.release()
+        raise VideoError(_too_large(name, int(width), int(height)))
     return capture
+
+
+def _too_large(name: str, width: int, height: int) -> str:
+    return f"{name} has frames of {width}x{height} pixels: too large (at most 8K, {MAX_FRAME_PIXELS:,} pixels)"
 
 
 def probe(path: str | os.PathLike, name: str | None = None) -> VideoInfo:
@@ -171,6 +183,8 @@ def probe(path: str | os.PathLike, name: str | None = None) -> VideoInfo:
             raise VideoError(
                 f"{name or _name(path)} holds no frame that can be decoded: the video is damaged or truncated"
             )
+        if first.shape[0] * first.shape[1] > MAX_FRAME_PIXELS:
+            raise VideoError(_too_large(name or _name(path), first.shape[1], first.shape[0]))
         frames = capture.get(cv2.CAP_PROP_FRAME_COUNT)
         fps = capture.get(cv2.CAP_PROP_FPS)
         return VideoInfo(
@@ -318,6 +332,9 @@ class VideoAnalysis:
                     self._note_limit(f"{self.limits.max_frames:,} frames (up to {format_time(last)})")
                     return
                 ok, image = capture.retrieve()
+                if ok and image is not None and image.shape[0] * image.shape[1] > MAX_FRAME_PIXELS:
+                    self.notes.append(f"Stopped at frame {index}: {_too_large(self.source, *image.shape[1::-1])}.")
+                    return
                 if ok and image is not None:
                     yield index, time_s, period, image
                     bucket, taken, last = period, taken + 1, time_s
@@ -347,7 +364,8 @@ class VideoAnalysis:
         config = self.predictor.config
         capture = _open(self.path, self.source)
         pool = cf.ThreadPoolExecutor(self.workers, thread_name_prefix="mtfer-video") if self.workers > 1 else None
-        window = 2 * self.workers
+        frame_bytes = max(1, self.info.width * self.info.height * 3)
+        window = max(1, min(2 * self.workers, FRAMES_IN_FLIGHT_BYTES // frame_bytes))
         detecting: deque[tuple[int, float, int, Any]] = deque()  # frames whose faces are being found, in order
         found: list[tuple[int, float, int, list[faces.Face]]] = []  # frames waiting for the network
         try:

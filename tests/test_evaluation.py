@@ -341,6 +341,12 @@ def test_a_run_of_the_runs_folder_keeps_its_evaluations(tmp_path):
     elsewhere = _bundle(tmp_path / "store" / "shared-run")
     (runs_dir / "linked").symlink_to(elsewhere, target_is_directory=True)
     assert default_evaluation_dir(elsewhere, "utkface", "val", runs_dir) == elsewhere / "evaluation" / "utkface-val"
+    # The held-out evaluations training wrote are never replaced (the model card quotes them): a later evaluation
+    # of the same data set and split, on another copy of the data, gets its own folder, found as the others are.
+    (run / "evaluation" / "fer2013-test").mkdir(parents=True)
+    later = default_evaluation_dir(run, "fer2013", "test", runs_dir)
+    assert later.parent == run / "evaluation" and re.fullmatch(r"\d{8}-\d{6}-fer2013-test", later.name), later.name
+    assert wording.evaluation_dataset(later.name) == "fer2013" and wording.evaluation_split(later.name) == "test"
 
 
 @pytest.mark.parametrize("where", ["shipped", "elsewhere"])

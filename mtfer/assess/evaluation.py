@@ -519,21 +519,26 @@ EVAL_SPLITS = ("train", "val", "test", "all")
 def default_evaluation_dir(
     model: str | os.PathLike, fmt: str, split: str, runs_dir: str | os.PathLike | None = None
 ) -> Path:
-    """Where :func:`evaluate_dataset` saves when no folder is given. A run of the runs folder keeps its
-    evaluations in its own evaluation/<format>-<split>/ (replacing an older one of the same data set and split).
-    Any other bundle (the shipped models/default, a bundle elsewhere, a read-only one) is never written to: the
-    evaluation goes to <runs>/evaluations/<model>-<YYYYmmdd-HHMMSS>-<format>-<split>/, a new folder each time,
-    which :func:`mtfer.store.settings.list_evaluations` finds through the model path in its metrics.json."""
+    """Where :func:`evaluate_dataset` saves when no folder is given; never over an existing evaluation. A run of
+    the runs folder keeps its evaluations in its own evaluation/: <format>-<split>/ the first time, else
+    <YYYYmmdd-HHMMSS>-<format>-<split>/ (the held-out evaluations training wrote stay as they are: the model card
+    quotes them). Any other bundle (the shipped models/default, a bundle elsewhere, a read-only one) is never
+    written to: the evaluation goes to <runs>/evaluations/<model>-<YYYYmmdd-HHMMSS>-<format>-<split>/, which
+    :func:`mtfer.store.settings.list_evaluations` finds through the model path in its metrics.json."""
 
     bundle = Path(model).resolve()
     runs_root = Path(runs_dir) if runs_dir else bundles.default_runs_dir()
     own_runs = {run.resolve() for run in runs.list_runs(runs_root)}
+    stamp = time.strftime("%Y%m%d-%H%M%S")
     if bundle in own_runs and bundle != bundles.DEFAULT_BUNDLE.resolve() and os.access(bundle, os.W_OK):
-        return bundle / bundles.EVALUATION_DIR / f"{fmt}-{split}"
-    folder, stamp = runs_root / bundles.EVALUATIONS_DIR, time.strftime("%Y%m%d-%H%M%S")
-    out, n = folder / f"{bundle.name}-{stamp}-{fmt}-{split}", 2
+        folder, prefix = bundle / bundles.EVALUATION_DIR, ""
+        if not (folder / f"{fmt}-{split}").exists():
+            return folder / f"{fmt}-{split}"
+    else:
+        folder, prefix = runs_root / bundles.EVALUATIONS_DIR, f"{bundle.name}-"
+    out, n = folder / f"{prefix}{stamp}-{fmt}-{split}", 2
     while out.exists():  # another evaluation of the same model, data set and split in the same second
-        out, n = folder / f"{bundle.name}-{stamp}.{n}-{fmt}-{split}", n + 1
+        out, n = folder / f"{prefix}{stamp}.{n}-{fmt}-{split}", n + 1
     return out
 
 

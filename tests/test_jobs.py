@@ -4,6 +4,7 @@ Every run folder is made in tmp."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 
@@ -196,13 +197,12 @@ def short_lived_trainer(monkeypatch):
 def test_ended_job_processes_are_reaped_not_left_as_zombies(tmp_path, short_lived_trainer):
     folder = jobs.start_job({"run_id": "short"}, tmp_path)
     pid = bundles.read_json(folder / runs.PROGRESS_FILE)["pid"]
-    runs.write_progress(folder, state="stopped")  # as the job leaves it; nothing has waited for the process yet
-    deadline = time.monotonic() + 30
-    while _process_state(pid) != "Z" and time.monotonic() < deadline:
+    runs.write_progress(folder, state="stopped")  # as the job leaves it
+    # Nothing reads its progress: the process is waited for as soon as it ends, never left a zombie meanwhile.
+    deadline = time.monotonic() + 60
+    while (pid in runs.CHILDREN or _process_state(pid) is not None) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _process_state(pid) == "Z"  # ended, but a zombie until its parent (this process, the server) reaps it
-    runs.read_progress(folder)  # what the Train page does every two seconds
-    assert _process_state(pid) is None
+    assert _process_state(pid) is None and pid not in runs.CHILDREN
     assert runs.reap_children() == []
 
 
@@ -386,3 +386,18 @@ def test_the_jobs_own_running_writes_never_hide_a_stop_that_was_asked(tmp_path):
     assert progress["state"] == "stopping" and progress["step"] == 2
     assert runs.write_progress(run, state="stopped")["state"] == "stopped"  # the job's own end replaces it
     assert runs.write_progress(run, state="running")["state"] == "running"  # a resumed job runs again
+
+
+def test_a_live_trainer_that_writes_nothing_for_long_shows_as_stalled(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    runs.write_progress(run, state="running", pid=os.getpid(), epoch=3, epochs=30, step=10, steps=674)  # alive: us
+    assert "stalled_s" not in runs.read_progress(run)
+    assert job_view.job_status(runs.read_progress(run)).headline.startswith("Epoch 3 of 30")
+    later = time.time() + runs.STALLED_S + 120
+    monkeypatch.setattr(runs.time, "time", lambda: later)
+    progress = runs.read_progress(run)
+    assert progress["state"] == "running" and progress["stalled_s"] >= runs.STALLED_S  # said, not written
+    assert "stalled_s" not in bundles.read_json(run / runs.PROGRESS_FILE)
+    status = job_view.job_status(progress)
+    assert status.active and status.headline.startswith("No progress for 17 min: the training process")
+    assert f"(process {os.getpid()})" in status.headline

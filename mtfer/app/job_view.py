@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from mtfer.app.wording import about, about_range, percent
+from mtfer.app.wording import about, about_range, format_duration, percent
 from mtfer.train.planning import Estimate
 
 
@@ -96,6 +96,12 @@ def job_status(progress: Mapping) -> JobStatus:
         headline = f"Failed: {progress.get('error') or 'see the log'}"
     else:
         headline = f"State: {state}"
+    if progress.get("stalled_s") and state in ("queued", "running", "stopping"):
+        pid = f" (process {progress['pid']})" if progress.get("pid") else ""
+        headline = (
+            f"No progress for {format_duration(float(progress['stalled_s']), 'rough')}: the training process{pid} "
+            "may be hung. Stop training ends it; if nothing changes, end that process and resume the run."
+        )
     active = state in ("queued", "running", "stopping")
     return JobStatus(state, fraction, headline, active, state == "finished")
 

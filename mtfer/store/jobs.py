@@ -34,6 +34,7 @@ from mtfer.store.runs import (
     pid_alive,
     progress_lock,
     read_progress,
+    reap_children,
     write_progress,
 )
 
@@ -100,8 +101,15 @@ def _launch(folder: Path, log: Any, args: list[str]) -> subprocess.Popen:
         log.close()
     with CHILDREN_LOCK:
         CHILDREN[proc.pid] = proc
+    # Waited for as soon as it ends, not at the next read of its progress: no zombie in the meantime.
+    threading.Thread(target=_reap_when_done, args=(proc,), name=f"mtfer-reap-{proc.pid}", daemon=True).start()
     write_progress(folder, pid=proc.pid)
     return proc
+
+
+def _reap_when_done(proc: subprocess.Popen) -> None:
+    proc.wait()
+    reap_children()
 
 
 def can_resume(run: str | os.PathLike, progress: dict | None = None) -> bool:

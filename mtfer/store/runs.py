@@ -34,6 +34,10 @@ LOG_FILE = "train.log"
 CHECKPOINT_DIR = "checkpoint"
 STATES = ("queued", "running", "stopping", "stopped", "finished", "failed")
 ACTIVE_STATES = ("queued", "running", "stopping")
+# A live trainer writes progress every few seconds (steps, validation, preparation): this long without a write, it
+# is reported as stalled (hung, or frozen by the system), not as running forever. Generous: a slow validation or
+# the final evaluation of a big network on a busy machine writes nothing for minutes.
+STALLED_S = 15 * 60
 HEARTBEAT_STALE_S = 120.0
 
 
@@ -138,7 +142,8 @@ def pid_alive(pid: int | None) -> bool:
 
 
 def read_progress(run: str | os.PathLike) -> Progress:
-    """progress.json, with a dead job (killed, crashed) reported as failed instead of running forever."""
+    """progress.json, with a dead job (killed, crashed) reported as failed instead of running forever, and a live
+    one that has written nothing for STALLED_S given `stalled_s` (seconds since its last write)."""
     reap_children()
     path = Path(run) / PROGRESS_FILE
     try:
@@ -157,6 +162,10 @@ def read_progress(run: str | os.PathLike) -> Progress:
         except (OSError, RunError):  # a read-only run folder: report it failed all the same
             progress["state"] = "failed"
             progress.setdefault("error", gone)
+    elif progress.get("state") in ACTIVE_STATES and isinstance(progress.get("heartbeat"), int | float):
+        silent = time.time() - float(progress["heartbeat"])
+        if silent > STALLED_S:  # alive but silent: said, not written (it may yet go on)
+            progress["stalled_s"] = round(silent)
     return progress
 
 

@@ -4,6 +4,7 @@ cv2.VideoWriter from real UTKFace faces and from blank frames; the network is th
 
 from __future__ import annotations
 
+import csv
 import gc
 import io
 import json
@@ -674,3 +675,14 @@ def test_frames_too_large_are_refused_from_the_header_before_any_is_decoded(tmp_
     monkeypatch.setattr(video, "FRAMES_IN_FLIGHT_BYTES", 2 * 2400 * 1800 * 3)
     info = video.probe(tmp_path / "big.avi")
     assert (info.width, info.height) == (2400, 1800)
+
+
+def test_a_carriage_return_in_a_file_name_never_splits_its_row(photo_tree, predictor, tmp_path):
+    (photo_tree / "two\rlines.jpg").write_bytes((photo_tree / "a.jpg").read_bytes())
+    out = tmp_path / "faces.csv"
+    result = photos_to_csv(predictor, [photo_tree], out)
+    with open(out, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))  # a reader that takes \r for a line break, as spreadsheets do
+    named = [r for r in rows if r["source"].endswith("two\rlines.jpg")]
+    assert len(named) == 2 and all(r["face"] in ("1", "2", "1.0", "2.0") for r in named)  # its two faces, whole
+    assert len(rows) == len(pd.read_csv(out)) and result.photos == 5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -119,4 +120,7 @@ def csv_text(frame: pd.DataFrame, header: bool = True) -> str:
         c for c in frame.columns if pd.api.types.is_object_dtype(frame[c]) or pd.api.types.is_string_dtype(frame[c])
     ]
     safe = frame.assign(**{c: frame[c].map(safe_cell) for c in text_columns}) if text_columns else frame
-    return safe.to_csv(index=False, header=header)
+    # A carriage return inside a cell (a file name may hold one) is not quoted by the csv module when lines end in
+    # \n, and would split the row: then every text cell is quoted (valid CSV, read back the same).
+    split = any(safe[c].map(lambda v: isinstance(v, str) and "\r" in v).any() for c in text_columns)
+    return safe.to_csv(index=False, header=header, quoting=csv.QUOTE_NONNUMERIC if split else csv.QUOTE_MINIMAL)

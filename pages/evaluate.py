@@ -30,7 +30,7 @@ from mtfer.assess.evaluation import (
 from mtfer.assess.race_groups import paper_measure_text, race_coverage
 from mtfer.core import bundles, preprocess
 from mtfer.core.bundles import METRICS_FILE
-from mtfer.core.tasks import FORMATS, TASKS, display_name
+from mtfer.core.tasks import TASKS, display_name
 from mtfer.store import settings
 from mtfer.store.lineage import Lineage, read_lineage
 from pages.common.cards import show_accuracy_cards
@@ -134,11 +134,7 @@ with st.expander("Evaluate this model on a data set now", expanded=not settings.
     roots = settings.data_roots()
     found_sets = find_datasets(tuple(str(r) for r in roots))
     if not found_sets:
-        where = ", ".join(str(r) for r in roots) or "none found"
-        st.info(
-            f"No data set was found under the data roots ({where}). Put data sets there, or set "
-            f"{settings.ENV_DATA_ROOTS} to folders that hold them ({', '.join(FORMATS)} layouts)."
-        )
+        st.info(settings.no_datasets_text(roots))
     else:
         left, right = st.columns([3, 1])
         readable = {

@@ -11,7 +11,7 @@ import streamlit as st
 from mtfer.app import cards, figures, job_view, wording
 from mtfer.core import bundles
 from mtfer.core.model import ARCHITECTURES
-from mtfer.core.tasks import FORMATS, TASK_NAMES
+from mtfer.core.tasks import TASK_NAMES
 from mtfer.store import jobs, runs, settings
 from mtfer.train import config as train_config
 from mtfer.train import planning, pseudo
@@ -184,11 +184,7 @@ if "train_preset" not in st.session_state:
 
 with st.expander("New training run", expanded=not busy):
     if not found:
-        where = ", ".join(str(r) for r in roots) or "none of the default folders exists"
-        st.warning(
-            f"No data set was found under the data roots ({where}). Put data sets there, or set "
-            f"{settings.ENV_DATA_ROOTS} to folders that hold them ({', '.join(FORMATS)} layouts)."
-        )
+        st.warning(settings.no_datasets_text(roots))
     else:
         st.caption(
             f"Data sets found under: {', '.join(str(r) for r in roots)} (set {settings.ENV_DATA_ROOTS} to change)."

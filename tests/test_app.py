@@ -399,11 +399,19 @@ def test_evaluate_now_on_a_found_data_set(app_env, tmp_path):
         options.index("mini-fer: FER2013, 16 images labelled with emotion")
     )
     at.run()
+    own = (app_env / "tiny-single" / "evaluation" / "fer2013-test" / "metrics.json").read_bytes()
     at.button(key="evaluate_now").click().run()
     assert not at.exception and not at.error
-    assert at.selectbox(key="evaluate_key").value == "fer2013-test"
-    evaluation = load_evaluation(app_env / "tiny-single" / "evaluation" / "fer2013-test")
-    assert evaluation.metrics["n"] == 4 and evaluation.metrics["dataset"]["format"] == "fer2013"
+    # the run's own held-out evaluation (the model card's figures) stays; the new one has its own folder, shown
+    key = at.selectbox(key="evaluate_key").value
+    folder = app_env / "tiny-single" / "evaluation" / key
+    try:
+        assert re.fullmatch(r"\d{8}-\d{6}-fer2013-test", key), key
+        assert (app_env / "tiny-single" / "evaluation" / "fer2013-test" / "metrics.json").read_bytes() == own
+        evaluation = load_evaluation(folder)
+        assert evaluation.metrics["n"] == 4 and evaluation.metrics["dataset"]["format"] == "fer2013"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # the tiny runs are shared by the tests of this module
 
 
 def test_evaluate_keeps_its_choices_in_the_url(app_env):

@@ -37,6 +37,7 @@ from mtfer.core.inference import FacePrediction, Predictor
 from mtfer.core.model import build_model
 from mtfer.core.preprocess import PreprocessConfig
 from mtfer.core.tasks import TASK_NAMES, TASKS
+from mtfer.media import webrtc
 from mtfer.media.uploads import UploadResult, analyse_upload, upload_error
 from mtfer.store import jobs, operator, runs
 from mtfer.store import settings as app_settings
@@ -831,3 +832,29 @@ def test_sixteen_bit_and_transparent_photos_convert_without_a_float_copy_of_the_
     floats[0, 0] = [np.nan, -1.0, 2.0]
     converted = decoding.to_bgr8(floats.copy())
     assert tuple(converted[0, 0]) == (0, 0, 255) and converted.dtype == np.uint8
+
+
+def test_messages_say_what_is_wrong_and_what_to_do(tmp_path):
+    # a damaged best-weights file: named as damaged, with the way out (numpy would suggest allow_pickle)
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / runs.BEST_WEIGHTS_FILE).write_bytes(b"\x80\x04not a zip archive")
+    with pytest.raises(bundles.RunError, match=r"best\.npz is damaged .*delete it to resume") as info:
+        runs.read_best_weights(tmp_path / "checkpoint")
+    assert "allow_pickle" not in str(info.value)
+    assert runs.read_best_weights(tmp_path) is None  # none kept: nothing to read
+    # no data set: why, by the case
+    unset = app_settings.no_datasets_text([], env={})
+    assert unset.startswith(f"{app_settings.ENV_DATA_ROOTS} is not set, and neither default folder")
+    named = app_settings.no_datasets_text([], env={app_settings.ENV_DATA_ROOTS: "/nowhere"})
+    assert named.startswith(f"None of the folders {app_settings.ENV_DATA_ROOTS} names exists (/nowhere)")
+    assert "under the data roots (/data)" in app_settings.no_datasets_text([Path("/data")], env={})
+    # STUN/TURN settings with a line break inside a URL, or a credential that is not text: refused
+    with pytest.raises(ValueError, match="is not a STUN/TURN URL"):
+        webrtc.ice_servers({webrtc.ENV_ICE_SERVERS: "stun:stun.example.org:3478\nevil"})
+    with pytest.raises(ValueError, match="credential must be text"):
+        webrtc.ice_servers(
+            {webrtc.ENV_ICE_SERVERS: '[{"urls": "turn:t.example.org", "username": "u", "credential": 5}]'}
+        )
+    assert webrtc.ice_servers({webrtc.ENV_ICE_SERVERS: "stun:stun.example.org:3478"}) == [
+        {"urls": ["stun:stun.example.org:3478"]}
+    ]

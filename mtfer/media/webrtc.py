@@ -39,6 +39,9 @@ def ice_servers(env: Mapping[str, str] | None = None) -> list[dict]:
         for server in servers:
             urls = server["urls"] if isinstance(server["urls"], list) else [server["urls"]]
             _check_ice_urls(urls)
+            for key in ("username", "credential"):
+                if key in server and not isinstance(server[key], str):
+                    raise ValueError(f"{ENV_ICE_SERVERS}: {key} must be text, got {json.dumps(server[key])[:40]}")
         return servers
     urls = [u.strip() for u in text.split(",") if u.strip()]
     _check_ice_urls(urls)
@@ -55,7 +58,8 @@ def ice_servers(env: Mapping[str, str] | None = None) -> list[dict]:
 
 def _check_ice_urls(urls: Sequence[object]) -> None:
     for url in urls:
-        if not isinstance(url, str) or not url.startswith(ICE_SCHEMES) or len(url.split(":", 1)[1]) < 1:
+        spaced = isinstance(url, str) and any(c.isspace() or ord(c) < 32 for c in url)  # a line break inside one
+        if not isinstance(url, str) or spaced or not url.startswith(ICE_SCHEMES) or len(url.split(":", 1)[1]) < 1:
             raise ValueError(
                 f"{ENV_ICE_SERVERS}: {url!r} is not a STUN/TURN URL; expected e.g. stun:stun.example.org:3478 or "
                 "turn:turn.example.org:3478?transport=tcp"

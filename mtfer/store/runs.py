@@ -169,6 +169,29 @@ def read_progress(run: str | os.PathLike) -> Progress:
     return progress
 
 
+BEST_WEIGHTS_FILE = "best.npz"  # in a run's checkpoint/: the weights of its best validation epoch so far
+
+
+def read_best_weights(checkpoint: str | os.PathLike) -> list | None:
+    """The best epoch's weights that a run's checkpoint keeps (None when it keeps none): RunError, saying what to do,
+    for a damaged file (numpy would suggest allow_pickle, which would only let a damaged file run code)."""
+    import zipfile
+
+    import numpy as np
+
+    path = Path(checkpoint) / BEST_WEIGHTS_FILE
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as best:
+            return [best[f"arr_{i}"] for i in range(len(best.files))]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise RunError(
+            f"{path} is damaged ({type(error).__name__}): delete it to resume from the last epoch's weights instead "
+            "of the best ones, or start the run again"
+        ) from None
+
+
 def log_tail(run: str | os.PathLike, lines: int = 30, *, clean: bool = False) -> str:
     """The last `lines` lines of the run's train.log; `clean`: without TensorFlow's start-up noise (clean_log)."""
     path = Path(run) / LOG_FILE

@@ -39,6 +39,23 @@ def data_roots(env: Mapping[str, str] | None = None, base: str | os.PathLike | N
     return roots
 
 
+def no_datasets_text(roots: Sequence[Path], env: Mapping[str, str] | None = None) -> str:
+    """Why no data set is offered, and what to do: where it looked, or that $MTFER_DATA_ROOTS is unset and neither
+    default folder exists, or that the folders it names do not exist."""
+    env = os.environ if env is None else env
+    fix = f"({', '.join(FORMATS)} layouts)"
+    if roots:
+        where = ", ".join(str(r) for r in roots)
+        return f"No data set was found under the data roots ({where}). Put data sets there, or set {ENV_DATA_ROOTS} to folders that hold them {fix}."
+    if env.get(ENV_DATA_ROOTS, "").strip():
+        return f"None of the folders {ENV_DATA_ROOTS} names exists ({env[ENV_DATA_ROOTS].strip()}): set it to folders that hold data sets {fix}."
+    defaults = " and ".join(DEFAULT_DATA_ROOTS)
+    return (
+        f"{ENV_DATA_ROOTS} is not set, and neither default folder ({defaults}, from where the app was started) "
+        f"exists: set {ENV_DATA_ROOTS} to folders that hold data sets {fix}."
+    )
+
+
 class ConfinementError(ValueError):
     """A data path outside the configured data roots (or spelled with '..')."""
 

@@ -207,7 +207,7 @@ def callback_classes():
             with bundles.atomic_path(ckpt / "model.keras") as tmp:
                 self.model.save(tmp)
             if self.early is not None and self.early.best_weights is not None:
-                with bundles.atomic_path(ckpt / "best.npz") as tmp, open(tmp, "wb") as f:
+                with bundles.atomic_path(ckpt / runs.BEST_WEIGHTS_FILE) as tmp, open(tmp, "wb") as f:
                     np.savez(f, *self.early.best_weights)
             state = {
                 "completed_epochs": completed_epochs,

@@ -356,9 +356,8 @@ def finish(run: str | os.PathLike) -> Path:
     model = loss_weights.for_config(build_model(config.architecture, config.tasks, config.image_size), config)
     model.set_weights(trained.get_weights())
     best_epoch = None
-    if (ckpt / "best.npz").exists():
-        with np.load(ckpt / "best.npz") as best:
-            model.set_weights([best[f"arr_{i}"] for i in range(len(best.files))])
+    if (best := runs.read_best_weights(ckpt)) is not None:
+        model.set_weights(best)
         best_epoch = (state.get("early") or {}).get("best_epoch")
     splits = make_splits(load_prepared(config), config.protocol, config.val_fraction, config.seed)
     splits, pseudo_record = with_pseudo_labels(config, splits, run)  # the ones the run trained with

@@ -229,9 +229,8 @@ def _train(config: TrainConfig, run: Path, splits: dict[str, Split] | None, resu
                     setattr(cb, name, value)
         if swap is not None:
             swap._ema_weights_in_model = bool(state.get("ema_in_model", False))  # noqa: SLF001
-        if (ckpt / "best.npz").exists():
-            with np.load(ckpt / "best.npz") as best:
-                early.best_weights = [best[f"arr_{i}"] for i in range(len(best.files))]
+        if (best := runs.read_best_weights(ckpt)) is not None:
+            early.best_weights = best
     initial_epoch = int(state.get("completed_epochs", 0))
 
     log.info(

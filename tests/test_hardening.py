@@ -858,3 +858,17 @@ def test_messages_say_what_is_wrong_and_what_to_do(tmp_path):
     assert webrtc.ice_servers({webrtc.ENV_ICE_SERVERS: "stun:stun.example.org:3478"}) == [
         {"urls": ["stun:stun.example.org:3478"]}
     ]
+
+
+def test_files_written_whole_get_the_permissions_the_umask_gives(tmp_path):
+    before = os.umask(0o022)
+    try:
+        bundles.atomic_write_json(tmp_path / "run" / "progress.json", {"state": "running"})
+        with bundles.atomic_path(tmp_path / "run" / "model.bin") as tmp:
+            tmp.write_bytes(b"weights")
+        os.umask(0o077)  # a private setup stays private
+        bundles.atomic_write_text(tmp_path / "run" / "secret.txt", "x")
+    finally:
+        os.umask(before)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "run").iterdir()}
+    assert modes == {"progress.json": 0o644, "model.bin": 0o644, "secret.txt": 0o600}

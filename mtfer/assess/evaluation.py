@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -278,14 +277,8 @@ def save_evaluation(evaluation: Evaluation, out_dir: str | os.PathLike) -> None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with bundles.atomic_path(path) as temp, open(temp, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
 
 
 def load_evaluation(out_dir: str | os.PathLike) -> Evaluation:

@@ -44,6 +44,24 @@ class RunError(ValueError):
     """A run, bundle or job problem with a one-line message for the user."""
 
 
+def umask() -> int:
+    """The process's umask, read without changing it (os.umask would, for a moment, in every thread)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def _as_created(path: str | os.PathLike) -> None:
+    """The permissions a plain open() would have given (0666 less the umask): a temporary file is private (0600),
+    and the file it becomes is not a secret."""
+    os.chmod(path, 0o666 & ~umask())
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +71,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        _as_created(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -73,6 +92,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        _as_created(tmp)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(OSError):

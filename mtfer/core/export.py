@@ -87,18 +87,6 @@ def export_metadata(bundle: bundles.Bundle, fmt: str, data: bytes, file_name: st
     return meta
 
 
-def _umask() -> int:
-    """The process's umask, read without changing it (os.umask would, for a moment, in every thread)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
-
-
 def export_bundle(
     model: str | os.PathLike | bundles.Bundle | None,
     fmt: str | None,
@@ -124,12 +112,9 @@ def export_bundle(
     data = tflite_bytes(bundle.model) if fmt == "tflite" else onnx_bytes(bundle.model)
     meta = export_metadata(bundle, fmt, data, out.name)
     try:
-        umask = _umask()
-        with bundles.atomic_path(out) as tmp:
+        with bundles.atomic_path(out) as tmp:  # with the permissions the umask gives: exports are for copying
             tmp.write_bytes(data)
         bundles.atomic_write_json(metadata_path(out), meta)
-        for path in (out, metadata_path(out)):  # temporary files are private (0600); exports are for copying
-            os.chmod(path, 0o666 & ~umask)
     except OSError as exc:
         raise ExportError(f"cannot write {out}: {exc.strerror or exc}") from None
     return ExportResult(out, metadata_path(out), fmt, len(data), meta)

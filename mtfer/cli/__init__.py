@@ -133,7 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
         "thresholds on the calibrated probabilities; evaluate it again on its validation and test faces. Accuracy "
         "does not change: only the confidences move.",
     )
-    p.add_argument("--model", default="default", help="run id, bundle folder, or 'default'")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="run id or bundle folder (the shipped model is never changed: copy it first to calibrate it)",
+    )
     p.add_argument(
         "--dataset",
         action="append",
@@ -281,3 +285,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `mtfer predict ... | head`: the reader left; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

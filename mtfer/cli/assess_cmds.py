@@ -48,6 +48,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from mtfer.core import bundles
 
     path = bundles.resolve_model(args.model, args.runs)  # a bad --model fails here, before TensorFlow starts
+    if path.resolve() == bundles.DEFAULT_BUNDLE.resolve():  # installed or checked out, it is everyone's
+        raise bundles.RunError(
+            "the shipped model is never changed: copy its folder (or train a run) and calibrate that with --model"
+        )
     quiet.import_tensorflow()
     from mtfer.cli.progress import TextProgress
     from mtfer.core.bundles import METRICS_FILE

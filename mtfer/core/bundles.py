@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.resources
 import json
 import logging
 import os
@@ -21,14 +22,28 @@ from typing import Any
 from mtfer.core import quiet
 from mtfer.core.tasks import LEGACY_CLASSES, TASKS
 
-REPO_ROOT = Path(__file__).resolve().parents[2]  # mtfer/core/bundles.py -> the checkout
-DEFAULT_BUNDLE = REPO_ROOT / "models" / "default"
+REPO_ROOT = Path(__file__).resolve().parents[2]  # mtfer/core/bundles.py -> the checkout (or site-packages)
+METADATA_FILE = "metadata.json"
+
+
+def _shipped_bundle() -> Path:
+    """The shipped model: models/default of this checkout, or of the installed wheel (the package data of
+    `mtfer.shipped`, which is the repository's models/ folder)."""
+    checkout = REPO_ROOT / "models" / "default"
+    if (checkout / METADATA_FILE).is_file():
+        return checkout
+    try:
+        return Path(str(importlib.resources.files("mtfer.shipped") / "default"))
+    except ModuleNotFoundError:
+        return checkout
+
+
+DEFAULT_BUNDLE = _shipped_bundle()
 MODEL_FILE = "model.keras"
 # The same network for LiteRT, in float32: what serves predictions, without importing TensorFlow (seconds saved on
 # every start, and about twice as fast per face). Written beside model.keras by save_bundle; a bundle without it
 # (older, or where the conversion failed) is served by Keras.
 SERVING_FILE = "model.tflite"
-METADATA_FILE = "metadata.json"
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.csv"
 EVALUATION_DIR = "evaluation"

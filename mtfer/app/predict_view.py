@@ -49,6 +49,11 @@ def crowd_caption(count: int) -> str:
     return f"{count} faces found: each is numbered on the photo, with its answers in the table below"
 
 
+def table_height(rows: int) -> int:
+    """Pixels for st.dataframe to show `rows` rows and the header whole, without a scroll bar of its own."""
+    return 35 * (rows + 1) + 3
+
+
 def answers_table(verdicts: Sequence[Mapping[str, Verdict]], numbers: Sequence[int] | None = None):  # -> Styler
     """The answers of a photo's faces, one row each ('Not sure (Sad or Angry)' when the model is unsure), the
     face's number (default 1, 2, ...; a video's person numbers) on its box colour: under a photo too crowded for

@@ -101,7 +101,12 @@ def photo_uploads(model: settings.ModelChoice) -> None:
                 st.image(drawing.image, caption=predict_view.faces_found_caption(len(predictions), found))
             else:  # a crowd: numbers on the faces, the answers in a table under the photo
                 st.image(drawing.image, caption=predict_view.crowd_caption(len(predictions)))
-                st.dataframe(predict_view.answers_table(verdicts), hide_index=True)
+                st.dataframe(
+                    predict_view.answers_table(verdicts),
+                    hide_index=True,
+                    height=predict_view.table_height(len(verdicts)),
+                    column_config={"Face": st.column_config.NumberColumn(width="small")},
+                )
             for k, (p, face_verdicts) in enumerate(zip(predictions, verdicts, strict=True), start=1):
                 st.markdown(answers.face_line(k, face_verdicts))
                 face_column, chart_column = st.columns([1, 3])

@@ -168,7 +168,12 @@ def video_results(analysis, min_confidence: dict[str, float]) -> None:
             st.image(drawing.image, caption=video_view.frame_caption(frame))
             verdicts = [answers.face_verdicts(f, min_confidence) for f in frame.faces]
             numbers = [int(f.track) for f in frame.faces]
-            st.dataframe(predict_view.answers_table(verdicts, numbers), hide_index=True)
+            st.dataframe(
+                predict_view.answers_table(verdicts, numbers),
+                hide_index=True,
+                height=predict_view.table_height(len(verdicts)),
+                column_config={"Face": st.column_config.NumberColumn(width="small")},
+            )
     except video.VideoError as error:
         st.warning(f"This frame cannot be shown: {error}", icon=":material/warning:")
     notes = [predict_view.NOT_SURE_NOTE] + ([predict_view.RACE_NOTE] if "race" in table.columns else [])

@@ -137,11 +137,7 @@ with st.expander("Evaluate this model on a data set now", expanded=not settings.
         st.info(settings.no_datasets_text(roots))
     else:
         left, right = st.columns([3, 1])
-        readable = {
-            d.label: f"{d.name}: {wording.dataset_title(d.format)}, {d.samples:,} images labelled with "
-            + (", ".join(display_name(t).lower() for t in d.tasks) or "nothing")
-            for d in found_sets
-        }
+        readable = {d.label: wording.dataset_choice(d.name, d.format, d.samples, d.tasks) for d in found_sets}
         dataset_label = left.selectbox(
             "Data set",
             [d.label for d in found_sets],

@@ -193,7 +193,10 @@ with st.expander("New training run", expanded=not busy):
         find_datasets.clear()
         st.rerun()
     labels = [d.label for d in found]
-    chosen_labels = st.multiselect("Data sets", labels, default=labels, key="train_datasets")
+    readable = {d.label: wording.dataset_choice(d.name, d.format, d.samples, d.tasks) for d in found}
+    chosen_labels = st.multiselect(
+        "Data sets", labels, default=labels, key="train_datasets", format_func=lambda label: readable.get(label, label)
+    )
     chosen = [found[labels.index(label)] for label in chosen_labels]
 
     mode = st.radio("Tasks", [MULTI, SINGLE], key="train_mode", horizontal=True)

@@ -25,6 +25,15 @@ def evaluation_dataset(key: str) -> str:
     return next((fmt for fmt in sorted(FORMATS, key=len, reverse=True) if name.endswith(f"-{fmt}")), name)
 
 
+def dataset_choice(name: str, fmt: str, samples: int, tasks: Sequence[str]) -> str:
+    """A data set as the pages offer it: 'mini-fer: FER2013, 16 images labelled with emotion' ('FER2013, ...' when
+    the folder is named after its format)."""
+    title = dataset_title(fmt)
+    labels = ", ".join(display_name(t).lower() for t in tasks) or "nothing"
+    head = title if name.lower() in (fmt.lower(), title.lower()) else f"{name}: {title}"
+    return f"{head}, {samples:,} images labelled with {labels}"
+
+
 def percent(value: float | None, digits: int = 1) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}%}"
 

@@ -4,6 +4,7 @@ the URL's query parameters, so a reload or a shared link shows the same view."""
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -241,6 +242,37 @@ def hidden_note(task: str) -> str:
     return f" {display_name(task)} {names} {where}: no data set here teaches it, so no face has it as its true class."
 
 
+def show_faces(rows: pd.DataFrame, task: str) -> None:
+    """Faces of the evaluation (rows of its samples), each framed as the model saw it, with its answer."""
+    preprocessing = json.dumps(metadata.get("preprocessing", {}), sort_keys=True)
+    images, captions = [], []
+    for _, row in rows.iterrows():
+        face = gallery_face(str(row["source"]), preprocessing)
+        images.append(figures.enlarge(MISSING_FACE if face is None else face, 150))
+        caption = figures.gallery_caption(row, task)
+        captions.append(caption if face is not None else caption + " (image not available)")
+    st.image(images, caption=captions, width=150)
+
+
+def show_cell(task: str, event: Any) -> None:
+    """The faces of the confusion-matrix cell just clicked (true class: its row, answer: its column)."""
+    points = event.selection.points if event else []
+    if not points:
+        return
+    by_name = {display_name(task, c): c for c in TASKS[task].classes}
+    true, answered = by_name.get(str(points[0].get("y"))), by_name.get(str(points[0].get("x")))
+    if true is None or answered is None:
+        return
+    if true == answered:
+        st.caption(f"{display_name(task, true)} answered right: the gallery shows mistakes only.")
+        return
+    cell = misclassified(evaluation.samples, task, true, answered)
+    st.markdown(f"**{display_name(task)}: {display_name(task, true)} faces answered {display_name(task, answered)}**")
+    shown, what = figures.gallery_page(cell, 1)
+    st.caption(f"{what}, the most confident mistakes first (all of them: Misclassified faces)." if len(cell) else "None.")
+    show_faces(shown, task)
+
+
 with tabs[0]:
     if "evaluate_normalized" not in st.session_state and st.query_params.get("normalized") == "1":
         st.session_state["evaluate_normalized"] = True
@@ -252,14 +284,23 @@ with tabs[0]:
         "Each row is the faces of one true class; the columns say what the model answered. The diagonal is right."
         + "".join(hidden_note(t) for t in tasks)
     )
+    st.caption("Click a cell to see its faces.")
     columns = st.columns(2)
+    clicked = []
     for i, task in enumerate(tasks):
         frame = wording.display_frame(
             confusion_frame(evaluation.metrics, task, normalize=normalized, hide_untaught=True), task
         )
-        columns[i % 2].plotly_chart(
-            figures.confusion_figure(frame, normalized, display_name(task)), key=f"confusion-{task}"
+        event = columns[i % 2].plotly_chart(
+            figures.confusion_figure(frame, normalized, display_name(task)),
+            key=f"confusion-{task}",
+            on_select="rerun",
+            selection_mode="points",
+            config={"displayModeBar": False},
         )
+        clicked.append((task, event))
+    for task, event in clicked:
+        show_cell(task, event)
 
 with tabs[1]:
     st.caption(
@@ -348,14 +389,7 @@ with tabs[3]:
             )
             shown, what = figures.gallery_page(wrong, page)
             st.caption(what)
-            preprocessing = json.dumps(metadata.get("preprocessing", {}), sort_keys=True)
-            images, captions = [], []
-            for _, row in shown.iterrows():
-                face = gallery_face(str(row["source"]), preprocessing)
-                images.append(figures.enlarge(MISSING_FACE if face is None else face, 150))
-                caption = figures.gallery_caption(row, task)
-                captions.append(caption if face is not None else caption + " (image not available)")
-            st.image(images, caption=captions, width=150)
+            show_faces(shown, task)
 
 
 def predicted_groups_figure() -> tuple[pd.DataFrame, go.Figure | None]:

@@ -38,8 +38,22 @@ def confusion_figure(frame: pd.DataFrame, normalized: bool = False, title: str =
             colorscale="Blues",
             zmin=0,
             zmax=1 if normalized else max(1.0, float(z.max()) if z.size else 1.0),
-            hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<extra></extra>",
+            hoverinfo="skip",
             colorbar={"tickformat": ".0%"} if normalized else {},
+        )
+    )
+    # An invisible marker on every cell: a click on a heatmap is no selection in Streamlit, a click on a point is
+    # (the page then shows that cell's faces). It carries the hover text too.
+    rows, cols = np.meshgrid(np.arange(len(frame.index)), np.arange(len(frame.columns)), indexing="ij")
+    fig.add_trace(
+        go.Scatter(
+            x=[str(frame.columns[c]) for c in cols.ravel()],
+            y=[str(frame.index[r]) for r in rows.ravel()],
+            text=[text[r][c] for r, c in zip(rows.ravel(), cols.ravel(), strict=True)],
+            mode="markers",
+            marker={"size": 36, "symbol": "square", "opacity": 0},
+            hovertemplate="true %{y}<br>predicted %{x}<br>%{text}<extra></extra>",
+            showlegend=False,
         )
     )
     fig.update_layout(
@@ -48,6 +62,7 @@ def confusion_figure(frame: pd.DataFrame, normalized: bool = False, title: str =
         yaxis={"title": "true class", "autorange": "reversed"},
         height=140 + 42 * len(frame.index),
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        clickmode="event+select",
     )
     return fig
 

@@ -980,7 +980,9 @@ def test_confusion_history_slices_and_comparison_figures():
     # every cell can be clicked (a point on it: Streamlit selects points, not heatmap cells), its hover kept
     cells = counts.data[1]
     assert len(cells.x) == len(cells.y) == 9 and (cells.y[1], cells.x[1], cells.text[1]) == ("male", "female", "1")
-    assert cells.marker.opacity == 0 and "true %{y}" in cells.hovertemplate and counts.layout.clickmode == "event+select"
+    assert (
+        cells.marker.opacity == 0 and "true %{y}" in cells.hovertemplate and counts.layout.clickmode == "event+select"
+    )
 
     history = pd.DataFrame(
         {"epoch": [1, 2], "emotion_loss": [2.0, 1.5], "val_emotion_loss": [2.1, 1.9], "emotion_accuracy": [0.2, 0.3],

@@ -62,7 +62,7 @@ def test_preparation_progress_gives_faces_rate_and_time_left():
     assert (written[-1]["done"], written[-1]["eta_s"]) == (1000, 0)
     status = job_view.job_status({**written[-2], "epochs": 3})
     assert status.headline == (
-        "Preparing fer2013 (1 of 2), the first time only: 200 of 1,000 faces · 100 faces/s · about 8 s left"
+        "Preparing fer2013 (1 of 2), the first time only: 200 of 1,000 faces · 100 faces/s · under a minute left"
     )
     assert status.fraction == pytest.approx(0.2) and status.active
     assert job_view.job_status({**written[0], "epochs": 3}).headline == "Loading fer2013 (1 of 2) ..."

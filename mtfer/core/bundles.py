@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mtfer.core import quiet
+from mtfer.core import convert, quiet
 from mtfer.core.tasks import LEGACY_CLASSES, TASKS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # mtfer/core/bundles.py -> the checkout (or site-packages)
@@ -258,8 +258,6 @@ def write_serving_file(model: Any, path: str | os.PathLike) -> str | None:
     """The bundle's SERVING_FILE from its Keras model (float32, LiteRT), returning its sha256 for the metadata; None,
     with a warning in the log, where it cannot be made (no LiteRT here, a layer the converter does not know): the
     bundle is then served by Keras."""
-    from mtfer.core import convert
-
     try:
         data = convert.tflite_bytes(model)
     except (convert.ExportError, ImportError) as error:

@@ -14,10 +14,13 @@ import re
 import subprocess
 import threading
 import time
+import zipfile
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypedDict
+
+import numpy as np
 
 from mtfer.core import quiet
 from mtfer.core.bundles import (
@@ -175,10 +178,6 @@ BEST_WEIGHTS_FILE = "best.npz"  # in a run's checkpoint/: the weights of its bes
 def read_best_weights(checkpoint: str | os.PathLike) -> list | None:
     """The best epoch's weights that a run's checkpoint keeps (None when it keeps none): RunError, saying what to do,
     for a damaged file (numpy would suggest allow_pickle, which would only let a damaged file run code)."""
-    import zipfile
-
-    import numpy as np
-
     path = Path(checkpoint) / BEST_WEIGHTS_FILE
     if not path.exists():
         return None

@@ -269,7 +269,9 @@ def show_cell(task: str, event: Any) -> None:
     cell = misclassified(evaluation.samples, task, true, answered)
     st.markdown(f"**{display_name(task)}: {display_name(task, true)} faces answered {display_name(task, answered)}**")
     shown, what = figures.gallery_page(cell, 1)
-    st.caption(f"{what}, the most confident mistakes first (all of them: Misclassified faces)." if len(cell) else "None.")
+    st.caption(
+        f"{what}, the most confident mistakes first (all of them: Misclassified faces)." if len(cell) else "None."
+    )
     show_faces(shown, task)
 
 

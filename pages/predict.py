@@ -33,6 +33,7 @@ if st.toggle(
 ):
     live.live_camera(model)
     st.stop()
+st.session_state.pop(live.LIVE_WANTED, None)  # Live switched off: the camera does not start again by itself
 
 if st.toggle(
     "Video file",

@@ -93,14 +93,21 @@ def chromium(server):  # noqa: F811
         # browsers launched by the tests are closed by them
 
 
+START = re.compile(r"\bStart$")  # the page's own buttons (in the app's style; the icon's name comes first)
+STOP = re.compile(r"\bStop$")
+
+
 def _open_live(tab: Tab, server) -> object:  # noqa: F811
-    """Opens Predict, switches Live camera on; returns the WebRTC component's iframe once its Start is shown."""
+    """Opens Predict, switches Live camera on; returns the WebRTC component's iframe once the page's Start is shown
+    (the component's own all-capitals buttons are not: the page drives it)."""
     from playwright.sync_api import expect
 
     open_page(tab, server, "predict")
     tab.page.get_by_text("Live camera", exact=True).click()
+    expect(tab.page.get_by_role("button", name=START)).to_be_visible(timeout=LIVE_S * 1000)
+    expect(tab.page.locator('iframe[title*="webrtc"]')).to_be_attached(timeout=LIVE_S * 1000)
     component = tab.page.frame_locator('iframe[title*="webrtc"]')
-    expect(component.get_by_role("button", name="Start")).to_be_visible(timeout=LIVE_S * 1000)
+    expect(component.get_by_role("button", name=re.compile("^start$", re.IGNORECASE))).to_have_count(0)
     expect(tab.page.get_by_text("Live or snapshot?")).to_be_visible()
     return component
 
@@ -126,9 +133,9 @@ def test_live_camera_labels_a_real_face_in_the_returned_stream(
     page.on("pageerror", lambda error: tab.page_errors.append(str(error)))
     try:
         with server.log_on_failure():
-            component = _open_live(tab, server)
+            _open_live(tab, server)
             page.screenshot(path=str(screenshots / "live-before-start.png"))
-            component.get_by_role("button", name="Start").click()
+            page.get_by_role("button", name=START).click()
 
             # the page's live caption: one face and its answers, refreshed while the stream runs
             caption = page.get_by_text(CAPTION)
@@ -164,8 +171,8 @@ def test_live_camera_labels_a_real_face_in_the_returned_stream(
             assert {r["source"] for r in rows} == {"camera"} and any(r["track"] for r in rows)
 
             # Stop: the stream ends, Start comes back, the last answers stay on the page
-            component.get_by_role("button", name="Stop").click()
-            expect(component.get_by_role("button", name="Start")).to_be_visible(timeout=PAGE_S * 1000)
+            page.get_by_role("button", name=STOP).click()
+            expect(page.get_by_role("button", name=START)).to_be_visible(timeout=PAGE_S * 1000)
             expect(page.get_by_text(re.compile(r"^Stopped\. Last seen: Live · 1 face"))).to_be_visible(
                 timeout=PAGE_S * 1000
             )
@@ -189,7 +196,7 @@ def test_live_camera_blocked_by_the_browser_says_what_to_do(server, chromium, sc
     try:
         with server.log_on_failure():
             component = _open_live(tab, server)
-            component.get_by_role("button", name="Start").click()
+            page.get_by_role("button", name=START).click()
             # the component shows the browser's own error; the page, right under it, says what to do
             expect(component.get_by_text(re.compile("NotAllowedError|Permission denied"))).to_be_visible(
                 timeout=PAGE_S * 1000
@@ -201,7 +208,7 @@ def test_live_camera_blocked_by_the_browser_says_what_to_do(server, chromium, sc
                     )
                 )
             ).to_be_visible()
-            expect(component.get_by_role("button", name="Start")).to_be_visible()
+            expect(page.get_by_role("button", name=STOP)).to_be_visible()  # Stop, then Start, tries again
             page.screenshot(path=str(screenshots / "live-blocked.png"))
             assert_healthy(tab)
     finally:

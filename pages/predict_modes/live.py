@@ -10,6 +10,9 @@ from mtfer.store import settings
 from pages.predict_modes.shared import load_predictor, loaded_predictor, read_setting
 
 LIVE_STREAM_KEY = "predict_live_stream"
+# Whether the camera should run: the page's own Start and Stop buttons (in the app's style) set it, and the stream
+# follows it (streamlit-webrtc's desired_playing_state; its own all-capitals buttons are then not shown).
+LIVE_WANTED = "predict_live_wanted"
 LIVE_PROCESSOR = "predict_live_processor"  # the latest stream's mtfer.media.live.LiveProcessor (kept after Stop)
 LIVE_RECORDING = "predict_live_recording"  # the last "Save" of the recording: (seconds, table)
 LIVE_RECORD_CHOICES = (10, 30, 60)  # seconds
@@ -18,7 +21,7 @@ LIVE_RECORD_CHOICES = (10, 30, 60)  # seconds
 # so more often would slow the video down.
 LIVE_REFRESH_S = 2.0
 LIVE_VIDEO = {"width": {"ideal": 640}, "height": {"ideal": 480}, "frameRate": {"ideal": 30}}
-LIVE_TRANSLATIONS = {  # streamlit-webrtc's own buttons and notices, in the page's words
+LIVE_TRANSLATIONS = {  # streamlit-webrtc's own controls and notices, in the page's words
     "start": "Start",
     "stop": "Stop",
     "select_device": "Choose camera",
@@ -98,6 +101,20 @@ def live_camera(model: settings.ModelChoice) -> None:
 
     video_column, panel_column = st.columns([3, 2], gap="medium")
     with video_column:
+        wanted = bool(st.session_state.get(LIVE_WANTED))
+        if wanted:
+            st.button(
+                "Stop", key="predict_live_stop", icon=":material/stop_circle:", on_click=want_camera, args=(False,)
+            )
+        else:
+            st.button(
+                "Start",
+                key="predict_live_start",
+                type="primary",
+                icon=":material/videocam:",
+                on_click=want_camera,
+                args=(True,),
+            )
         ctx = webrtc_streamer(
             key=LIVE_STREAM_KEY,
             mode=WebRtcMode.SENDRECV,
@@ -120,10 +137,12 @@ def live_camera(model: settings.ModelChoice) -> None:
                 "style": {"width": "100%", "borderRadius": "0.5rem"},
             },
             translations=LIVE_TRANSLATIONS,
+            desired_playing_state=wanted,
         )
         st.caption(
             "If the browser says Permission denied, or nothing happens after Start, it has blocked the camera: allow "
-            "it from the camera icon in the address bar, then press Start again. Choose camera picks another camera."
+            "it from the camera icon in the address bar, then press Stop and Start again. While the camera runs, the "
+            "camera button under the video picks another one."
         )
     if no_network:
         st.caption(f"Live video runs the model through TensorFlow, which is slower here: {no_network}")
@@ -137,6 +156,11 @@ def live_camera(model: settings.ModelChoice) -> None:
     live_recording(record_s)
     st.caption(predict_view.NOT_SURE_NOTE + ("  \n" + predict_view.RACE_NOTE if "race" in predictor.tasks else ""))
     st.info(LIVE_HELP, icon=":material/info:")
+
+
+def want_camera(on: bool) -> None:
+    """Start or Stop: runs before the rerun, so the stream and the button change together."""
+    st.session_state[LIVE_WANTED] = on
 
 
 def live_panel(playing: bool) -> None:

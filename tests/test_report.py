@@ -32,7 +32,7 @@ def test_data_sets_and_evaluations_as_people_write_them():
     assert wording.evaluation_title("utkface-val") == "UTKFace, validation images"
     assert (
         wording.evaluation_title("default-20261130-101500-utkface-val")
-        == "UTKFace, validation images (evaluated 30 Nov 2026, 10:15)"
+        == "UTKFace, validation images, evaluated 30 Nov 2026 at 10:15"
     )
     assert wording.evaluation_title("default-20261130-101500.2-fer2013-csv-all").startswith("FER2013, all images")
     assert wording.evaluation_title("custom") == "custom"

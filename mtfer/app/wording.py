@@ -63,8 +63,8 @@ def evaluation_split(key: str) -> str | None:
 
 def evaluation_title(key: str) -> str:
     """An evaluation folder name for people: 'fer2013-test' -> 'FER2013, test images', and one saved under the
-    runs folder, 'default-20261130-101500-utkface-val' -> 'UTKFace, validation images (evaluated 30 Nov 2026,
-    10:15)'."""
+    runs folder, 'default-20261130-101500-utkface-val' -> 'UTKFace, validation images, evaluated 30 Nov 2026
+    at 10:15'."""
     split = evaluation_split(key)
     if split is None:
         return key
@@ -77,7 +77,7 @@ def evaluation_title(key: str) -> str:
             when = datetime.strptime(stamp.group(1), "%Y%m%d-%H%M%S")
         except ValueError:
             return text
-        text += f" (evaluated {when.day} {when:%b %Y, %H:%M})"
+        text += f", evaluated {when.day} {when:%b %Y} at {when:%H:%M}"  # no brackets: headings add their own
     return text
 
 

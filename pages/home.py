@@ -22,8 +22,7 @@ One small neural network makes all four guesses together. The idea comes from a 
 (Saroop et al., 2021), which found that learning gender, race and age alongside emotion helps a network read
 emotions. Here no public data set has all four labels: trained on them as they are, the network reads emotions no
 better than one trained on emotions alone; when a first model fills in the missing labels, it reads them a
-little better (1 to 2 points in short test runs). The model in use learned that way: an earlier model filled in the labels it was taught with (the project's results page, docs/results.md, says how
-we measured).
+little better (1 to 2 points in short test runs; docs/results.md says how we measured).
 It sees each face as a small 50 x 50 grayscale picture, turned so the eyes are level.
 
 These are **guesses, not facts**. The categories are simplifications, and the model makes mistakes, most of all
@@ -49,6 +48,7 @@ else:
     with st.container(border=True):
         st.markdown(f"#### {wording.escape_markdown(card.name)}")
         st.markdown(wording.escape_markdown(card.description))
+        st.markdown(cards.how_it_learned_text(metadata))
         for label, value in card.facts:
             st.markdown(f"**{label}:** {wording.escape_markdown(value)}")
         if card.optimistic:

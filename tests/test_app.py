@@ -1077,3 +1077,13 @@ def test_an_evaluation_that_differs_from_the_model_card_says_why():
     assert text.startswith("This evaluation gives race 90.7% (card 90.8%): the network runs here in float32")
     refound = {"race": {"accuracy": 0.803, "three_groups_accuracy": 0.907, "n": 2180}}
     assert "2,180 faces now, 2,186 then" in cards.card_difference_text(metadata, "utkface-test", refound)
+
+
+def test_what_home_says_of_how_a_model_learned_comes_from_its_metadata():
+    assert "only" in cards.how_it_learned_text({"tasks": {"emotion": []}})
+    taught = {
+        "pseudo_labels": [{"dataset": {"format": "utkface"}, "teacher": {"path": "/m/x"}, "filled": {"emotion": 4}}]
+    }
+    assert "an earlier model filled in" in cards.how_it_learned_text(taught)
+    home = (REPO / "pages" / "home.py").read_text()
+    assert "The model in use learned that way" not in home  # no claim about a model the page has not read

@@ -283,6 +283,16 @@ def pseudo_labels_text(metadata: Mapping) -> str | None:
     )
 
 
+def how_it_learned_text(metadata: Mapping) -> str:
+    """One sentence on the labels this model learned from, from its metadata (never assumed)."""
+    if pseudo_labels_text(metadata):
+        return (
+            "It learned from the data sets' own labels and from labels an earlier model filled in where a data set "
+            "has none (see Extra labels below)."
+        )
+    return "It learned from the data sets' own labels only: each face taught the tasks its data set labels."
+
+
 def model_description(metadata: Mapping) -> str:
     """metadata["description"] when the model has one, else one sentence on what it reads and from which data."""
     if isinstance(metadata.get("description"), str) and metadata["description"].strip():

@@ -562,11 +562,7 @@ with tabs[5]:
 with tabs[6]:
     st.caption(figures.RELIABILITY_NOTE)
     if evaluation.metrics.get("calibration", {}).get("temperature"):
-        st.caption(
-            "This model's confidences are calibrated: after training, each answer's probabilities were softened or "
-            "sharpened (temperature scaling, fitted on its validation images) so that they match how often it is "
-            "right. Its answers themselves, and so its accuracy, did not change."
-        )
+        st.caption(figures.calibration_effect_text(evaluation.metrics))
     elif metadata.get("calibration"):
         st.caption(
             "This model is calibrated, but this evaluation was saved before it was: evaluate it again to see its "

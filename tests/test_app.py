@@ -1087,3 +1087,15 @@ def test_what_home_says_of_how_a_model_learned_comes_from_its_metadata():
     assert "an earlier model filled in" in cards.how_it_learned_text(taught)
     home = (REPO / "pages" / "home.py").read_text()
     assert "The model in use learned that way" not in home  # no claim about a model the page has not read
+
+
+def test_the_calibration_text_says_what_its_numbers_say():
+    mixed = {"tasks": {"emotion": {"ece": 0.02, "ece_uncalibrated": 0.05}, "gender": {"ece": 0.04, "ece_uncalibrated": 0.03},
+                       "race": {"ece": 0.05, "ece_uncalibrated": 0.04}, "age": {"ece": 0.06, "ece_uncalibrated": 0.05}}}  # fmt: skip
+    text = figures.calibration_effect_text(mixed)
+    assert text.endswith("went down for emotion and up for gender, race and age group.")
+    assert "so that they match" not in text
+    worse = {"tasks": {"gender": {"ece": 0.04, "ece_uncalibrated": 0.03}}}
+    assert "it did not help: the calibration error went up for gender" in figures.calibration_effect_text(worse)
+    better = {"tasks": {"gender": {"ece": 0.02, "ece_uncalibrated": 0.03}}}
+    assert figures.calibration_effect_text(better).endswith("went down for gender.")

@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from mtfer.app.wording import faces_text, format_rate, percent
+from mtfer.app.wording import faces_text, format_rate, joined, percent
 from mtfer.core import decoding, faces, preprocess
 from mtfer.core.tasks import TASK_NAMES, display_name
 from mtfer.media.draw import ACCENT, BASELINE, GUIDE, MUTED, NOW, OVERALL, PRIMARY
@@ -355,6 +355,32 @@ RELIABILITY_NOTE = (
 
 RELIABILITY_COLOR = PRIMARY
 SPARSE_BIN_SHARE = 0.01  # bins with fewer faces than this share (or 10) are drawn faint: their accuracy is noise
+
+
+def calibration_effect_text(metrics: Mapping) -> str:
+    """What temperature scaling did on this evaluation's faces, as its numbers say: for which tasks the calibration
+    error went down and for which it went up (it is fitted on validation images, so on others it can do either)."""
+    lower, higher = [], []
+    for task, entry in metrics.get("tasks", {}).items():
+        ece, before = entry.get("ece"), entry.get("ece_uncalibrated")
+        if ece is None or before is None or round(ece, 3) == round(before, 3):
+            continue
+        (lower if ece < before else higher).append(display_name(task).lower())
+    text = (
+        "This model's confidences are calibrated: after training, each task's probabilities were softened or "
+        "sharpened (temperature scaling, fitted on its validation images); its answers, and so its accuracy, did not "
+        "change."
+    )
+    if lower and not higher:
+        return text + f" On these images the calibration error went down for {joined(lower)}."
+    if higher and not lower:
+        return text + f" On these images it did not help: the calibration error went up for {joined(higher)}."
+    if lower and higher:
+        return (
+            text + f" On these images the calibration error went down for {joined(lower)} and up for "
+            f"{joined(higher)}."
+        )
+    return text
 
 
 def calibration_summary(metrics: Mapping, task: str) -> str | None:

@@ -25,7 +25,7 @@ from mtfer.train.config import (
     augmentation_level,
 )
 from pages.common.operator import operator_access
-from pages.common.setup import setup_page
+from pages.common.setup import keep_widgets, save_widgets, setup_page
 
 setup_page(__file__)
 
@@ -178,6 +178,20 @@ found = find_datasets(tuple(str(r) for r in roots))
 busy = jobs.active_jobs(runs_dir)
 # Poll while a job runs (whoever started it); the monitor reruns the whole page once it ends.
 st.session_state["train_was_active"] = bool(busy)
+# The form's choices last for the session: back from another page, it shows what was chosen, not the defaults.
+FORM_KEYS = [
+    "train_preset",
+    "train_datasets",
+    "train_mode",
+    "train_task",
+    "train_protocol",
+    "train_name",
+    "train_pseudo",
+    *widget_values(TrainConfig()),
+]
+keep_widgets(FORM_KEYS)
+if any(label not in {d.label for d in found} for label in st.session_state.get("train_datasets", [])):
+    del st.session_state["train_datasets"]  # the data sets changed meanwhile: all of those found, as at first
 if "train_preset" not in st.session_state:
     st.session_state["train_preset"] = train_config.DEFAULT_PRESET
     apply_preset()
@@ -505,5 +519,6 @@ def monitor() -> None:
                 right.error(f"Could not make it the active model: {error}")
 
 
+save_widgets(FORM_KEYS)
 st.divider()
 monitor()

@@ -1099,3 +1099,15 @@ def test_the_calibration_text_says_what_its_numbers_say():
     assert "it did not help: the calibration error went up for gender" in figures.calibration_effect_text(worse)
     better = {"tasks": {"gender": {"ece": 0.02, "ece_uncalibrated": 0.03}}}
     assert figures.calibration_effect_text(better).endswith("went down for gender.")
+
+
+def test_train_keeps_its_choices_when_another_page_was_visited(app_env, tmp_path):
+    _make_data(tmp_path / "data")
+    at = _app("pages/train.py")
+    at.radio(key="train_preset").set_value("demo").run()
+    at.number_input(key="train_epochs").set_value(4).run()
+    assert not at.exception
+    at.switch_page("pages/home.py").run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception
+    assert at.radio(key="train_preset").value == "demo" and at.number_input(key="train_epochs").value == 4

@@ -60,7 +60,7 @@ def read_history(folder: str, modified: int) -> Lineage:
 
 
 @st.cache_data(show_spinner=False, max_entries=2000)
-def gallery_face(source: str, preprocessing: str) -> np.ndarray | None:
+def gallery_face(source: str, preprocessing: str) -> tuple[np.ndarray, bool] | None:
     return figures.sample_face(
         source, preprocess.PreprocessConfig.from_dict(json.loads(preprocessing)), settings.data_roots()
     )
@@ -247,10 +247,14 @@ def show_faces(rows: pd.DataFrame, task: str) -> None:
     preprocessing = json.dumps(metadata.get("preprocessing", {}), sort_keys=True)
     images, captions = [], []
     for _, row in rows.iterrows():
-        face = gallery_face(str(row["source"]), preprocessing)
-        images.append(figures.enlarge(MISSING_FACE if face is None else face, 150))
+        framed = gallery_face(str(row["source"]), preprocessing)
+        images.append(figures.enlarge(MISSING_FACE if framed is None else framed[0], 150))
         caption = figures.gallery_caption(row, task)
-        captions.append(caption if face is not None else caption + " (image not available)")
+        if framed is None:
+            caption += " (image not available)"
+        elif not framed[1]:
+            caption += f" ({figures.NO_FACE_NOTE})"
+        captions.append(caption)
     st.image(images, caption=captions, width=150)
 
 

@@ -1020,15 +1020,16 @@ def test_confusion_history_slices_and_comparison_figures():
 def test_sample_face_frames_files_and_skips_what_it_cannot_read(tmp_path):
     path = tmp_path / "face.png"
     cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 255, (48, 48), dtype=np.uint8))
-    face = figures.sample_face(str(path))
+    face, found = figures.sample_face(str(path))
     assert face.shape == (50, 50) and face.dtype == np.uint8
+    assert found is False  # noise: the framing is a guess, and the gallery says so
     (tmp_path / "bad.jpg").write_bytes(b"nope")
     assert figures.sample_face(str(tmp_path / "bad.jpg")) is None
     assert figures.sample_face(str(tmp_path / "fer2013.csv") + "#12") is None
     assert figures.sample_face("") is None
     # Relative sources (the shipped model's evaluations) are found under the data roots.
     assert figures.sample_face("face.png") is None
-    assert figures.sample_face("face.png", None, [tmp_path / "elsewhere", tmp_path]).shape == (50, 50)
+    assert figures.sample_face("face.png", None, [tmp_path / "elsewhere", tmp_path])[0].shape == (50, 50)
     row = {"emotion_true": "sad", "emotion_pred": "happy", "emotion_confidence": "0.87"}
     assert figures.gallery_caption(row, "emotion") == "True: Sad → predicted: Happy (87% sure)"
     named = {**row, "source": "fer2013/test/sad/PublicTest_123.jpg"}

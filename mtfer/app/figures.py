@@ -14,8 +14,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from mtfer.app.wording import faces_text, format_rate, joined, percent
-from mtfer.core import decoding, faces, preprocess
+from mtfer.core import preprocess
 from mtfer.core.tasks import TASK_NAMES, display_name
+from mtfer.datasets.cache import frame_sample
 from mtfer.media.draw import ACCENT, BASELINE, GUIDE, MUTED, NOW, OVERALL, PRIMARY
 
 
@@ -460,19 +461,24 @@ def reliability_figure(entry: Mapping, title: str = "") -> go.Figure | None:
 
 def sample_face(
     source: str, config: preprocess.PreprocessConfig | None = None, roots: Sequence[Path] = ()
-) -> np.ndarray | None:
+) -> tuple[np.ndarray, bool] | None:
     """The face of one evaluated sample as the network saw it (framed like training data), from its `source`
-    image path (a relative one, as in the shipped model's evaluations, is looked up under the data `roots`);
-    None when the file is gone or the source is a CSV row."""
+    image path (a relative one, as in the shipped model's evaluations, is looked up under the data `roots`), and
+    whether the face detector found a face there (False: the framing is a guess, as on FER2013's placeholder
+    images); None when the file is gone or the source is a CSV row."""
     path = Path(source)
     if source and not path.is_absolute():
         path = next((root / path for root in roots if (root / path).is_file()), path)
     if not source or not path.is_file():
         return None
     try:
-        return faces.frame_crop(decoding.decode_image(path), config or preprocess.PreprocessConfig()).aligned
+        face, found = frame_sample(str(path), None, config or preprocess.PreprocessConfig())
     except (ValueError, OSError, cv2.error):
         return None
+    return face.aligned, found
+
+
+NO_FACE_NOTE = "no face found in this image: framed by guess"
 
 
 GALLERY_PAGE = 24  # faces per page of the mistakes gallery

@@ -44,8 +44,8 @@ class TextProgress:
         filled = int(round(self.width * fraction))
         bar = "#" * filled + "-" * (self.width - filled)
         rate = done / elapsed if elapsed > 0 else 0.0
-        if done >= total:
-            tail = f"{rate:,.0f}/s in {_clock(elapsed)}"
+        if done >= total:  # the command's own summary gives the speed: one figure, not two that disagree
+            tail = f"done in {_clock(elapsed)}"
         elif rate > 0:
             tail = f"{rate:,.0f}/s ETA {_clock((total - done) / rate)}"
         else:

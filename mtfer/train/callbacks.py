@@ -158,8 +158,10 @@ def callback_classes():
                     epochs=self.config.epochs,
                     step=batch + 1,
                     steps=self.steps,
-                    eta_s=round(remaining / rate),
-                    faces_per_s=round(rate * self.config.batch_size, 1),  # after Stop, the next estimate's rate
+                    # Only once steps after the first (which also traces the model) were timed: before, a
+                    # 3-minute job could promise hours. None: the page says nothing of the time left yet.
+                    eta_s=round(remaining / rate) if measured else None,
+                    faces_per_s=round(rate * self.config.batch_size, 1) if measured else None,
                     batch_metrics={k: float(v) for k, v in (logs or {}).items()},
                 )
 

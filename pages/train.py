@@ -30,7 +30,7 @@ from pages.common.setup import keep_widgets, save_widgets, setup_page
 setup_page(__file__)
 
 
-POLL_SECONDS = 2.0
+POLL_SECONDS = 3.0  # how often a running job's progress is read: calm enough not to slow the job down
 MULTI, SINGLE = "Multi-task: emotion, gender, race and age", "Single task"
 PROTOCOL_LABELS = {
     "holdout": "Hold-out (fair): validation carved from the training images, scored on untouched test images",
@@ -444,6 +444,20 @@ def resume_controls(run: Path) -> None:
         st.rerun(scope="app")  # poll again, and disable Start while it runs
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def history_figures(path: str, modified: int) -> tuple[list[tuple[str, Any]], Any]:
+    """The training curves of a history.csv, built once per change of the file (once an epoch), not at every poll
+    of a running job: following a job should not slow it down."""
+    try:
+        history = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError):
+        return [], None
+    if not len(history):
+        return [], None
+    curves = [(task, figures.history_figure(history, task)) for task in figures.history_tasks(history)]
+    return curves, figures.loss_weights_figure(history)
+
+
 @st.fragment(run_every=POLL_SECONDS if busy else None)
 def monitor() -> None:
     run = current_run(runs_dir)
@@ -482,20 +496,14 @@ def monitor() -> None:
             column.metric(label, value)
     history_path = run / bundles.HISTORY_FILE
     if history_path.is_file():
-        try:
-            history = pd.read_csv(history_path)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError):
-            history = None
-        if history is not None and len(history):
-            shown = figures.history_tasks(history)
-            columns = st.columns(2 if len(shown) > 1 else 1)
-            for i, task in enumerate(shown):
-                columns[i % len(columns)].plotly_chart(
-                    figures.history_figure(history, task), key=f"train-history-{task}"
-                )
-            if (figure := figures.loss_weights_figure(history)) is not None:
-                st.caption(figures.LOSS_WEIGHTS_NOTE)
-                st.plotly_chart(figure, key="train-history-loss-weights")
+        curves, weights_figure = history_figures(str(history_path), history_path.stat().st_mtime_ns)
+        if curves:
+            columns = st.columns(2 if len(curves) > 1 else 1)
+            for i, (task, figure) in enumerate(curves):
+                columns[i % len(columns)].plotly_chart(figure, key=f"train-history-{task}")
+        if weights_figure is not None:
+            st.caption(figures.LOSS_WEIGHTS_NOTE)
+            st.plotly_chart(weights_figure, key="train-history-loss-weights")
     with st.expander("Log (last lines)", expanded=status.state == "failed"):
         st.code(runs.log_tail(run, 30, clean=True) or "(nothing written yet)", language=None)
         st.caption(f"TensorFlow's start-up messages are left out here; the whole log is {run / runs.LOG_FILE}.")

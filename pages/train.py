@@ -25,7 +25,8 @@ from mtfer.train.config import (
     augmentation_level,
 )
 from pages.common.operator import operator_access
-from pages.common.setup import keep_widgets, save_widgets, setup_page
+from pages.common.setup import setup_page
+from pages.common.widgets import keep_widgets, save_widgets
 
 setup_page(__file__)
 

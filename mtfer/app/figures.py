@@ -378,8 +378,7 @@ def calibration_effect_text(metrics: Mapping) -> str:
         return text + f" On these images it did not help: the calibration error went up for {joined(higher)}."
     if lower and higher:
         return (
-            text + f" On these images the calibration error went down for {joined(lower)} and up for "
-            f"{joined(higher)}."
+            text + f" On these images the calibration error went down for {joined(lower)} and up for {joined(higher)}."
         )
     return text
 

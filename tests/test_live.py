@@ -5,6 +5,7 @@ the recording as a video timeline, the live chart; the STUN/TURN setting; the Pr
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fractions
 import io
 import json
@@ -150,6 +151,35 @@ def test_a_frame_without_a_face_is_returned_as_it_was_with_the_badge(predictor):
     assert processor.status().faces == ()
     assert np.array_equal(out[100:], blank[100:])  # only the corner badge is drawn
     assert "no face in view" in live_view.live_caption(processor.status())
+
+
+def test_the_small_face_look_runs_once_a_second_until_small_faces_are_in_view(predictor, monkeypatch):
+    looks: list[tuple[float, bool]] = []
+    small_face = faces.Face(box=(300, 200, 60, 60), eyes=None, rotation=0.0, aligned=np.zeros((50, 50), np.uint8))
+    in_view = {"small": False}
+
+    def find(image, config):
+        looks.append((clock["t"], config.small_faces))
+        return [small_face] if in_view["small"] else []
+
+    clock = {"t": 0.0}
+    monkeypatch.setattr(live.faces, "find_faces", find)
+    processor = live.LiveProcessor(predictor)
+    frame = np.full((480, 640, 3), 170, np.uint8)
+    for i in range(25):  # 2.5 s at 10 frames a second, nobody small in view: a look at 0, 1 and 2 s
+        clock["t"] = i / 10
+        processor.process(frame, clock["t"])
+    assert [t for t, small in looks if small] == [0.0, 1.0, 2.0]
+    looks.clear()
+    in_view["small"] = True  # a frame finds a small face: from the next one on, every frame looks
+    for i in range(25, 40):
+        clock["t"] = i / 10
+        processor.process(frame, clock["t"])
+    assert [small for _, small in looks] == [False] + [True] * 14
+    monkeypatch.setattr(predictor, "config", dataclasses.replace(predictor.config, small_faces=False))
+    looks.clear()
+    processor.process(frame, 5.0)
+    assert looks == [(clock["t"], False)]  # switched off in the model's settings: never
 
 
 def test_frames_that_queue_up_are_dropped_not_queued(predictor, clip):

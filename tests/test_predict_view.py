@@ -86,8 +86,14 @@ def test_captions():
         predict_view.aligned_caption(_prediction())
         == "The face as the model saw it: turned 2° to level the eyes, in grey, 50×50 pixels"
     )
-    level = FacePrediction((0, 0, 1, 1), None, 0.2, np.zeros((50, 50), np.uint8), {})
+    level = FacePrediction((0, 0, 60, 60), None, 0.2, np.zeros((50, 50), np.uint8), {})
     assert predict_view.aligned_caption(level) == "The face as the model saw it: in grey, 50×50 pixels"
+    assert level.note is None and "note" not in level.to_dict()
+    small = FacePrediction((0, 0, 31, 30), None, 0.2, np.zeros((50, 50), np.uint8), {})
+    assert predict_view.aligned_caption(small).endswith(
+        "Note: small face (31 px): enlarged to 50 px for the model, so its answers are less sure"
+    )
+    assert small.to_dict()["note"] == small.note
 
 
 # --- the photo --------------------------------------------------------------------------------------------------

@@ -73,7 +73,9 @@ def aligned_caption(prediction: Any) -> str:
     """What the small grey face under each result is, in plain words."""
     h, w = np.asarray(prediction.aligned).shape[:2]
     turned = f"turned {abs(prediction.rotation):.0f}° to level the eyes, " if round(abs(prediction.rotation)) else ""
-    return f"The face as the model saw it: {turned}in grey, {w}×{h} pixels"
+    caption = f"The face as the model saw it: {turned}in grey, {w}×{h} pixels"
+    note = getattr(prediction, "note", None)
+    return f"{caption}. Note: {note}" if note else caption
 
 
 def probability_figure(

@@ -195,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print probabilities per face as JSON")
     p.add_argument("--largest", action="store_true", help="only the largest face")
     p.add_argument(
+        "--no-small-faces",
+        dest="small_faces",
+        action="store_false",
+        default=None,
+        help="skip the second look for faces under ~60 px (faster on large group photos; default: the model's)",
+    )
+    p.add_argument(
         "--explain", action="store_true", help="add a heatmap per face: where the network looked (JSON: 'explain')"
     )
     p.add_argument("--explain-task", default=None, help="the head explained (default: emotion); its top class")

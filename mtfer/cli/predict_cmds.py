@@ -32,7 +32,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from mtfer.core.inference import Predictor
     from mtfer.media.answers import answer_labels, thresholds
 
-    predictor = Predictor(args.model)  # served by LiteRT where the bundle can be: no TensorFlow to import
+    predictor = Predictor(
+        args.model, small_faces=args.small_faces
+    )  # served by LiteRT where the bundle can be: no TensorFlow to import
     limits = thresholds(predictor)  # the "not sure" thresholds: the same answers as the page and the CSVs
     outputs = []
     for image, data in checked:
@@ -119,7 +121,7 @@ def _predict_csv(args: argparse.Namespace) -> int:
 
     from mtfer.core.inference import Predictor
 
-    predictor = Predictor(args.model)
+    predictor = Predictor(args.model, small_faces=args.small_faces)
     to_stdout = args.csv == "-"
     report = sys.stderr if to_stdout else sys.stdout
     out = sys.stdout if to_stdout else args.csv

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import cv2
 import numpy as np
 
-from mtfer.core import detectors
+from mtfer.core import detectors, small_faces
 from mtfer.core.decoding import ImageError, to_bgr8
 from mtfer.core.preprocess import PreprocessConfig
 
@@ -305,7 +305,8 @@ def _blaze_faces(image: np.ndarray, gray: np.ndarray, config: PreprocessConfig) 
     """Two stages: BlazeFace (``blazeface_model``) finds faces in the whole photo, then the short-range model
     refines each on a patch around it, exactly as :func:`frame_crop` frames a data-set crop (so a face is framed
     alike in training and in photos, with eye keypoints seen at a useful resolution). A face the refinement does
-    not confirm is kept only when the first stage was at least ``keep_score`` sure."""
+    not confirm is kept only when the first stage was at least ``keep_score`` sure. Small faces that the whole-photo
+    pass cannot resolve get a second look on tiles (:mod:`mtfer.core.small_faces`), switched by ``small_faces``."""
     color = _color(image)
     h, w = gray.shape
     pad = 0
@@ -313,21 +314,26 @@ def _blaze_faces(image: np.ndarray, gray: np.ndarray, config: PreprocessConfig) 
         pad = round(0.25 * min(h, w))
         color = cv2.copyMakeBorder(color, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
     found = detectors.blazeface(color, config.blazeface_model, config.min_score)
-    if not found and not pad:  # a close-up whose face touches the edges: look again with a margin
+    # Small faces are looked for in the photo itself: replicated edges make face-like streaks at that size.
+    confirmed = [] if pad else small_faces.second_look(color, found, config)
+    if not found and not confirmed and not pad:  # a close-up whose face touches the edges: again with a margin
         pad = round(0.25 * min(h, w))
         color = cv2.copyMakeBorder(color, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
         found = detectors.blazeface(color, config.blazeface_model, config.min_score)
     results: list[tuple[Box, Eyes | None, float]] = []
-    for det in found:
+    for det in found + confirmed:
         x, y, bw, bh = det.box
         side = max(bw, bh)
         if side < config.min_face / 4:
             continue
-        refined = _refine(color, (x + bw / 2, y + bh / 2), side, config)
+        small = det in confirmed  # the short-range model must see it too, if less surely than a larger face
+        refined = _refine(color, (x + bw / 2, y + bh / 2), side, config, small_faces.REFINE_SCORE if small else None)
         if refined is None:
-            if det.score < config.keep_score:
+            if small or det.score < config.keep_score:
                 continue
             refined = det
+        if small and max(refined.box[2:]) < small_faces.MIN_SIDE:
+            continue
         (rx, ry, rw, rh), eyes = refined.box, refined.eyes
         box = (round(rx) - pad, round(ry) - pad, round(rw), round(rh))
         eyes = None if eyes is None else tuple((ex - pad, ey - pad) for ex, ey in eyes)  # type: ignore[assignment]
@@ -340,9 +346,12 @@ def _blaze_faces(image: np.ndarray, gray: np.ndarray, config: PreprocessConfig) 
     return [_face(gray, box, config, eyes) for box, eyes, _ in kept]
 
 
-def _refine(color: np.ndarray, centre: Point, side: float, config: PreprocessConfig) -> detectors.Detection | None:
+def _refine(
+    color: np.ndarray, centre: Point, side: float, config: PreprocessConfig, min_score: float | None = None
+) -> detectors.Detection | None:
     """The short-range model on a square patch of 1.75 face sides around ``centre`` (edge pixels repeated): the
-    most central face of a plausible size, in photo coordinates, or None."""
+    most central face of a plausible size with at least ``min_score`` (default ``refine_score``), in photo
+    coordinates, or None."""
     patch_side = 1.75 * side
     x0, y0 = centre[0] - patch_side / 2, centre[1] - patch_side / 2
     ix0, iy0 = math.floor(x0), math.floor(y0)
@@ -359,7 +368,8 @@ def _refine(color: np.ndarray, centre: Point, side: float, config: PreprocessCon
     if n > 4 * 128:  # the model sees 128 px anyway: shrink big patches first (cheaper, same result)
         scale = 4 * 128 / n
         sub = cv2.resize(sub, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    best = _central(detectors.blazeface(sub, "short", config.refine_score), sub.shape[1], sub.shape[0], config)
+    found = detectors.blazeface(sub, "short", config.refine_score if min_score is None else min_score)
+    best = _central(found, sub.shape[1], sub.shape[0], config)
     if best is None:
         return None
     bx, by, bw, bh = (v / scale for v in best.box)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -40,9 +41,19 @@ class FacePrediction:
         label = max(probs, key=probs.__getitem__)
         return label, probs[label]
 
+    @property
+    def note(self) -> str | None:
+        """A caution for a face smaller than the network's input: it was enlarged, so detail the model learnt
+        from (wrinkles, the shape of the mouth) is missing and its answers are less sure."""
+        side, size = max(self.box[2], self.box[3]), np.asarray(self.aligned).shape[0]
+        if side >= size:
+            return None
+        return f"small face ({side} px): enlarged to {size} px for the model, so its answers are less sure"
+
     def to_dict(self) -> dict:
         return {
             "box": {"x": self.box[0], "y": self.box[1], "w": self.box[2], "h": self.box[3]},
+            **({"note": self.note} if self.note else {}),
             "eyes": [list(map(float, e)) for e in self.eyes] if self.eyes else None,
             "rotation": round(float(self.rotation), 2),
             **{t: {c: round(float(p), 6) for c, p in probs.items()} for t, probs in self.probabilities.items()},
@@ -60,9 +71,17 @@ class Predictor:
     backend: "auto" runs the network with LiteRT when the bundle has its LiteRT file (bundles.SERVING_FILE) and
     ai-edge-litert is installed, without importing TensorFlow, else with Keras; "litert" or "keras" insist (ValueError
     when LiteRT cannot serve this bundle). Both give the same probabilities (within 1e-5 for a float32 model) through
-    one post-processing (mtfer.core.backends.run_network). `backend` then says which one runs."""
+    one post-processing (mtfer.core.backends.run_network). `backend` then says which one runs.
 
-    def __init__(self, bundle: str | os.PathLike | bundles.Bundle | None = None, backend: str = "auto"):
+    small_faces: None keeps the model's own setting (metadata `preprocessing.small_faces`); False skips the second
+    look for small faces (faster on group photos, misses faces under ~60 px); True asks for it."""
+
+    def __init__(
+        self,
+        bundle: str | os.PathLike | bundles.Bundle | None = None,
+        backend: str = "auto",
+        small_faces: bool | None = None,
+    ):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
         if not isinstance(bundle, bundles.Bundle):
@@ -72,6 +91,8 @@ class Predictor:
         # Today's class lists: an older bundle's narrower heads come back padded (mtfer.core.backends.padded).
         self.classes: dict[str, list[str]] = {t: list(TASKS[t].classes) for t in bundle.metadata["tasks"]}
         self.config = preprocess.PreprocessConfig.from_dict(bundle.metadata["preprocessing"])
+        if small_faces is not None and self.config.detector == "blazeface":
+            self.config = dataclasses.replace(self.config, small_faces=small_faces)
         # Older bundles may carry input.blur_sigma/blur_threshold (a removed blur-matching step): ignored.
         self.flip = bool(bundle.metadata["input"].get("tta_flip", False))
         # Temperature scaling per head (metadata calibration.temperature); {} for a bundle never calibrated.

@@ -30,6 +30,10 @@ class PreprocessConfig:
     min_score: float = 0.3  # first-stage confidence (low: busy backgrounds lower it; the refinement confirms)
     refine_score: float = 0.6  # the short-range model must confirm the face with at least this confidence ...
     keep_score: float = 0.85  # ... unless the first stage alone was this sure
+    # A second look on overlapping tiles for faces too small for the whole-photo pass (mtfer.core.small_faces);
+    # a candidate found there is kept when its score and a confirming look's average at least small_face_score.
+    small_faces: bool = True
+    small_face_score: float = 0.4
     # Face detection in photos.
     face_cascade: str = "haarcascade_frontalface_default.xml"
     scale_factor: float = 1.1
@@ -92,8 +96,8 @@ class PreprocessConfig:
             (self.detector in DETECTORS, f"detector must be one of {list(DETECTORS)}, got {self.detector!r}"),
             (self.blazeface_model in ("short", "full"), "blazeface_model must be 'short' or 'full'"),
             (
-                all(0 < v < 1 for v in (self.min_score, self.refine_score, self.keep_score)),
-                "min_score, refine_score and keep_score must be between 0 and 1",
+                all(0 < v < 1 for v in (self.min_score, self.refine_score, self.keep_score, self.small_face_score)),
+                "min_score, refine_score, keep_score and small_face_score must be between 0 and 1",
             ),
         ]
         for ok, message in checks:
@@ -106,6 +110,11 @@ class PreprocessConfig:
     def to_dict(self) -> dict:
         """JSON-ready dict (tuples become lists)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def crop_settings(self) -> dict:
+        """:meth:`to_dict` without the settings that only photos use (:data:`PHOTO_ONLY`): what decides how a
+        data-set crop is framed, so that changing a photo-only setting keeps prepared data sets."""
+        return {k: v for k, v in self.to_dict().items() if k not in PHOTO_ONLY}
 
     @classmethod
     def from_dict(cls, d: dict) -> PreprocessConfig:
@@ -135,6 +144,7 @@ class PreprocessConfig:
 
 
 DETECTORS = ("blazeface", "haar")
+PHOTO_ONLY = ("small_faces", "small_face_score")  # the second look for small faces in photos (frame_crop: unused)
 
 
 # What differs in the paper's (Haar) pipeline from the default one.

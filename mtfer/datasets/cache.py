@@ -12,7 +12,7 @@
 The key is a hash of the data set (format, resolved root, a signature of the listing: every sample's source,
 split and labels, the size and mtime (ns) of every image file, or of the CSV file for CSV formats; one
 ``os.stat`` per file, about 0.2 s for 57k files), of the splits chosen (``splits``, None = all) and of the
-preprocessing (``PreprocessConfig.to_dict()``, :data:`FRAMING_VERSION`, ``limit``). Any change, an image replaced
+preprocessing (``PreprocessConfig.crop_settings()``, :data:`FRAMING_VERSION`, ``limit``). Any change, an image replaced
 under the same name included, gives a new key, hence a rebuild; otherwise the folder is loaded (well under a
 second for 57k faces). A prepare of some splits uses a cache of every split when there is one. A folder is built under a temporary name and renamed into place when
 complete, and every array is checked against its shape, dtype and CRC-32 when loaded, so a killed or damaged
@@ -427,7 +427,7 @@ def find_entry(
         "format": fmt.strip().lower(),
         "root": str(Path(root).expanduser().resolve()),
         "splits": None,
-        "config": config.to_dict(),
+        "config": config.crop_settings(),
         "framing_version": FRAMING_VERSION,
         "limit": limit,
     }
@@ -513,7 +513,7 @@ def prepare(
         "root": resolved,
         "signature": _signature(df, rows),
         "splits": None,
-        "config": config.to_dict(),
+        "config": config.crop_settings(),
         "framing_version": FRAMING_VERSION,
         "limit": limit,
         "limit_seed": LIMIT_SEED if limit is not None else None,

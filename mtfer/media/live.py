@@ -17,6 +17,7 @@ file's timeline. No Streamlit here: the page hands this class to streamlit-webrt
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -34,6 +35,7 @@ import pandas as pd
 from mtfer.assess.abstain import Verdict, verdict
 from mtfer.core import faces
 from mtfer.core.inference import by_class, face_batch
+from mtfer.core.preprocess import PreprocessConfig
 from mtfer.core.tasks import UNTAUGHT_CLASSES, display_name
 from mtfer.media.answers import abstain_name, photo_lines, thresholds
 from mtfer.media.draw import EMOTION_COLORS, FONT, LabelStyle, box_color, draw_label, place_beside
@@ -53,6 +55,8 @@ HISTORY_S = 10.0  # the live emotion chart shows this many seconds
 RECORD_S = 60.0  # the longest recording kept ("Record" saves the last N <= this seconds)
 FPS_WINDOW_S = 2.0  # processed frames per second are counted over this many seconds
 RESTART_S = 2.0  # a frame time this far before the previous one means a new stream: start afresh
+SMALL_FACE_PX = 100  # a face smaller than this keeps the small-face look on for every frame ...
+SMALL_LOOK_EVERY_S = 1.0  # ... else it runs once a second, to notice small faces coming into view
 
 
 @dataclass(frozen=True)
@@ -147,8 +151,24 @@ class LiveProcessor:
             self._history: deque[tuple[float, np.ndarray | None]] = deque()
             self._frames: deque[VideoFrame] = deque()  # the recording: each processed frame's own probabilities
             self._error: str | None = None
+            self._small_look_at: float | None = None  # when the last frame with the small-face look was
+            self._small_in_view = False
 
     # --- frames -------------------------------------------------------------------------------------------------
+
+    def _detector_settings(self, time_s: float) -> PreprocessConfig:
+        """The model's detector settings, with the second look for small faces (tens of ms a frame) only while
+        small faces are in view, else once every ``SMALL_LOOK_EVERY_S`` to notice new ones: a close face in
+        front of the camera keeps the full frame rate."""
+        config = self.predictor.config
+        if not config.small_faces:
+            return config
+        with self._lock:
+            due = self._small_look_at is None or time_s - self._small_look_at >= SMALL_LOOK_EVERY_S
+            if self._small_in_view or due:
+                self._small_look_at = time_s
+                return config
+        return dataclasses.replace(config, small_faces=False)
 
     def process(self, image_bgr: np.ndarray, time_s: float) -> np.ndarray:
         """Finds, follows and labels the faces of one frame (uint8 BGR, H x W x 3) seen at `time_s` seconds (any
@@ -175,7 +195,9 @@ class LiveProcessor:
             self._dropped += len(frames) - 1
             frame_index = self._received - 1
 
-        found = faces.find_faces(image, self.predictor.config)
+        found = faces.find_faces(image, self._detector_settings(time_s))
+        with self._lock:
+            self._small_in_view = any(max(f.box[2:]) < SMALL_FACE_PX for f in found)
         if self.max_faces is not None:
             found = found[: self.max_faces]
         probs = self.network(face_batch(found))

@@ -1,0 +1,134 @@
+"""A second look for small faces: BlazeFace's full-range model on overlapping tiles of the photo.
+
+Shrunk whole to the model's 192 px input, a 960x720 group photo turns a 50 px face into 10 px, below what the model
+resolves: the whole-photo pass finds few faces under 60 px. Here each 400 px tile reaches the model at about half
+its size instead, so the same face arrives at ~24 px. Tile detections are weaker evidence (busy backgrounds make
+face-like blobs at that size), so each candidate is confirmed by the full-range model again on a patch of 2.5 face
+sides around it: kept when the mean of the two scores reaches ``small_face_score``. The thresholds and tile sizes
+were chosen on hard composites built from UTKFace's training split and are reported on its test split
+(``benchmarks/detection.py --hard``).
+
+The pass is skipped where it cannot help, so that such photos cost no more than the whole-photo pass: a photo no
+larger than one tile, and a close-up (a face found filling a fifth of the photo's short side or more: a portrait,
+whose subject is not in the background). Photos larger than ``MAX_SIDE`` are tiled on a shrunk copy, which keeps the
+cost bounded (at most 15 tiles) at the price of faces under ~36 px in that copy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from mtfer.core import detectors
+from mtfer.core.detectors import Detection
+from mtfer.core.preprocess import PreprocessConfig
+
+__all__ = ["MAX_SIDE", "MIN_SIDE", "OVERLAP", "TILE", "confirm", "needed", "second_look", "tiled", "tiles"]
+
+TILE = 400  # px of the photo per tile: the model sees it at 192 px (x0.48)
+OVERLAP = 120  # neighbouring tiles share this much, so any face up to 120 px lies whole in one tile
+MAX_SIDE = 1280  # larger photos are tiled on a copy shrunk to this long side
+CLOSE_UP = 0.35  # a found face this large (share of the photo's short side) makes the photo a close-up
+PATCH = 2.5  # the confirming look sees this many face sides around a candidate
+REFINE_SCORE = 0.5  # a confirmed small face must also pass the short-range refinement with this score
+MIN_SIDE = 20  # px: smaller candidates were background texture in every case seen, never a face worth labelling
+
+
+def tiles(length: int, tile: int = TILE, overlap: int = OVERLAP) -> list[tuple[int, int, int, int]]:
+    """Evenly spaced windows along one side of ``length`` px, each ``tile`` px long and overlapping its neighbour
+    by at least ``overlap``: rows of (start, end, own_start, own_end), where the own ranges (split at the middle
+    of each overlap) cover the side exactly once. A face no larger than ``overlap`` lies wholly inside the window
+    that owns its centre, so keeping each window's detections by their centre finds every such face once."""
+    if length <= tile:
+        return [(0, length, 0, length)]
+    count = math.ceil((length - overlap) / (tile - overlap))
+    starts = [round(i * (length - tile) / (count - 1)) for i in range(count)]
+    bounds = [0] + [(starts[i + 1] + starts[i] + tile) // 2 for i in range(count - 1)] + [length]
+    return [(s, s + tile, bounds[i], bounds[i + 1]) for i, s in enumerate(starts)]
+
+
+def tiled(image: np.ndarray, min_score: float, tile: int = TILE, overlap: int = OVERLAP) -> list[Detection]:
+    """The full-range model on overlapping ``tile`` x ``tile`` windows; each window keeps the faces whose centre
+    it owns (:func:`tiles`): one detection per face, across window borders too. Photo coordinates."""
+    h, w = image.shape[:2]
+    found = []
+    for y0, y1, oy0, oy1 in tiles(h, tile, overlap):
+        for x0, x1, ox0, ox1 in tiles(w, tile, overlap):
+            for d in detectors.blazeface(image[y0:y1, x0:x1], "full", min_score):
+                bx, by, bw, bh = d.box
+                if ox0 <= x0 + bx + bw / 2 < ox1 and oy0 <= y0 + by + bh / 2 < oy1:
+                    found.append(_scaled(d, 1.0, x0, y0))
+    return sorted(found, key=lambda d: -d.score)
+
+
+def confirm(color: np.ndarray, candidates: list[Detection], threshold: float) -> list[Detection]:
+    """The candidates that a second look confirms, each as that look sees it (photo coordinates, its own eyes).
+
+    The look is the full-range model on a patch of ``PATCH`` face sides around each candidate (edge pixels
+    repeated), where the face fills a fifth of the model's input instead of a few pixels of a tile. A candidate is
+    confirmed when the mean of its score and the look's reaches ``threshold``. (Four patches to one input cost a
+    quarter as much but let through four times as many false faces on busy backgrounds.)"""
+    confirmed = []
+    for candidate in candidates:
+        x, y, w, h = candidate.box
+        side = max(w, h)
+        n = math.ceil(PATCH * side)
+        x0, y0 = math.floor(x + w / 2 - n / 2), math.floor(y + h / 2 - n / 2)
+        best: Detection | None = None
+        for d in detectors.blazeface(_patch(color, x0, y0, n), "full", 0.05):
+            bx, by, bw, bh = d.box
+            central = math.hypot(bx + bw / 2 - n / 2, by + bh / 2 - n / 2) <= 0.3 * side
+            if central and 0.36 * side <= max(bw, bh) <= 1.4 * side and (best is None or d.score > best.score):
+                best = d
+        if best is not None and (best.score + candidate.score) / 2 >= threshold:
+            confirmed.append(_scaled(best, 1.0, x0, y0))
+    return confirmed
+
+
+def _patch(color: np.ndarray, x0: int, y0: int, n: int) -> np.ndarray:
+    """The n x n square at (x0, y0), edge pixels repeated where it leaves the photo."""
+    rows, cols = color.shape[:2]
+    sub = color[max(y0, 0) : max(min(y0 + n, rows), 0), max(x0, 0) : max(min(x0 + n, cols), 0)]
+    if sub.size == 0:
+        return np.zeros((n, n, 3), np.uint8)
+    pads = (max(0, -y0), max(0, y0 + n - rows), max(0, -x0), max(0, x0 + n - cols))
+    return cv2.copyMakeBorder(sub, *pads, cv2.BORDER_REPLICATE) if any(pads) else sub
+
+
+def needed(shape: tuple[int, ...], found: list[Detection], config: PreprocessConfig) -> bool:
+    """Whether a photo of this shape, where the whole-photo pass found ``found``, gets the second look."""
+    if not config.small_faces or max(shape[:2]) <= TILE:
+        return False
+    return all(max(d.box[2], d.box[3]) < CLOSE_UP * min(shape[:2]) for d in found)
+
+
+def second_look(color: np.ndarray, found: list[Detection], config: PreprocessConfig) -> list[Detection]:
+    """Confirmed faces that the whole-photo pass (``found``) missed, in photo coordinates; [] when the second look
+    is switched off or cannot help (:func:`needed`)."""
+    if not needed(color.shape, found, config):
+        return []
+    scale = min(1.0, MAX_SIDE / max(color.shape[:2]))
+    small = color if scale == 1.0 else cv2.resize(color, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    known = np.array([_corners(d, scale) for d in found], np.float32).reshape(-1, 4)
+    candidates = []
+    for candidate in tiled(small, config.min_score, TILE, OVERLAP):
+        corners = np.array(_corners(candidate), np.float32)
+        if max(candidate.box[2:]) >= MIN_SIDE * scale and not (
+            len(known) and detectors._iou(corners, known).max() >= 0.3
+        ):
+            candidates.append(candidate)
+    return [_scaled(face, 1 / scale) for face in confirm(small, candidates, config.small_face_score)]
+
+
+def _corners(d: Detection, scale: float = 1.0) -> tuple[float, float, float, float]:
+    x, y, w, h = (v * scale for v in d.box)
+    return x, y, x + w, y + h
+
+
+def _scaled(d: Detection, s: float, dx: float = 0.0, dy: float = 0.0) -> Detection:
+    """``d`` scaled by ``s``, then moved by (dx, dy)."""
+    x, y, w, h = d.box
+    eyes = None if d.eyes is None else tuple((ex * s + dx, ey * s + dy) for ex, ey in d.eyes)
+    return Detection((x * s + dx, y * s + dy, w * s, h * s), d.score, eyes)  # type: ignore[arg-type]

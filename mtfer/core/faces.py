@@ -326,8 +326,8 @@ def _blaze_faces(image: np.ndarray, gray: np.ndarray, config: PreprocessConfig) 
         side = max(bw, bh)
         if side < config.min_face / 4:
             continue
-        small = det in confirmed  # the short-range model must see it too, if less surely than a larger face
-        refined = _refine(color, (x + bw / 2, y + bh / 2), side, config, small_faces.REFINE_SCORE if small else None)
+        small = det in confirmed  # the short-range model must see it too: no exception for a small face
+        refined = _refine(color, (x + bw / 2, y + bh / 2), side, config)
         if refined is None:
             if small or det.score < config.keep_score:
                 continue
@@ -346,12 +346,9 @@ def _blaze_faces(image: np.ndarray, gray: np.ndarray, config: PreprocessConfig) 
     return [_face(gray, box, config, eyes) for box, eyes, _ in kept]
 
 
-def _refine(
-    color: np.ndarray, centre: Point, side: float, config: PreprocessConfig, min_score: float | None = None
-) -> detectors.Detection | None:
+def _refine(color: np.ndarray, centre: Point, side: float, config: PreprocessConfig) -> detectors.Detection | None:
     """The short-range model on a square patch of 1.75 face sides around ``centre`` (edge pixels repeated): the
-    most central face of a plausible size with at least ``min_score`` (default ``refine_score``), in photo
-    coordinates, or None."""
+    most central face of a plausible size, in photo coordinates, or None."""
     patch_side = 1.75 * side
     x0, y0 = centre[0] - patch_side / 2, centre[1] - patch_side / 2
     ix0, iy0 = math.floor(x0), math.floor(y0)
@@ -368,8 +365,7 @@ def _refine(
     if n > 4 * 128:  # the model sees 128 px anyway: shrink big patches first (cheaper, same result)
         scale = 4 * 128 / n
         sub = cv2.resize(sub, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    found = detectors.blazeface(sub, "short", config.refine_score if min_score is None else min_score)
-    best = _central(found, sub.shape[1], sub.shape[0], config)
+    best = _central(detectors.blazeface(sub, "short", config.refine_score), sub.shape[1], sub.shape[0], config)
     if best is None:
         return None
     bx, by, bw, bh = (v / scale for v in best.box)

@@ -4,7 +4,8 @@ Shrunk whole to the model's 192 px input, a 960x720 group photo turns a 50 px fa
 resolves: the whole-photo pass finds few faces under 60 px. Here each 400 px tile reaches the model at about half
 its size instead, so the same face arrives at ~24 px. Tile detections are weaker evidence (busy backgrounds make
 face-like blobs at that size), so each candidate is confirmed by the full-range model again on a patch of 2.5 face
-sides around it: kept when the mean of the two scores reaches ``small_face_score``. The thresholds and tile sizes
+sides around it (kept when the mean of the two scores reaches ``small_face_score``), then, like every face, by the
+short-range refinement (``refine_score``) that also places the eyes. The thresholds and tile sizes
 were chosen on hard composites built from UTKFace's training split and are reported on its test split
 (``benchmarks/detection.py --hard``).
 
@@ -32,7 +33,6 @@ OVERLAP = 120  # neighbouring tiles share this much, so any face up to 120 px li
 MAX_SIDE = 1280  # larger photos are tiled on a copy shrunk to this long side
 CLOSE_UP = 0.35  # a found face this large (share of the photo's short side) makes the photo a close-up
 PATCH = 2.5  # the confirming look sees this many face sides around a candidate
-REFINE_SCORE = 0.5  # a confirmed small face must also pass the short-range refinement with this score
 MIN_SIDE = 20  # px: smaller candidates were background texture in every case seen, never a face worth labelling
 
 

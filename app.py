@@ -2,6 +2,8 @@
 
 import streamlit as st
 
+from pages.common.active import active_model_sidebar
+
 st.set_page_config(page_title="mtfer: emotion, gender, race and age from a face", page_icon="🙂", layout="wide")
 
 PAGES = [
@@ -13,4 +15,6 @@ PAGES = [
 
 # Tells the pages that they run through this navigation (see pages/common/setup.py).
 st.session_state["mtfer_app"] = True
-st.navigation(PAGES).run()
+page = st.navigation(PAGES)
+active_model_sidebar()
+page.run()

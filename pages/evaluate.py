@@ -103,6 +103,37 @@ def show_cards(cards: list[cards.AccuracyCard]) -> None:
     show_accuracy_cards(cards, title=lambda card: display_name(card.task), columns=max(4, len(cards)))
 
 
+def offer_evaluation(other: settings.ModelChoice, key: str, may_evaluate: bool) -> None:
+    """ "Evaluate it on these images now" for a model that has no evaluation on the images of `key`."""
+    fmt, split = wording.evaluation_dataset(key), wording.evaluation_split(key) or "test"
+    roots = settings.data_roots()
+    dataset = next((d for d in find_datasets(tuple(str(r) for r in roots)) if d.format == fmt), None)
+    if dataset is None:
+        st.caption(f"{wording.dataset_title(fmt)} is not under the data folders, so it cannot be evaluated here.")
+        return
+    if not st.button(
+        f"Evaluate it on {wording.evaluation_title(f'{fmt}-{split}')} now",
+        key="compare_evaluate_now",
+        disabled=not may_evaluate,
+    ):
+        return
+    bar = st.progress(0.0, text="Finding and aligning the faces ...")
+    try:
+        with st.spinner("Evaluating ..."):
+            evaluate_dataset(
+                str(other.path),
+                dataset.format,
+                str(settings.confine(dataset.root, roots)),
+                split,
+                progress=lambda d, t: bar.progress(d / t if t else 1.0, text=f"Finding faces: {d:,} of {t:,}"),
+                predict_progress=lambda d, t: bar.progress(d / t if t else 1.0, text=f"Reading faces: {d:,} of {t:,}"),
+            )
+    except (ValueError, OSError) as error:
+        st.error(f"The evaluation failed: {error}")
+    else:
+        st.rerun()
+
+
 st.title("Evaluate")
 
 choices = settings.model_choices()
@@ -520,14 +551,31 @@ with tabs[5]:
         )
         other = others[other_labels.index(other_label)]
         remember("compare", other.slug)
-        other_keys = settings.list_evaluations(other.path)
+        all_keys = settings.list_evaluations(other.path)
+        same = wording.same_images(all_keys, key)
+        other_keys = same + [k for k in all_keys if k not in same]
+        # Keyed by this evaluation and the other model, so that each new pair starts on the same images (Streamlit
+        # keeps a widget's old value and ignores a new default).
         other_key = right.selectbox(
             "Its evaluation",
             other_keys,
-            index=other_keys.index(key) if key in other_keys else 0,
-            key="compare_key",
+            key=f"compare_key-{other.slug}-{key}",
             format_func=wording.evaluation_title,
         )
+        if same:
+            st.markdown(f"**Both models on {wording.evaluation_title(key)}**")
+        else:
+            st.info(
+                f"{titles.get(other_label, other_label)} has no evaluation on {wording.evaluation_title(key)} yet, "
+                "so its numbers below come from other images.",
+                icon=":material/info:",
+            )
+            offer_evaluation(other, key, may_evaluate=operator_access(note=False).allowed)
+        if same and other_key not in same:
+            st.warning(
+                f"Not like for like: {wording.evaluation_title(key)} against {wording.evaluation_title(other_key)}.",
+                icon=":material/warning:",
+            )
         other_folder = settings.evaluation_dir(other.path, other_key)
         try:
             other_evaluation = read_evaluation(str(other_folder), (other_folder / METRICS_FILE).stat().st_mtime_ns)

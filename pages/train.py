@@ -61,6 +61,10 @@ PSEUDO_LABELS = {
     "hard": "On: the teacher model's answer",
     "soft": "On: the teacher model's probabilities (soft labels)",
 }
+START_LABELS = {
+    "scratch": "Random weights: learn everything from the data (a full run)",
+    "default": "The shipped model: train it further (minutes give a sensible model)",
+}
 DETECTOR_LABELS = {
     "blazeface": "BlazeFace (finds more faces; the shipped model's)",
     "haar": "Haar cascades (the paper's)",
@@ -76,6 +80,12 @@ def find_datasets(roots: tuple[str, ...]) -> list[settings.FoundDataset]:
 def training_rate(architecture: str, precision: str, runs_dir: str) -> planning.Rate:
     """Faces/s measured in earlier runs (reads their histories: cached for a minute)."""
     return planning.training_rate(architecture, precision, runs_dir)
+
+
+@st.cache_data(ttl=600)
+def shipped_architecture() -> str:
+    """The network of the shipped model, which "Start from: the shipped model" continues."""
+    return str(bundles.load_bundle(bundles.DEFAULT_BUNDLE, keras=False).metadata["architecture"])
 
 
 def widget_values(config: TrainConfig) -> dict[str, Any]:
@@ -97,6 +107,7 @@ def widget_values(config: TrainConfig) -> dict[str, Any]:
         "train_ema": float(config.ema),
         "train_tta_flip": bool(config.tta_flip),
         "train_loss_weights_mode": config.loss_weights_mode,
+        "train_init_from": "default" if config.init_from == "default" else "scratch",
     }
 
 
@@ -237,6 +248,9 @@ with st.expander("New training run", expanded=not busy):
     )
     preset = train_config.PRESETS[preset_name]
     st.caption(preset.description)
+    start_from = st.radio(
+        "Start from", list(START_LABELS), format_func=START_LABELS.get, key="train_init_from", horizontal=True
+    )
 
     left, middle, right = st.columns(3)
     architecture = left.selectbox(
@@ -327,9 +341,16 @@ with st.expander("New training run", expanded=not busy):
             pseudo_labels=None if pseudo_mode == "off" else ["auto"],
             pseudo_targets="soft" if pseudo_mode == "soft" else "hard",
             # early stopping: left to the trainer's rule (11 epochs with the plateau schedule, none with the others)
+            init_from=None if start_from == "scratch" else start_from,
             name=name.strip(),
         )
+        if config.init_from and (shipped := shipped_architecture()) != config.architecture:
+            raise ValueError(
+                f"the shipped model is the {shipped} network: choose that network to start from it, or start "
+                "from random weights"
+            )
     except ValueError as error:
+        config = None
         st.error(f"These settings do not work together: {error}")
 
     long_job_confirmed = True
@@ -383,7 +404,12 @@ def keep_training() -> None:
     st.session_state["train_confirm_stop"] = False
 
 
+def cancel_activate() -> None:
+    st.session_state["train_confirm_activate"] = False
+
+
 def activate(run: Path) -> None:
+    st.session_state["train_confirm_activate"] = False
     if not operator_access(note=False).allowed:
         return
     try:
@@ -515,17 +541,31 @@ def monitor() -> None:
             st.session_state["evaluate_request"] = str(run)
             st.switch_page("pages/evaluate.py")
         if bundles.resolve_model(None, runs_dir).resolve() == run.resolve():
-            right.success("This run is the model that Predict uses.", icon=":material/check_circle:")
-        else:
+            right.success(
+                "This run is the active model: Predict uses it. The sidebar's button goes back to the shipped one.",
+                icon=":material/check_circle:",
+            )
+        elif not st.session_state.get("train_confirm_activate"):
             right.button(
-                "Use this model for Predict",
+                "Use this model for Predict ...",
                 key="train_activate",
-                on_click=activate,
-                args=(run,),
+                on_click=lambda: st.session_state.update(train_confirm_activate=True),
                 disabled=not may_change,
             )
-            if error := st.session_state.pop("train_activate_error", None):
-                right.error(f"Could not make it the active model: {error}")
+        else:
+            right.warning(
+                f"This changes the model for **everyone** using this app: Predict, Evaluate, Home and the command "
+                f"line will answer with run {run.name} instead of the shipped model. The sidebar's \"Back to the "
+                'shipped model" undoes it at any time.',
+                icon=":material/group:",
+            )
+            yes, no = right.columns(2)
+            yes.button(
+                "Yes, use it for everyone", key="train_activate_yes", type="primary", on_click=activate, args=(run,)
+            )
+            no.button("Cancel", key="train_activate_no", on_click=cancel_activate)
+        if error := st.session_state.pop("train_activate_error", None):
+            right.error(f"Could not make it the active model: {error}")
 
 
 save_widgets(FORM_KEYS)

@@ -347,6 +347,33 @@ def test_evaluate_renders_every_view(app_env):
     assert compare.value == "Run tiny-single"
 
 
+def test_compare_runs_uses_the_same_images_or_offers_to_evaluate_them(app_env, tmp_path):
+    at = _app("pages/evaluate.py")
+    at.selectbox(key="evaluate_key").set_value("rafdb-test").run()
+    assert "**Both models on RAF-DB, test images**" in [m.value for m in at.markdown]
+    other = [s for s in at.selectbox if s.key.startswith("compare_key-")][0]
+    assert other.value == "rafdb-test"  # a new evaluation viewed: the other model follows to the same images
+    at.selectbox(key="evaluate_key").set_value("fer2013-test").run()
+    assert [s for s in at.selectbox if s.key.startswith("compare_key-")][0].value == "fer2013-test"
+    layout = json.loads(at.get("plotly_chart")[-2].proto.spec)["layout"]
+    assert layout["legend"]["y"] > 1  # above the bars, never over the task names on the axis
+
+    # tiny-single evaluated on images that tiny-multi never saw: the page says so and offers to evaluate it there.
+    _make_data(tmp_path / "data")
+    source = app_env / "tiny-single" / "evaluation" / "fer2013-test"
+    saved = app_env / bundles.EVALUATIONS_DIR / "tiny-single-20261207-120000-utkface-train"
+    shutil.copytree(source, saved)
+    at = _app("pages/evaluate.py")
+    at.selectbox(key="evaluate_model").set_value("Run tiny-single").run()
+    at.selectbox(key="evaluate_key").set_value(saved.name).run()
+    at.selectbox(key="compare_model").set_value("Active model (tiny-multi)").run()
+    assert any("has no evaluation on UTKFace, training images" in i.value for i in at.info)
+    at.button(key="compare_evaluate_now").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    at.selectbox(key="compare_model").set_value("Active model (tiny-multi)").run()
+    assert any(m.value.startswith("**Both models on UTKFace, training images") for m in at.markdown)
+
+
 def test_evaluate_shows_how_far_the_confidence_can_be_trusted(app_env):
     at = _app("pages/evaluate.py")
     at.selectbox(key="evaluate_key").set_value("rafdb-test").run()
@@ -595,13 +622,25 @@ def test_train_starts_a_background_job_and_sees_it_finish(app_env, tmp_path):
     assert "Emotion · fer2013-test" in [m.label for m in at.metric]  # the held-out scores of the finished run
     assert not at.button(key="train_start").disabled
 
+    at.button(key="train_activate").click().run()  # first says what it does, for everyone
+    assert "for **everyone** using this app" in at.warning[0].value
+    at.button(key="train_activate_no").click().run()
+    assert bundles.resolve_model(None, app_env).resolve() != run.resolve() and at.button(key="train_activate")
     at.button(key="train_activate").click().run()
+    at.button(key="train_activate_yes").click().run()
     assert bundles.resolve_model(None, app_env).resolve() == run.resolve()
-    assert "the model that Predict uses" in "\n".join(s.value for s in at.success)
+    assert "This run is the active model" in "\n".join(s.value for s in at.success)
+    sidebar = "\n".join(m.value for m in at.sidebar.markdown)
+    assert f"(run {run.name})" in sidebar  # every page's sidebar names the model that answers
 
     at.button(key="train_evaluate").click().run()
     assert not at.exception
     assert at.selectbox(key="evaluate_model").value == f"Active model ({run.name})"
+    at.button(key="active_back_to_shipped").click().run()  # one click back, for everyone
+    assert settings.active_model(app_env).shipped
+    assert "(the shipped model)" in "\n".join(m.value for m in at.sidebar.markdown)
+    assert not [b for b in at.button if b.key == "active_back_to_shipped"]
+    assert (run / bundles.METADATA_FILE).is_file()  # the run is kept
 
 
 def _wait(run: Path, done, seconds: float = 240) -> dict:
@@ -717,7 +756,8 @@ def test_train_presets_fill_every_setting_and_the_estimate_comes_before_start(ap
         "train_limit": 4000,
         "train_batch_size": 64,
     }
-    assert (demo["train_learning_rate"], demo["train_label_smoothing"], demo["train_weight_decay"]) == (2e-3, 0.1, 1e-2)
+    assert (demo["train_learning_rate"], demo["train_label_smoothing"], demo["train_weight_decay"]) == (2e-4, 0.1, 1e-2)
+    assert demo["train_init_from"] == "default" and paper["train_init_from"] == "scratch"
     assert (demo["train_lr_schedule"], demo["train_class_weighting"], demo["train_augment"]) == (
         "cosine",
         "sqrt",
@@ -742,6 +782,13 @@ def test_train_presets_fill_every_setting_and_the_estimate_comes_before_start(ap
         "early_stopping_patience",  # the trainer's rule: never within the epochs under a schedule, as the preset's
     }
     assert config.early_stopping_patience == config.epochs and len(config.datasets) == 2
+    assert config.init_from == "default"  # fine-tunes the shipped model
+
+    at.selectbox(key="train_architecture").set_value("paper").run()  # not the shipped model's network
+    assert any("the shipped model is the fast network" in e.value for e in at.error)
+    assert at.button(key="train_start").disabled
+    at.radio(key="train_init_from").set_value("scratch").run()
+    assert not at.error and not at.button(key="train_start").disabled
 
     at.radio(key="train_preset").set_value("recipe").run()
     assert _widget_values(at)["train_epochs"] == 30 and _widget_values(at)["train_mixup"] == 0.0

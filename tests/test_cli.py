@@ -272,3 +272,24 @@ def test_predict_streams_photos_and_a_photo_broken_past_its_header_is_one_line(t
     out, err = capsys.readouterr()
     assert rc == 1 and out.count("good.jpg: ") == 2 and "broken.jpg" not in out
     assert err.count("mtfer: error: ") == 1 and "broken.jpg: truncated or corrupt JPEG" in err
+
+
+def test_runs_marks_the_active_model_and_activate_default_goes_back(tmp_path, capsys):
+    from helpers import tiny_run
+
+    runs_dir = tmp_path / "runs"
+    run = tiny_run(runs_dir / "20261207-120000-tiny")
+    assert cli.main(["--runs", str(runs_dir), "runs"]) == 0
+    listing = capsys.readouterr().out
+    assert f"  {run.name}" in listing and "active model: the shipped model" in listing
+    assert cli.main(["--runs", str(runs_dir), "runs", "--activate", run.name]) == 0
+    capsys.readouterr()
+    assert cli.main(["--runs", str(runs_dir), "runs"]) == 0
+    listing = capsys.readouterr().out
+    assert f"* {run.name}" in listing and f"active model: {run.name}" in listing
+    assert cli.main(["--runs", str(runs_dir), "runs", "--activate", "default"]) == 0
+    assert "(the shipped model)" in capsys.readouterr().out
+    assert settings.active_model(runs_dir).shipped and (run / bundles.METADATA_FILE).is_file()
+    with pytest.raises(SystemExit):
+        cli.main(["runs", "--help"])
+    assert "'default' to go back to the shipped model" in " ".join(capsys.readouterr().out.split())

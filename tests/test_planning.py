@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -55,7 +56,15 @@ def test_page_presets_fill_every_setting():
     paper = train_config.PRESETS["paper"].config()
     assert paper == TrainConfig.from_preset("paper") and paper.epochs == 100 and paper.preprocessing == "haar"
     demo_settings, recipe_settings = PRESETS["demo"].settings, PRESETS["recipe"].settings
-    assert {k for k in demo_settings if demo_settings[k] != recipe_settings.get(k)} == {"epochs", "limit"}
+    # The demo continues the shipped model (the recipe's network) gently: a tenth of the learning rate, short warmup.
+    assert {k for k in demo_settings if demo_settings[k] != recipe_settings.get(k)} == {
+        "epochs",
+        "limit",
+        "init_from",
+        "learning_rate",
+        "warmup_epochs",
+    }
+    assert demo.init_from == "default" and demo.architecture == recipe.architecture
 
 
 def test_rates_are_measured_from_earlier_runs_newest_first(tmp_path):
@@ -183,3 +192,20 @@ def test_durations_are_rounded_as_estimates():
     assert rough(12.4 * 60) == "12 min" and wording.about(90) == "about 2 min"
     assert rough(3600) == "1 h" and rough(100 * 60) == "1 h 40 min"
     assert rough(3 * 3600 + 23 * 60) == "3 h 25 min"
+
+
+def test_a_rate_measured_while_other_work_ran_counts_as_the_quiet_machines(tmp_path):
+    # Same epochs, but the second run shared the machine with other work half the time: its epochs ran 1.5x slower
+    # and the rate it stands for is the quiet machine's, the same as the first run's.
+    quiet = fake_run(tmp_path, "20260101-a", seconds=[500, 100, 100, 100], progress={"epoch_faces": 6000})
+    shared = fake_run(tmp_path, "20260102-b", seconds=[500, 150, 150, 150], progress={"epoch_faces": 6000})
+    history = pd.read_csv(shared / bundles.HISTORY_FILE).assign(other_work=0.5)
+    history.to_csv(shared / bundles.HISTORY_FILE, index=False)
+    assert planning.measured_rate(quiet)[2] == pytest.approx(60.0)
+    assert planning.measured_rate(shared)[2] == pytest.approx(60.0)
+    # What other processes use is told apart from this process's own CPU time.
+    start = planning.cpu_sample()
+    end = (start[0] + 3.0, start[1] + 1.0)  # 3 CPU seconds in all over 2 s, 1 of them ours
+    cores = os.cpu_count() or 1
+    assert planning.other_work(start, end, 2.0) == pytest.approx(min(1.0, 2.0 / (2.0 * cores)))
+    assert planning.other_work(None, end, 2.0) == 0.0 and planning.other_work(start, start, 0.0) == 0.0

@@ -340,9 +340,10 @@ def comparison_figure(table: pd.DataFrame) -> go.Figure:
     fig.update_layout(
         barmode="group",
         yaxis={"range": [0, 1.1], "tickformat": ".0%", "title": "accuracy"},
-        height=340,
-        margin={"l": 10, "r": 10, "t": 30, "b": 10},
-        legend={"orientation": "h", "y": -0.15},
+        height=380,
+        # Above the bars: below, a long run name covered the task names on the axis.
+        margin={"l": 10, "r": 10, "t": 70, "b": 10},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.08, "xanchor": "left", "x": 0},
     )
     return fig
 

@@ -61,6 +61,14 @@ def evaluation_split(key: str) -> str | None:
     return split if sep and split in EVAL_SPLIT_NAMES else None
 
 
+def same_images(keys: Sequence[str], key: str) -> list[str]:
+    """Those of `keys` (another model's evaluations) made on the same data set and split as `key`: the ones a fair
+    comparison uses. `key` itself first when present, then the newest first."""
+    images = (evaluation_dataset(key), evaluation_split(key))
+    same = [k for k in keys if (evaluation_dataset(k), evaluation_split(k)) == images]
+    return sorted(same, key=lambda k: (k != key, [-ord(c) for c in k]))
+
+
 def evaluation_title(key: str) -> str:
     """An evaluation folder name for people: 'fer2013-test' -> 'FER2013, test images', and one saved under the
     runs folder, 'default-20261130-101500-utkface-val' -> 'UTKFace, validation images, evaluated 30 Nov 2026

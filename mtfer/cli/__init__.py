@@ -219,9 +219,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the file to write (FILE.json gets the metadata)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("runs", help="list runs; stop one; make one the active model")
-    p.add_argument("--stop", metavar="RUN")
-    p.add_argument("--activate", metavar="RUN")
+    p = sub.add_parser(
+        "runs",
+        help="list runs (* marks the active model); stop one; make one the active model",
+        description="The active model is the one that the app's pages and these commands use unless given --model; "
+        "making one active changes it for everyone using this runs folder.",
+    )
+    p.add_argument("--stop", metavar="RUN", help="ask a running job to stop after its current step (kept, resumable)")
+    p.add_argument(
+        "--activate",
+        metavar="RUN",
+        help="make this the active model: a run id (as listed), a bundle folder, or 'default' to go back to the "
+        "shipped model",
+    )
     p.set_defaults(func=cmd_runs)
 
     for name in ("prepare", "train", "evaluate"):

@@ -145,7 +145,12 @@ def cmd_pseudo_label(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     from mtfer.core import bundles
     from mtfer.store import jobs, runs
+    from mtfer.store.settings import active_model
 
+    if args.activate == "default":
+        bundles.clear_active_model(args.runs)
+        print(f"active model: {bundles.resolve_model(None, args.runs)} (the shipped model)")
+        return 0
     if args.activate:
         bundles.set_active_model(bundles.resolve_model(args.activate, args.runs), args.runs)
         print(f"active model: {bundles.resolve_model(None, args.runs)}")
@@ -154,7 +159,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
         stopped = jobs.stop_job(bundles.run_dir(args.stop, args.runs))
         print("stop requested" if stopped else "that run is not running")
         return 0
+    active = active_model(args.runs)
     for folder in runs.list_runs(args.runs):
         p = runs.read_progress(folder)
-        print(f"{folder.name:40s} {p.get('state', '?'):9s} epoch {p.get('epoch', 0)}/{p.get('epochs', '?')}")
+        mark = "*" if folder.resolve() == active.path else " "
+        print(f"{mark} {folder.name:40s} {p.get('state', '?'):9s} epoch {p.get('epoch', 0)}/{p.get('epochs', '?')}")
+    where = "the shipped model" if active.shipped else active.path.name
+    print(f"active model: {where} ({active.path}); change it with --activate RUN, back with --activate default")
     return 0

@@ -296,6 +296,11 @@ def set_active_model(bundle_path: str | os.PathLike, runs_dir: str | os.PathLike
     atomic_write_text(active_model_file(runs_dir), str(path) + "\n")
 
 
+def clear_active_model(runs_dir: str | os.PathLike | None = None) -> None:
+    """Back to the model used when none was made active (:func:`default_model`: the shipped one)."""
+    active_model_file(runs_dir).unlink(missing_ok=True)
+
+
 ENV_MODEL = "MTFER_MODEL"
 
 

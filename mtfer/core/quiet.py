@@ -14,6 +14,7 @@ Set ``TF_CPP_MIN_LOG_LEVEL`` to 0 or 1 to see everything (nothing is filtered th
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -90,6 +91,10 @@ def import_tensorflow() -> None:
                 finally:
                     os.dup2(saved, 2)
                     sys.stderr = python_stderr
+                    # TensorFlow's logger made its handler on the stderr of the moment, which closes below.
+                    for handler in logging.getLogger("tensorflow").handlers:
+                        if isinstance(handler, logging.StreamHandler) and handler.stream is real:
+                            handler.setStream(python_stderr)
         finally:
             os.close(saved)
             capture.seek(0)

@@ -174,6 +174,23 @@ def is_bundle(path: str | os.PathLike) -> bool:
     return (path / bundles.MODEL_FILE).is_file() and (path / bundles.METADATA_FILE).is_file()
 
 
+@dataclass(frozen=True)
+class ActiveModel:
+    """The model that Predict, Evaluate and the CLI use unless told otherwise, for the sidebar of every page."""
+
+    path: Path
+    shipped: bool  # the model used when none was made active (the shipped one, or $MTFER_MODEL)
+
+
+def active_model(runs_dir: str | os.PathLike | None = None) -> ActiveModel:
+    """Which model is active now; an active file naming a model that is gone counts as none made active."""
+    try:
+        path = bundles.resolve_model(None, runs_dir).resolve()
+    except bundles.RunError:
+        path = bundles.default_model().resolve()
+    return ActiveModel(path, path == bundles.default_model().resolve())
+
+
 def model_choices(runs_dir: str | os.PathLike | None = None) -> list[ModelChoice]:
     """The models to choose from, the active one first, then the default, then finished runs (newest first).
     Each folder appears once; folders without a complete bundle are left out."""

@@ -16,6 +16,7 @@ import pandas as pd
 from mtfer.core import bundles
 from mtfer.core.tasks import PAPER_LOSS_WEIGHTS
 from mtfer.store import runs
+from mtfer.train import planning
 from mtfer.train.config import TrainConfig
 
 log = logging.getLogger("mtfer.train")  # one logger for training, whichever module speaks
@@ -131,6 +132,7 @@ def callback_classes():
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
             self.epoch_start = self.first_step_end = time.time()
+            self.cpu_start = planning.cpu_sample()
 
         def on_train_batch_end(self, batch, logs=None):
             now = time.time()
@@ -175,10 +177,13 @@ def callback_classes():
 
         def after_epoch(self, epoch, logs):
             """Called by a second instance placed after EarlyStopping / ReduceLROnPlateau."""
+            seconds = time.time() - self.epoch_start
             row = {
                 "epoch": epoch + 1,
                 **{k: float(v) for k, v in logs.items()},
-                "seconds": time.time() - self.epoch_start,
+                "seconds": seconds,
+                # The share of the machine other work took meanwhile: estimates scale this epoch's speed by it.
+                "other_work": planning.other_work(getattr(self, "cpu_start", None), planning.cpu_sample(), seconds),
             }
             self.history_rows.append(row)
             write_history(self.run, self.history_rows)

@@ -20,7 +20,10 @@ How the estimate is made (the choice, and why):
   looked for, which would need TensorFlow).
 
 - **Whatever else the machine is doing** slows a run down: the estimate is scaled by :func:`machine_slowdown`
-  (the load average over the cores) and given as a range, since neither the load nor the rate holds still.
+  (the load average over the cores) and given as a range, since neither the load nor the rate holds still. The same
+  holds for the runs it learns from: each epoch records the share of the machine other processes took meanwhile
+  (history.csv ``other_work``, from /proc/stat), and its seconds count as ``seconds / (1 + other_work)`` on a quiet
+  machine, so a rate measured while another job ran is not taken for this machine's speed.
 - A run **stopped in its first epoch** has no epoch seconds yet; the training throughput it measured in its steps
   (progress.json ``faces_per_s``) stands in for them, so that after Stop the estimate is this machine's real one.
 
@@ -85,6 +88,28 @@ def _read(path: Path) -> dict:
         return {}
 
 
+def cpu_sample() -> tuple[float, float] | None:
+    """(CPU seconds every process has used since boot, CPU seconds this process has used), or None where the
+    system has no /proc/stat."""
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    busy = sum(ticks) - ticks[3] - ticks[4]  # everything but idle and iowait
+    own = os.times()
+    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
+
+
+def other_work(start: tuple[float, float] | None, end: tuple[float, float] | None, seconds: float) -> float:
+    """The share of all cores that other processes used
+    between two :func:`cpu_sample` taken `seconds` apart: 0 on a quiet machine, 0.5 when others kept half the cores
+    busy. 0 when unknown."""
+    if start is None or end is None or seconds <= 0:
+        return 0.0
+    others = (end[0] - start[0]) - (end[1] - start[1])
+    return float(np.clip(others / (seconds * (os.cpu_count() or 1)), 0.0, 1.0))
+
+
 def measured_rate(run: str | os.PathLike) -> tuple[str, str, float] | None:
     """(architecture, precision, faces/s) measured in a run folder from history.csv's epoch seconds and the faces
     per epoch; None when the run does not tell (no complete epoch, too few faces)."""
@@ -93,7 +118,12 @@ def measured_rate(run: str | os.PathLike) -> tuple[str, str, float] | None:
         _read(run / name) for name in (bundles.CONFIG_FILE, runs.PROGRESS_FILE, "metadata.json")
     )
     try:
-        seconds = pd.read_csv(run / bundles.HISTORY_FILE)["seconds"].dropna().to_numpy(float)
+        history = pd.read_csv(run / bundles.HISTORY_FILE)
+        seconds = history["seconds"].to_numpy(float)
+        # An epoch that shared the machine ran slower: its seconds on a quiet machine, as machine_slowdown models it.
+        if "other_work" in history:
+            seconds = seconds / (1.0 + history["other_work"].fillna(0.0).clip(0.0, 1.0).to_numpy(float))
+        seconds = seconds[np.isfinite(seconds)]
     except (OSError, KeyError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
         seconds = np.zeros(0)
     seconds = seconds[seconds > 0]

@@ -126,6 +126,7 @@ def photo_uploads(model: settings.ModelChoice) -> None:
 
     if any(preds for _, preds in results):
         st.subheader("Download the results")
+        st.caption(f"Answers by {model.label}; the file names carry the model's folder name ({model.path.name}).")
         table = predict_view.people_table(results, min_confidence)
         with st.expander("All faces as a table"):
             st.dataframe(table, hide_index=True)
@@ -133,7 +134,7 @@ def photo_uploads(model: settings.ModelChoice) -> None:
         left.download_button(
             "Download CSV",
             csv_text(predictions_table(results, min_confidence, predictor.classes, refused)),
-            file_name="mtfer-predictions.csv",
+            file_name=f"mtfer-predictions-{model.path.name}.csv",
             mime="text/csv",
             key="predict_download_csv",
             on_click="ignore",
@@ -143,7 +144,7 @@ def photo_uploads(model: settings.ModelChoice) -> None:
         right.download_button(
             "Download JSON",
             predict_view.people_json(results, min_confidence),
-            file_name="mtfer-predictions.json",
+            file_name=f"mtfer-predictions-{model.path.name}.json",
             mime="application/json",
             key="predict_download_json",
             on_click="ignore",

@@ -563,7 +563,8 @@ with tabs[5]:
             format_func=wording.evaluation_title,
         )
         if same:
-            st.markdown(f"**Both models on {wording.evaluation_title(key)}**")
+            heading = f"**Both models on {wording.evaluation_title(key)}**"
+            st.markdown(heading if other_key in same else f"{heading} (chosen below: other images)")
         else:
             st.info(
                 f"{titles.get(other_label, other_label)} has no evaluation on {wording.evaluation_title(key)} yet, "
@@ -583,14 +584,21 @@ with tabs[5]:
             st.error(f"That evaluation cannot be read: {error}")
         else:
             other_metadata = read_metadata(other.path)
-            name_a = f"{cards.model_title(metadata)} · {wording.evaluation_title(key)}"
-            name_b = f"{cards.model_title(other_metadata)} · {wording.evaluation_title(other_key)}"
+            name_a, name_b = cards.model_title(metadata), cards.model_title(other_metadata)
+            if other_key not in same:  # the heading names the images only when both models share them
+                name_a = f"{name_a} · {wording.evaluation_title(key)}"
+                name_b = f"{name_b} · {wording.evaluation_title(other_key)}"
             if name_a == name_b:
                 name_a, name_b = f"{name_a} ({model.path.name})", f"{name_b} ({other.path.name})"
+            counts = evaluation.metrics.get("n", 0), other_evaluation.metrics.get("n", 0)
+            if counts[0] != counts[1]:  # e.g. a quick run scored on its own sample of the test split
+                st.caption(
+                    f"On {counts[0]:,} and {counts[1]:,} faces: a different number of them, so not the same ones."
+                )
             table = compare_runs({name_a: evaluation.metrics, name_b: other_evaluation.metrics})
             table = table.rename(columns=display_name)
             st.dataframe(table.map(wording.percent))
-            st.plotly_chart(figures.comparison_figure(table), key="compare")
+            st.plotly_chart(figures.comparison_figure(table), key="compare", config={"displayModeBar": False})
             other_multi = len(other_metadata.get("tasks", {})) > 1
             left, right = st.columns(2)
             for column, name, pair_cards in (

@@ -332,6 +332,7 @@ with st.expander("New training run", expanded=not busy):
             preprocessing=preprocessing,
             label_smoothing=float(label_smoothing),
             lr_schedule=lr_schedule,
+            warmup_epochs=preset.config().warmup_epochs,  # no widget of its own: the preset's
             weight_decay=float(weight_decay),
             class_weighting=class_weighting,
             mixup=float(mixup),

@@ -363,6 +363,8 @@ def test_compare_runs_uses_the_same_images_or_offers_to_evaluate_them(app_env, t
     source = app_env / "tiny-single" / "evaluation" / "fer2013-test"
     saved = app_env / bundles.EVALUATIONS_DIR / "tiny-single-20261207-120000-utkface-train"
     shutil.copytree(source, saved)
+    metrics = json.loads((saved / "metrics.json").read_text())
+    (saved / "metrics.json").write_text(json.dumps({**metrics, "model": str(app_env / "tiny-single")}))
     at = _app("pages/evaluate.py")
     at.selectbox(key="evaluate_model").set_value("Run tiny-single").run()
     at.selectbox(key="evaluate_key").set_value(saved.name).run()
@@ -630,16 +632,18 @@ def test_train_starts_a_background_job_and_sees_it_finish(app_env, tmp_path):
     at.button(key="train_activate_yes").click().run()
     assert bundles.resolve_model(None, app_env).resolve() == run.resolve()
     assert "This run is the active model" in "\n".join(s.value for s in at.success)
-    sidebar = "\n".join(m.value for m in at.sidebar.markdown)
-    assert f"(run {run.name})" in sidebar  # every page's sidebar names the model that answers
 
     at.button(key="train_evaluate").click().run()
     assert not at.exception
     assert at.selectbox(key="evaluate_model").value == f"Active model ({run.name})"
-    at.button(key="active_back_to_shipped").click().run()  # one click back, for everyone
+
+    home = _app()  # app.py's sidebar, on every page: the model that answers, and the way back
+    assert f"(run {run.name})" in "\n".join(m.value for m in home.sidebar.markdown)
+    home.sidebar.button(key="active_back_to_shipped").click().run()  # one click, for everyone
     assert settings.active_model(app_env).shipped
-    assert "(the shipped model)" in "\n".join(m.value for m in at.sidebar.markdown)
-    assert not [b for b in at.button if b.key == "active_back_to_shipped"]
+    home = _app()  # (AppTest keeps the sidebar of a first run only: a new session shows it)
+    assert "(the shipped model)" in "\n".join(m.value for m in home.sidebar.markdown)
+    assert not [b for b in home.sidebar.button if b.key == "active_back_to_shipped"]
     assert (run / bundles.METADATA_FILE).is_file()  # the run is kept
 
 

@@ -10,7 +10,7 @@ were chosen on hard composites built from UTKFace's training split and are repor
 (``benchmarks/detection.py --hard``).
 
 The pass is skipped where it cannot help, so that such photos cost no more than the whole-photo pass: a photo no
-larger than one tile, and a close-up (a face found filling a fifth of the photo's short side or more: a portrait,
+larger than one tile, and a close-up (a face found a fifth of the photo's long side or larger: a portrait,
 whose subject is not in the background). Photos larger than ``MAX_SIDE`` are tiled on a shrunk copy, which keeps the
 cost bounded (at most 15 tiles) at the price of faces under ~36 px in that copy.
 """
@@ -31,7 +31,7 @@ __all__ = ["MAX_SIDE", "MIN_SIDE", "OVERLAP", "TILE", "confirm", "needed", "seco
 TILE = 400  # px of the photo per tile: the model sees it at 192 px (x0.48)
 OVERLAP = 120  # neighbouring tiles share this much, so any face up to 120 px lies whole in one tile
 MAX_SIDE = 1280  # larger photos are tiled on a copy shrunk to this long side
-CLOSE_UP = 0.35  # a found face this large (share of the photo's short side) makes the photo a close-up
+CLOSE_UP = 0.2  # a found face this large (share of the photo's long side): a portrait, not a crowd
 PATCH = 2.5  # the confirming look sees this many face sides around a candidate
 MIN_SIDE = 20  # px: smaller candidates were background texture in every case seen, never a face worth labelling
 
@@ -101,7 +101,7 @@ def needed(shape: tuple[int, ...], found: list[Detection], config: PreprocessCon
     """Whether a photo of this shape, where the whole-photo pass found ``found``, gets the second look."""
     if not config.small_faces or max(shape[:2]) <= TILE:
         return False
-    return all(max(d.box[2], d.box[3]) < CLOSE_UP * min(shape[:2]) for d in found)
+    return all(max(d.box[2], d.box[3]) < CLOSE_UP * max(shape[:2]) for d in found)
 
 
 def second_look(color: np.ndarray, found: list[Detection], config: PreprocessConfig) -> list[Detection]:

@@ -33,6 +33,7 @@ LAZY_IMPORTS = {
     "fcntl",
     "scipy",
     "sklearn",
+    "uvicorn",  # `mtfer serve` only: the ASGI server of the optional 'serve' extra
 }
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from mtfer.cli.assess_cmds import cmd_calibrate, cmd_evaluate
 from mtfer.cli.data_cmds import cmd_inspect, cmd_prepare, data_args
-from mtfer.cli.predict_cmds import cmd_export, cmd_predict
+from mtfer.cli.predict_cmds import cmd_export, cmd_predict, cmd_serve
 from mtfer.cli.train_cmds import cmd_pseudo_label, cmd_runs, cmd_train
 from mtfer.core import quiet
 
@@ -212,6 +212,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="occlusion (default: the most faithful), layercam (faster), or gradcam (classic Grad-CAM, the weakest)",
     )
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "serve",
+        help="the four labels over HTTP: POST /v1/predict, /v1/predict/batch, GET /v1/model (needs the 'serve' extra)",
+        description="Serves the model over HTTP with FastAPI and uvicorn: pip install -e '.[serve]'. OpenAPI docs at "
+        "/docs. Set MTFER_API_TOKEN to require 'Authorization: Bearer <token>'.",
+    )
+    p.add_argument("--model", default=None, help="run id, bundle folder, or 'default' (default: the active model)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument(
+        "--max-queue", type=int, default=8, help="requests answered at once; more get 429 Retry-After (default 8)"
+    )
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export", help="write a model as a float32 .tflite (LiteRT) or .onnx file + metadata JSON")
     p.add_argument("--model", default=None, help="run id, bundle folder, or 'default' (default: the active model)")

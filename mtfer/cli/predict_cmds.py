@@ -30,7 +30,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return 1
 
     from mtfer.core.inference import Predictor
-    from mtfer.media.answers import answer_labels, thresholds
+    from mtfer.media.answers import answer_labels, face_json, thresholds
 
     predictor = Predictor(
         args.model, small_faces=args.small_faces
@@ -47,8 +47,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         why = _explain(predictor, preds, args) if args.explain else [None] * len(preds)
         shown = [answer_labels(p.probabilities, limits) for p in preds]
         faces_out = [
-            {**p.to_dict(), "answer": a, **({"explain": e.to_dict()} if e else {})}
-            for p, a, e in zip(preds, shown, why, strict=True)
+            {**face_json(p, limits), **({"explain": e.to_dict()} if e else {})} for p, e in zip(preds, why, strict=True)
         ]
         outputs.append({"image": image, "faces": faces_out})
         if not args.json:
@@ -202,3 +201,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _answer_text(task: str, answer: str, top: str, confidence: float) -> str:
     """'emotion happy (87%)' when sure; 'race other / not sure (african_american 49%)' when not, as the page says."""
     return f"{task} {answer} ({confidence:.0%})" if answer == top else f"{task} {answer} ({top} {confidence:.0%})"
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from mtfer.serve.api import serve
+    except ImportError as exc:  # FastAPI and uvicorn are an optional extra
+        raise ValueError(
+            f"mtfer serve needs the 'serve' extra: pip install -e '.[serve]' ({exc.name} is missing)"
+        ) from None
+    serve(host=args.host, port=args.port, model=args.model, max_queue=args.max_queue)
+    return 0

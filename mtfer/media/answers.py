@@ -47,6 +47,12 @@ def answer_labels(
     return out
 
 
+def face_json(prediction: Any, min_confidence: Mapping[str, float]) -> dict[str, Any]:
+    """One face as `mtfer predict --json` and the HTTP API give it: box, eyes, rotation, every probability, the top
+    class per task and the answer the page shows (`answer`: "not sure" included)."""
+    return {**prediction.to_dict(), "answer": answer_labels(prediction.probabilities, min_confidence)}
+
+
 def abstain_name(task: str) -> str:
     """'Other / not sure' for race (a face may belong to none of its groups), 'Not sure' otherwise."""
     return ABSTAIN_NAMES.get(task, NOT_SURE)

@@ -1,0 +1,1 @@
+"""`mtfer serve`: the four labels over HTTP (FastAPI on uvicorn; the optional extra `serve`)."""

@@ -180,6 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="write one row per face to this CSV file ('-': standard output): a video frame by frame, with a track "
         "per face; or every photo of folders (walked recursively) and files, unreadable ones in an 'error' column",
     )
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="folders with --csv: 'local' (this process, default) or 'ray' (Ray Data actors, here or on a cluster; "
+        "needs the 'scale' extra; reruns skip photos already in the output; an OUT.parquet name writes Parquet)",
+    )
+    p.add_argument("--address", default=None, help="--engine ray: an existing Ray cluster (default: start one here)")
+    p.add_argument(
+        "--actors", type=int, default=None, help="--engine ray: predictors working at once (default: cores, at most 2)"
+    )
     p.add_argument("--fps", type=float, default=5.0, help="video: frames analysed per second of video (default 5)")
     p.add_argument(
         "--max-seconds",

@@ -86,7 +86,9 @@ def _predict_csv(args: argparse.Namespace) -> int:
     if args.csv != "-":
         from mtfer.media.folders import refuse_overwriting_inputs
 
-        refuse_overwriting_inputs(args.csv, args.images)
+        refuse_overwriting_inputs(args.csv, [i for i in args.images if "://" not in i])
+    if args.engine == "ray":
+        return _predict_ray(args)
     videos, photos = [], []
     for item in args.images:
         path = Path(item)
@@ -144,6 +146,38 @@ def _predict_csv(args: argparse.Namespace) -> int:
             print(_video_summary(analysis) + ("" if to_stdout else f"; table in {args.csv}"), file=report)
             if analysis.stopped:
                 return 130
+    return 0
+
+
+def _predict_ray(args: argparse.Namespace) -> int:
+    """`predict --csv OUT --engine ray`: photos (folders, files or URIs) labelled by Ray Data actors, rows appended
+    to OUT as batches finish; a rerun skips the photos already there."""
+    if args.csv == "-":
+        raise ValueError("--engine ray appends to a file and resumes from it: give --csv OUT.csv (or OUT.parquet)")
+    for item in args.images:
+        if "://" not in item and not Path(item).exists():
+            raise FileNotFoundError(f"{item}: no such file or folder")
+    try:
+        from mtfer.scale.ray_batch import done_sources, photos_to_table
+    except ImportError as exc:
+        raise ValueError(
+            f"--engine ray needs the 'scale' extra: pip install -e '.[scale]' ({exc.name} is missing)"
+        ) from None
+    from mtfer.cli.progress import TextProgress
+
+    before = len(done_sources(args.csv))
+    result = photos_to_table(
+        args.images,
+        args.csv,
+        model=args.model,
+        largest_only=args.largest,
+        small_faces=args.small_faces,
+        address=args.address,
+        actors=args.actors,
+        progress=TextProgress("photos"),
+    )
+    kept = f"; {before:,} photos already in {args.csv} were skipped" if before else ""
+    print(f"{result.summary()}{kept}; table in {args.csv}")
     return 0
 
 

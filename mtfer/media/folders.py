@@ -81,8 +81,8 @@ class FolderResult:
         )
 
 
-def _read(path: Path, config: preprocess.PreprocessConfig, largest_only: bool) -> list[faces.Face] | str:
-    """The faces of one photo file, or why it cannot be read (one line)."""
+def read_faces(path: Path | bytes, config: preprocess.PreprocessConfig, largest_only: bool) -> list[faces.Face] | str:
+    """The faces of one photo (a file, or its bytes), or why it cannot be read (one line)."""
     try:
         found = faces.find_faces(decoding.decode_image(path), config)
     except decoding.ImageError as error:
@@ -173,7 +173,7 @@ def photos_to_csv(
         if progress:
             progress(0, len(files))
         for done, (path, found) in enumerate(
-            _ordered(lambda p: _read(p, config, largest_only), files, workers), start=1
+            _ordered(lambda p: read_faces(p, config, largest_only), files, workers), start=1
         ):
             result.photos += 1
             if isinstance(found, str):
@@ -196,6 +196,14 @@ def _rows_csv(predictor: Predictor, waiting: Sequence[tuple[Path, list[faces.Fac
     """The CSV lines (no header) of these photos: their faces put through the network in one batch."""
     if not waiting:
         return ""
+    return csv_text(rows_frame(table_rows(predictor, waiting), columns), header=False)
+
+
+def table_rows(
+    predictor: Predictor, waiting: Sequence[tuple[str | Path, list[faces.Face] | str]]
+) -> list[dict[str, Any]]:
+    """The table rows of photos whose faces were found (or why the file could not be read, a string): one row per
+    face, their faces through the network in one batch. Every engine writes these rows (one process, Ray)."""
     groups = [[] if isinstance(found, str) else found for _, found in waiting]
     rows: list[dict[str, Any]] = []
     limits = thresholds(predictor)
@@ -207,4 +215,4 @@ def _rows_csv(predictor: Predictor, waiting: Sequence[tuple[Path, list[faces.Fac
             continue
         for k, (face, p) in enumerate(zip(found, probs, strict=True), start=1):
             rows.append({"source": source, "face": k, **box_columns(face.box), **face_columns(p, limits)})
-    return csv_text(rows_frame(rows, columns), header=False)
+    return rows

@@ -1,0 +1,1 @@
+"""Batch labelling past one process: Ray Data (the optional extra `scale`)."""

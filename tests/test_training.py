@@ -671,3 +671,9 @@ def test_ema_validates_and_saves_the_moving_average_of_the_best_epoch(tmp_path):
     np.testing.assert_allclose(histories[0.5]["loss"], histories[0.0]["loss"], rtol=1e-2)
     assert not np.allclose(histories[0.5]["val_loss"], histories[0.0]["val_loss"], rtol=1e-4)
     assert any(not np.allclose(a, b) for a, b in zip(weights[0.5], weights[0.0], strict=True))
+
+
+def test_multi_worker_training_is_refused_before_any_work_with_the_reason():
+    # Keras 3's fit fails under MultiWorkerMirroredStrategy (measured with two workers on loopback): say so at once.
+    with pytest.raises(ValueError, match="use --strategy mirrored"):
+        TrainConfig(strategy="multiworker")

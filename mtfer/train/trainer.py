@@ -44,8 +44,6 @@ def make_strategy(name: str, devices: Sequence[str] | None = None):
 
     if name == "mirrored":
         return tf.distribute.MirroredStrategy(devices=list(devices) if devices else None)
-    if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
 
 

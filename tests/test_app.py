@@ -359,6 +359,10 @@ def test_compare_runs_uses_the_same_images_or_offers_to_evaluate_them(app_env, t
     assert layout["legend"]["y"] > 1  # above the bars, never over the task names on the axis
 
     # tiny-single evaluated on images that tiny-multi never saw: the page says so and offers to evaluate it there.
+    # (tiny-multi is evaluated into its own folder: a copy for this test, not the runs the other tests share.)
+    shared = (app_env / "tiny-multi").resolve()
+    (app_env / "tiny-multi").unlink()
+    shutil.copytree(shared, app_env / "tiny-multi")
     _make_data(tmp_path / "data")
     source = app_env / "tiny-single" / "evaluation" / "fer2013-test"
     saved = app_env / bundles.EVALUATIONS_DIR / "tiny-single-20261207-120000-utkface-train"

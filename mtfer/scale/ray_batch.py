@@ -23,8 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.fs as pafs
+import ray
 
-from mtfer.media.folders import FolderResult, photo_files, read_faces, table_rows
+from mtfer.core.inference import Predictor
+from mtfer.media.folders import FolderResult, is_photo_name, photo_files, read_faces, table_rows
 from mtfer.media.tables import csv_text, rows_frame, table_columns
 
 BATCH_PHOTOS = 16  # photos per actor call: their faces go through the network together
@@ -36,15 +39,11 @@ def is_uri(path: str) -> bool:
 
 def list_photos(sources: Sequence[str | os.PathLike]) -> list[str]:
     """Every photo of `sources`: local folders walked as the folder path walks them, URIs listed with pyarrow.fs."""
-    from mtfer.media.folders import is_photo_name
-
     out: list[str] = []
     for source in sources:
         if not is_uri(str(source)):
             out += [str(p) for p in photo_files(source)]
             continue
-        import pyarrow.fs as pafs
-
         fs, root = pafs.FileSystem.from_uri(str(source))
         info = fs.get_file_info(root)
         if info.type == pafs.FileType.File:
@@ -59,8 +58,6 @@ def list_photos(sources: Sequence[str | os.PathLike]) -> list[str]:
 def _read_bytes(path: str) -> bytes:
     if not is_uri(path):
         return Path(path).read_bytes()
-    import pyarrow.fs as pafs
-
     fs, inner = pafs.FileSystem.from_uri(path)
     with fs.open_input_file(inner) as handle:
         return handle.read()
@@ -70,8 +67,6 @@ class Labeller:
     """A Ray actor: one Predictor, loaded once; each call labels a batch of photo paths into table rows."""
 
     def __init__(self, model: str | None, largest_only: bool, small_faces: bool | None):
-        from mtfer.core.inference import Predictor
-
         self.predictor = Predictor(model, small_faces=small_faces)
         self.largest_only = largest_only
         self.columns = table_columns(self.predictor.classes, error=True)
@@ -116,8 +111,6 @@ def photos_to_table(
     """Labels every photo of `sources` not yet in `out` with a pool of `actors` Ray actors (default: one per core,
     at most 2 here), appending rows to `out` as batches finish. Returns what this run did (photos already in
     `out` are not counted)."""
-    import ray
-
     files = list_photos(sources)
     done = done_sources(out)
     todo = [f for f in files if f not in done]

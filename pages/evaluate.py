@@ -37,6 +37,7 @@ from mtfer.store.lineage import Lineage, read_lineage
 from pages.common.cards import show_accuracy_cards
 from pages.common.operator import operator_access
 from pages.common.setup import setup_page
+from pages.common.widgets import remember, restore
 
 setup_page(__file__)
 
@@ -78,20 +79,6 @@ def modified(path: Path) -> int:
         return path.stat().st_mtime_ns
     except OSError:
         return 0
-
-
-def restore(key: str, param: str, options: list[str]) -> None:
-    """A widget's value from the URL on the first run of a session (a reload, a shared link)."""
-    if key not in st.session_state and st.query_params.get(param) in options:
-        st.session_state[key] = st.query_params[param]
-
-
-def remember(param: str, value: str | None) -> None:
-    """Keep a choice in the URL (removed when it is the default)."""
-    if value is None:
-        st.query_params.pop(param, None)
-    elif st.query_params.get(param) != value:
-        st.query_params[param] = value
 
 
 def show_cards(cards: list[cards.AccuracyCard]) -> None:

@@ -26,7 +26,7 @@ from mtfer.train.config import (
 )
 from pages.common.operator import operator_access
 from pages.common.setup import setup_page
-from pages.common.widgets import keep_widgets, save_widgets
+from pages.common.widgets import keep_widgets, remember, save_widgets
 
 setup_page(__file__)
 
@@ -205,8 +205,12 @@ keep_widgets(FORM_KEYS)
 if any(label not in {d.label for d in found} for label in st.session_state.get("train_datasets", [])):
     del st.session_state["train_datasets"]  # the data sets changed meanwhile: all of those found, as at first
 if "train_preset" not in st.session_state:
-    st.session_state["train_preset"] = train_config.DEFAULT_PRESET
+    # A shared link or a reload: the preset and tasks in the URL, else the paper's preset for all four tasks.
+    wanted = st.query_params.get("preset")
+    st.session_state["train_preset"] = wanted if wanted in train_config.PRESETS else train_config.DEFAULT_PRESET
     apply_preset()
+    if st.query_params.get("task") in TASK_NAMES:
+        st.session_state["train_mode"], st.session_state["train_task"] = SINGLE, st.query_params["task"]
 
 with st.expander("New training run", expanded=not busy):
     if not found:
@@ -229,6 +233,7 @@ with st.expander("New training run", expanded=not busy):
     tasks = list(TASK_NAMES)
     if mode == SINGLE:
         tasks = [st.selectbox("Task", TASK_NAMES, key="train_task")]
+    remember("task", tasks[0] if mode == SINGLE else None)
     labelled = {t for d in chosen for t in d.tasks}
     unlabelled = [t for t in tasks if t not in labelled]
     trainable = bool(chosen) and len(unlabelled) < len(tasks)
@@ -247,6 +252,7 @@ with st.expander("New training run", expanded=not busy):
         help="Fills in every setting below; change any of them afterwards.",
     )
     preset = train_config.PRESETS[preset_name]
+    remember("preset", None if preset_name == train_config.DEFAULT_PRESET else preset_name)
     st.caption(preset.description)
     start_from = st.radio(
         "Start from", list(START_LABELS), format_func=START_LABELS.get, key="train_init_from", horizontal=True

@@ -1167,3 +1167,20 @@ def test_train_keeps_its_choices_when_another_page_was_visited(app_env, tmp_path
     at.switch_page("pages/train.py").run()
     assert not at.exception
     assert at.radio(key="train_preset").value == "demo" and at.number_input(key="train_epochs").value == 4
+    assert dict(at.query_params) == {"preset": "demo"}  # and in the URL: a reload or a shared link opens it
+
+    at.radio(key="train_mode").set_value("Single task").run()
+    at.selectbox(key="train_task").set_value("age").run()
+    params = dict(at.query_params)
+    assert params == {"preset": "demo", "task": "age"}
+    reloaded = AppTest.from_file(APP, default_timeout=TIMEOUT)  # a new session with the same URL
+    reloaded.query_params.update(params)
+    reloaded.switch_page("pages/train.py").run()
+    assert not reloaded.exception
+    assert reloaded.radio(key="train_preset").value == "demo" and reloaded.number_input(key="train_epochs").value == 3
+    assert (
+        reloaded.radio(key="train_mode").value == "Single task" and reloaded.selectbox(key="train_task").value == "age"
+    )
+    at.radio(key="train_preset").set_value("paper").run()
+    at.radio(key="train_mode").set_value("Multi-task: emotion, gender, race and age").run()
+    assert dict(at.query_params) == {}  # the defaults leave the URL clean

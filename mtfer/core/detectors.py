@@ -24,7 +24,7 @@ import numpy as np
 
 from mtfer.core.quiet import native_stderr_without
 
-__all__ = ["BLAZEFACE_MODELS", "Detection", "blazeface", "blazeface_model_path", "runtime"]
+__all__ = ["BLAZEFACE_MODELS", "Detection", "blazeface", "blazeface_model_path", "runtime", "square"]
 
 Point = tuple[float, float]
 
@@ -217,3 +217,14 @@ def blazeface(
             Detection(box=(float(x0), float(y0), float(x1 - x0), float(y1 - y0)), score=score, eyes=(e0, e1))
         )
     return detections
+
+
+def square(image: np.ndarray, x0: int, y0: int, n: int) -> np.ndarray | None:
+    """The n x n square of `image` at (x0, y0), edge pixels repeated where it leaves the image (a second look at a
+    face sees it whole even at the border); None when the square lies wholly outside."""
+    rows, cols = image.shape[:2]
+    sub = image[max(y0, 0) : max(min(y0 + n, rows), 0), max(x0, 0) : max(min(x0 + n, cols), 0)]
+    if sub.size == 0:
+        return None
+    pads = (max(0, -y0), max(0, y0 + n - rows), max(0, -x0), max(0, x0 + n - cols))
+    return cv2.copyMakeBorder(sub, *pads, cv2.BORDER_REPLICATE) if any(pads) else sub

@@ -353,14 +353,9 @@ def _refine(color: np.ndarray, centre: Point, side: float, config: PreprocessCon
     x0, y0 = centre[0] - patch_side / 2, centre[1] - patch_side / 2
     ix0, iy0 = math.floor(x0), math.floor(y0)
     n = math.ceil(patch_side)
-    h, w = color.shape[:2]
-    sub = color[max(iy0, 0) : max(min(iy0 + n, h), 0), max(ix0, 0) : max(min(ix0 + n, w), 0)]
-    if sub.size == 0:
+    sub = detectors.square(color, ix0, iy0, n)
+    if sub is None:
         return None
-    top, left = max(0, -iy0), max(0, -ix0)
-    bottom, right = max(0, iy0 + n - h), max(0, ix0 + n - w)
-    if top or left or bottom or right:
-        sub = cv2.copyMakeBorder(sub, top, bottom, left, right, cv2.BORDER_REPLICATE)
     scale = 1.0
     if n > 4 * 128:  # the model sees 128 px anyway: shrink big patches first (cheaper, same result)
         scale = 4 * 128 / n

@@ -7,7 +7,7 @@ face-like blobs at that size), so each candidate is confirmed by the full-range 
 sides around it (kept when the mean of the two scores reaches ``small_face_score``), then, like every face, by the
 short-range refinement (``refine_score``) that also places the eyes. The thresholds and tile sizes
 were chosen on hard composites built from UTKFace's training split and are reported on its test split
-(``benchmarks/detection.py --hard``).
+(``benchmarks/detection.py --hard-only``, with ``--split train`` for choosing).
 
 The pass is skipped where it cannot help, so that such photos cost no more than the whole-photo pass: a photo no
 larger than one tile, and a close-up (a face found a fifth of the photo's long side or larger: a portrait,
@@ -76,8 +76,9 @@ def confirm(color: np.ndarray, candidates: list[Detection], threshold: float) ->
         side = max(w, h)
         n = math.ceil(PATCH * side)
         x0, y0 = math.floor(x + w / 2 - n / 2), math.floor(y + h / 2 - n / 2)
+        patch = detectors.square(color, x0, y0, n)
         best: Detection | None = None
-        for d in detectors.blazeface(_patch(color, x0, y0, n), "full", 0.05):
+        for d in detectors.blazeface(patch, "full", 0.05) if patch is not None else []:
             bx, by, bw, bh = d.box
             central = math.hypot(bx + bw / 2 - n / 2, by + bh / 2 - n / 2) <= 0.3 * side
             if central and 0.36 * side <= max(bw, bh) <= 1.4 * side and (best is None or d.score > best.score):
@@ -85,16 +86,6 @@ def confirm(color: np.ndarray, candidates: list[Detection], threshold: float) ->
         if best is not None and (best.score + candidate.score) / 2 >= threshold:
             confirmed.append(_scaled(best, 1.0, x0, y0))
     return confirmed
-
-
-def _patch(color: np.ndarray, x0: int, y0: int, n: int) -> np.ndarray:
-    """The n x n square at (x0, y0), edge pixels repeated where it leaves the photo."""
-    rows, cols = color.shape[:2]
-    sub = color[max(y0, 0) : max(min(y0 + n, rows), 0), max(x0, 0) : max(min(x0 + n, cols), 0)]
-    if sub.size == 0:
-        return np.zeros((n, n, 3), np.uint8)
-    pads = (max(0, -y0), max(0, y0 + n - rows), max(0, -x0), max(0, x0 + n - cols))
-    return cv2.copyMakeBorder(sub, *pads, cv2.BORDER_REPLICATE) if any(pads) else sub
 
 
 def needed(shape: tuple[int, ...], found: list[Detection], config: PreprocessConfig) -> bool:

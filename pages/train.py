@@ -31,7 +31,6 @@ from pages.common.widgets import keep_widgets, remember, save_widgets
 setup_page(__file__)
 
 
-HIDE_RUNNING_STOP = '[data-testid="stStatusWidget"] { visibility: hidden; }'
 POLL_SECONDS = 3.0  # how often a running job's progress is read: calm enough not to slow the job down
 MULTI, SINGLE = "Multi-task: emotion, gender, race and age", "Single task"
 PROTOCOL_LABELS = {
@@ -578,8 +577,4 @@ def monitor() -> None:
 
 save_widgets(FORM_KEYS)
 st.divider()
-if busy:
-    # Following a job reruns part of the page every few seconds, and Streamlit shows its own "Stop" (which stops only
-    # that rerun, never the job) beside "Running..." each time: one Stop button on this page, the job's.
-    st.html(f"<style>{HIDE_RUNNING_STOP}</style>")
 monitor()

@@ -15,6 +15,7 @@ import pytest
 pytest.importorskip("ray", reason="the Ray engine needs the 'scale' extra (pip install -e '.[scale]')")
 
 from mtfer.core.inference import Predictor  # noqa: E402
+from mtfer.media import video  # noqa: E402
 from mtfer.media.folders import photos_to_csv  # noqa: E402
 from mtfer.scale import ray_batch  # noqa: E402
 
@@ -117,3 +118,66 @@ def test_the_command_line_engine_and_its_errors(collection, tmp_path):
     (tmp_path / "junk.csv").write_text("not,a\\ntable,we wrote\n")
     wrong = mtfer(str(collection), "--csv", str(tmp_path / "junk.csv"), "--engine", "ray")
     assert wrong.returncode != 0 and "cannot be resumed" in wrong.stderr
+
+
+@pytest.fixture(scope="module")
+def videos(shared_data: Path, tmp_path_factory) -> Path:
+    """Two short videos of a real face moving across a grey room (one in a subfolder) and a damaged "video"."""
+    import cv2
+
+    root = tmp_path_factory.mktemp("videos")
+    chips = sorted((shared_data / "utkface" / "UTKFace").glob("3*_1_*.jpg"))[:2]
+    for k, (chip, where) in enumerate(zip(chips, ["talk.mp4", "room/walk.avi"], strict=True)):
+        path = root / where
+        path.parent.mkdir(exist_ok=True)
+        fourcc = "mp4v" if path.suffix == ".mp4" else "MJPG"
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10, (480, 320))
+        face = cv2.resize(cv2.imread(str(chip)), (140, 140))
+        for i in range(12 + 8 * k):
+            frame = np.full((320, 480, 3), 200, np.uint8)
+            frame[90:230, 40 + 8 * i : 180 + 8 * i] = face
+            writer.write(frame)
+        writer.release()
+    (root / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 cut short")
+    return root
+
+
+def test_video_collections_give_the_one_process_tables(videos, tmp_path):
+    out = tmp_path / "frames.csv"
+    result = ray_batch.videos_to_table([videos], out, fps=5, actors=2)
+    table = pd.read_csv(out)
+    predictor = Predictor()
+    expected = pd.concat(
+        [
+            video.VideoAnalysis(path, predictor, source=str(path), fps=5).complete().table()
+            for path in (videos / "talk.mp4", videos / "room" / "walk.avi")  # a folder before its subfolders
+        ],
+        ignore_index=True,
+    )
+    readable = table[table["error"].isna()].drop(columns="error").reset_index(drop=True)
+    _same(readable, expected)
+    assert expected["face"].notna().all() and expected["track"].nunique() == 1  # one person followed in each video
+    broken = table[table["error"].notna()]
+    assert broken["source"].tolist() == [str(videos / "broken.mp4")] and "damaged" in broken["error"].iloc[0]
+    assert (result.videos, result.unreadable, result.frames) == (
+        3,
+        1,
+        expected.groupby("source")["frame"].nunique().sum(),
+    )
+    again = ray_batch.videos_to_table([videos], out)  # resume by output: every video is there
+    assert again.videos == 0 and len(pd.read_csv(out)) == len(table)
+
+
+def test_the_command_line_labels_a_folder_of_videos_and_refuses_photos_with_them(collection, videos, tmp_path):
+    def mtfer(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "mtfer.cli", "predict", *args, "--engine", "ray"]
+        return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+    out = tmp_path / "frames.parquet"
+    done = mtfer(str(videos), "--csv", str(out), "--fps", "2")
+    assert done.returncode == 0, done.stderr
+    assert "3 videos" in done.stdout and "1 unreadable file" in done.stdout
+    assert ray_batch.done_sources(out) == {str(videos / n) for n in ("talk.mp4", "room/walk.avi", "broken.mp4")}
+    mixed = mtfer(str(videos), str(collection), "--csv", str(tmp_path / "t.csv"))
+    assert mixed.returncode != 0 and "their tables differ" in mixed.stderr
+    assert not (tmp_path / "t.csv").exists()

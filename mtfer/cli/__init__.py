@@ -185,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("local", "ray"),
         default="local",
         help="folders with --csv: 'local' (this process, default) or 'ray' (Ray Data actors, here or on a cluster; "
-        "needs the 'scale' extra; reruns skip photos already in the output; an OUT.parquet name writes Parquet)",
+        "needs the 'scale' extra): photos, or videos one per actor call; reruns skip files already in the output; "
+        "an OUT.parquet name writes Parquet",
     )
     p.add_argument("--address", default=None, help="--engine ray: an existing Ray cluster (default: start one here)")
     p.add_argument(

@@ -77,7 +77,7 @@ def _predict_csv(args: argparse.Namespace) -> int:
     """`predict --csv`: a video's faces frame by frame, or every photo of folders (walked recursively) and files,
     one row per face, to a CSV file ('-': standard output). A progress bar on stderr; a summary at the end."""
     from mtfer.core import decoding
-    from mtfer.media import video, video_limits
+    from mtfer.media import video
 
     if args.json or args.explain:
         raise ValueError("--csv writes a table: leave out --json and --explain")
@@ -103,7 +103,7 @@ def _predict_csv(args: argparse.Namespace) -> int:
                 head = f.read(64)
             # A file named as a video is one, readable or not: a broken .mp4 gets the video's one-line reason, never
             # a photo's "no face found" and exit 0.
-            named_video = path.suffix.lower().lstrip(".") in video.VIDEO_TYPES
+            named_video = video.is_video_name(path)
             is_photo = decoding.image_kind(head) is not None or (not named_video and not video.is_video(path))
             (photos if is_photo else videos).append(item)
     if videos and photos:
@@ -111,11 +111,7 @@ def _predict_csv(args: argparse.Namespace) -> int:
             f"{videos[0]} is a video and {photos[0]} is not: their tables differ (time and tracks); "
             "run `mtfer predict` once for the videos and once for the photos"
         )
-    limits = video_limits.video_limits()
-    limits = video.VideoLimits(
-        max_seconds=args.max_seconds if args.max_seconds is not None else limits.max_seconds,
-        max_frames=args.max_frames if args.max_frames is not None else limits.max_frames,
-    )
+    limits = _video_limits(args)
     if videos:  # every video checked before the model is loaded
         for item in videos:
             video.probe(item)
@@ -150,35 +146,58 @@ def _predict_csv(args: argparse.Namespace) -> int:
 
 
 def _predict_ray(args: argparse.Namespace) -> int:
-    """`predict --csv OUT --engine ray`: photos (folders, files or URIs) labelled by Ray Data actors, rows appended
-    to OUT as batches finish; a rerun skips the photos already there."""
+    """`predict --csv OUT --engine ray`: photos or videos (folders, files or URIs) labelled by Ray Data actors, rows
+    appended to OUT as batches (or whole videos) finish; a rerun skips those already there."""
     if args.csv == "-":
         raise ValueError("--engine ray appends to a file and resumes from it: give --csv OUT.csv (or OUT.parquet)")
     for item in args.images:
         if "://" not in item and not Path(item).exists():
             raise FileNotFoundError(f"{item}: no such file or folder")
     try:
-        from mtfer.scale.ray_batch import done_sources, photos_to_table
+        from mtfer.scale import ray_batch
     except ImportError as exc:
         raise ValueError(
             f"--engine ray needs the 'scale' extra: pip install -e '.[scale]' ({exc.name} is missing)"
         ) from None
     from mtfer.cli.progress import TextProgress
 
-    before = len(done_sources(args.csv))
-    result = photos_to_table(
-        args.images,
-        args.csv,
-        model=args.model,
-        largest_only=args.largest,
-        small_faces=args.small_faces,
-        address=args.address,
-        actors=args.actors,
-        progress=TextProgress("photos"),
-    )
-    kept = f"; {before:,} photos already in {args.csv} were skipped" if before else ""
+    photos, videos = ray_batch.list_files(args.images)
+    if videos and photos:
+        raise ValueError(
+            f"{videos[0]} is a video and {photos[0]} is not: their tables differ (time and tracks); "
+            "run `mtfer predict` once for the videos and once for the photos"
+        )
+    before = len(ray_batch.done_sources(args.csv))
+    common = {
+        "model": args.model,
+        "largest_only": args.largest,
+        "small_faces": args.small_faces,
+        "address": args.address,
+        "actors": args.actors,
+    }
+    result: ray_batch.FolderResult | ray_batch.VideoBatchResult
+    if videos:
+        result = ray_batch.videos_to_table(
+            args.images, args.csv, fps=args.fps, limits=_video_limits(args), progress=TextProgress("videos"), **common
+        )
+        what = "videos"
+    else:
+        result = ray_batch.photos_to_table(args.images, args.csv, progress=TextProgress("photos"), **common)
+        what = "photos"
+    kept = f"; {before:,} {what} already in {args.csv} were skipped" if before else ""
     print(f"{result.summary()}{kept}; table in {args.csv}")
     return 0
+
+
+def _video_limits(args: argparse.Namespace):
+    """--max-seconds and --max-frames, each defaulting to the environment's (or the built-in) limit."""
+    from mtfer.media import video, video_limits
+
+    limits = video_limits.video_limits()
+    return video.VideoLimits(
+        max_seconds=args.max_seconds if args.max_seconds is not None else limits.max_seconds,
+        max_frames=args.max_frames if args.max_frames is not None else limits.max_frames,
+    )
 
 
 def _run_video(analysis) -> None:

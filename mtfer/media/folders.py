@@ -47,12 +47,19 @@ def photo_files(root: str | os.PathLike) -> Iterator[Path]:
     if root.is_file():
         yield root
         return
+    yield from (f for f in visible_files(root) if is_photo_name(f))
+
+
+def visible_files(root: str | os.PathLike) -> Iterator[Path]:
+    """Every file under the folder `root` as :func:`photo_files` walks it (photos or not: a video collection is
+    walked the same way)."""
+    root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such file or folder")
     for folder, subfolders, files in os.walk(root):
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         for name in sorted(files):
-            if is_photo_name(name):
+            if not name.startswith("."):
                 yield Path(folder) / name
 
 

@@ -458,6 +458,13 @@ def video_table(
     return rows_frame(rows, table_columns(classes, video=True))
 
 
+def is_video_name(path: str | os.PathLike) -> bool:
+    """A visible file whose extension is one of VIDEO_TYPES: how a folder's videos are told from its other files
+    without opening each."""
+    name = Path(path).name
+    return not name.startswith(".") and Path(name).suffix.lower().lstrip(".") in VIDEO_TYPES
+
+
 def is_video(path: str | os.PathLike) -> bool:
     """Whether `path` is a video whose first frame decodes (a photo is not; nor is a text file named .jpg, which
     FFmpeg's image demuxer would open by its extension)."""

@@ -1,4 +1,4 @@
-"""Photo collections on Ray Data: `mtfer predict DIR --csv out.csv --engine ray [--address ADDR]`.
+"""Photo and video collections on Ray Data: `mtfer predict DIR --csv out.csv --engine ray [--address ADDR]`.
 
 The same rows as the one-process folder path (mtfer.media.folders: one row per face, a photo without a face or an
 unreadable file one row each), computed by a pool of Ray actors, each holding one Predictor (the model is loaded
@@ -7,6 +7,9 @@ existing cluster (`ray start --head` on one machine, `ray start --address HEAD:6
 
 - **Sources**: local folders and files (walked as the folder path walks them), or any URI that ``pyarrow.fs`` opens
   (``s3://bucket/photos/``, ``gs://...``, ``file:///...``): listed on the driver, each file read by the actor.
+- **Videos**: a collection of videos (and no photos) is labelled one video per actor call, each giving the
+  one-process video table (a row per face per sampled frame, tracks within the video); a video that cannot be read
+  is one row with its error.
 - **Output**: a CSV file, or with a ``.parquet`` name a folder of Parquet parts (one per batch). Rows are written as
   batches finish, in the photos' order, and flushed: an interrupted run loses no finished row, and running the same
   command again skips every photo already in the output (resume by output).
@@ -19,6 +22,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +31,9 @@ import pyarrow.fs as pafs
 import ray
 
 from mtfer.core.inference import Predictor
-from mtfer.media.folders import FolderResult, is_photo_name, photo_files, read_faces, table_rows
+from mtfer.media.folders import FolderResult, is_photo_name, read_faces, table_rows, visible_files
 from mtfer.media.tables import csv_text, rows_frame, table_columns
+from mtfer.media.video import VideoAnalysis, VideoLimits, is_video_name
 
 BATCH_PHOTOS = 16  # photos per actor call: their faces go through the network together
 
@@ -37,22 +42,29 @@ def is_uri(path: str) -> bool:
     return "://" in str(path)
 
 
-def list_photos(sources: Sequence[str | os.PathLike]) -> list[str]:
-    """Every photo of `sources`: local folders walked as the folder path walks them, URIs listed with pyarrow.fs."""
-    out: list[str] = []
+def list_files(sources: Sequence[str | os.PathLike]) -> tuple[list[str], list[str]]:
+    """The photos and the videos of `sources`: local folders walked as the folder path walks them (hidden files
+    left out), URIs listed with pyarrow.fs; a file named on its own is a video when its name says so, else a photo
+    (read as one: an unreadable file becomes a row with its error)."""
+    photos: list[str] = []
+    videos: list[str] = []
     for source in sources:
-        if not is_uri(str(source)):
-            out += [str(p) for p in photo_files(source)]
-            continue
-        fs, root = pafs.FileSystem.from_uri(str(source))
-        info = fs.get_file_info(root)
-        if info.type == pafs.FileType.File:
-            out.append(str(source))
-            continue
-        scheme = str(source).split("://", 1)[0]
-        found = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-        out += sorted(f"{scheme}://{f.path}" for f in found if f.type == pafs.FileType.File and is_photo_name(f.path))
-    return out
+        if is_uri(str(source)):
+            fs, root = pafs.FileSystem.from_uri(str(source))
+            if fs.get_file_info(root).type == pafs.FileType.File:
+                names = [str(source)]
+            else:
+                scheme = str(source).split("://", 1)[0]
+                found = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+                names = sorted(f"{scheme}://{f.path}" for f in found if f.type == pafs.FileType.File)
+        elif Path(source).is_file():
+            names = [str(source)]
+        else:
+            names = [str(p) for p in visible_files(source)]
+        single = len(names) == 1 and str(names[0]) == str(source)
+        photos += [n for n in names if is_photo_name(n) or (single and not is_video_name(n))]
+        videos += [n for n in names if is_video_name(n)]
+    return photos, videos
 
 
 def _read_bytes(path: str) -> bytes:
@@ -111,29 +123,136 @@ def photos_to_table(
     """Labels every photo of `sources` not yet in `out` with a pool of `actors` Ray actors (default: one per core,
     at most 2 here), appending rows to `out` as batches finish. Returns what this run did (photos already in
     `out` are not counted)."""
-    files = list_photos(sources)
-    done = done_sources(out)
-    todo = [f for f in files if f not in done]
+    photos, _ = list_files(sources)
     result = FolderResult()
     started = time.perf_counter()
+    options = {"model": model, "largest_only": largest_only, "small_faces": small_faces}
+    for frame in _labelled(photos, out, Labeller, options, BATCH_PHOTOS, address, actors, progress):
+        photos_done = frame.drop_duplicates("source")
+        result.photos += len(photos_done)
+        result.unreadable += int(photos_done["error"].notna().sum())
+        result.without_face += int((photos_done["error"].isna() & photos_done["face"].isna()).sum())
+        result.faces += int(frame["face"].notna().sum())
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+class VideoLabeller:
+    """A Ray actor for videos: one Predictor; each call analyses whole videos (one per call) into the one-process
+    video table, with an `error` column for a video that cannot be read."""
+
+    def __init__(
+        self, model: str | None, largest_only: bool, small_faces: bool | None, fps: float, limits: VideoLimits
+    ):
+        self.predictor = Predictor(model, small_faces=small_faces)
+        self.options = {"fps": fps, "limits": limits, "largest_only": largest_only, "workers": 1}
+        self.columns = table_columns(self.predictor.classes, video=True, error=True)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        tables = []
+        for path in batch["path"]:
+            try:
+                if is_uri(path):
+                    analysis = VideoAnalysis.from_bytes(_read_bytes(path), path, self.predictor, **self.options)
+                else:
+                    analysis = VideoAnalysis(path, self.predictor, source=path, **self.options)
+                table = analysis.complete().table()
+            except OSError as error:
+                table = pd.DataFrame([{"source": path, "error": f"cannot be read: {error.strerror or error}"}])
+            except ValueError as error:  # VideoError: not a video, damaged, too large
+                table = pd.DataFrame([{"source": path, "error": str(error)}])
+            tables.append(table.reindex(columns=self.columns))
+        return pd.concat(tables, ignore_index=True).astype(object)
+
+
+@dataclass
+class VideoBatchResult:
+    """What videos_to_table did: videos analysed, frames and faces in their tables, videos that could not be read."""
+
+    videos: int = 0
+    frames: int = 0
+    faces: int = 0
+    unreadable: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        """'12 videos in 95.0 s: 1,480 frames, 1,902 faces, 1 unreadable file'."""
+        return (
+            f"{self.videos:,} video{'s' if self.videos != 1 else ''} in {self.seconds:.1f} s: "
+            f"{self.frames:,} frame{'s' if self.frames != 1 else ''}, {self.faces:,} face{'s' if self.faces != 1 else ''}, "
+            f"{self.unreadable:,} unreadable file{'s' if self.unreadable != 1 else ''}"
+        )
+
+
+def videos_to_table(
+    sources: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    model: str | None = None,
+    largest_only: bool = False,
+    small_faces: bool | None = None,
+    fps: float = 5.0,
+    limits: VideoLimits | None = None,
+    address: str | None = None,
+    actors: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> VideoBatchResult:
+    """Analyses every video of `sources` not yet in `out`, one video per actor call (frames sampled at `fps`, within
+    `limits`), appending each video's whole table to `out` as it finishes."""
+    _, videos = list_files(sources)
+    result = VideoBatchResult()
+    started = time.perf_counter()
+    options = {
+        "model": model,
+        "largest_only": largest_only,
+        "small_faces": small_faces,
+        "fps": fps,
+        "limits": limits or VideoLimits(),
+    }
+    for frame in _labelled(videos, out, VideoLabeller, options, 1, address, actors, progress):
+        for _, rows in frame.groupby("source", sort=False):
+            result.videos += 1
+            if rows["error"].notna().any():
+                result.unreadable += 1
+                continue
+            result.frames += rows["frame"].nunique()
+            result.faces += int(rows["face"].notna().sum())
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _labelled(
+    files: list[str],
+    out: str | os.PathLike,
+    actor: type,
+    options: dict[str, Any],
+    batch_size: int,
+    address: str | None,
+    actors: int | None,
+    progress: Callable[[int, int], None] | None,
+) -> Iterator[pd.DataFrame]:
+    """The files not yet in `out` through a pool of `actor`s, `batch_size` files per call: each finished batch's rows
+    are appended to `out` (in the files' order) and yielded; `progress(done, total)` counts files."""
+    done = done_sources(out)
+    todo = [f for f in files if f not in done]
     if progress:
         progress(0, len(todo))
     if not todo:
-        return result
+        return
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     actors = actors or max(1, min(2, int(ray.available_resources().get("CPU", 1))))
     ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True  # rows in the photos' order, as the one-process path writes them
+    ctx.execution_options.preserve_order = True  # rows in the files' order, as the one-process path writes them
     ctx.enable_progress_bars = False
     for name in [n for n in logging.root.manager.loggerDict if n.startswith("ray.data")] + ["ray.data"]:
         logging.getLogger(name).setLevel(logging.ERROR)  # the command's own progress bar says how far it is
     with warnings.catch_warnings():  # max_restarts has no named parameter yet: Ray warns that it will
         warnings.simplefilter("ignore", DeprecationWarning)
         dataset = ray.data.from_items([{"path": f} for f in todo]).map_batches(
-            Labeller,
-            fn_constructor_kwargs={"model": model, "largest_only": largest_only, "small_faces": small_faces},
-            batch_size=BATCH_PHOTOS,
+            actor,
+            fn_constructor_kwargs=options,
+            batch_size=batch_size,
             batch_format="pandas",
             concurrency=actors,
             num_cpus=1,
@@ -142,16 +261,10 @@ def photos_to_table(
     seen = 0
     for frame in _frames(dataset.iter_batches(batch_format="pandas", batch_size=None)):
         _append(out, frame)
-        photos = frame.drop_duplicates("source")
-        result.photos += len(photos)
-        result.unreadable += int(photos["error"].notna().sum())
-        result.without_face += int((photos["error"].isna() & photos["face"].isna()).sum())
-        result.faces += int(frame["face"].notna().sum())
-        seen += len(photos)
+        seen += frame["source"].nunique()
         if progress:
             progress(seen, len(todo))
-    result.seconds = time.perf_counter() - started
-    return result
+        yield frame
 
 
 def _frames(batches: Iterator[Any]) -> Iterator[pd.DataFrame]:

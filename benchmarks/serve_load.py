@@ -5,7 +5,8 @@
 Starts `mtfer serve` on a free loopback port with the shipped model (queue large enough for the highest
 concurrency), sends `--requests` photos at each concurrency (bounded loops: each worker sends its share, waits for
 each answer), and prints requests/s and p50/p95 latency; then the same photos through one `mtfer predict` process
-(photos/s, including its start). Photos: UTKFace test-split chips (the name hash), each with a margin, 1 face.
+(photos/s, including its start). Twice: with the faces of concurrent requests sharing network calls (the default)
+and with one network call per request (`--no-batching`). Photos: UTKFace test-split chips (the name hash), each with a margin, 1 face.
 """
 
 from __future__ import annotations
@@ -57,44 +58,44 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     args = parser.parse_args()
     images = photos(args.data, 16)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [sys.executable, "-m", "mtfer.cli", "serve", "--model", "default", "--port", str(port)]
-    server = subprocess.Popen(
-        [*command, "--max-queue", str(max(args.concurrency))], cwd=REPO, stderr=subprocess.DEVNULL
+    cpu = next(
+        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln),
+        platform.processor(),
     )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/healthz", timeout=2).read()
-                break
-            except OSError:
-                time.sleep(0.2)
-        post(f"{url}/v1/predict", images[0])  # warm up
-        cpu = next(
-            (
-                ln.split(":", 1)[1].strip()
-                for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if "model name" in ln
-            ),
-            platform.processor(),
+    print(f"{cpu}, {os.cpu_count()} cores; {args.requests} requests per level, 1 face each (640x480-ish JPEG)\n")
+    print("| network calls | concurrency | requests/s | p50 ms | p95 ms |")
+    print("| --- | --- | --- | --- | --- |")
+    for mode, flags in (
+        ("shared by concurrent requests", []),
+        ("one per request (`--no-batching`)", ["--no-batching"]),
+    ):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        command = [sys.executable, "-m", "mtfer.cli", "serve", "--model", "default", "--port", str(port), *flags]
+        server = subprocess.Popen(
+            [*command, "--max-queue", str(max(args.concurrency))], cwd=REPO, stderr=subprocess.DEVNULL
         )
-        print(f"{cpu}, {os.cpu_count()} cores; {args.requests} requests per level, 1 face each (640x480-ish JPEG)\n")
-        print("| concurrency | requests/s | p50 ms | p95 ms |")
-        print("| --- | --- | --- | --- |")
-        for workers in args.concurrency:
-            jobs = [images[i % len(images)] for i in range(args.requests)]
-            start = time.perf_counter()
-            with ThreadPoolExecutor(workers) as pool:
-                latencies = list(pool.map(lambda d: post(f"{url}/v1/predict", d), jobs))
-            wall = time.perf_counter() - start
-            p50, p95 = np.percentile(latencies, [50, 95]) * 1000
-            print(f"| {workers} | {len(jobs) / wall:.1f} | {p50:.0f} | {p95:.0f} |", flush=True)
-    finally:
-        server.terminate()
-        server.wait(30)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            while True:
+                try:
+                    urllib.request.urlopen(f"{url}/healthz", timeout=2).read()
+                    break
+                except OSError:
+                    time.sleep(0.2)
+            post(f"{url}/v1/predict", images[0])  # warm up
+            for workers in args.concurrency:
+                jobs = [images[i % len(images)] for i in range(args.requests)]
+                start = time.perf_counter()
+                with ThreadPoolExecutor(workers) as pool:
+                    latencies = list(pool.map(lambda d, u=url: post(f"{u}/v1/predict", d), jobs))
+                wall = time.perf_counter() - start
+                p50, p95 = np.percentile(latencies, [50, 95]) * 1000
+                print(f"| {mode} | {workers} | {len(jobs) / wall:.1f} | {p50:.0f} | {p95:.0f} |", flush=True)
+        finally:
+            server.terminate()
+            server.wait(30)
     with tempfile.TemporaryDirectory() as folder:
         paths = []
         for i, data in enumerate(images):

@@ -28,6 +28,7 @@ from mtfer.core.decoding import decode_image  # noqa: E402
 from mtfer.core.inference import Predictor  # noqa: E402
 from mtfer.media.answers import face_json, thresholds  # noqa: E402
 from mtfer.serve import api  # noqa: E402
+from mtfer.serve.batching import FaceBatcher  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -130,10 +131,12 @@ def test_past_the_queue_a_request_gets_429_with_retry_after(predictor, photos):
             "x",
         )
 
-        def predict_image(self, image):
+        def find(self, image):
             inside.set()
             release.wait(60)
-            return predictor.predict_image(image)
+            return predictor.find(image)
+
+        predict_groups = predictor.predict_groups
 
     client = TestClient(api.create_app(predictor=Slow(), token="", max_queue=1))  # type: ignore[arg-type]
     with ThreadPoolExecutor(1) as pool:
@@ -193,3 +196,49 @@ def test_a_real_server_on_loopback_answers_concurrent_requests_as_one_at_a_time(
     finally:
         process.terminate()
         process.wait(30)
+
+
+def test_faces_of_concurrent_requests_share_network_calls_and_errors_reach_every_caller(predictor, photos):
+    """While one batch is in the network, requests that arrive wait and go through together in the next call, each
+    getting its own faces' answers; a failing network call fails every request in it and the next call works."""
+    found = [predictor.find(p) for p in photos[:4]]
+    alone = [predictor.predict_groups([f])[0] for f in found]
+    in_network, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+    fail = [False]
+
+    class Held:  # the shipped model's network, held at its first call until three more requests wait
+        def predict_groups(self, groups):
+            calls.append(len(groups))
+            if len(calls) == 1:
+                in_network.set()
+                assert release.wait(60)
+            if fail[0]:
+                raise RuntimeError("the network failed")
+            return predictor.predict_groups(groups)
+
+    batcher = FaceBatcher(Held())  # type: ignore[arg-type]
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            first = pool.submit(batcher.probabilities, found[0])
+            assert in_network.wait(60)
+            rest = [pool.submit(batcher.probabilities, f) for f in found[1:]]
+            while batcher._queue.qsize() < 3:  # all three wait for the network
+                time.sleep(0.01)
+            release.set()
+            answers = [first.result(60)] + [r.result(60) for r in rest]
+        assert calls == [1, 3] and (batcher.calls, batcher.requests) == (2, 4)
+        for got, want in zip(answers, alone, strict=True):
+            for a, b in zip(got, want, strict=True):
+                for task in a:
+                    np.testing.assert_allclose(list(a[task].values()), list(b[task].values()), atol=1e-5)
+        assert batcher.probabilities([]) == []  # no face: no network call
+        fail[0] = True
+        with pytest.raises(RuntimeError, match="the network failed"):
+            batcher.probabilities(found[0])
+        fail[0] = False
+        assert len(batcher.probabilities(found[0])) == len(found[0])
+    finally:
+        batcher.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        batcher.probabilities(found[0])

@@ -237,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-queue", type=int, default=8, help="requests answered at once; more get 429 Retry-After (default 8)"
     )
+    p.add_argument(
+        "--no-batching",
+        dest="batch_faces",
+        action="store_false",
+        help="one network call per request (default: the faces of concurrent requests share network calls)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export", help="write a model as a float32 .tflite (LiteRT) or .onnx file + metadata JSON")

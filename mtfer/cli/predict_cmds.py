@@ -263,5 +263,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ValueError(
             f"mtfer serve needs the 'serve' extra: pip install -e '.[serve]' ({exc.name} is missing)"
         ) from None
-    serve(host=args.host, port=args.port, model=args.model, max_queue=args.max_queue)
+    serve(host=args.host, port=args.port, model=args.model, max_queue=args.max_queue, batch_faces=args.batch_faces)
     return 0

@@ -61,6 +61,13 @@ class FacePrediction:
         }
 
 
+def predictions(
+    found: Sequence[faces.Face], probabilities: Sequence[dict[str, dict[str, float]]]
+) -> list[FacePrediction]:
+    """The faces of one photo with their probabilities (one group of :meth:`Predictor.predict_groups`)."""
+    return [FacePrediction(f.box, f.eyes, f.rotation, f.aligned, p) for f, p in zip(found, probabilities, strict=True)]
+
+
 BACKENDS = ("auto", "litert", "keras")
 SERVING_THREADS = min(4, os.cpu_count() or 1)  # a batch of faces (a folder, a crowd) spreads over the cores
 
@@ -137,17 +144,14 @@ class Predictor:
         self, images: Iterable[bytes | str | os.PathLike | np.ndarray], largest_only: bool = False
     ) -> list[list[FacePrediction]]:
         """Many photos; the faces of all of them go through the network in shared batches."""
-        found: list[list[faces.Face]] = []
-        for image in images:
-            array = image if isinstance(image, np.ndarray) else decoding.decode_image(image)
-            detected = faces.find_faces(array, self.config)
-            found.append(faces.shown_faces(detected, largest_only))
-        results: list[list[FacePrediction]] = []
-        for fs, probs in zip(found, self.predict_groups(found), strict=True):
-            results.append(
-                [FacePrediction(f.box, f.eyes, f.rotation, f.aligned, p) for f, p in zip(fs, probs, strict=True)]
-            )
-        return results
+        found = [self.find(image, largest_only) for image in images]
+        return [predictions(fs, probs) for fs, probs in zip(found, self.predict_groups(found), strict=True)]
+
+    def find(self, image: bytes | str | os.PathLike | np.ndarray, largest_only: bool = False) -> list[faces.Face]:
+        """The first half of :meth:`predict_image`: the photo's faces, found and aligned as this model frames them,
+        in the order they are numbered (:func:`mtfer.core.faces.shown_faces`). Raises faces.ImageError."""
+        array = image if isinstance(image, np.ndarray) else decoding.decode_image(image)
+        return faces.shown_faces(faces.find_faces(array, self.config), largest_only)
 
     def predict_groups(self, groups: Sequence[Sequence[faces.Face]]) -> list[list[dict[str, dict[str, float]]]]:
         """The faces of several photos or frames through the network in shared batches: each face's probabilities

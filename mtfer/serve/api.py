@@ -17,7 +17,8 @@ Why it is built this way:
 - **Optional bearer token** (``MTFER_API_TOKEN``): when set, every /v1 route needs ``Authorization: Bearer <token>``
   (compared in constant time); /healthz stays open for load balancers.
 - **One predictor** (LiteRT where the bundle has its file), loaded once at start-up; requests share it from FastAPI's
-  thread pool, detection in parallel and the network one batch at a time (the Predictor's own lock).
+  thread pool: faces are found in parallel, and the faces of concurrent requests go through the network together
+  (mtfer.serve.batching; ``batch_faces=False`` / ``mtfer serve --no-batching``: one network call per request).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import hmac
 import logging
 import os
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
@@ -34,8 +37,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as FormFile
 
 from mtfer.core import decoding
-from mtfer.core.inference import Predictor
+from mtfer.core.inference import Predictor, predictions
 from mtfer.media.answers import face_json, thresholds
+from mtfer.serve.batching import FaceBatcher
 
 LOGGER = logging.getLogger("mtfer.serve")
 ENV_TOKEN = "MTFER_API_TOKEN"
@@ -88,19 +92,30 @@ def create_app(
     max_queue: int = MAX_QUEUE,
     max_image_bytes: int = MAX_IMAGE_BYTES,
     predictor: Predictor | None = None,
+    batch_faces: bool = True,
 ) -> FastAPI:
     """The API for `model` (run id, bundle folder, 'default'; None: the active model). `token` defaults to
-    $MTFER_API_TOKEN (empty: no token needed)."""
+    $MTFER_API_TOKEN (empty: no token needed). `batch_faces`: concurrent requests share network calls."""
     token = token if token is not None else os.environ.get(ENV_TOKEN, "")
     predictor = predictor or Predictor(model)
     limits = thresholds(predictor)
     gate = Gate(max_queue)
     identity = {"model": predictor.path.name, "title": predictor.bundle.metadata.get("title", predictor.path.name)}
+    batcher = FaceBatcher(predictor) if batch_faces else None
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if batcher is not None:
+            batcher.close()
+
     app = FastAPI(
         title="mtfer",
         summary="Emotion, gender, race group and age group for every face in a photo.",
         version=str(predictor.bundle.metadata.get("format_version", "1")),
+        lifespan=lifespan,
     )
+    app.state.batcher = batcher
 
     def authorized(request: Request) -> None:
         if not token:
@@ -112,7 +127,11 @@ def create_app(
     def predict_bytes(data: bytes) -> dict[str, Any]:
         if len(data) > max_image_bytes:
             raise HTTPException(413, f"the image is over {_size(max_image_bytes)}")
-        found = predictor.predict_image(decoding.decode_image(data))
+        if batcher is None:
+            found = predictor.predict_image(data)
+        else:
+            faces = predictor.find(data)
+            found = predictions(faces, batcher.probabilities(faces))
         return {**identity, "faces": [face_json(p, limits) for p in found]}
 
     async def read_body(request: Request) -> bytes:

@@ -166,6 +166,13 @@ def test_video_collections_give_the_one_process_tables(videos, tmp_path):
     )
     again = ray_batch.videos_to_table([videos], out)  # resume by output: every video is there
     assert again.videos == 0 and len(pd.read_csv(out)) == len(table)
+    by_uri = tmp_path / "frames.parquet"  # a URI: each video read by its actor through pyarrow.fs
+    ray_batch.videos_to_table([(videos / "talk.mp4").as_uri()], by_uri, fps=5)
+    parquet = pd.concat([pd.read_parquet(p) for p in sorted(by_uri.glob("part-*.parquet"))], ignore_index=True)
+    talk = readable[readable["source"] == str(videos / "talk.mp4")]
+    assert parquet["source"].unique().tolist() == [(videos / "talk.mp4").as_uri()]
+    assert parquet["frame"].astype(int).tolist() == talk["frame"].astype(int).tolist()
+    assert parquet["emotion"].tolist() == talk["emotion"].tolist()
 
 
 def test_the_command_line_labels_a_folder_of_videos_and_refuses_photos_with_them(collection, videos, tmp_path):

@@ -242,6 +242,7 @@ def _labelled(
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     actors = actors or max(1, min(2, int(ray.available_resources().get("CPU", 1))))
+    actors = min(actors, -(-len(todo) // batch_size))  # no actor loads the model to wait for work that never comes
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # rows in the files' order, as the one-process path writes them
     ctx.enable_progress_bars = False

@@ -600,3 +600,22 @@ def test_blazeface_runtimes_agree(utk_chips: list[np.ndarray]) -> None:
         assert np.allclose(fast[0].box, fallback[0].box, atol=0.5)
         assert np.allclose(fast[0].eyes, fallback[0].eyes, atol=0.5)
         assert fast[0].score == pytest.approx(fallback[0].score, abs=1e-3)
+
+
+def test_blazeface_on_many_images_matches_one_at_a_time(utk_chips: list[np.ndarray]) -> None:
+    """Batches (8, then 2, then 1 here) give each image the detections it gets alone, in its own pixels: tiles and
+    candidate patches go through the network together without changing what is found."""
+    from mtfer.core import detectors
+
+    images = [_on_canvas(utk_chips[k % len(utk_chips)], 2.0 + k / 3, pad=20 + 7 * k) for k in range(11)]
+    images[5] = np.full((300, 200, 3), 128, np.uint8)  # one without a face, and of another shape
+    for model in ("short", "full"):
+        together = detectors.blazeface_many(images, model, 0.3)
+        alone = [detectors.blazeface(image, model, 0.3) for image in images]
+        assert len(together) == 11 and together[5] == []
+        for a, b in zip(together, alone, strict=True):
+            assert len(a) == len(b)
+            for x, y in zip(a, b, strict=True):
+                assert np.allclose(x.box, y.box, atol=1e-3) and np.allclose(x.eyes, y.eyes, atol=1e-3)
+                assert x.score == pytest.approx(y.score, abs=1e-5)
+    assert detectors.blazeface_many([], "full") == []

@@ -24,7 +24,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from mtfer.core import bundles, decoding, faces, preprocess
 from mtfer.media.answers import thresholds
-from mtfer.media.tables import box_columns, csv_text, face_columns, photo_rows, rows_frame, table_columns
+from mtfer.media.tables import box_columns, counted, csv_text, face_columns, photo_rows, rows_frame, table_columns
 
 if TYPE_CHECKING:
     from mtfer.core.inference import Predictor
@@ -79,11 +79,10 @@ class FolderResult:
 
     def summary(self) -> str:
         """'1,204 photos in 38.2 s (31.5 photos/s): 1,310 faces, 12 photos without a face, 2 unreadable files'."""
-        parts = [f"{self.faces:,} face{'s' if self.faces != 1 else ''}"]
-        parts.append(f"{self.without_face:,} photo{'s' if self.without_face != 1 else ''} without a face")
-        parts.append(f"{self.unreadable:,} unreadable file{'s' if self.unreadable != 1 else ''}")
+        parts = [counted(self.faces, "face"), f"{counted(self.without_face, 'photo')} without a face"]
+        parts.append(counted(self.unreadable, "unreadable file"))
         return (
-            f"{self.photos:,} photo{'s' if self.photos != 1 else ''} in {self.seconds:.1f} s "
+            f"{counted(self.photos, 'photo')} in {self.seconds:.1f} s "
             f"({self.photos_per_s:.1f} photos/s): {', '.join(parts)}"
         )
 

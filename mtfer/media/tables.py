@@ -20,6 +20,11 @@ _INTEGER_COLUMNS = ("frame", "track", "face", "x", "y", "w", "h")
 TASK_SUFFIXES = ("confidence", "answer")
 
 
+def counted(n: int, noun: str) -> str:
+    """'1 photo', '1,204 photos': the summaries' counts (nouns that take an s)."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def class_names(columns: Sequence[str], task: str) -> list[str]:
     """The class names of `task` in a table's columns (`emotion_happy` -> `happy`), in the table's order."""
     prefix = f"{task}_"

@@ -32,7 +32,7 @@ import ray
 
 from mtfer.core.inference import Predictor
 from mtfer.media.folders import FolderResult, is_photo_name, read_faces, table_rows, visible_files
-from mtfer.media.tables import csv_text, rows_frame, table_columns
+from mtfer.media.tables import counted, csv_text, rows_frame, table_columns
 from mtfer.media.video import VideoAnalysis, VideoLimits, is_video_name
 
 BATCH_PHOTOS = 16  # photos per actor call: their faces go through the network together
@@ -178,9 +178,8 @@ class VideoBatchResult:
     def summary(self) -> str:
         """'12 videos in 95.0 s: 1,480 frames, 1,902 faces, 1 unreadable file'."""
         return (
-            f"{self.videos:,} video{'s' if self.videos != 1 else ''} in {self.seconds:.1f} s: "
-            f"{self.frames:,} frame{'s' if self.frames != 1 else ''}, {self.faces:,} face{'s' if self.faces != 1 else ''}, "
-            f"{self.unreadable:,} unreadable file{'s' if self.unreadable != 1 else ''}"
+            f"{counted(self.videos, 'video')} in {self.seconds:.1f} s: {counted(self.frames, 'frame')}, "
+            f"{counted(self.faces, 'face')}, {counted(self.unreadable, 'unreadable file')}"
         )
 
 

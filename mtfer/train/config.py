@@ -98,15 +98,6 @@ class TrainConfig:
         unknown = set(self.loss_weights) - set(TASK_NAMES)
         if unknown:
             raise ValueError(f"loss weights for unknown tasks {sorted(unknown)}")
-        if self.strategy == "multiworker":
-            # Tried with two workers on loopback (TF_CONFIG), Keras 3.15 / TensorFlow 2.21: Keras's fit cannot run
-            # under MultiWorkerMirroredStrategy (it reduces the whole (faces, labels, weights) batch as one value
-            # before the first step, then a scalar metric along an axis it does not have). Refused before any data
-            # is prepared; "mirrored" (several devices of one machine) works.
-            raise ValueError(
-                "multi-worker training does not work with Keras 3's fit yet (its first step fails under "
-                "MultiWorkerMirroredStrategy); use --strategy mirrored on one machine"
-            )
         for label, value in (("learning_rate", self.learning_rate), ("batch_size", self.batch_size)):
             if value <= 0:
                 raise ValueError(f"{label} must be positive, got {value}")

@@ -21,7 +21,7 @@ from mtfer.core.model import build_model
 from mtfer.core.tasks import EMOTION, PAPER_LOSS_WEIGHTS, TASK_NAMES
 from mtfer.datasets.splits import Split, make_splits
 from mtfer.store import runs
-from mtfer.train import loss_weights
+from mtfer.train import loss_weights, multiworker
 from mtfer.train.callbacks import (
     PreparationProgress,
     StopRequested,
@@ -44,6 +44,8 @@ def make_strategy(name: str, devices: Sequence[str] | None = None):
 
     if name == "mirrored":
         return tf.distribute.MirroredStrategy(devices=list(devices) if devices else None)
+    if name == "multiworker":
+        return multiworker.make_strategy()
     return tf.distribute.get_strategy()
 
 

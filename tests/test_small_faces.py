@@ -103,6 +103,21 @@ def test_busy_scenes_give_no_false_small_faces() -> None:
     assert sum(len(find_faces(_busy(rng), ON)) for _ in range(8)) == 0
 
 
+@pytest.mark.parametrize("shape", [(2560, 1, 3), (1, 2560, 3), (3000, 25, 3), (401, 19)])
+def test_slivers_get_no_second_look_and_no_error(shape: tuple[int, ...]) -> None:
+    """A photo a few pixels wide (a valid JPEG can be 2560x1) cannot hold a face worth labelling: no look, no
+    shrinking it to nothing."""
+    image = np.full(shape, 128, np.uint8)
+    assert not small_faces.needed(image.shape, [], PreprocessConfig())
+    assert (
+        small_faces.second_look(
+            image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), [], PreprocessConfig()
+        )
+        == []
+    )
+    assert find_faces(image, PreprocessConfig()) == []
+
+
 def test_large_photos_are_looked_at_on_a_bounded_copy(chips: list[np.ndarray], monkeypatch) -> None:
     seen = []
     real = small_faces.tiled

@@ -97,8 +97,11 @@ def confirm(color: np.ndarray, candidates: list[Detection], threshold: float) ->
 
 
 def needed(shape: tuple[int, ...], found: list[Detection], config: PreprocessConfig) -> bool:
-    """Whether a photo of this shape, where the whole-photo pass found ``found``, gets the second look."""
+    """Whether a photo of this shape, where the whole-photo pass found ``found``, gets the second look (never for
+    a sliver narrower than the smallest face kept, once shrunk to ``MAX_SIDE``)."""
     if not config.small_faces or max(shape[:2]) <= TILE:
+        return False
+    if min(shape[:2]) * min(1.0, MAX_SIDE / max(shape[:2])) < MIN_SIDE:
         return False
     return all(max(d.box[2], d.box[3]) < CLOSE_UP * max(shape[:2]) for d in found)
 

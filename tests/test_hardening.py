@@ -379,6 +379,14 @@ def test_hostile_uploads_end_as_faces_or_one_clear_line(predictor, count_decodes
     assert outcomes["faces"] > 0 and outcomes["error"] > 0
 
 
+@pytest.mark.parametrize("height, width", [(2560, 1), (1, 2560), (3000, 25)])
+def test_sliver_photos_are_read_and_have_no_face(predictor, height: int, width: int):
+    """Valid photos a few pixels wide, as a fuzzed JPEG header once produced: read, no face, no error."""
+    data = _encode(".jpg", np.random.default_rng(1).integers(0, 256, (height, width, 3), dtype=np.uint8))
+    result = analyse_upload(predictor, "sliver.jpg", data, False)
+    assert result.error is None and result.faces == []
+
+
 def test_upload_errors_are_one_line_whatever_the_name():
     assert upload_error("a\nb\r\x00.jpg", "bad\n  header") == "a?b??.jpg is not a photo this app can read: bad header"
     assert upload_error("", "x").startswith("(no name) is not")

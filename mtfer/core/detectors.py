@@ -92,6 +92,7 @@ def _anchors(model: _BlazeModel) -> np.ndarray:
     return np.concatenate(centres).astype(np.float32)
 
 
+_ANCHORS = {name: _anchors(spec) for name, spec in BLAZEFACE_MODELS.items()}  # fixed by each model
 MAX_BATCH = 8  # images per network pass in blazeface_many: bounds the memory of a batch interpreter
 _local = threading.local()  # neither runtime's model object is safe to share between threads: one per thread
 _XNNPACK_NOTICE = re.compile(r"^INFO: Created TensorFlow Lite XNNPACK delegate")
@@ -141,13 +142,12 @@ def runtime() -> str:
     return "opencv"
 
 
-def _net(model: str, backend: str | None = None, batch: int = 1) -> tuple[_LiteRT | _OpenCV, np.ndarray]:
-    backend = backend or runtime()
+def _net(model: str, backend: str, batch: int = 1) -> _LiteRT | _OpenCV:
+    """This thread's interpreter of `model` for batches of `batch` images (made on first use)."""
     cache = _local.__dict__.setdefault("nets", {})
     if (model, backend, batch) not in cache:
         path = blazeface_model_path(model)
-        net = _LiteRT(path, batch) if backend == "litert" else _OpenCV(path)
-        cache[model, backend, batch] = (net, _anchors(BLAZEFACE_MODELS[model]))
+        cache[model, backend, batch] = _LiteRT(path, batch) if backend == "litert" else _OpenCV(path)
     return cache[model, backend, batch]
 
 
@@ -217,14 +217,14 @@ def blazeface_many(
         start = 0
         while start < len(inputs):
             size = min(MAX_BATCH, 1 << (len(inputs) - start).bit_length() - 1)  # batches of 8, 4, 2, 1
-            net, _ = _net(model, backend, size)
+            net = _net(model, backend, size)
             batch = [_by_image(o, size, spec) for o in net(np.stack(inputs[start : start + size]))]
             outputs += [[o[k] for o in batch] for k in range(size)]
             start += size
     else:
-        net, _ = _net(model, backend)
+        net = _net(model, backend)
         outputs = [[o.reshape(-1, o.shape[-1]) for o in net(rgb)] for rgb in inputs]
-    anchors = _net(model, backend)[1]
+    anchors = _ANCHORS[model]
     return [_decoded(out, anchors, spec, frame, min_score, nms_iou) for out, frame in zip(outputs, frames, strict=True)]
 
 

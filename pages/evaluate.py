@@ -416,13 +416,21 @@ with tabs[3]:
             show_faces(shown, task)
 
 
-def predicted_groups_figure() -> tuple[pd.DataFrame, go.Figure | None]:
+def predicted_groups_panels() -> tuple[pd.DataFrame, tuple[str, list[go.Figure]]]:
     """Emotion accuracy by the gender, race and age group the model itself predicted (for faces that carry no such
-    labels, like FER2013's): the table and its figure (None without attribute heads or emotion labels)."""
+    labels, like FER2013's): the table and its heading and charts (none without attribute heads or emotion
+    labels)."""
     groups = emotion_by_predicted_group(evaluation.samples)
     emotion = task_metrics.get("emotion", {})
-    figure = figures.slices_figure(groups, "emotion", emotion.get("accuracy"), emotion.get("n"), predicted=True)
-    return groups, figure
+    return groups, figures.slices_panels(groups, "emotion", emotion.get("accuracy"), emotion.get("n"), predicted=True)
+
+
+def show_panels(heading: str, panels: list[go.Figure], key: str) -> None:
+    """A heading, then one chart per column: side by side on a wide screen, one under another on a phone."""
+    st.markdown(f"**{heading}**")
+    for i, (column, figure) in enumerate(zip(st.columns(len(panels)), panels, strict=True)):
+        with column:
+            st.plotly_chart(figure, key=f"{key}-{i}")
 
 
 with tabs[4]:
@@ -431,16 +439,16 @@ with tabs[4]:
         "from their true labels; the first, darker bar is the accuracy on all faces. Small groups give uncertain "
         "figures."
     )
-    emotion_figure = (
-        figures.slices_figure(
+    emotion_heading, emotion_panels = (
+        figures.slices_panels(
             evaluation.slices, "emotion", task_metrics["emotion"].get("accuracy"), task_metrics["emotion"].get("n")
         )
         if "emotion" in tasks
-        else None
+        else ("", [])
     )
-    predicted_groups, predicted_figure = None, None  # emotion by the model's own guesses of the groups
-    if emotion_figure is not None:
-        st.plotly_chart(emotion_figure, key="slices")
+    predicted_groups, predicted_panels = None, []  # emotion by the model's own guesses of the groups
+    if emotion_panels:
+        show_panels(emotion_heading, emotion_panels, "slices")
     else:
         st.markdown("**Emotion accuracy by group**")
         st.info(
@@ -450,13 +458,13 @@ with tabs[4]:
             icon=":material/info:",
         )
         if "emotion" in tasks:
-            predicted_groups, predicted_figure = predicted_groups_figure()
-        if predicted_figure is not None:
+            predicted_groups, (predicted_heading, predicted_panels) = predicted_groups_panels()
+        if predicted_panels:
             st.markdown(
                 "**Instead, by the groups the model guessed.** Below, each face counts in the gender, race and age "
                 "group the model itself predicted for it (hatched bars)."
             )
-            st.plotly_chart(predicted_figure, key="slices-predicted")
+            show_panels(predicted_heading, predicted_panels, "slices-predicted")
             st.caption(
                 f"Caution: these are the model's guesses, not true groups ({dataset_name}'s faces carry no gender, "
                 "race or age labels), so a face it places in the wrong group is counted there; take gaps between "
@@ -473,9 +481,11 @@ with tabs[4]:
             icon=":material/info:",
         )
     for task in attribute_tasks:
-        figure = figures.slices_figure(groups, task, task_metrics[task].get("accuracy"), task_metrics[task].get("n"))
-        if figure is not None:
-            st.plotly_chart(figure, key=f"groups-{task}")
+        heading, panels = figures.slices_panels(
+            groups, task, task_metrics[task].get("accuracy"), task_metrics[task].get("n")
+        )
+        if panels:
+            show_panels(heading, panels, f"groups-{task}")
     if attribute_tasks and wording.evaluation_dataset(key) == "utkface":
         st.caption(
             "UTKFace's Indian and “Other” faces have no label in the three race groups the model knows: they count "
@@ -487,7 +497,7 @@ with tabs[4]:
         group=[display_name(a, g) for a, g in zip(groups["attribute"], groups["group"], strict=True)],
         accuracy=groups["accuracy"].map(wording.percent),
     )
-    if emotion_figure is not None:
+    if emotion_panels:
         usable = evaluation.slices[evaluation.slices["n"] > 0]
         emotion_rows = usable.assign(
             task="Emotion",
@@ -496,7 +506,7 @@ with tabs[4]:
             accuracy=usable["accuracy"].map(wording.percent),
         )
         table = pd.concat([emotion_rows[list(table.columns)], table], ignore_index=True)
-    elif predicted_figure is not None and predicted_groups is not None:
+    elif predicted_panels and predicted_groups is not None:
         guessed = predicted_groups.assign(
             task="Emotion",
             attribute=[f"Predicted {display_name(a).lower()}" for a in predicted_groups["attribute"]],

@@ -603,8 +603,8 @@ def test_blazeface_runtimes_agree(utk_chips: list[np.ndarray]) -> None:
 
 
 def test_blazeface_on_many_images_matches_one_at_a_time(utk_chips: list[np.ndarray]) -> None:
-    """Batches (8, then 2, then 1 here) give each image the detections it gets alone, in its own pixels: tiles and
-    candidate patches go through the network together without changing what is found."""
+    """Batches (8, then 2, then 1 here) give each image the detections it gets alone, in its own pixels: candidate
+    patches go through the network together without changing what is found."""
     from mtfer.core import detectors
 
     images = [_on_canvas(utk_chips[k % len(utk_chips)], 2.0 + k / 3, pad=20 + 7 * k) for k in range(11)]

@@ -207,6 +207,7 @@ def test_history_figures_mark_where_training_continued():
     assert fig.layout.title.text == "Emotion" and len(fig.layout.shapes) == 2  # one line in each panel
     assert figures.history_figure(history, "age").layout.title.text == "Age group"
     assert not figures.history_figure(history, "emotion").layout.shapes
+    assert list(fig.layout.xaxis.range) == [0.5, 4.5]  # the axis ends with the last epoch
 
 
 def test_group_figures_name_groups_and_show_the_overall_accuracy():
@@ -218,14 +219,22 @@ def test_group_figures_name_groups_and_show_the_overall_accuracy():
     fig = figures.slices_figure(groups, "gender")
     assert fig.layout.title.text == "Gender accuracy by group"
     assert [a.text for a in fig.layout.annotations] == ["By race", "By age group"]
-    assert list(fig.data[0].x) == ["African<br>American<br>10 faces", "Asian<br>1,200 faces"]
-    assert list(fig.data[1].x) == ["70+<br>years<br>5 faces"]
+    assert list(fig.data[0].x) == ["African<br>American<br>10<br>faces", "Asian<br>1,200<br>faces"]
+    assert list(fig.data[1].x) == ["70+<br>years<br>5<br>faces"]
     # With the accuracy on all faces, each panel starts with it, in a darker colour.
     fig = figures.slices_figure(groups, "gender", overall=0.85, overall_n=1215)
-    assert list(fig.data[1].x) == ["<b>All faces</b><br>1,215 faces", "70+<br>years<br>5 faces"]
+    assert list(fig.data[1].x) == ["<b>All faces</b><br>1,215<br>faces", "70+<br>years<br>5<br>faces"]
     assert list(fig.data[1].y) == [0.85, 0.6] and list(fig.data[1].text) == ["85%", "60%"]
     assert fig.data[1].marker.color[0] == figures.OVERALL_COLOR != fig.data[1].marker.color[1]
     assert figures.slices_figure(groups, "race") is None
+    # For a page's columns: the same panels one figure each, the heading apart.
+    heading, panels = figures.slices_panels(groups, "gender", overall=0.85, overall_n=1215)
+    assert heading == "Gender accuracy by group" and [p.layout.annotations[0].text for p in panels] == [
+        "By race",
+        "By age group",
+    ]
+    assert [list(p.data[0].x) for p in panels] == [list(t.x) for t in fig.data] and not panels[0].layout.title.text
+    assert figures.slices_panels(groups, "race") == ("", [])
 
 
 # --- lineage ------------------------------------------------------------------------------------------------------

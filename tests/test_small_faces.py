@@ -1,5 +1,5 @@
-"""The second look for small faces: tile geometry, one box per face across tile borders, the switch, and no false
-faces on busy scenes."""
+"""The second look for small faces: the edited full-range graph, one box per face wherever it is, the switch, and no
+false faces on busy scenes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mtfer.core import small_faces
+from mtfer.core import any_size, detectors, small_faces
 from mtfer.core.decoding import decode_image
 from mtfer.core.faces import find_faces
 from mtfer.core.preprocess import PreprocessConfig
@@ -19,21 +19,38 @@ ON = PreprocessConfig()
 OFF = dataclasses.replace(ON, small_faces=False)
 
 
-@pytest.mark.parametrize("length", [1, 399, 400, 401, 640, 720, 960, 1280, 1999])
-@pytest.mark.parametrize(("tile", "overlap"), [(400, 120), (256, 64), (440, 140)])
-def test_tiles_cover_the_side_once_and_hold_every_face_up_to_the_overlap(length: int, tile: int, overlap: int) -> None:
-    windows = small_faces.tiles(length, tile, overlap)
-    owns = [(a, b) for _, _, a, b in windows]
-    assert owns[0][0] == 0 and owns[-1][1] == length
-    assert all(b == c for (_, b), (c, _) in zip(owns, owns[1:], strict=False)), "own ranges must touch, not overlap"
-    for (_, e0, _, _), (s1, _, _, _) in zip(windows, windows[1:], strict=False):
-        assert e0 - s1 >= overlap
-    for start, end, _, _ in windows:
-        assert 0 <= start < end <= length and end - start == min(tile, length)
-    for centre in np.linspace(0, length - 1e-6, 97):  # a face of side `overlap` centred anywhere
-        start, end, _, _ = next(w for w in windows if w[2] <= centre < w[3])
-        lo, hi = max(0.0, centre - overlap / 2), min(float(length), centre + overlap / 2)
-        assert start <= lo and hi <= end
+def test_the_edited_graph_is_the_stock_model_at_its_own_size() -> None:
+    """At 192x192 the graph edited to take any size computes what the stock file computes (to float rounding: one
+    more thread may sum in another order): the edit drops only the final reshapes."""
+    rng = np.random.default_rng(0)
+    rgb = rng.uniform(-1, 1, (192, 192, 3)).astype(np.float32)
+    stock = sorted(detectors._net("full", detectors.runtime())(rgb), key=lambda o: o.shape[-1])
+    edited = sorted(detectors._scan_net(192, 192, detectors.runtime())(rgb), key=lambda o: o.shape[-1])
+    for a, b in zip(stock, edited, strict=True):
+        assert b.shape == (1, 48, 48, a.shape[-1])
+        assert np.allclose(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]), atol=1e-4)
+
+
+def test_the_scan_takes_any_photo_size_and_other_graphs_are_refused() -> None:
+    full = detectors.blazeface_model_path("full").read_bytes()
+    for height, width in ((352, 480), (32, 1280)):
+        rgb = np.zeros((height, width, 3), np.float32)
+        outputs = detectors._scan_net(height, width, detectors.runtime())(rgb)
+        assert sorted(o.shape for o in outputs) == [(1, height // 4, width // 4, 1), (1, height // 4, width // 4, 16)]
+    with pytest.raises(any_size.GraphError, match="multiples of 32"):
+        any_size.any_size(full, 100, 96)
+    with pytest.raises(any_size.GraphError, match="full-range"):
+        any_size.any_size(detectors.blazeface_model_path("short").read_bytes(), 128, 128)
+    with pytest.raises(any_size.GraphError):
+        any_size.any_size(b"\x00" * 64, 64, 64)
+    assert detectors.blazeface_scan(np.full((100, 700, 3), 90, np.uint8), 0.6) == []  # any shape, padded
+
+
+def test_scan_interpreters_are_kept_for_a_few_photo_sizes_only() -> None:
+    image = np.full((64, 64, 3), 90, np.uint8)
+    for side in range(64, 64 + 32 * (detectors.SCAN_SIZES_KEPT + 3), 32):
+        detectors.blazeface_scan(cv2.resize(image, (side, 64)), 1.0)
+    assert len(detectors._local.scans) == detectors.SCAN_SIZES_KEPT
 
 
 def _busy(rng: np.random.Generator, w: int = 960, h: int = 720) -> np.ndarray:
@@ -62,12 +79,9 @@ def _group(chips: list[np.ndarray], centres: list[tuple[int, int]], side: int, s
     return photo
 
 
-def test_small_faces_are_found_once_each_also_across_tile_borders(chips: list[np.ndarray]) -> None:
-    # Where tiles of a 960 px side meet: own ranges split at 340 and 620 (the middle of each overlap), so faces
-    # centred there lie in two tiles at once; 720 px rows split at 300 and 420.
-    borders_x = [b for _, _, _, b in small_faces.tiles(960)[:-1]]
-    borders_y = [b for _, _, _, b in small_faces.tiles(720)[:-1]]
-    centres = [(borders_x[0], 150), (borders_x[1], borders_y[0]), (150, borders_y[-1]), (800, 600), (480, 620)]
+def test_small_faces_are_found_once_each_wherever_they_are(chips: list[np.ndarray]) -> None:
+    # Where 400 px tiles met when the look was tiled (a face there lay in two tiles), near an edge, and elsewhere.
+    centres = [(340, 150), (620, 300), (150, 420), (800, 600), (480, 620), (40, 360)]
     photo = _group(chips, centres, side=52)
     on, off = find_faces(photo, ON), find_faces(photo, OFF)
     assert len(off) < len(centres), "the whole-photo pass alone should miss faces this small"
@@ -84,8 +98,8 @@ def test_small_faces_are_found_once_each_also_across_tile_borders(chips: list[np
 
 def test_the_switch_and_close_ups_skip_the_second_look(chips: list[np.ndarray], monkeypatch) -> None:
     calls = []
-    real = small_faces.tiled
-    monkeypatch.setattr(small_faces, "tiled", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = small_faces.candidates
+    monkeypatch.setattr(small_faces, "candidates", lambda *a, **k: calls.append(1) or real(*a, **k))
     group = _group(chips, [(200, 200), (700, 500)], side=50)
     find_faces(group, OFF)
     assert calls == []
@@ -94,7 +108,8 @@ def test_the_switch_and_close_ups_skip_the_second_look(chips: list[np.ndarray], 
     calls.clear()
     close_up = _group(chips, [(480, 360)], side=420)  # a portrait: the face fills most of the photo's height
     assert len(find_faces(close_up, ON)) == 1 and calls == []
-    find_faces(cv2.resize(group, (400, 300)), ON)  # no larger than one tile: the first pass already sees it whole
+    side = int(192 / small_faces.SCALE)  # the whole-photo pass sees this photo at SCALE already
+    find_faces(cv2.resize(group, (side, side * 3 // 4)), ON)
     assert calls == []
 
 
@@ -120,8 +135,10 @@ def test_slivers_get_no_second_look_and_no_error(shape: tuple[int, ...]) -> None
 
 def test_large_photos_are_looked_at_on_a_bounded_copy(chips: list[np.ndarray], monkeypatch) -> None:
     seen = []
-    real = small_faces.tiled
-    monkeypatch.setattr(small_faces, "tiled", lambda image, *a, **k: seen.append(image.shape) or real(image, *a, **k))
+    real = small_faces.candidates
+    monkeypatch.setattr(
+        small_faces, "candidates", lambda image, *a, **k: seen.append(image.shape) or real(image, *a, **k)
+    )
     photo = cv2.resize(_group(chips, [(240, 200), (720, 520)], side=60), (1920, 1440))  # faces now 120 px
     found = find_faces(photo, ON)
     assert seen and max(seen[0][:2]) == small_faces.MAX_SIDE
@@ -146,3 +163,19 @@ def test_the_switch_is_saved_with_the_model_but_keeps_prepared_data_sets() -> No
     assert PreprocessConfig.from_dict(OFF.to_dict()) == OFF  # travels in the bundle's metadata
     assert OFF.crop_settings() == ON.crop_settings()  # data-set crops never use it: their caches stay valid
     assert "small_faces" in ON.to_dict() and "small_faces" not in ON.crop_settings()
+
+
+def test_the_scan_finds_faces_in_place_at_any_scale_with_either_runtime(chips: list[np.ndarray]) -> None:
+    centres = [(200, 200), (700, 500)]
+    photo = _group(chips, centres, side=90)
+    runtimes = ["litert", "opencv"] if detectors.runtime() == "litert" else ["opencv"]
+    for scale in (0.45, 0.6, 1.0):
+        seen = {b: detectors.blazeface_scan(photo, scale, 0.5, backend=b) for b in runtimes}
+        for found in seen.values():  # (a blob of the busy background may score too: only the faces are checked)
+            for cx, cy in centres:
+                d = min(found, key=lambda d: abs(d.box[0] + d.box[2] / 2 - cx) + abs(d.box[1] + d.box[3] / 2 - cy))
+                assert abs(d.box[0] + d.box[2] / 2 - cx) < 12 and abs(d.box[1] + d.box[3] / 2 - cy) < 12
+                assert 60 < d.box[2] < 130
+        if len(seen) == 2:
+            for a, b in zip(*seen.values(), strict=True):
+                assert np.allclose(a.box, b.box, atol=0.5) and a.score == pytest.approx(b.score, abs=1e-3)

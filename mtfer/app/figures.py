@@ -144,18 +144,24 @@ def history_figure(
                     col=col,
                 )
     fig.update_yaxes(tickformat=".0%", row=1, col=2)
-    fig.update_xaxes(title_text="epoch", dtick=_epoch_tick(history))
+    last = int(epochs.max()) if len(epochs) else 1
+    fig.update_xaxes(title_text="epoch", dtick=_epoch_tick(history), range=[0.5, last + 0.5])
     _mark_starts(fig, starts)
     if kept is not None:
         fig.add_vline(
             x=kept,
             line={"dash": "dash", "color": NOW, "width": 1},
+            # the label reads towards the middle of the chart, never off its right edge
             annotation_text=f"model kept (epoch {kept})",
-            annotation_position="bottom right",
+            annotation_position="bottom left" if kept > (1 + last) / 2 else "bottom right",
             annotation_font={"size": 11, "color": NOW},
         )
     fig.update_layout(
-        title={"text": display_name(task), "x": 0}, height=300, margin={"l": 10, "r": 10, "t": 60, "b": 10}
+        title={"text": display_name(task), "x": 0},
+        height=320,
+        margin={"l": 10, "r": 10, "t": 80, "b": 10},
+        # above the panels, not beside them: on a phone a side legend takes a third of the width
+        legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.22, "yanchor": "bottom"},
     )
     return fig
 
@@ -266,6 +272,7 @@ def slices_figure(
     overall: float | None = None,
     overall_n: int | None = None,
     predicted: bool = False,
+    attributes: Sequence[str] | None = None,
 ) -> go.Figure | None:
     """A task's accuracy per gender, race and age group (one panel each) from a table with the columns attribute,
     group, n, accuracy (an evaluation's slices, or :func:`mtfer.assess.evaluation.group_accuracy` with its `task` column).
@@ -276,27 +283,30 @@ def slices_figure(
     usable = slices[(slices["n"] > 0) & slices["accuracy"].notna()]
     if "task" in usable.columns:
         usable = usable[usable["task"] == task]
+    if attributes is not None:
+        usable = usable[usable["attribute"].isin(list(attributes))]
     if usable.empty:
         return None
-    attributes = list(dict.fromkeys(usable["attribute"]))
+    shown = list(dict.fromkeys(usable["attribute"]))
     fig = make_subplots(
         rows=1,
-        cols=len(attributes),
-        subplot_titles=[f"By {'predicted ' if predicted else ''}{display_name(a).lower()}" for a in attributes],
+        cols=len(shown),
+        subplot_titles=[f"By {'predicted ' if predicted else ''}{display_name(a).lower()}" for a in shown],
         shared_yaxes=True,
     )
     with_overall = overall is not None and math.isfinite(overall)
-    for col, attribute in enumerate(attributes, start=1):
+    for col, attribute in enumerate(shown, start=1):
         part = usable[usable["attribute"] == attribute]
-        # Level labels, a word per line ("African<br>American", "40-69<br>years"): plotly would otherwise turn a
-        # crowded panel's labels on their side.
+        # Level labels, a word per line ("African<br>American", "40-69<br>years", "1,587<br>faces"): plotly would
+        # otherwise turn a crowded panel's labels on their side, or print neighbouring counts into each other.
         x = [
-            f"{display_name(attribute, str(g)).replace(' ', '<br>')}<br>{faces_text(n)}"
+            f"{display_name(attribute, str(g)).replace(' ', '<br>')}<br>{faces_text(n).replace(' ', '<br>')}"
             for g, n in zip(part["group"], part["n"], strict=True)
         ]
         y, colors = part["accuracy"].tolist(), [MUTED] * len(part)
         if with_overall:
-            x = [f"<b>All faces</b><br>{faces_text(overall_n)}" if overall_n else "<b>All faces</b>", *x]
+            count = faces_text(overall_n).replace(" ", "<br>") if overall_n else ""
+            x = [f"<b>All faces</b><br>{count}" if count else "<b>All faces</b>", *x]
             y, colors = [float(overall), *y], [OVERALL_COLOR, *colors]
         fig.add_trace(
             go.Bar(
@@ -315,12 +325,35 @@ def slices_figure(
         )
     fig.update_yaxes(range=[0, 1.12], tickformat=".0%")
     fig.update_xaxes(tickangle=0, tickfont={"size": 10})
+    title = f"{display_name(task)} accuracy by {'predicted ' if predicted else ''}group"
     fig.update_layout(
-        title={"text": f"{display_name(task)} accuracy by {'predicted ' if predicted else ''}group", "x": 0},
-        height=380,
-        margin={"l": 10, "r": 10, "t": 60, "b": 10},
+        title={"text": "" if attributes is not None else title, "x": 0},
+        height=400,
+        margin={"l": 10, "r": 10, "t": 30 if attributes is not None else 60, "b": 10},
     )
     return fig
+
+
+def slices_panels(
+    slices: pd.DataFrame,
+    task: str = "emotion",
+    overall: float | None = None,
+    overall_n: int | None = None,
+    predicted: bool = False,
+) -> tuple[str, list[go.Figure]]:
+    """:func:`slices_figure` as a heading and one figure per attribute, for a page to lay out in columns (which a
+    phone stacks, each at full width, where three panels in one figure would be a few pixels each); no figures
+    when no group has a face."""
+    whole = slices_figure(slices, task, overall, overall_n, predicted)
+    if whole is None:
+        return "", []
+    usable = slices[(slices["n"] > 0) & slices["accuracy"].notna()]
+    if "task" in usable.columns:
+        usable = usable[usable["task"] == task]
+    panels = [
+        slices_figure(slices, task, overall, overall_n, predicted, [a]) for a in dict.fromkeys(usable["attribute"])
+    ]
+    return str(whole.layout.title.text), [f for f in panels if f is not None]
 
 
 def comparison_figure(table: pd.DataFrame) -> go.Figure:

@@ -23,9 +23,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mtfer.core import any_size
 from mtfer.core.quiet import native_stderr_without
 
-__all__ = ["BLAZEFACE_MODELS", "Detection", "blazeface", "blazeface_many", "blazeface_model_path", "runtime", "square"]
+__all__ = [
+    "BLAZEFACE_MODELS",
+    "Detection",
+    "blazeface",
+    "blazeface_many",
+    "blazeface_model_path",
+    "blazeface_scan",
+    "runtime",
+    "square",
+]
 
 Point = tuple[float, float]
 
@@ -102,18 +112,20 @@ class _LiteRT:
     """Google's LiteRT (TensorFlow Lite) interpreter with XNNPACK: 2-3x faster than OpenCV's DNN on these models
     (benchmarks/predict_latency.py). One image runs on one thread: a second made the full-range pass faster alone
     (4.1 -> 2.9 ms) but a whole photo slower (12.3 -> 14 ms median on a 2-core AMD EPYC), the idle threads of one
-    interpreter spinning while the next one (and the network's) runs. A batch (tiles) runs on two, where the work
-    is long enough to share."""
+    interpreter spinning while the next one (and the network's) runs. A batch (patches around candidate faces) and a
+    scan of a whole photo run on two, where the work is long enough to share."""
 
-    def __init__(self, path: Path, batch: int = 1):
+    def __init__(self, model: Path | bytes, batch: int = 1, size: tuple[int, int] | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
+        source = {"model_path": str(model)} if isinstance(model, Path) else {"model_content": model}
         with native_stderr_without(_XNNPACK_NOTICE):
-            self.interpreter = Interpreter(model_path=str(path), num_threads=1 if batch == 1 else 2)
+            threads = 1 if batch == 1 and size is None else 2
+            self.interpreter = Interpreter(**source, num_threads=threads)  # type: ignore[arg-type]
             self.input = self.interpreter.get_input_details()[0]["index"]
-            if batch != 1:  # the models' reshapes keep the batch: outputs come as (1, batch * anchors, k)
+            if batch != 1 or size is not None:  # the models' reshapes keep the batch: (1, batch * anchors, k)
                 side = int(self.interpreter.get_input_details()[0]["shape"][1])
-                self.interpreter.resize_tensor_input(self.input, [batch, side, side, 3])
+                self.interpreter.resize_tensor_input(self.input, [batch, *(size or (side, side)), 3])
             self.interpreter.allocate_tensors()
         self.outputs = [d["index"] for d in self.interpreter.get_output_details()]
 
@@ -126,13 +138,13 @@ class _LiteRT:
 class _OpenCV:
     """OpenCV's DNN module: the fallback where no LiteRT wheel exists (same outputs to 1e-4)."""
 
-    def __init__(self, path: Path):
-        self.net = cv2.dnn.readNetFromTFLite(str(path))
+    def __init__(self, model: Path | bytes):
+        self.net = cv2.dnn.readNetFromTFLite(str(model) if isinstance(model, Path) else np.frombuffer(model, np.uint8))
         self.names = self.net.getUnconnectedOutLayersNames()
 
     def __call__(self, rgb: np.ndarray) -> list[np.ndarray]:
         self.net.setInput(np.ascontiguousarray(rgb.transpose(2, 0, 1)[None]))
-        return list(self.net.forward(self.names))
+        return [o.transpose(0, 2, 3, 1) if o.ndim == 4 else o for o in self.net.forward(self.names)]
 
 
 def runtime() -> str:
@@ -149,6 +161,49 @@ def _net(model: str, backend: str, batch: int = 1) -> _LiteRT | _OpenCV:
         path = blazeface_model_path(model)
         cache[model, backend, batch] = _LiteRT(path, batch) if backend == "litert" else _OpenCV(path)
     return cache[model, backend, batch]
+
+
+SCAN_SIZES_KEPT = 4  # photo sizes whose scanning interpreter each thread keeps (a video or a camera has one)
+
+
+def _scan_net(height: int, width: int, backend: str) -> _LiteRT | _OpenCV:
+    """This thread's full-range interpreter edited to take `height` x `width` input (:mod:`mtfer.core.any_size`);
+    the last few sizes are kept, the least recently used dropped."""
+    cache = _local.__dict__.setdefault("scans", {})
+    key = (height, width, backend)
+    net = cache.pop(key, None)
+    if net is None:
+        model = any_size.any_size(blazeface_model_path("full").read_bytes(), height, width)
+        net = _LiteRT(model, size=(height, width)) if backend == "litert" else _OpenCV(model)
+        while len(cache) >= SCAN_SIZES_KEPT:
+            cache.pop(next(iter(cache)))
+    cache[key] = net  # most recently used last
+    return net
+
+
+def blazeface_scan(
+    image: np.ndarray, scale: float, min_score: float = 0.5, nms_iou: float = 0.3, backend: str | None = None
+) -> list[Detection]:
+    """Faces in a BGR (or gray) uint8 image, highest score first, found by the full-range model run over the whole
+    image resized by `scale` in one pass (:mod:`mtfer.core.any_size`): at 0.5 a 50 px face reaches the model at
+    25 px, where the usual pass, which shrinks the image to 192 px, would make it a few pixels. Boxes and eyes in the
+    image's own pixels."""
+    spec = BLAZEFACE_MODELS["full"]
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    h, w = image.shape[:2]
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    small = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    step = any_size.STRIDE
+    height, width = -(-nh // step) * step, -(-nw // step) * step
+    canvas = np.zeros((height, width, 3), np.uint8)  # black beyond the photo, as in the usual letterbox
+    canvas[:nh, :nw] = small
+    rgb = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB).astype(np.float32) / 127.5 - 1.0
+    outputs = [o.reshape(-1, o.shape[-1]) for o in _scan_net(height, width, backend or runtime())(rgb)]
+    cell = spec.strides[0]
+    ys, xs = np.mgrid[0 : height // cell, 0 : width // cell]
+    anchors = (np.stack([xs + 0.5, ys + 0.5], axis=-1).reshape(-1, 2) * cell / spec.side).astype(np.float32)
+    return _decoded(outputs, anchors, spec, (scale, 0, 0), min_score, nms_iou)
 
 
 def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -200,7 +255,7 @@ def blazeface_many(
     nms_iou: float = 0.3,
     backend: str | None = None,
 ) -> list[list[Detection]]:
-    """:func:`blazeface` on each of several images (a photo's tiles, the patches around candidate faces), with the
+    """:func:`blazeface` on each of several images (the patches around candidate small faces), with the
     network run on batches of them: with LiteRT, a batch of 8 on two threads costs about 40% less than 8 single
     passes (the same outputs to the last bit)."""
     spec = BLAZEFACE_MODELS.get(model)

@@ -321,13 +321,10 @@ def _blaze_faces(image: np.ndarray, gray: np.ndarray, config: PreprocessConfig) 
         color = cv2.copyMakeBorder(color, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
         found = detectors.blazeface(color, config.blazeface_model, config.min_score)
     results: list[tuple[Box, Eyes | None, float]] = []
-    for det in found + confirmed:
-        x, y, bw, bh = det.box
-        side = max(bw, bh)
-        if side < config.min_face / 4:
-            continue
+    candidates = [d for d in found + confirmed if max(d.box[2:]) >= config.min_face / 4]
+    looks = [((d.box[0] + d.box[2] / 2, d.box[1] + d.box[3] / 2), max(d.box[2:])) for d in candidates]
+    for det, refined in zip(candidates, _refine(color, looks, config), strict=True):
         small = det in confirmed  # the short-range model must see it too: no exception for a small face
-        refined = _refine(color, (x + bw / 2, y + bh / 2), side, config)
         if refined is None:
             if small or det.score < config.keep_score:
                 continue
@@ -346,26 +343,37 @@ def _blaze_faces(image: np.ndarray, gray: np.ndarray, config: PreprocessConfig) 
     return [_face(gray, box, config, eyes) for box, eyes, _ in kept]
 
 
-def _refine(color: np.ndarray, centre: Point, side: float, config: PreprocessConfig) -> detectors.Detection | None:
-    """The short-range model on a square patch of 1.75 face sides around ``centre`` (edge pixels repeated): the
-    most central face of a plausible size, in photo coordinates, or None."""
-    patch_side = 1.75 * side
-    x0, y0 = centre[0] - patch_side / 2, centre[1] - patch_side / 2
-    ix0, iy0 = math.floor(x0), math.floor(y0)
-    n = math.ceil(patch_side)
-    sub = detectors.square(color, ix0, iy0, n)
-    if sub is None:
-        return None
-    scale = 1.0
-    if n > 4 * 128:  # the model sees 128 px anyway: shrink big patches first (cheaper, same result)
-        scale = 4 * 128 / n
-        sub = cv2.resize(sub, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    best = _central(detectors.blazeface(sub, "short", config.refine_score), sub.shape[1], sub.shape[0], config)
-    if best is None:
-        return None
-    bx, by, bw, bh = (v / scale for v in best.box)
-    eyes = None if best.eyes is None else tuple((ex / scale + ix0, ey / scale + iy0) for ex, ey in best.eyes)
-    return detectors.Detection((bx + ix0, by + iy0, bw, bh), best.score, eyes)  # type: ignore[arg-type]
+def _refine(
+    color: np.ndarray, looks: Sequence[tuple[Point, float]], config: PreprocessConfig
+) -> list[detectors.Detection | None]:
+    """For each (centre, face side): the short-range model on a square patch of 1.75 face sides around the centre
+    (edge pixels repeated): the most central face of a plausible size, in photo coordinates, or None. The patches
+    go through the network together (a group photo's faces in one batch; the same answers as one at a time)."""
+    patches, frames = [], []
+    for centre, side in looks:
+        patch_side = 1.75 * side
+        ix0, iy0 = math.floor(centre[0] - patch_side / 2), math.floor(centre[1] - patch_side / 2)
+        n = math.ceil(patch_side)
+        sub = detectors.square(color, ix0, iy0, n)
+        scale = 1.0
+        if sub is not None and n > 4 * 128:  # the model sees 128 px anyway: shrink big patches first (cheaper, same)
+            scale = 4 * 128 / n
+            sub = cv2.resize(sub, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        if sub is not None:
+            patches.append(sub)
+        frames.append(None if sub is None else (ix0, iy0, scale, sub.shape[1], sub.shape[0]))
+    seen = iter(detectors.blazeface_many(patches, "short", config.refine_score))
+    out: list[detectors.Detection | None] = []
+    for frame in frames:
+        best = None if frame is None else _central(next(seen), frame[3], frame[4], config)
+        if frame is None or best is None:
+            out.append(None)
+            continue
+        ix0, iy0, scale = frame[:3]
+        bx, by, bw, bh = (v / scale for v in best.box)
+        eyes = None if best.eyes is None else tuple((ex / scale + ix0, ey / scale + iy0) for ex, ey in best.eyes)
+        out.append(detectors.Detection((bx + ix0, by + iy0, bw, bh), best.score, eyes))  # type: ignore[arg-type]
+    return out
 
 
 def _central(

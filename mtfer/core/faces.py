@@ -306,7 +306,7 @@ def _blaze_faces(image: np.ndarray, gray: np.ndarray, config: PreprocessConfig) 
     refines each on a patch around it, exactly as :func:`frame_crop` frames a data-set crop (so a face is framed
     alike in training and in photos, with eye keypoints seen at a useful resolution). A face the refinement does
     not confirm is kept only when the first stage was at least ``keep_score`` sure. Small faces that the whole-photo
-    pass cannot resolve get a second look on tiles (:mod:`mtfer.core.small_faces`), switched by ``small_faces``."""
+    pass cannot resolve get a second look (:mod:`mtfer.core.small_faces`), switched by ``small_faces``."""
     color = _color(image)
     h, w = gray.shape
     pad = 0

@@ -30,7 +30,7 @@ class PreprocessConfig:
     min_score: float = 0.3  # first-stage confidence (low: busy backgrounds lower it; the refinement confirms)
     refine_score: float = 0.6  # the short-range model must confirm the face with at least this confidence ...
     keep_score: float = 0.85  # ... unless the first stage alone was this sure
-    # A second look on overlapping tiles for faces too small for the whole-photo pass (mtfer.core.small_faces);
+    # A second look (one scan of the photo at 0.7) for faces too small for the whole-photo pass (small_faces);
     # a candidate found there is kept when its score and a confirming look's average at least small_face_score.
     small_faces: bool = True
     small_face_score: float = 0.4

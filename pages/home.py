@@ -22,7 +22,7 @@ One small neural network makes all four guesses together. The idea comes from a 
 (Saroop et al., 2021), which found that learning gender, race and age alongside emotion helps a network read
 emotions. Here no public data set has all four labels: trained on them as they are, the network reads emotions no
 better than one trained on emotions alone; when a first model fills in the missing labels, it reads them a
-little better (1 to 2 points in short test runs; docs/results.md says how we measured).
+little better (1 to 2 points of emotion accuracy in short trial runs, on faces held back from training).
 It sees each face as a small 50 x 50 grayscale picture, turned so the eyes are level.
 
 These are **guesses, not facts**. The categories are simplifications, and the model makes mistakes, most of all

@@ -266,6 +266,12 @@ def loss_weights_figure(history: pd.DataFrame, starts: Sequence[tuple[int, str]]
 OVERALL_COLOR = OVERALL
 
 
+def _usable_slices(slices: pd.DataFrame, task: str) -> pd.DataFrame:
+    """The rows of a slices table with faces and an accuracy, of `task` where the table has several tasks."""
+    usable = slices[(slices["n"] > 0) & slices["accuracy"].notna()]
+    return usable[usable["task"] == task] if "task" in usable.columns else usable
+
+
 def slices_figure(
     slices: pd.DataFrame,
     task: str = "emotion",
@@ -280,9 +286,7 @@ def slices_figure(
     compare the groups with. `predicted`: the groups are the model's own answers (group_accuracy with
     groups_from="predicted"), which the titles say and a hatch on the groups' bars marks. None when no group has a
     face."""
-    usable = slices[(slices["n"] > 0) & slices["accuracy"].notna()]
-    if "task" in usable.columns:
-        usable = usable[usable["task"] == task]
+    usable = _usable_slices(slices, task)
     if attributes is not None:
         usable = usable[usable["attribute"].isin(list(attributes))]
     if usable.empty:
@@ -347,12 +351,8 @@ def slices_panels(
     whole = slices_figure(slices, task, overall, overall_n, predicted)
     if whole is None:
         return "", []
-    usable = slices[(slices["n"] > 0) & slices["accuracy"].notna()]
-    if "task" in usable.columns:
-        usable = usable[usable["task"] == task]
-    panels = [
-        slices_figure(slices, task, overall, overall_n, predicted, [a]) for a in dict.fromkeys(usable["attribute"])
-    ]
+    attributes = dict.fromkeys(_usable_slices(slices, task)["attribute"])
+    panels = [slices_figure(slices, task, overall, overall_n, predicted, [a]) for a in attributes]
     return str(whole.layout.title.text), [f for f in panels if f is not None]
 
 

@@ -365,7 +365,8 @@ with tabs[2]:
             st.caption(
                 f"The whole training: {lineage.total_epochs or len(history)} epochs in {len(lineage.stages)} runs, "
                 "each starting from the weights the one before ended with; a dotted line marks where training "
-                "continued."
+                "continued. A continued run may be taught something new (another answer for a task, other data or "
+                "settings), so a curve can step up or down at that line."
             )
         st.caption(figures.HISTORY_NOTE)
         kept = figures.kept_epoch(history, lineage.starts)

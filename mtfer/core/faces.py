@@ -314,33 +314,47 @@ def _blaze_faces(image: np.ndarray, gray: np.ndarray, config: PreprocessConfig) 
         pad = round(0.25 * min(h, w))
         color = cv2.copyMakeBorder(color, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
     found = detectors.blazeface(color, config.blazeface_model, config.min_score)
-    # Small faces are looked for in the photo itself: replicated edges make face-like streaks at that size.
-    confirmed = [] if pad else small_faces.second_look(color, found, config)
+    whole = _checked(color, found, config, small=False)
+    # Small faces are looked for in the photo itself: replicated edges make face-like streaks at that size. A
+    # whole-photo detection that the refinement dropped is not excluded from the look: it gets a second chance there.
+    confirmed = [] if pad else small_faces.second_look(color, found, config, known=whole)
     if not found and not confirmed and not pad:  # a close-up whose face touches the edges: again with a margin
         pad = round(0.25 * min(h, w))
         color = cv2.copyMakeBorder(color, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
         found = detectors.blazeface(color, config.blazeface_model, config.min_score)
+        whole = _checked(color, found, config, small=False)
     results: list[tuple[Box, Eyes | None, float]] = []
-    candidates = [d for d in found + confirmed if max(d.box[2:]) >= config.min_face / 4]
-    looks = [((d.box[0] + d.box[2] / 2, d.box[1] + d.box[3] / 2), max(d.box[2:])) for d in candidates]
-    for det, refined in zip(candidates, _refine(color, looks, config), strict=True):
-        small = det in confirmed  # the short-range model must see it too: no exception for a small face
-        if refined is None:
-            if small or det.score < config.keep_score:
-                continue
-            refined = det
-        if small and max(refined.box[2:]) < small_faces.MIN_SIDE:
-            continue
-        (rx, ry, rw, rh), eyes = refined.box, refined.eyes
+    for face in whole + _checked(color, confirmed, config, small=True):
+        (rx, ry, rw, rh), eyes = face.box, face.eyes
         box = (round(rx) - pad, round(ry) - pad, round(rw), round(rh))
         eyes = None if eyes is None else tuple((ex - pad, ey - pad) for ex, ey in eyes)  # type: ignore[assignment]
-        results.append((box, eyes, refined.score))
+        results.append((box, eyes, face.score))
     results.sort(key=lambda r: r[0][2] * r[0][3], reverse=True)
     kept: list[tuple[Box, Eyes | None, float]] = []
     for r in results:  # two first-stage boxes refined onto the same face
         if all(_overlap(r[0], k[0]) < 0.5 and _overlap(k[0], r[0]) < 0.5 for k in kept):
             kept.append(r)
     return [_face(gray, box, config, eyes) for box, eyes, _ in kept]
+
+
+def _checked(
+    color: np.ndarray, detections: Sequence[detectors.Detection], config: PreprocessConfig, small: bool
+) -> list[detectors.Detection]:
+    """The detections as the short-range refinement frames them (:func:`_refine`). One it does not confirm is kept
+    as found when the first stage was at least ``keep_score`` sure, unless it is `small` (from the small-face look:
+    the short-range model must see it too, and it must be at least ``small_faces.MIN_SIDE``)."""
+    usable = [d for d in detections if max(d.box[2:]) >= config.min_face / 4]
+    looks = [((d.box[0] + d.box[2] / 2, d.box[1] + d.box[3] / 2), max(d.box[2:])) for d in usable]
+    out = []
+    for det, refined in zip(usable, _refine(color, looks, config), strict=True):
+        if refined is None:
+            if small or det.score < config.keep_score:
+                continue
+            refined = det
+        if small and max(refined.box[2:]) < small_faces.MIN_SIDE:
+            continue
+        out.append(refined)
+    return out
 
 
 def _refine(

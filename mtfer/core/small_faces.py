@@ -94,14 +94,16 @@ def needed(shape: tuple[int, ...], found: list[Detection], config: PreprocessCon
     return all(max(d.box[2], d.box[3]) < CLOSE_UP * long_side for d in found)
 
 
-def second_look(color: np.ndarray, found: list[Detection], config: PreprocessConfig) -> list[Detection]:
-    """Confirmed faces that the whole-photo pass (``found``) missed, in photo coordinates; [] when the second look
-    is switched off or cannot help (:func:`needed`)."""
+def second_look(
+    color: np.ndarray, found: list[Detection], config: PreprocessConfig, known: list[Detection] | None = None
+) -> list[Detection]:
+    """Confirmed faces other than ``known`` (default: the whole-photo pass's ``found``), in photo coordinates; []
+    when the second look is switched off or cannot help (:func:`needed`, which judges by ``found``)."""
     if not needed(color.shape, found, config):
         return []
     scale = min(1.0, MAX_SIDE / max(color.shape[:2]))
     small = color if scale == 1.0 else cv2.resize(color, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    shrunk = [_scaled(d, scale) for d in found]
+    shrunk = [_scaled(d, scale) for d in (found if known is None else known)]
     looked = candidates(small, shrunk, config.min_score, MIN_SIDE * scale)
     return [_scaled(face, 1 / scale) for face in confirm(small, looked, config.small_face_score)]
 

@@ -113,6 +113,24 @@ def test_the_switch_and_close_ups_skip_the_second_look(chips: list[np.ndarray], 
     assert calls == []
 
 
+def test_a_model_that_cannot_scan_turns_the_look_off_not_the_photo(chips: list[np.ndarray], monkeypatch, caplog):
+    """Another release of the detector's model file may not be the graph the scan edits: photos keep the whole-photo
+    pass, and the log says once why small faces are not looked for."""
+    photo = _group(chips, [(200, 200)], side=150)
+    expected = [f.box for f in find_faces(photo, ON)]
+
+    def refuse(*args, **kwargs):
+        raise any_size.GraphError("not the full-range BlazeFace model")
+
+    monkeypatch.setattr(detectors, "blazeface_scan", refuse)
+    small_faces._warn_no_look.cache_clear()
+    with caplog.at_level("WARNING"):
+        assert [f.box for f in find_faces(photo, ON)] == expected
+        find_faces(photo, ON)
+    said = [r.getMessage() for r in caplog.records if "small-face look is off" in r.getMessage()]
+    assert expected and len(said) == 1 and "not the full-range BlazeFace model" in said[0]
+
+
 def test_busy_scenes_give_no_false_small_faces() -> None:
     rng = np.random.default_rng(11)
     assert sum(len(find_faces(_busy(rng), ON)) for _ in range(8)) == 0

@@ -21,12 +21,14 @@ on a shrunk copy, which keeps the cost bounded at the price of faces under ~30 p
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 
 import cv2
 import numpy as np
 
-from mtfer.core import detectors
+from mtfer.core import any_size, detectors
 from mtfer.core.detectors import Detection
 from mtfer.core.preprocess import PreprocessConfig
 
@@ -45,8 +47,13 @@ def candidates(
     """Faces the scan at ``SCALE`` finds in ``image`` that the whole-photo pass (``found``) did not, highest score
     first, each at least ``min_side`` px."""
     known = np.array([_corners(d) for d in found], np.float32).reshape(-1, 4)
+    try:
+        scanned = detectors.blazeface_scan(image, SCALE, min_score)
+    except any_size.GraphError as error:  # another release of the detector's model: photos still get the first pass
+        _warn_no_look(str(error))
+        return []
     out = []
-    for candidate in detectors.blazeface_scan(image, SCALE, min_score):
+    for candidate in scanned:
         overlaps = len(known) and detectors._iou(np.array(_corners(candidate), np.float32), known).max() >= 0.3
         if max(candidate.box[2:]) >= min_side and not overlaps:
             out.append(candidate)
@@ -106,6 +113,13 @@ def second_look(
     shrunk = [_scaled(d, scale) for d in (found if known is None else known)]
     looked = candidates(small, shrunk, config.min_score, MIN_SIDE * scale)
     return [_scaled(face, 1 / scale) for face in confirm(small, looked, config.small_face_score)]
+
+
+@functools.cache
+def _warn_no_look(reason: str) -> None:
+    logging.getLogger(__name__).warning(
+        "the small-face look is off (the installed BlazeFace model cannot be made to scan a photo: %s)", reason
+    )
 
 
 def _corners(d: Detection, scale: float = 1.0) -> tuple[float, float, float, float]:

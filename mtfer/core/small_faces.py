@@ -122,8 +122,8 @@ def _warn_no_look(reason: str) -> None:
     )
 
 
-def _corners(d: Detection, scale: float = 1.0) -> tuple[float, float, float, float]:
-    x, y, w, h = (v * scale for v in d.box)
+def _corners(d: Detection) -> tuple[float, float, float, float]:
+    x, y, w, h = d.box
     return x, y, x + w, y + h
 
 

@@ -270,6 +270,57 @@ def test_soft_pseudo_labels_are_the_teachers_probabilities_on_the_same_faces(wor
         TrainConfig(pseudo_targets="fuzzy")
 
 
+def test_distillation_mixes_the_teachers_probabilities_into_true_labels(world, tmp_path, monkeypatch):
+    from mtfer.datasets.splits import make_splits
+    from mtfer.train.config import TrainConfig
+    from mtfer.train.pipeline import load_prepared
+    from mtfer.train.trainer import train
+
+    cache = tmp_path / "cache"
+    shutil.copytree(world["cache"], cache, ignore=shutil.ignore_patterns("pseudo"))  # this test's sets only
+    monkeypatch.setenv("MTFER_CACHE", str(cache))
+    fer_set = pseudo_label(world["teacher"], "fer2013", world["fer"], threshold=0.0)
+    utk_set = pseudo_label(world["teacher"], "utkface", world["utk"], threshold=0.0)
+    # The teacher's view of every task it predicts is kept, the ones the data set has labels of included.
+    assert fer_set.meta["probabilities"] == list(TASK_NAMES) == utk_set.meta["probabilities"]
+    datasets = [{"format": "fer2013", "root": str(world["fer"])}, {"format": "utkface", "root": str(world["utk"])}]
+    config = _quick_config(datasets, pseudo_targets="soft", distill=0.3)
+    splits = make_splits(load_prepared(config), config.protocol, config.val_fraction, config.seed)
+    out, record = apply_pseudo_labels(splits, ["auto"], datasets=datasets, soft=True, distill=0.3)
+    assert {r["distill"] for r in record} == {0.3}
+    train_split, truth = out["train"], splits["train"].labels
+    sets = {"fer2013": fer_set, "utkface": utk_set}
+    for task in TASK_NAMES:
+        c, target = TASK_NAMES.index(task), train_split.soft[task]
+        for name, p in sets.items():
+            rows = np.flatnonzero((train_split.datasets == name) & (truth[:, c] >= 0))
+            if not len(rows):
+                continue
+            index = {s: i for i, s in enumerate(p.sources.tolist())}
+            teacher = p.probabilities(task)[[index[s] for s in train_split.sources[rows]]]
+            teacher = teacher / teacher.sum(axis=1, keepdims=True)
+            one_hot = np.eye(target.shape[1])[truth[rows, c]]
+            np.testing.assert_allclose(target[rows], 0.7 * one_hot + 0.3 * teacher, atol=1e-6)
+    # Without distillation the true labels keep their one-hot targets.
+    plain, _ = apply_pseudo_labels(splits, ["auto"], datasets=datasets, soft=True)
+    assert np.isnan(plain["train"].soft["emotion"][train_split.datasets == "fer2013"]).all()
+
+    run = train(config, tmp_path / "student", install_signal_handler=False)
+    meta = bundles.load_bundle(run).metadata
+    assert meta["config"]["distill"] == 0.3 and {r["distill"] for r in meta["pseudo_labels"]} == {0.3}
+
+    # Sets made before the teacher's labelled-task probabilities were kept cannot teach them: refused, not ignored.
+    stored = json.loads((fer_set.path / "meta.json").read_text())
+    del stored["arrays"]["probabilities_emotion"]
+    (fer_set.path / "meta.json").write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match=r"\['emotion'\].*make them again"):
+        apply_pseudo_labels(splits, ["auto"], datasets=datasets, soft=True, distill=0.3)
+    with pytest.raises(ValueError, match="pseudo_targets 'soft'"):
+        TrainConfig(distill=0.3)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        TrainConfig(pseudo_labels=["auto"], pseudo_targets="soft", distill=1.5)
+
+
 def test_ensure_makes_pseudo_labels_only_where_none_exist(world, tmp_path, monkeypatch):
     from mtfer.train import pseudo
     from mtfer.train.pseudo import ensure_pseudo_labels, find_pseudo_labels
@@ -314,3 +365,8 @@ def test_command_line_makes_pseudo_labels_and_passes_them_to_the_trainer(world, 
     soft = build_parser().parse_args(["train", "--pseudo-labels", "auto", "--pseudo-targets", "soft"])
     assert train_config_from_args(soft).pseudo_targets == "soft"
     assert train_config_from_args(build_parser().parse_args(["train"])).pseudo_targets == "hard"
+    distilled = build_parser().parse_args(
+        ["train", "--pseudo-labels", "auto", "--pseudo-targets", "soft", "--distill", "0.5"]
+    )
+    assert train_config_from_args(distilled).distill == 0.5
+    assert train_config_from_args(build_parser().parse_args(["train"])).distill == 0.0

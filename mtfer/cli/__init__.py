@@ -11,7 +11,7 @@ from collections.abc import Callable
 from mtfer.cli.assess_cmds import cmd_calibrate, cmd_evaluate
 from mtfer.cli.data_cmds import cmd_inspect, cmd_prepare, data_args
 from mtfer.cli.predict_cmds import cmd_export, cmd_predict, cmd_serve
-from mtfer.cli.train_cmds import cmd_pseudo_label, cmd_runs, cmd_train
+from mtfer.cli.train_cmds import cmd_ensemble, cmd_pseudo_label, cmd_runs, cmd_train
 from mtfer.core import quiet
 
 # TensorFlow's C++ INFO and WARNING lines off unless the user asked for them; the first lines of its start-up,
@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--pseudo-targets",
         choices=("hard", "soft"),
         help="train on the teacher's top class (hard, the default) or its probabilities (soft)",
+    )
+    p.add_argument(
+        "--distill",
+        type=float,
+        help="0-1: on faces with true labels too, learn this share of the teacher's probabilities (knowledge "
+        "distillation; needs --pseudo-targets soft)",
     )
     p.add_argument("--learning-rate", type=float)
     p.add_argument("--batch-size", type=int)
@@ -168,6 +174,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tasks", help="comma-separated subset of the tasks the data set lacks (default: all)")
     p.set_defaults(func=cmd_pseudo_label)
+
+    p = sub.add_parser(
+        "ensemble",
+        help="average several trained models into one (a stronger teacher, or a slower, more accurate model)",
+        description="Write one model whose every answer is the weighted average of the given models' probabilities, "
+        "the weights chosen per task on their shared validation faces; then calibrate and evaluate it like any "
+        "trained model. Its time per face is the sum of its members'.",
+    )
+    p.add_argument("models", nargs="+", help="two or more run ids, bundle folders or 'default'")
+    p.add_argument("--name", required=True, help="run id of the new model (under the runs folder)")
+    p.add_argument("--weights", help="e.g. 0.7,0.3: the same weights for every task (default: chosen per task)")
+    p.add_argument(
+        "--dataset",
+        action="append",
+        metavar="FORMAT=DIR",
+        help="where one of the models' data sets is now, if not where they trained (repeatable)",
+    )
+    p.add_argument("--no-evaluate", action="store_true", help="do not evaluate it on the validation and test faces")
+    p.set_defaults(func=cmd_ensemble)
 
     p = sub.add_parser(
         "predict",

@@ -46,6 +46,7 @@ TRAIN_SETTINGS = (
     "ema",
     "tta_flip",
     "pseudo_targets",
+    "distill",
 )
 
 
@@ -139,6 +140,39 @@ def cmd_pseudo_label(args: argparse.Namespace) -> int:
         rule = f"threshold {threshold:.4f}" if threshold is not None else "no threshold reaches the target"
         print(f"{task}: {counts['kept']:,} of {counts['faces']:,} faces labelled ({rule})")
     print(f"pseudo-labels saved in {result.path}")
+    return 0
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from mtfer.core import bundles
+
+    members = [bundles.resolve_model(m, args.runs) for m in args.models]  # a bad name fails before TensorFlow starts
+    out = bundles.run_dir(bundles.validate_run_id(args.name), args.runs)
+    weights = None
+    if args.weights:
+        try:
+            weights = [float(w) for w in args.weights.split(",")]
+        except ValueError:
+            raise ValueError(f"--weights takes numbers separated by commas, got {args.weights!r}") from None
+    quiet.import_tensorflow()
+    from mtfer.train.ensemble import ENSEMBLE_KEY, combine
+
+    path = combine(
+        members,
+        out,
+        weights=weights,
+        datasets=parse_datasets(args.dataset) if args.dataset else None,
+        evaluate=not args.no_evaluate,
+    )
+    section = bundles.read_json(path / bundles.METADATA_FILE)[ENSEMBLE_KEY]
+    for task, w in section["weights"].items():
+        score = section["validation_accuracy"][task]
+        if score["ensemble"] is None:
+            print(f"{task}: weights {w} (no labelled validation faces)")
+            continue
+        members_text = ", ".join(f"{a:.2%}" for a in score["members"])
+        print(f"{task}: weights {w}; validation accuracy {score['ensemble']:.2%} (members {members_text})")
+    print(f"ensemble saved in {path}")
     return 0
 
 

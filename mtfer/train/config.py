@@ -77,6 +77,10 @@ class TrainConfig:
     # "hard": a pseudo-labelled face's target is the teacher's top class; "soft": the teacher's probabilities (the
     # same faces either way: those above the confidence threshold)
     pseudo_targets: str = "hard"
+    # > 0: knowledge distillation. On faces WITH a true label, the target is (1 - distill) * that label + distill *
+    # the teacher's probabilities (from the soft pseudo-label sets, which store them for every task the teacher
+    # predicts): a strong teacher (an ensemble) passes on which classes a face resembles, not only its label.
+    distill: float = 0.0
     name: str = ""
     run_id: str | None = None
 
@@ -139,6 +143,10 @@ class TrainConfig:
             if not all(isinstance(x, str) and x.strip() for x in self.pseudo_labels):
                 raise ValueError(f"pseudo_labels must be 'auto' or pseudo-label folders, got {self.pseudo_labels!r}")
             self.pseudo_labels = list(self.pseudo_labels) or None
+        if not 0 <= self.distill <= 1:
+            raise ValueError(f"distill must be between 0 and 1, got {self.distill}")
+        if self.distill > 0 and (not self.pseudo_labels or self.pseudo_targets != "soft"):
+            raise ValueError("distill needs the teacher's probabilities: pseudo_labels with pseudo_targets 'soft'")
         for d in self.datasets:
             if not isinstance(d, dict) or "format" not in d or "root" not in d:
                 raise ValueError(f"each data set needs a 'format' and a 'root', got {d!r}")

@@ -34,6 +34,7 @@ def with_pseudo_labels(
         datasets=config.datasets,
         tasks=config.tasks,
         soft=config.pseudo_targets == "soft",
+        distill=config.distill,
     )
 
 

@@ -16,13 +16,16 @@ task the data set has no label of at all, the teacher's top class where the teac
 Tasks are filled only where a data set lacks them entirely: a task with some labels is never guessed, true labels
 are never overwritten, and a teacher from before a task gained a class (race without "other") fills no such task. Labels are hard
 (the top class); the teacher's probability vectors are stored too, and a run with ``pseudo_targets="soft"`` trains
-on them instead (the same faces: those above the threshold; :func:`soft_targets`).
+on them instead (the same faces: those above the threshold; :func:`soft_targets`). They are stored for every task
+the teacher predicts, the data set's labelled ones included, so that a run with ``distill`` > 0 can learn the
+teacher's view of the faces that have true labels as well (knowledge distillation).
 
 Stored beside the cache, with provenance::
 
     <cache_dir>/pseudo/<data set cache folder>-<teacher hash>/labels.npy      int16 (N, 4), -1 = no pseudo-label
                                                               confidence.npy  float32 (N, 4), NaN = task not labelled
-                                                              probabilities_<task>.npy  float32 (N, classes)
+                                                              probabilities_<task>.npy  float32 (N, classes), every task
+                                                                         the teacher predicts
                                                               sources.npy, splits.npy   the cache's rows
                                                               meta.json  teacher (path, metadata SHA-256), rule,
                                                                          thresholds, validation, counts, date
@@ -304,7 +307,13 @@ def pseudo_label(
     labels = np.full((n, len(TASK_NAMES)), -1, np.int16)
     confidence = np.full((n, len(TASK_NAMES)), np.nan, np.float32)
     counts: dict[str, dict] = {}
-    arrays: dict[str, np.ndarray] = {}
+    # The teacher's probabilities for every task it predicts with this version's classes, labelled tasks too: a
+    # student distilled from it (TrainConfig.distill) learns them beside the true labels.
+    arrays: dict[str, np.ndarray] = {
+        f"probabilities_{t}": np.asarray(probs[t], np.float32)
+        for t in TASK_NAMES
+        if t in probs and list(teacher.metadata["tasks"].get(t, [])) == list(TASKS[t].classes)
+    }
     for t in lacking:
         c = TASK_NAMES.index(t)
         p = np.asarray(probs[t], np.float32)
@@ -313,7 +322,6 @@ def pseudo_label(
         keep &= target.labels[:, c] < 0  # never a true label (the task is lacking, so this holds anyway)
         labels[keep, c] = top[keep]
         confidence[:, c] = conf
-        arrays[f"probabilities_{t}"] = p
         counts[t] = {
             "faces": n,
             "kept": int(keep.sum()),
@@ -352,6 +360,7 @@ def pseudo_label(
             "tta_flip": flip,
         },
         "tasks": lacking,
+        "probabilities": [t for t in TASK_NAMES if f"probabilities_{t}" in arrays],
         "rule": {
             "threshold": threshold,
             "target_accuracy": target_accuracy if threshold == AUTO else None,
@@ -421,7 +430,8 @@ def find_pseudo_labels(
                 found.append(load_pseudo_labels(meta_file.parent))
             except ValueError as exc:
                 log.warning("skipping %s", exc)
-    return sorted(found, key=lambda p: str(p.meta.get("created", "")), reverse=True)
+    # "created" counts whole seconds: sets made within one second are ordered by when their meta.json was written
+    return sorted(found, key=lambda p: (str(p.meta.get("created", "")), (p.path / META_FILE).stat().st_mtime_ns))[::-1]
 
 
 def resolve_pseudo_labels(
@@ -523,13 +533,18 @@ def fill_missing(train: Any, pseudo: PseudoLabels, tasks: Sequence[str] | None =
 
 
 def soft_targets(
-    train: Any, sets: Sequence[PseudoLabels], tasks: Sequence[str] | None = None
+    train: Any, sets: Sequence[PseudoLabels], tasks: Sequence[str] | None = None, distill: float = 0.0
 ) -> dict[str, np.ndarray] | None:
     """Soft targets for the training Split `train` BEFORE its labels are filled: per task, float32 (N, classes)
     holding the teacher's probabilities on the faces that get a pseudo-label of that task (missing true label,
-    pseudo-label kept by the threshold), and NaN rows elsewhere (true labels stay one-hot). None if no face gets one."""
+    pseudo-label kept by the threshold), and NaN rows elsewhere (true labels stay one-hot). None if no face gets one.
+
+    distill > 0: faces WITH a true label of a task get (1 - distill) * one-hot + distill * the teacher's
+    probabilities, where the set stores them (sets made before that stored only the tasks they filled: ValueError
+    when no set has them for a task the training split has labels of)."""
     tasks = list(TASK_NAMES if tasks is None else tasks)
     out: dict[str, np.ndarray] = {}
+    distilled: set[str] = set()
     for p in sets:
         index = {s: i for i, s in enumerate(p.sources.tolist())}
         rows = np.flatnonzero(np.asarray(train.datasets).astype(str) == p.dataset)
@@ -541,12 +556,28 @@ def soft_targets(
             if not len(pairs) or f"probabilities_{t}" not in p.meta.get("arrays", {}):
                 continue
             mine, theirs = pairs[:, 0], pairs[:, 1]
-            take = (np.asarray(train.labels)[mine, c] < 0) & (p.labels[theirs, c] >= 0)
-            if not take.any():
+            truth = np.asarray(train.labels)[mine, c]
+            filled = (truth < 0) & (p.labels[theirs, c] >= 0)
+            known = (truth >= 0) & (distill > 0)
+            if not (filled | known).any():
                 continue
             target = out.setdefault(t, np.full((len(train), TASKS[t].num_classes), np.nan, np.float32))
-            probs = p.probabilities(t)[theirs[take]]
-            target[mine[take]] = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
+            probs = p.probabilities(t)[theirs]
+            probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
+            target[mine[filled]] = probs[filled]
+            if known.any():
+                one_hot = np.eye(TASKS[t].num_classes, dtype=np.float32)[truth[known]]
+                target[mine[known]] = (1 - distill) * one_hot + distill * probs[known]
+                distilled.add(t)
+    if distill > 0:
+        labelled = [t for t in tasks if (np.asarray(train.labels)[:, TASK_NAMES.index(t)] >= 0).any()]
+        lacking = [t for t in labelled if t not in distilled]
+        if lacking:
+            raise ValueError(
+                f"distill: no pseudo-label set holds the teacher's probabilities of {lacking} on faces labelled with "
+                "them (sets made before distillation keep only the tasks they fill): make them again with mtfer "
+                "pseudo-label"
+            )
     return out or None
 
 
@@ -559,13 +590,15 @@ def apply_pseudo_labels(
     tasks: Sequence[str] | None = None,
     cache_dir: str | os.PathLike | None = None,
     soft: bool = False,
+    distill: float = 0.0,
 ) -> tuple[dict[str, Any], list[dict]]:
     """Splits whose TRAINING split has its missing labels filled from the pseudo-labels `specs` (see
     :func:`resolve_pseudo_labels`); "val" and "test" are returned unchanged. Returns (splits, record): what was
     used (folder, teacher, thresholds, labels filled per task), also written to the run folder's
     pseudo_labels.json. When that file exists (a resumed or finished run), its folders are used again, and a set
     whose labels changed since is refused. soft: the training split also carries the teacher's probabilities as
-    soft targets on the pseudo-labelled faces (Split.soft, see :func:`soft_targets`)."""
+    soft targets on the pseudo-labelled faces (Split.soft, see :func:`soft_targets`); distill: and, at that weight,
+    on the faces with true labels."""
     record_file = Path(run) / RECORD_FILE if run is not None else None
     previous = None
     if record_file is not None and record_file.exists():
@@ -583,7 +616,7 @@ def apply_pseudo_labels(
         raise ValueError("no training split to add pseudo-labels to")
     out = dict(splits)
     train = splits["train"]
-    targets = soft_targets(train, sets, tasks) if soft else None
+    targets = soft_targets(train, sets, tasks, distill) if soft else None
     record = []
     for p in sets:
         train, filled = fill_missing(train, p, tasks)
@@ -603,6 +636,7 @@ def apply_pseudo_labels(
                 "labels_crc32": p.meta.get("labels_crc32"),
                 "filled": filled,
                 "targets": "soft" if soft else "hard",
+                "distill": distill,
             }
         )
         log.info("pseudo-labels %s: filled %s in the training split", p.path.name, filled)

@@ -85,6 +85,36 @@ def test_reproduce_rows_are_the_recipe_with_their_own_settings(tmp_path):
     assert other.pseudo_targets == "soft" and other.architecture == "fast"
     args.start = tmp_path / "previous"
     assert reproduce.row_config("recipe-multi-pseudo-other", tmp_path, args).init_from == str(args.start.resolve())
+    # The distilled row: the continuation's settings, the teacher's probabilities on true labels too.
+    student = reproduce.row_config("recipe-distill", tmp_path, args)
+    assert (student.distill, student.pseudo_targets, student.architecture) == (0.5, "soft", "fast")
+    assert student.init_from == str(args.start.resolve()) and student.learning_rate == 5e-4
+
+
+def test_a_row_taught_by_an_ensemble_waits_for_its_members_and_makes_the_teacher_once(tmp_path, monkeypatch):
+    import argparse
+
+    from helpers import tiny_run
+
+    from mtfer.core import bundles
+    from mtfer.store import runs
+
+    spec = importlib.util.spec_from_file_location("reproduce_teacher", ABLATE.parent / "reproduce.py")
+    reproduce = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reproduce)
+    runs_dir = tmp_path / "runs"
+    args = argparse.Namespace(runs=runs_dir, teacher=tiny_run(tmp_path / "shipped"))
+    with pytest.raises(SystemExit, match="wide-multi-pseudo row: train that row first"):
+        reproduce.ensemble_teacher("recipe-distill", args)
+    wide = tiny_run(runs_dir / "reproduce-wide-multi-pseudo", learning_rate=3e-3)
+    assert runs.read_progress(wide).get("state") == "finished"
+    made = []
+    monkeypatch.setattr("mtfer.train.ensemble.combine", lambda members, out: made.append(members) or Path(out))
+    folder = reproduce.ensemble_teacher("recipe-distill", args)
+    assert folder == runs_dir / "reproduce-ensemble-recipe-distill" and made == [[args.teacher, wide]]
+    folder.mkdir()
+    (folder / bundles.METADATA_FILE).write_text("{}")
+    assert reproduce.ensemble_teacher("recipe-distill", args) == folder and len(made) == 1  # made once
 
 
 def _with_val(folder: Path, accuracy: float) -> Path:
@@ -122,6 +152,10 @@ def test_ship_replaces_the_shipped_model_only_with_a_better_one_on_validation(tm
     meta = bundles.read_json(older / bundles.METADATA_FILE)
     meta["tasks"]["race"] = meta["tasks"]["race"][:3]
     bundles.atomic_write_json(older / bundles.METADATA_FILE, meta)
+    # Nor is an ensemble (a teacher: its members' time per face together, over the size budget).
+    ensemble = _with_val(tiny_run(runs_dir / "20990101-000000-ensemble"), 0.98)
+    meta = bundles.read_json(ensemble / bundles.METADATA_FILE)
+    bundles.atomic_write_json(ensemble / bundles.METADATA_FILE, {**meta, "architecture": "ensemble"})
     _with_val(worse, 0.65)
     assert reproduce.ship(runs_dir, tmp_path) == worse
     meta = bundles.read_json(shipped / bundles.METADATA_FILE)

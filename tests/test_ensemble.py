@@ -110,6 +110,10 @@ def test_members_that_cannot_be_averaged_honestly_are_refused(members, tmp_path)
     other_split = tiny_run(members["root"] / "seed", seed=7)  # another seed carves other validation faces
     with pytest.raises(EnsembleError, match="different data sets or splits"):
         combine([a, other_split], tmp_path / "x", splits=tiny_splits())
+    # Another seed that keeps the first one's validation faces (split_seed) can be averaged with it.
+    same_faces = tiny_run(members["root"] / "same-faces", seed=7, split_seed=1337)
+    assert bundles.load_bundle(same_faces).metadata["config"]["split_seed"] == 1337
+    assert combine([a, same_faces], tmp_path / "seeds", weights=[0.5, 0.5], splits=tiny_splits(), evaluate=False)
     with pytest.raises(EnsembleError, match="at least two"):
         combine([a], tmp_path / "x", splits=tiny_splits())
     with pytest.raises(EnsembleError, match="one of the members"):
@@ -155,3 +159,14 @@ def test_command_line_makes_an_ensemble_of_runs_trained_on_data_sets(tmp_path, m
     assert main(["--runs", str(runs), "ensemble", "one", "nowhere", "--name", "n"]) == 2
     assert "no model 'nowhere'" in capsys.readouterr().err
     assert not (runs / "w").exists() and not (runs / "n").exists()
+
+
+def test_the_split_seed_carves_the_validation_faces_whatever_the_seed():
+    from mtfer.datasets.splits import SplitSettings
+    from mtfer.train.config import TrainConfig
+
+    config = TrainConfig(seed=7, split_seed=1337)
+    assert config.carving_seed == 1337 and TrainConfig(seed=7).carving_seed == 7
+    assert SplitSettings.of_model({"config": config.to_dict()}).seed == 1337
+    assert SplitSettings.of_model({"config": TrainConfig(seed=7).to_dict()}).seed == 7
+    assert SplitSettings.of_model({"config": {"seed": 5}}).seed == 5  # a bundle from before split_seed

@@ -370,3 +370,6 @@ def test_command_line_makes_pseudo_labels_and_passes_them_to_the_trainer(world, 
     )
     assert train_config_from_args(distilled).distill == 0.5
     assert train_config_from_args(build_parser().parse_args(["train"])).distill == 0.0
+    seeds = train_config_from_args(build_parser().parse_args(["train", "--seed", "7", "--split-seed", "1337"]))
+    assert (seeds.seed, seeds.split_seed, seeds.carving_seed) == (7, 1337, 1337)
+    assert train_config_from_args(build_parser().parse_args(["train", "--seed", "7"])).carving_seed == 7

@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int)
     p.add_argument("--protocol", choices=("holdout", "paper"))
     p.add_argument("--seed", type=int)
+    p.add_argument(
+        "--split-seed",
+        type=int,
+        help="carve the validation faces with this seed instead of --seed (runs that share it can be averaged)",
+    )
     p.add_argument("--precision", choices=("auto", "bfloat16", "float32"))
     p.add_argument("--strategy", choices=("default", "mirrored", "multiworker"))
     p.add_argument("--limit", type=int, help="at most this many samples per data set")

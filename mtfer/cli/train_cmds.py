@@ -29,6 +29,7 @@ TRAIN_SETTINGS = (
     "epochs",
     "protocol",
     "seed",
+    "split_seed",
     "precision",
     "strategy",
     "limit",

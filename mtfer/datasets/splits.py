@@ -38,7 +38,7 @@ class SplitSettings:
             return cls(
                 str(config.get("protocol", DEFAULT_PROTOCOL)),
                 float(config.get("val_fraction", DEFAULT_VAL_FRACTION)),
-                int(config.get("seed", DEFAULT_SEED)),
+                int(config["split_seed"] if config.get("split_seed") is not None else config.get("seed", DEFAULT_SEED)),
                 None if config.get("limit") is None else int(config["limit"]),
             )
         except (TypeError, ValueError) as exc:

@@ -50,6 +50,10 @@ class TrainConfig:
     protocol: str = DEFAULT_PROTOCOL
     val_fraction: float = DEFAULT_VAL_FRACTION
     seed: int = DEFAULT_SEED
+    # The seed that carves the validation faces, when it must differ from `seed` (None: `seed`): runs that differ
+    # in `seed` only (weights, order, augmentation) but share this one hold out the same faces, so they can be
+    # compared and averaged into an ensemble (mtfer.train.ensemble) honestly.
+    split_seed: int | None = None
     augment: bool | str = True  # True/"light": flips, shifts, turns, zooms; "strong": plus photometric; False/"none"
     precision: str = "auto"
     strategy: str = "default"
@@ -150,6 +154,11 @@ class TrainConfig:
         for d in self.datasets:
             if not isinstance(d, dict) or "format" not in d or "root" not in d:
                 raise ValueError(f"each data set needs a 'format' and a 'root', got {d!r}")
+
+    @property
+    def carving_seed(self) -> int:
+        """The seed the validation faces are carved with."""
+        return self.seed if self.split_seed is None else self.split_seed
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

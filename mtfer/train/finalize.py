@@ -359,7 +359,7 @@ def finish(run: str | os.PathLike) -> Path:
     if (best := runs.read_best_weights(ckpt)) is not None:
         model.set_weights(best)
         best_epoch = (state.get("early") or {}).get("best_epoch")
-    splits = make_splits(load_prepared(config), config.protocol, config.val_fraction, config.seed)
+    splits = make_splits(load_prepared(config), config.protocol, config.val_fraction, config.carving_seed)
     splits, pseudo_record = with_pseudo_labels(config, splits, run)  # the ones the run trained with
     finished_early = {
         "completed_epochs": int(state.get("completed_epochs", 0)),

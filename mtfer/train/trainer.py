@@ -157,7 +157,7 @@ def _train(config: TrainConfig, run: Path, splits: dict[str, Split] | None, resu
         except TrainingStopped:
             _mark_stopped(run, stop_point(0, 0, 0, completed_epochs(run) if resume else 0, phase="preparing"))
             return
-        splits = make_splits(prepared, config.protocol, config.val_fraction, config.seed)
+        splits = make_splits(prepared, config.protocol, config.val_fraction, config.carving_seed)
     if "train" not in splits:
         raise ValueError("the chosen data sets have no training samples")
     splits, pseudo_record = with_pseudo_labels(config, splits, run)

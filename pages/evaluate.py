@@ -352,7 +352,7 @@ with tabs[2]:
     lineage = read_history(str(model.path), modified(history_path) + modified(model.path / bundles.METADATA_FILE))
     history = lineage.history
     if history.empty:
-        st.info("This model folder has no training history (history.csv).")
+        st.info(cards.no_history_text(metadata))
     else:
         own = lineage.stages[-1]
         if lineage.missing:

@@ -936,6 +936,29 @@ def test_model_choices_and_evaluations(app_env, tmp_path):
     assert settings.list_evaluations(tmp_path) == []
 
 
+def test_a_model_no_run_made_is_listed_and_an_ensemble_says_why_it_has_no_curves(app_env):
+    """`mtfer ensemble` writes a bundle under the runs folder without a run's config or history."""
+
+    ensemble = app_env / "both"
+    shutil.copytree(app_env / "tiny-multi", ensemble, ignore=shutil.ignore_patterns("config.json", "history.csv"))
+    meta = bundles.read_json(ensemble / bundles.METADATA_FILE)
+    members = [{"path": "/runs/a", "architecture": "fast"}, {"path": "/runs/b", "architecture": "wide"}]
+    meta.update(architecture="ensemble", title="Ensemble of 2 networks", ensemble={"members": members})
+    meta.pop("lineage", None)
+    bundles.atomic_write_json(ensemble / bundles.METADATA_FILE, meta)
+    choices = settings.model_choices(app_env)
+    assert [(c.kind, c.path.name) for c in choices][-1] == ("bundle", "both")
+    assert cards.choice_title("bundle", "both", meta) == "Model both · Ensemble of 2 networks"
+    assert dict(cards.model_card(meta, ensemble).facts)["Network"].startswith(
+        "the average of 2 trained networks (fast and wide)"
+    )
+
+    at = _app("pages/evaluate.py")
+    at.selectbox(key="evaluate_model").set_value("Model both").run()
+    assert not at.exception
+    assert "This model was not trained itself: the average of 2 trained networks" in _texts(at)
+
+
 # --- mtfer.app.cards -------------------------------------------------------------------------------------------
 
 

@@ -145,7 +145,7 @@ def about_range(low: float, high: float) -> str:
     return f"{low_text} to {high_text}"
 
 
-ARCHITECTURE_NAMES = {"paper": "the paper's design", "fast": "fast"}
+ARCHITECTURE_NAMES = {"paper": "the paper's design", "fast": "fast", "wide": "wide", "ensemble": "ensemble"}
 
 
 # Which labels each data set gave the model, by format.

@@ -152,7 +152,7 @@ def discover_datasets(roots: Iterable[str | os.PathLike], formats: Sequence[str]
 class ModelChoice:
     label: str
     path: Path
-    kind: str  # "active", "default" or "run"
+    kind: str  # "active", "default", "run", or "bundle" (a model under the runs folder that no run made)
 
     @property
     def slug(self) -> str:
@@ -212,6 +212,10 @@ def model_choices(runs_dir: str | os.PathLike | None = None) -> list[ModelChoice
     add(bundles.default_model(), f"Default model ({bundles.default_model().name})", "default")
     for run in runs.list_runs(runs_dir):
         add(run, f"Run {run.name}", "run")
+    # Bundles under the runs folder that no training run made (an ensemble, a bundle copied in), newest first
+    root = Path(runs_dir) if runs_dir else bundles.default_runs_dir()
+    for folder in sorted(_subfolders(root), key=lambda p: p.stat().st_mtime, reverse=True):
+        add(folder, f"Model {folder.name}", "bundle")
     return choices
 
 

@@ -192,13 +192,14 @@ def _ensemble_metadata(
     metadata = copy.deepcopy(loaded[0].metadata)
     for key in ("calibration", "abstain", "metrics", "serving", "lineage", "race_groups", "finished_early"):
         metadata.pop(key, None)
-    names = [b.metadata.get("title") or b.path.name for b in loaded]
+    names = ", ".join(b.path.name for b in loaded)
     metadata.update(
         architecture="ensemble",
         precision="float32",
         created=bundles.now_iso(),
         title=f"Ensemble of {len(loaded)} networks",
-        description="The average of " + ", ".join(str(n) for n in names) + ", weighted per task.",
+        description=f"The average of {len(loaded)} trained networks ({names}), weighted per question on their "
+        "validation faces. It takes the time of all of them for each face.",
         train_seconds=sum(float(b.metadata.get("train_seconds") or 0) for b in loaded),
     )
     metadata[ENSEMBLE_KEY] = {

@@ -148,6 +148,7 @@ def test_command_line_makes_an_ensemble_of_runs_trained_on_data_sets(tmp_path, m
     out = capsys.readouterr().out
     assert code == 0, out
     assert "emotion: weights [0.5, 0.5]; validation accuracy" in out and str(runs / "both") in out
+    assert "member 2 of 2 (two) on" in out and "calibrating and evaluating" in out  # each slow step announced
     meta = json.loads((runs / "both" / bundles.METADATA_FILE).read_text())
     assert meta[ENSEMBLE_KEY]["weights"]["age"] == [0.5, 0.5]
     assert {Path(k).name for k in meta["metrics"]} >= {"fer2013-val", "fer2013-test"}

@@ -164,6 +164,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         weights=weights,
         datasets=parse_datasets(args.dataset) if args.dataset else None,
         evaluate=not args.no_evaluate,
+        say=lambda step: print(f"{step} ...", flush=True),
     )
     section = bundles.read_json(path / bundles.METADATA_FILE)[ENSEMBLE_KEY]
     for task, w in section["weights"].items():

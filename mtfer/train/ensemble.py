@@ -17,7 +17,7 @@ import copy
 import hashlib
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,11 +129,13 @@ def combine(
     splits: Mapping[str, Any] | None = None,
     runs_dir: str | os.PathLike | None = None,
     evaluate: bool = True,
+    say: Callable[[str], None] = log.info,
 ) -> Path:
     """Write the ensemble of the bundles `members` (run ids, folders or "default") to the bundle folder `out`,
     calibrated on the validation faces (and, with `evaluate`, evaluated on validation and test like any trained
     model). `weights`: one list for every task, per-task lists, or None to choose them on validation faces.
-    `splits`: the members' {"val": Split, "test": Split} (default: carved again from their data sets)."""
+    `splits`: the members' {"val": Split, "test": Split} (default: carved again from their data sets). `say`: told
+    each step as it starts (minutes each on real data sets)."""
     paths = [bundles.resolve_model(m, runs_dir).resolve() for m in members]
     if len(paths) < 2:
         raise EnsembleError("an ensemble needs at least two members")
@@ -150,10 +152,16 @@ def combine(
             "the members were trained on different data sets or splits: no validation faces are unseen by all of "
             "them, so neither the weights nor the calibration can be chosen honestly"
         )
-    splits = dict(splits) if splits is not None else validation_split(loaded[0].metadata, datasets)
+    if splits is None:
+        say("finding the validation and test faces the members held out")
+        splits = validation_split(loaded[0].metadata, datasets)
+    splits = dict(splits)
     val = splits["val"]
     flip = bool(loaded[0].metadata["input"].get("tta_flip", False))
-    probs = [predict_arrays(b.model, val.images, flip=flip) for b in loaded]
+    probs = []
+    for i, member in enumerate(loaded, start=1):
+        say(f"member {i} of {len(loaded)} ({member.path.name}) on {len(val):,} validation faces")
+        probs.append(predict_arrays(member.model, val.images, flip=flip))
     if weights is None:
         chosen = choose_weights(probs, val.labels, tasks)
     elif isinstance(weights, Mapping):
@@ -178,7 +186,9 @@ def combine(
     metadata = _ensemble_metadata(loaded, chosen, scores)
     model = ensemble_model([b.model for b in loaded], chosen, name=out.name or "ensemble")
     out.mkdir(parents=True, exist_ok=True)
+    say(f"writing {out}")
     bundles.save_bundle(model, metadata, out)
+    say("calibrating" + (" and evaluating on the validation and test faces" if evaluate else ""))
     calibrate_bundle(out, splits=splits, evaluate=evaluate)
     return out
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,18 @@ def test_members_that_cannot_be_averaged_honestly_are_refused(members, tmp_path)
     three_class_race_copy(b, other_classes)
     with pytest.raises(EnsembleError, match="tasks and classes"):
         combine([a, other_classes], tmp_path / "x", splits=tiny_splits())
+    # Face framing must match; settings only photos use (the small-face look) may differ.
+    for name, change, accepted in (("look", {"small_faces": False}, True), ("margin", {"margin": 1.4}, False)):
+        other = tmp_path / name
+        shutil.copytree(b, other)
+        meta = bundles.read_json(other / bundles.METADATA_FILE)
+        meta["preprocessing"] = {**meta["preprocessing"], **change}
+        bundles.atomic_write_json(other / bundles.METADATA_FILE, meta)
+        if accepted:
+            combine([a, other], tmp_path / f"with-{name}", weights=[0.5, 0.5], splits=tiny_splits(), evaluate=False)
+        else:
+            with pytest.raises(EnsembleError, match="face framing"):
+                combine([a, other], tmp_path / "x", splits=tiny_splits())
     assert not (tmp_path / "x").exists()  # nothing half-written
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from mtfer.core import bundles, convert
 from mtfer.core.backends import predict_arrays
+from mtfer.core.preprocess import PreprocessConfig
 from mtfer.core.tasks import TASK_NAMES
 from mtfer.datasets.base import DatasetSpec
 from mtfer.datasets.splits import SplitSettings, validation_split
@@ -95,12 +96,19 @@ def ensemble_model(models: Sequence[Any], weights: Mapping[str, Sequence[float]]
     return keras.Model(inputs, heads, name=name)
 
 
+def _framing(bundle: bundles.Bundle) -> dict:
+    """How the bundle frames a face for its network: what members must share (settings for photos only, such as
+    the small-face look, may differ; the ensemble keeps the first member's)."""
+    return PreprocessConfig.from_dict(bundle.metadata["preprocessing"]).crop_settings()
+
+
 def _check_members(loaded: Sequence[bundles.Bundle]) -> None:
     first = loaded[0]
     for other in loaded[1:]:
-        for key, what in (("tasks", "tasks and classes"), ("preprocessing", "face framing")):
-            if other.metadata.get(key) != first.metadata.get(key):
-                raise EnsembleError(f"{other.path} and {first.path} differ in {what}: they cannot be averaged")
+        if other.metadata.get("tasks") != first.metadata.get("tasks"):
+            raise EnsembleError(f"{other.path} and {first.path} differ in tasks and classes: they cannot be averaged")
+        if _framing(other) != _framing(first):
+            raise EnsembleError(f"{other.path} and {first.path} differ in face framing: they cannot be averaged")
         if other.input_size != first.input_size:
             raise EnsembleError(
                 f"{other.path} takes {other.input_size}px faces, {first.path} {first.input_size}px: they cannot be "

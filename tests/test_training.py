@@ -718,3 +718,28 @@ def test_two_workers_on_loopback_train_one_model_in_step(tmp_path):
     assert len(trained) > 10
     for a, b in trained:
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, err_msg=a.path)
+
+
+def test_a_resumed_run_does_not_replay_the_first_epochs_order_and_augmentation(tmp_path, monkeypatch):
+    """Seeded as at epoch 1, a resumed run would show a network the same faces, in the same order and with the
+    same augmentation, as its first epoch: what a large network has memorised."""
+    from helpers import tiny_splits
+
+    from mtfer.train import trainer
+
+    seeds = []
+    real = trainer.make_dataset
+
+    def recording(*args, **kwargs):
+        if kwargs.get("training"):
+            seeds.append(kwargs["seed"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "make_dataset", recording)
+    config = trainer.TrainConfig(architecture="fast", epochs=1, batch_size=16, augment="light", seed=5)
+    folder = trainer.train(config, tmp_path / "run", splits=tiny_splits(), install_signal_handler=False)
+    longer = trainer.TrainConfig(**{**config.to_dict(), "epochs": 2})
+    trainer.train(longer, folder, splits=tiny_splits(), resume=True, install_signal_handler=False)
+    assert seeds == [5, 6]  # epoch 2 draws as the second epoch, not as the first again
+    history = pd.read_csv(folder / bundles.HISTORY_FILE)
+    assert list(history["epoch"]) == [1, 2]

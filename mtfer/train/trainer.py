@@ -166,7 +166,10 @@ def _train(config: TrainConfig, run: Path, splits: dict[str, Split] | None, resu
 
     precision = resolve_precision(config.precision)
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
-    keras.utils.set_random_seed(config.seed)
+    # A resumed run draws from where an uninterrupted one would be, not from the start: seeded as at epoch 1, it
+    # would replay epoch 1's order and augmented faces, which a network that can memorise has already learned.
+    seed = config.seed + (completed_epochs(run) if resume else 0)
+    keras.utils.set_random_seed(seed)
     strategy = make_strategy(config.strategy, config.devices)
     batch = config.batch_size * strategy.num_replicas_in_sync
     log.info("strategy %s with %d replica(s)", type(strategy).__name__, strategy.num_replicas_in_sync)
@@ -183,7 +186,7 @@ def _train(config: TrainConfig, run: Path, splits: dict[str, Split] | None, resu
         batch,
         training=True,
         augment=config.augment,
-        seed=config.seed,
+        seed=seed,
         class_weights=class_weights,
         mixup=config.mixup,
     )

@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         "trained model. Its time per face is the sum of its members'.",
     )
     p.add_argument("models", nargs="+", help="two or more run ids, bundle folders or 'default'")
-    p.add_argument("--name", required=True, help="run id of the new model (under the runs folder)")
+    p.add_argument("--name", required=True, help="name of the new model's folder, under the runs folder")
     p.add_argument("--weights", help="e.g. 0.7,0.3: the same weights for every task (default: chosen per task)")
     p.add_argument(
         "--dataset",

@@ -952,6 +952,7 @@ def test_a_model_no_run_made_is_listed_and_an_ensemble_says_why_it_has_no_curves
     assert dict(cards.model_card(meta, ensemble).facts)["Network"].startswith(
         "the average of 2 trained networks (fast and wide)"
     )
+    assert dict(cards.model_card(meta, ensemble).facts)["Training time"].startswith("none of its own")
 
     at = _app("pages/evaluate.py")
     at.selectbox(key="evaluate_model").set_value("Model both").run()

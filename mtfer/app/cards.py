@@ -348,6 +348,8 @@ def choice_title(kind: str, folder: str, metadata: Mapping) -> str:
 def training_time_text(metadata: Mapping, lineage: Lineage) -> str:
     """How long training took, over every run of the lineage when they are all known (the wall time docs/results.md reports)."""
     machine = _machine_text(metadata.get("machine"))
+    if metadata.get("architecture") == "ensemble":  # its own config is its first member's: no lineage of its own
+        return "none of its own (its networks were trained separately; see each of them)"
     own = lineage.stages[-1] if lineage.stages else None
     own_seconds = metadata.get("train_seconds")
     own_epochs = own.epochs if own else None
